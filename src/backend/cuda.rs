@@ -1,0 +1,169 @@
+//! CUDA backend: a context, module cache and launch helpers over cudarc.
+//!
+//! cudarc loads libcuda and libnvrtc at run time and panics when they are missing, so every
+//! entry point here probes for the library first and returns `Error::BackendUnavailable`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig};
+use cudarc::nvrtc::Ptx;
+
+use crate::error::{Error, Result};
+use crate::sources;
+
+pub use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DevicePtr, DevicePtrMut};
+
+pub(crate) fn cuda_err(e: impl std::fmt::Debug) -> Error {
+    Error::Cuda(format!("{e:?}"))
+}
+
+/// Why CUDA cannot be used here, or `Ok` with the device count.
+pub fn probe() -> std::result::Result<usize, String> {
+    // SAFETY: only dlopen-probes for libcuda; nothing is called through it.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err("libcuda not found (no NVIDIA driver); install the driver or run on a GPU host".into());
+    }
+    let n = CudaContext::device_count().map_err(|e| format!("cuInit/cuDeviceGetCount failed: {e:?}"))?;
+    if n <= 0 {
+        return Err("the NVIDIA driver reports no CUDA device".into());
+    }
+    Ok(n as usize)
+}
+
+/// A CUDA device with its module cache. Engines wrap their own context with
+/// [`CudaBackend::from_context`] and pass their own stream to every `run`.
+pub struct CudaBackend {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    cc: (i32, i32),
+    sm_count: u32,
+    name: String,
+}
+
+impl std::fmt::Debug for CudaBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CudaBackend({}, sm_{}{})", self.name, self.cc.0, self.cc.1)
+    }
+}
+
+impl CudaBackend {
+    /// Opens device `ordinal` with its primary context.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        probe().map_err(Error::BackendUnavailable)?;
+        let ctx = CudaContext::new(ordinal).map_err(cuda_err)?;
+        Self::from_context(ctx)
+    }
+
+    /// Wraps an engine's context; nothing is allocated until a kernel's module is first needed.
+    pub fn from_context(ctx: Arc<CudaContext>) -> Result<Self> {
+        let cc = ctx.compute_capability().map_err(cuda_err)?;
+        let sm = ctx
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(cuda_err)?;
+        let name = ctx.name().map_err(cuda_err)?;
+        let stream = ctx.default_stream();
+        Ok(Self { ctx, stream, modules: Mutex::new(HashMap::new()), cc, sm_count: sm.max(1) as u32, name })
+    }
+
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// The context's default stream, for tests and the tool; engines pass their own.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    pub fn compute_capability(&self) -> (i32, i32) {
+        self.cc
+    }
+
+    pub fn sm_count(&self) -> u32 {
+        self.sm_count
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Loads a family's module once: the cubin for this device's compute capability if the build
+    /// embedded one, else the PTX (JIT-compiled by the driver), else NVRTC on the embedded source.
+    pub fn module(&self, family: &'static str) -> Result<Arc<CudaModule>> {
+        let mut cache = self.modules.lock().map_err(|_| Error::Cuda("module cache poisoned".into()))?;
+        if let Some(m) = cache.get(family) {
+            return Ok(m.clone());
+        }
+        let src = sources::cuda_module(family).ok_or_else(|| Error::Cuda(format!("no CUDA family `{family}`")))?;
+        let sm = (self.cc.0 * 10 + self.cc.1) as u32;
+        let mut errors = Vec::new();
+        let mut module = None;
+        if let Some((_, cubin)) = src.cubins.iter().find(|(a, _)| *a == sm) {
+            match self.ctx.load_module(Ptx::from_binary(cubin.to_vec())) {
+                Ok(m) => module = Some(m),
+                Err(e) => errors.push(format!("cubin sm_{sm}: {e:?}")),
+            }
+        }
+        if module.is_none() {
+            if let Some(ptx) = src.ptx {
+                match self.ctx.load_module(Ptx::from_src(ptx)) {
+                    Ok(m) => module = Some(m),
+                    Err(e) => errors.push(format!("PTX: {e:?} (a driver older than the PTX ISA?)")),
+                }
+            }
+        }
+        if module.is_none() {
+            let ptx = compile_at_runtime(src.source, family)?;
+            module = Some(self.ctx.load_module(ptx).map_err(|e| {
+                errors.push(format!("NVRTC PTX: {e:?}"));
+                Error::Cuda(format!("cannot load CUDA family `{family}`: {}", errors.join("; ")))
+            })?);
+        }
+        let m = module.ok_or_else(|| Error::Cuda(format!("cannot load `{family}`")))?;
+        cache.insert(family, m.clone());
+        Ok(m)
+    }
+
+    pub(crate) fn function(&self, family: &'static str, name: &str) -> Result<CudaFunction> {
+        self.module(family)?.load_function(name).map_err(|e| Error::Cuda(format!("{name}: {e:?}")))
+    }
+}
+
+fn compile_at_runtime(source: &str, family: &str) -> Result<Ptx> {
+    // SAFETY: only dlopen-probes for libnvrtc.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(Error::BackendUnavailable(format!(
+            "CUDA family `{family}` was built without PTX and libnvrtc is not on the loader path; \
+             rebuild where nvcc or NVRTC exists (scripts/setup-cuda.sh) or add libnvrtc to LD_LIBRARY_PATH"
+        )));
+    }
+    let mut include_paths = Vec::new();
+    for var in ["MLLM_CUDA_INCLUDE", "CUDA_HOME", "CUDA_PATH"] {
+        if let Ok(v) = std::env::var(var) {
+            include_paths.push(if var == "MLLM_CUDA_INCLUDE" { v } else { format!("{v}/include") });
+        }
+    }
+    include_paths.push("/usr/local/cuda/include".into());
+    let opts = cudarc::nvrtc::CompileOptions {
+        arch: Some("compute_80"),
+        include_paths,
+        options: vec!["--std=c++17".into()],
+        ..Default::default()
+    };
+    cudarc::nvrtc::compile_ptx_with_opts(source, opts).map_err(|e| Error::Cuda(format!("NVRTC `{family}`: {e:?}")))
+}
+
+/// A grid of `n` blocks of `threads` threads, one block per row or state.
+pub(crate) fn grid_1d(n: usize, threads: u32) -> Result<LaunchConfig> {
+    if n == 0 || n > (1usize << 31) - 1 {
+        return Err(Error::InvalidParams(format!("{n} blocks do not fit a CUDA grid")));
+    }
+    Ok(LaunchConfig { grid_dim: (n as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 })
+}
+
+/// A float storage type a CUDA kernel takes: f32, f16 or bf16.
+pub trait CudaFloat: crate::dtype::Float + cudarc::driver::DeviceRepr {}
+impl CudaFloat for f32 {}
+impl CudaFloat for half::f16 {}
+impl CudaFloat for half::bf16 {}

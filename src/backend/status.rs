@@ -1,0 +1,101 @@
+//! The status word: kernels that meet a bad index clamp it and raise a bit here instead of
+//! reading out of bounds. `run` leaves the word on the device (no sync); `check` reads it.
+
+use crate::error::{Error, Result};
+
+use super::Backend;
+
+/// Bits a kernel may raise. Each names the input that was bad.
+pub struct StatusBits;
+
+impl StatusBits {
+    /// An index list held a value outside its range (`core.gather_rows` `idx`, ...).
+    pub const INDEX_OUT_OF_RANGE: u32 = 1;
+    /// Packed ternary weights held the invalid code 3 (read as 0).
+    pub const BAD_TERNARY_CODE: u32 = 2;
+    /// A slot id outside the state pool (recurrent states).
+    pub const SLOT_OUT_OF_RANGE: u32 = 4;
+
+    pub fn describe(bits: u32) -> String {
+        let mut v = Vec::new();
+        if bits & Self::INDEX_OUT_OF_RANGE != 0 {
+            v.push("an index was out of range (row zeroed)");
+        }
+        if bits & Self::BAD_TERNARY_CODE != 0 {
+            v.push("packed ternary data held code 3 (read as weight 0)");
+        }
+        if bits & Self::SLOT_OUT_OF_RANGE != 0 {
+            v.push("a slot id was outside the state pool (step skipped)");
+        }
+        if v.is_empty() {
+            v.push("unknown status bits");
+        }
+        format!("{} (status 0x{bits:x})", v.join("; "))
+    }
+}
+
+/// A status word on one backend. Create it once beside the plan and pass it to each `run`.
+pub enum Status {
+    Cpu(std::cell::Cell<u32>),
+    #[cfg(feature = "cuda")]
+    Cuda(cudarc::driver::CudaSlice<u32>),
+    #[cfg(feature = "wgpu")]
+    Wgpu(::wgpu::Buffer),
+}
+
+impl Status {
+    /// A cleared status word on `backend` (one small allocation, at setup time).
+    pub fn new(backend: &Backend) -> Result<Status> {
+        match backend {
+            Backend::Cpu => Ok(Status::Cpu(std::cell::Cell::new(0))),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(c) => Ok(Status::Cuda(c.stream().alloc_zeros::<u32>(1).map_err(super::cuda::cuda_err)?)),
+            #[cfg(feature = "wgpu")]
+            Backend::Wgpu(w) => Ok(Status::Wgpu(w.upload(&[0u8; 4]))),
+        }
+    }
+
+    /// Raises bits from host code (the CPU backend's kernels).
+    pub fn raise(&self, bits: u32) -> Result<()> {
+        match self {
+            Status::Cpu(c) => {
+                c.set(c.get() | bits);
+                Ok(())
+            }
+            #[allow(unreachable_patterns)]
+            _ => Err(Error::InvalidParams("a device status word was passed to a CPU run".into())),
+        }
+    }
+
+    /// Reads the word (this synchronizes), clears it, and returns an `Error` naming what was bad.
+    pub fn check(&mut self, backend: &Backend) -> Result<()> {
+        let bits = self.take_bits(backend)?;
+        if bits == 0 {
+            Ok(())
+        } else {
+            Err(Error::InvalidInput(StatusBits::describe(bits)))
+        }
+    }
+
+    /// Reads the raw bits (this synchronizes) and clears them.
+    pub fn take_bits(&mut self, backend: &Backend) -> Result<u32> {
+        match (self, backend) {
+            (Status::Cpu(c), _) => Ok(c.replace(0)),
+            #[cfg(feature = "cuda")]
+            (Status::Cuda(s), Backend::Cuda(c)) => {
+                let v = c.stream().clone_dtoh(s).map_err(super::cuda::cuda_err)?;
+                c.stream().memset_zeros(s).map_err(super::cuda::cuda_err)?;
+                Ok(v.first().copied().unwrap_or(0))
+            }
+            #[cfg(feature = "wgpu")]
+            (Status::Wgpu(b), Backend::Wgpu(w)) => {
+                let v = w.download(b)?;
+                w.queue().write_buffer(b, 0, &[0u8; 4]);
+                let word: [u8; 4] = v.get(..4).and_then(|s| s.try_into().ok()).ok_or_else(|| Error::Wgpu("short status read".into()))?;
+                Ok(u32::from_le_bytes(word))
+            }
+            #[allow(unreachable_patterns)]
+            _ => Err(Error::InvalidParams("status word belongs to another backend".into())),
+        }
+    }
+}

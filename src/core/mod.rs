@@ -1,0 +1,241 @@
+//! Core kernels that every family reuses: `rmsnorm`, `merge_states` (split-KV combine) and
+//! `gather_rows` (index gather with the status word for bad indices).
+//!
+//! The pattern every family copies: a params struct, `Plan::new` validates it once, then
+//! `run_cpu` (the f64 oracle), `run_cuda` (caller's stream and cudarc buffers) and `run_wgpu`
+//! (recorded into the caller's encoder) check buffer sizes and launch; none allocates device
+//! memory beyond wgpu's per-dispatch uniform and bind group, and none synchronizes.
+
+#[cfg(feature = "cuda")]
+mod cuda;
+pub mod oracle;
+pub(crate) mod registry;
+#[cfg(feature = "wgpu")]
+mod wgpu;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dtype::{DType, Float};
+use crate::error::{ensure_len, invalid, Error, Result};
+use crate::layout::Rows;
+
+fn float_dtype(dtype: DType) -> Result<DType> {
+    if dtype.is_float() {
+        Ok(dtype)
+    } else {
+        Err(Error::DType(format!("{dtype} is not a float storage type (f32, f16, bf16)")))
+    }
+}
+
+pub(crate) fn same_dtype<T: Float>(want: DType) -> Result<()> {
+    if T::DTYPE == want {
+        Ok(())
+    } else {
+        Err(Error::DType(format!("plan is {want}, buffers are {}", T::DTYPE)))
+    }
+}
+
+fn to_f64<T: Float>(v: &[T]) -> Vec<f64> {
+    v.iter().map(|x| f64::from(x.to_f32())).collect()
+}
+
+fn from_f64<T: Float>(v: &[f64]) -> Vec<T> {
+    v.iter().map(|&x| T::from_f32(x as f32)).collect()
+}
+
+fn default_eps() -> f32 {
+    1e-6
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// `y = x / sqrt(mean(x^2) + eps) * w` over rows of `cols`; x, w and y share the dtype.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RmsNormParams {
+    pub rows: usize,
+    pub cols: usize,
+    #[serde(default = "default_eps")]
+    pub eps: f32,
+    pub dtype: DType,
+    /// Elements between rows of x (default `cols`).
+    #[serde(default)]
+    pub x_stride: Option<usize>,
+    /// Elements between rows of y (default `cols`).
+    #[serde(default)]
+    pub y_stride: Option<usize>,
+}
+
+/// A validated RMSNorm.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    pub params: RmsNormParams,
+    pub x: Rows,
+    pub y: Rows,
+}
+
+impl RmsNorm {
+    pub fn new(p: RmsNormParams) -> Result<Self> {
+        float_dtype(p.dtype)?;
+        if p.rows == 0 || p.cols == 0 {
+            return Err(invalid(format!("rmsnorm needs rows >= 1 and cols >= 1, got {} x {}", p.rows, p.cols)));
+        }
+        if !(p.eps.is_finite() && p.eps >= 0.0) {
+            return Err(invalid(format!("rmsnorm eps must be finite and >= 0, got {}", p.eps)));
+        }
+        let x = Rows::new("rmsnorm x", p.rows, p.cols, p.x_stride)?;
+        let y = Rows::new("rmsnorm y", p.rows, p.cols, p.y_stride)?;
+        Ok(Self { params: p, x, y })
+    }
+
+    fn check_lens(&self, x: usize, w: usize, y: usize) -> Result<()> {
+        ensure_len("rmsnorm x", self.x.span(), x)?;
+        ensure_len("rmsnorm w", self.params.cols, w)?;
+        ensure_len("rmsnorm y", self.y.span(), y)
+    }
+
+    /// The oracle on host slices (f64 inside, rounded to `T` on the way out).
+    pub fn run_cpu<T: Float>(&self, x: &[T], w: &[T], y: &mut [T]) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        self.check_lens(x.len(), w.len(), y.len())?;
+        let p = &self.params;
+        let out = oracle::rmsnorm(&to_f64(&self.x.gather(x)), &to_f64(&w[..p.cols]), p.rows, p.cols, f64::from(p.eps));
+        self.y.scatter(&from_f64::<T>(&out), y);
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Merge `(o1, lse1)` and `(o2, lse2)`, partial attention over disjoint keys, into `(o, lse)`.
+/// `states` rows of `dim` (e.g. tokens x heads); lse is f32, natural log, contiguous.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MergeStatesParams {
+    pub states: usize,
+    pub dim: usize,
+    pub dtype: DType,
+    #[serde(default)]
+    pub o1_stride: Option<usize>,
+    #[serde(default)]
+    pub o2_stride: Option<usize>,
+    #[serde(default)]
+    pub o_stride: Option<usize>,
+}
+
+/// A validated `merge_states`.
+#[derive(Debug, Clone)]
+pub struct MergeStates {
+    pub params: MergeStatesParams,
+    pub o1: Rows,
+    pub o2: Rows,
+    pub o: Rows,
+}
+
+impl MergeStates {
+    pub fn new(p: MergeStatesParams) -> Result<Self> {
+        float_dtype(p.dtype)?;
+        if p.states == 0 || p.dim == 0 {
+            return Err(invalid(format!("merge_states needs states >= 1 and dim >= 1, got {} x {}", p.states, p.dim)));
+        }
+        let o1 = Rows::new("merge_states o1", p.states, p.dim, p.o1_stride)?;
+        let o2 = Rows::new("merge_states o2", p.states, p.dim, p.o2_stride)?;
+        let o = Rows::new("merge_states o", p.states, p.dim, p.o_stride)?;
+        Ok(Self { params: p, o1, o2, o })
+    }
+
+    fn check_lens(&self, o1: usize, l1: usize, o2: usize, l2: usize, o: usize, l: usize) -> Result<()> {
+        let n = self.params.states;
+        ensure_len("merge_states o1", self.o1.span(), o1)?;
+        ensure_len("merge_states lse1", n, l1)?;
+        ensure_len("merge_states o2", self.o2.span(), o2)?;
+        ensure_len("merge_states lse2", n, l2)?;
+        ensure_len("merge_states o", self.o.span(), o)?;
+        ensure_len("merge_states lse", n, l)
+    }
+
+    /// The oracle on host slices.
+    pub fn run_cpu<T: Float>(&self, o1: &[T], l1: &[f32], o2: &[T], l2: &[f32], o: &mut [T], l: &mut [f32]) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        self.check_lens(o1.len(), l1.len(), o2.len(), l2.len(), o.len(), l.len())?;
+        let n = self.params.states;
+        let lf = |v: &[f32]| v[..n].iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
+        let (out, lse) =
+            oracle::merge_states(&to_f64(&self.o1.gather(o1)), &lf(l1), &to_f64(&self.o2.gather(o2)), &lf(l2), self.params.dim);
+        self.o.scatter(&from_f64::<T>(&out), o);
+        for (d, s) in l.iter_mut().zip(lse) {
+            *d = s as f32;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// `out[i] = src[idx[i]]` for `rows` indices into `src_rows` rows of `cols`.
+/// An index out of range writes a zero row and raises `StatusBits::INDEX_OUT_OF_RANGE`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatherRowsParams {
+    pub rows: usize,
+    pub src_rows: usize,
+    pub cols: usize,
+    pub dtype: DType,
+    #[serde(default)]
+    pub src_stride: Option<usize>,
+    #[serde(default)]
+    pub out_stride: Option<usize>,
+}
+
+/// A validated `gather_rows`.
+#[derive(Debug, Clone)]
+pub struct GatherRows {
+    pub params: GatherRowsParams,
+    pub src: Rows,
+    pub out: Rows,
+}
+
+impl GatherRows {
+    pub fn new(p: GatherRowsParams) -> Result<Self> {
+        float_dtype(p.dtype)?;
+        if p.rows == 0 || p.cols == 0 || p.src_rows == 0 {
+            return Err(invalid(format!(
+                "gather_rows needs rows, src_rows and cols >= 1, got {}, {}, {}",
+                p.rows, p.src_rows, p.cols
+            )));
+        }
+        if p.src_rows > i32::MAX as usize {
+            return Err(invalid("gather_rows: src_rows exceeds i32 indices"));
+        }
+        let src = Rows::new("gather_rows src", p.src_rows, p.cols, p.src_stride)?;
+        let out = Rows::new("gather_rows out", p.rows, p.cols, p.out_stride)?;
+        Ok(Self { params: p, src, out })
+    }
+
+    fn check_lens(&self, src: usize, idx: usize, out: usize) -> Result<()> {
+        ensure_len("gather_rows src", self.src.span(), src)?;
+        ensure_len("gather_rows idx", self.params.rows, idx)?;
+        ensure_len("gather_rows out", self.out.span(), out)
+    }
+
+    /// Every index in range: the explicit check for callers that want an error before the launch.
+    pub fn validate_indices(&self, idx: &[i32]) -> Result<()> {
+        match idx.iter().take(self.params.rows).position(|&j| j < 0 || j as usize >= self.params.src_rows) {
+            Some(i) => Err(Error::InvalidInput(format!(
+                "gather_rows idx[{i}] = {} is outside [0, {})",
+                idx[i], self.params.src_rows
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The oracle on host slices; a bad index raises the status bit as the kernels do.
+    pub fn run_cpu<T: Float>(&self, src: &[T], idx: &[i32], out: &mut [T], status: &crate::Status) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        self.check_lens(src.len(), idx.len(), out.len())?;
+        let p = &self.params;
+        let (o, bad) = oracle::gather_rows(&to_f64(&self.src.gather(src)), &idx[..p.rows], p.src_rows, p.cols);
+        self.out.scatter(&from_f64::<T>(&o), out);
+        if bad {
+            status.raise(crate::StatusBits::INDEX_OUT_OF_RANGE)?;
+        }
+        Ok(())
+    }
+}

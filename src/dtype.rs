@@ -1,0 +1,98 @@
+//! Storage dtypes and the element trait that ties host types to them.
+
+use half::{bf16, f16};
+
+/// A tensor's storage type. Kernels accumulate in f32 whatever the storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    F32,
+    F16,
+    BF16,
+    I8,
+    I32,
+    U32,
+}
+
+impl DType {
+    /// The three float storage types every float kernel takes.
+    pub const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 | DType::I32 | DType::U32 => 4,
+            DType::F16 | DType::BF16 => 2,
+            DType::I8 => 1,
+        }
+    }
+
+    /// The suffix of kernel entry points and shader modules: `f32`, `f16`, `bf16`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+            DType::I8 => "i8",
+            DType::I32 => "i32",
+            DType::U32 => "u32",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DType> {
+        [DType::F32, DType::F16, DType::BF16, DType::I8, DType::I32, DType::U32]
+            .into_iter()
+            .find(|d| d.name().eq_ignore_ascii_case(s) || (s.eq_ignore_ascii_case("float32") && *d == DType::F32))
+    }
+
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F16 | DType::BF16)
+    }
+
+    /// Bytes a 16-bit or 8-bit tensor of `n` elements takes in a wgpu buffer (whole u32 words).
+    pub fn padded_bytes(self, n: usize) -> usize {
+        (n * self.size()).div_ceil(4) * 4
+    }
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A float storage element: f32, f16 or bf16.
+pub trait Float: bytemuck::Pod + Copy + Send + Sync + Default + std::fmt::Debug + 'static {
+    const DTYPE: DType;
+    fn to_f32(self) -> f32;
+    fn from_f32(v: f32) -> Self;
+}
+
+impl Float for f32 {
+    const DTYPE: DType = DType::F32;
+    fn to_f32(self) -> f32 {
+        self
+    }
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+}
+
+impl Float for f16 {
+    const DTYPE: DType = DType::F16;
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+    fn from_f32(v: f32) -> Self {
+        f16::from_f32(v)
+    }
+}
+
+impl Float for bf16 {
+    const DTYPE: DType = DType::BF16;
+    fn to_f32(self) -> f32 {
+        bf16::to_f32(self)
+    }
+    fn from_f32(v: f32) -> Self {
+        bf16::from_f32(v)
+    }
+}

@@ -1,0 +1,245 @@
+//! `bench`: fixed iteration counts, inputs rotated among enough copies to exceed twice the L2
+//! cache (as a model's many layers would), and the device's own ceilings measured in the same
+//! run: copy bandwidth and the launch floor.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::{launch_once, registry, Case, DevMap, DevTensor, HostTensor, Kernel, Launch, Rng};
+use crate::backend::{Backend, Status};
+use crate::error::{Error, Result};
+
+/// What the device can do, measured by the tool on that device.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ceilings {
+    pub device: String,
+    /// Device-to-device copy, counting read and write bytes.
+    pub copy_gbps: f64,
+    /// An empty launch, in microseconds.
+    pub launch_floor_us: f64,
+    /// L2 size the rotation had to beat (bytes; 0 where unknown or not a GPU).
+    pub l2_bytes: usize,
+}
+
+/// One bench row.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    pub kernel: String,
+    pub backend: String,
+    pub dtype: String,
+    pub shape: String,
+    pub iters: usize,
+    pub copies: usize,
+    pub time_us: f64,
+    pub gbps: f64,
+    pub tflops: f64,
+    /// Share of the measured copy bandwidth.
+    pub bw_share: f64,
+    /// Under about 20 us: report as latency against the launch floor, not as bandwidth.
+    pub latency_bound: bool,
+    pub error: Option<String>,
+}
+
+/// Times `iters` launches after `warm` untimed ones; `f(i)` launches iteration i.
+fn time_loop(backend: &Backend, iters: usize, mut f: impl FnMut(&mut Launch, usize) -> Result<()>) -> Result<f64> {
+    for i in 0..2 {
+        one(backend, &mut f, i)?;
+    }
+    backend.synchronize()?;
+    match backend {
+        #[cfg(feature = "cuda")]
+        Backend::Cuda(c) => {
+            use crate::backend::cuda::cuda_err;
+            let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+            let start = c.context().new_event(flags).map_err(cuda_err)?;
+            let end = c.context().new_event(flags).map_err(cuda_err)?;
+            start.record(c.stream()).map_err(cuda_err)?;
+            for i in 0..iters {
+                one(backend, &mut f, i)?;
+            }
+            end.record(c.stream()).map_err(cuda_err)?;
+            end.synchronize().map_err(cuda_err)?;
+            Ok(f64::from(start.elapsed_ms(&end).map_err(cuda_err)?) * 1e3 / iters as f64)
+        }
+        #[cfg(feature = "wgpu")]
+        Backend::Wgpu(w) => {
+            let t0 = Instant::now();
+            w.run_blocking(|enc| {
+                for i in 0..iters {
+                    let mut l = Launch { backend, encoder: Some(&mut *enc) };
+                    f(&mut l, i)?;
+                }
+                Ok(())
+            })?;
+            Ok(t0.elapsed().as_secs_f64() * 1e6 / iters as f64)
+        }
+        _ => {
+            let t0 = Instant::now();
+            for i in 0..iters {
+                one(backend, &mut f, i)?;
+            }
+            Ok(t0.elapsed().as_secs_f64() * 1e6 / iters as f64)
+        }
+    }
+}
+
+fn one(backend: &Backend, f: &mut impl FnMut(&mut Launch, usize) -> Result<()>, i: usize) -> Result<()> {
+    match backend {
+        #[cfg(feature = "wgpu")]
+        Backend::Wgpu(w) => w.run_blocking(|enc| f(&mut Launch { backend, encoder: Some(enc) }, i)),
+        _ => f(
+            &mut Launch {
+                backend,
+                #[cfg(feature = "wgpu")]
+                encoder: None,
+            },
+            i,
+        ),
+    }
+}
+
+/// Copy bandwidth and launch floor of `backend`.
+pub fn ceilings(backend: &Backend) -> Result<Ceilings> {
+    let device = backend.describe();
+    match backend {
+        Backend::Cpu => {
+            let n = 64 << 20;
+            let src = vec![1u8; n];
+            let mut dst = vec![0u8; n];
+            let t0 = Instant::now();
+            for _ in 0..5 {
+                dst.copy_from_slice(std::hint::black_box(&src));
+            }
+            std::hint::black_box(&dst);
+            let s = t0.elapsed().as_secs_f64() / 5.0;
+            Ok(Ceilings { device, copy_gbps: 2.0 * n as f64 / s / 1e9, launch_floor_us: 0.0, l2_bytes: 0 })
+        }
+        #[cfg(feature = "cuda")]
+        Backend::Cuda(c) => {
+            use crate::backend::cuda::cuda_err;
+            let n = 512usize << 20;
+            let src = c.stream().alloc_zeros::<u8>(n).map_err(cuda_err)?;
+            let mut dst = c.stream().alloc_zeros::<u8>(n).map_err(cuda_err)?;
+            let copy_us = time_loop(backend, 10, |_, _| c.stream().memcpy_dtod(&src, &mut dst).map_err(cuda_err))?;
+            let noop = c.function("core", "core_noop")?;
+            let cfg = cudarc::driver::LaunchConfig { grid_dim: (1, 1, 1), block_dim: (32, 1, 1), shared_mem_bytes: 0 };
+            let floor = time_loop(backend, 200, |_, _| {
+                let mut b = c.stream().launch_builder(&noop);
+                // SAFETY: core_noop takes no arguments and touches no memory.
+                unsafe { b.launch(cfg) }.map(|_| ()).map_err(cuda_err)
+            })?;
+            let l2 = c
+                .context()
+                .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)
+                .map_err(cuda_err)?;
+            Ok(Ceilings { device, copy_gbps: 2.0 * n as f64 / (copy_us * 1e-6) / 1e9, launch_floor_us: floor, l2_bytes: l2.max(0) as usize })
+        }
+        #[cfg(feature = "wgpu")]
+        Backend::Wgpu(w) => {
+            let is_cpu = w.info().device_type == wgpu::DeviceType::Cpu;
+            let n: u64 = if is_cpu { 16 << 20 } else { 128 << 20 };
+            let mk = || {
+                w.device().create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("bench copy"),
+                    size: n,
+                    usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::STORAGE,
+                    mapped_at_creation: false,
+                })
+            };
+            let (src, dst) = (mk(), mk());
+            let copy_us = time_loop(backend, 5, |l, _| {
+                l.encoder()?.copy_buffer_to_buffer(&src, 0, &dst, 0, n);
+                Ok(())
+            })?;
+            let floor = time_loop(backend, 50, |l, _| {
+                let enc = l.encoder()?;
+                w.dispatch(enc, "core_noop", &0u32.to_le_bytes(), &[], 1)
+            })?;
+            Ok(Ceilings {
+                device,
+                copy_gbps: 2.0 * n as f64 / (copy_us * 1e-6) / 1e9,
+                launch_floor_us: floor,
+                // wgpu cannot ask; a GPU's L2 is assumed to be at most 64 MiB.
+                l2_bytes: if is_cpu { 0 } else { 64 << 20 },
+            })
+        }
+    }
+}
+
+/// Benches one case: uploads enough copies of its tensors to rotate past 2x L2, then times.
+pub fn bench_case(kernel: &dyn Kernel, backend: &Backend, case: &Case, iters: usize, ceil: &Ceilings) -> BenchRow {
+    let mut row = BenchRow {
+        kernel: kernel.id(),
+        backend: backend.kind().name().into(),
+        dtype: case.dtype.name().into(),
+        shape: case.label.clone(),
+        iters,
+        copies: 1,
+        time_us: 0.0,
+        gbps: 0.0,
+        tflops: 0.0,
+        bw_share: 0.0,
+        latency_bound: false,
+        error: None,
+    };
+    match bench_inner(kernel, backend, case, iters, ceil, &mut row) {
+        Ok(()) => row,
+        Err(e) => {
+            row.error = Some(e.to_string());
+            row
+        }
+    }
+}
+
+fn bench_inner(kernel: &dyn Kernel, backend: &Backend, case: &Case, iters: usize, ceil: &Ceilings, row: &mut BenchRow) -> Result<()> {
+    let cost = kernel.cost(&case.params)?;
+    let mut rng = Rng::new(0x5eed);
+    let inputs = kernel.inputs(&case.params, &mut rng)?;
+    let specs = kernel.outputs(&case.params)?;
+    let want = 2 * ceil.l2_bytes;
+    let copies = if cost.bytes > 0.0 { ((want as f64 / cost.bytes).ceil() as usize).clamp(1, 64) } else { 1 };
+    row.copies = copies;
+    let mut sets: Vec<DevMap> = Vec::with_capacity(copies);
+    for _ in 0..copies {
+        let mut m = DevMap::new();
+        for (name, t) in &inputs {
+            m.insert(name.clone(), DevTensor::upload(backend, t)?);
+        }
+        for (name, dt, shape) in &specs {
+            if !inputs.contains_key(name) {
+                m.insert(name.clone(), DevTensor::upload(backend, &HostTensor::poison(*dt, shape))?);
+            }
+        }
+        sets.push(m);
+    }
+    let mut status = Status::new(backend)?;
+    // One checked launch first, so a failing kernel reports its error instead of a time.
+    launch_once(kernel, backend, &case.params, &mut sets[0], &mut status)?;
+    backend.synchronize()?;
+    let us = time_loop(backend, iters, |l, i| kernel.launch(l, &case.params, &mut sets[i % copies], &mut status))?;
+    if us <= 0.0 {
+        return Err(Error::InvalidParams("timer returned zero".into()));
+    }
+    row.time_us = us;
+    row.gbps = cost.bytes / (us * 1e-6) / 1e9;
+    row.tflops = cost.flops / (us * 1e-6) / 1e12;
+    row.bw_share = if ceil.copy_gbps > 0.0 { row.gbps / ceil.copy_gbps } else { 0.0 };
+    row.latency_bound = us < 20.0;
+    Ok(())
+}
+
+/// Every bench case of every kernel (of `family`, if given).
+pub fn bench(backend: &Backend, family: Option<&str>, iters: usize) -> Result<(Ceilings, Vec<BenchRow>)> {
+    let ceil = ceilings(backend)?;
+    let mut rows = Vec::new();
+    for k in registry() {
+        if family.is_some_and(|f| f != k.family()) {
+            continue;
+        }
+        for case in k.bench_cases() {
+            rows.push(bench_case(k, backend, &case, iters, &ceil));
+        }
+    }
+    Ok((ceil, rows))
+}

@@ -1,0 +1,495 @@
+//! The registry every family adds its kernels to, and what the tool and the tests do with it:
+//! `verify` (random inputs from a printed seed, poisoned outputs, compare with the oracle),
+//! `bench` (fixed iterations, inputs rotated past the L2 size) and `check` (safetensors files
+//! written by another implementation).
+
+pub mod bench;
+pub mod check;
+pub mod proof;
+pub mod tensor;
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::backend::{Backend, Status};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+
+pub use tensor::{get, host, take, DevMap, DevTensor, HostTensor, TensorMap};
+
+/// One verify or bench case: a params JSON (the plan's params) and a label for the table.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub label: String,
+    pub dtype: DType,
+    pub params: Value,
+}
+
+impl Case {
+    pub fn new(label: impl Into<String>, dtype: DType, params: Value) -> Case {
+        Case { label: label.into(), dtype, params }
+    }
+}
+
+/// What the oracle says the outputs are. An output element that is `NaN` here is a gap in a
+/// strided view: the kernel must leave it alone (it stays poisoned). `status` holds the bits
+/// the kernel must raise.
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    pub outputs: BTreeMap<String, Vec<f64>>,
+    pub status: u32,
+    /// Per-output tolerance overrides (relative L2), e.g. for long reductions.
+    pub rtol: BTreeMap<String, f64>,
+}
+
+/// Bytes moved and flops done by one launch, for GB/s, TFLOP/s and the roofline share.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cost {
+    pub bytes: f64,
+    pub flops: f64,
+}
+
+/// Where a launch goes: the backend, and for wgpu the encoder it is recorded into.
+pub struct Launch<'a> {
+    pub backend: &'a Backend,
+    #[cfg(feature = "wgpu")]
+    pub encoder: Option<&'a mut wgpu::CommandEncoder>,
+}
+
+impl Launch<'_> {
+    #[cfg(feature = "wgpu")]
+    pub fn encoder(&mut self) -> Result<&mut wgpu::CommandEncoder> {
+        self.encoder.as_deref_mut().ok_or_else(|| Error::InvalidParams("wgpu launch without an encoder".into()))
+    }
+}
+
+/// A kernel as the tool sees it. Each family implements this for each of its kernels.
+pub trait Kernel: Sync {
+    fn family(&self) -> &'static str;
+    fn name(&self) -> &'static str;
+    /// `family.kernel`, the name `verify --family`, `check` files and reports use.
+    fn id(&self) -> String {
+        format!("{}.{}", self.family(), self.name())
+    }
+    /// Shapes and dtypes `verify` runs (odd lengths, strided views, edge cases).
+    fn cases(&self) -> Vec<Case>;
+    /// Shapes `bench` runs.
+    fn bench_cases(&self) -> Vec<Case>;
+    /// Fresh random inputs for `params`.
+    fn inputs(&self, params: &Value, rng: &mut Rng) -> Result<TensorMap>;
+    /// The outputs to poison before a run: name, dtype, shape. An output that is also an input
+    /// (a state updated in place) is not poisoned.
+    fn outputs(&self, params: &Value) -> Result<Vec<(String, DType, Vec<usize>)>>;
+    /// The f64 oracle on the inputs exactly as the device saw them.
+    fn oracle(&self, params: &Value, inputs: &TensorMap) -> Result<Expected>;
+    /// Records or launches the kernel on the tensors in `t` (inputs and outputs by name).
+    fn launch(&self, l: &mut Launch, params: &Value, t: &mut DevMap, status: &mut Status) -> Result<()>;
+    fn cost(&self, params: &Value) -> Result<Cost>;
+}
+
+/// Every registered kernel, family by family.
+pub fn registry() -> Vec<&'static dyn Kernel> {
+    let mut v: Vec<&'static dyn Kernel> = Vec::new();
+    v.extend(crate::core::registry::kernels());
+    v
+}
+
+/// The families, in registry order.
+pub fn families() -> Vec<&'static str> {
+    let mut f: Vec<&'static str> = registry().iter().map(|k| k.family()).collect();
+    f.dedup();
+    f
+}
+
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(params: &Value) -> Result<T> {
+    serde_json::from_value(params.clone()).map_err(|e| Error::InvalidParams(format!("params: {e}")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Random inputs
+
+/// SplitMix64: small, fast, reproducible from a printed seed.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in [lo, hi).
+    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.uniform()
+    }
+
+    /// Standard normal (Box-Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u = self.uniform().max(1e-300);
+        let v = self.uniform();
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next_u64() % n
+        }
+    }
+
+    pub fn normals(&mut self, n: usize, scale: f64) -> Vec<f64> {
+        (0..n).map(|_| self.normal() * scale).collect()
+    }
+}
+
+/// A seed from the clock, for fresh inputs on every run (printed so a failure can be replayed).
+pub fn fresh_seed() -> u64 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    (t as u64) ^ ((t >> 64) as u64) ^ u64::from(std::process::id()).rotate_left(32)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running and comparing
+
+/// Uploads the inputs, poisons the outputs, launches, waits, reads the outputs and the status.
+pub fn execute(kernel: &dyn Kernel, backend: &Backend, params: &Value, inputs: &TensorMap) -> Result<(TensorMap, u32)> {
+    let specs = kernel.outputs(params)?;
+    let mut dev = DevMap::new();
+    for (name, t) in inputs {
+        dev.insert(name.clone(), DevTensor::upload(backend, t)?);
+    }
+    for (name, dtype, shape) in &specs {
+        if !inputs.contains_key(name) {
+            dev.insert(name.clone(), DevTensor::upload(backend, &HostTensor::poison(*dtype, shape))?);
+        }
+    }
+    let mut status = Status::new(backend)?;
+    launch_once(kernel, backend, params, &mut dev, &mut status)?;
+    backend.synchronize()?;
+    let bits = status.take_bits(backend)?;
+    let mut out = TensorMap::new();
+    for (name, _, _) in specs {
+        let t = get(&dev, &name)?.download(backend)?;
+        out.insert(name, t);
+    }
+    Ok((out, bits))
+}
+
+/// One launch, with a wgpu encoder submitted at once.
+pub fn launch_once(kernel: &dyn Kernel, backend: &Backend, params: &Value, dev: &mut DevMap, status: &mut Status) -> Result<()> {
+    match backend {
+        #[cfg(feature = "wgpu")]
+        Backend::Wgpu(w) => w.run_blocking(|enc| {
+            let mut l = Launch { backend, encoder: Some(enc) };
+            kernel.launch(&mut l, params, dev, status)
+        }),
+        _ => {
+            let mut l = Launch {
+                backend,
+                #[cfg(feature = "wgpu")]
+                encoder: None,
+            };
+            kernel.launch(&mut l, params, dev, status)
+        }
+    }
+}
+
+/// Tolerances per storage dtype (DESIGN.md, Numerics): relative L2 and max-abs (scaled by the
+/// largest reference magnitude).
+pub fn tolerance(dtype: DType) -> (f64, f64) {
+    match dtype {
+        DType::F32 => (1e-5, 1e-4),
+        DType::F16 => (1e-3, 2e-3),
+        DType::BF16 => (5e-3, 1.6e-2),
+        _ => (0.0, 0.0),
+    }
+}
+
+/// How one output compared.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    pub name: String,
+    pub rel_l2: f64,
+    pub max_abs: f64,
+    pub ok: bool,
+    pub note: String,
+}
+
+/// Compares a device output with the oracle. Integer outputs must be exact. Float outputs must
+/// be finite where the reference is, equal where it is infinite, poisoned (NaN) in gaps, and
+/// within the relative-L2 and max-abs tolerances.
+pub fn compare(name: &str, got: &HostTensor, want: &[f64], rtol: Option<f64>, atol: Option<f64>) -> Comparison {
+    let g = got.to_f64();
+    let mut c = Comparison { name: name.into(), rel_l2: 0.0, max_abs: 0.0, ok: true, note: String::new() };
+    if g.len() < want.len() {
+        c.ok = false;
+        c.note = format!("{name}: {} elements, expected {}", g.len(), want.len());
+        return c;
+    }
+    let (dr, da) = tolerance(got.dtype);
+    let (rtol, atol_rel) = (rtol.unwrap_or(dr), atol.unwrap_or(da));
+    let (mut num, mut den, mut max_ref) = (0.0f64, 0.0f64, 0.0f64);
+    let mut bad = None;
+    for (i, (&gv, &wv)) in g.iter().zip(want).enumerate() {
+        if wv.is_nan() {
+            if !gv.is_nan() && bad.is_none() {
+                bad = Some(format!("{name}[{i}] is outside the view but was written ({gv})"));
+            }
+            continue;
+        }
+        if wv.is_infinite() {
+            if gv != wv && bad.is_none() {
+                bad = Some(format!("{name}[{i}] = {gv}, expected {wv}"));
+            }
+            continue;
+        }
+        if !gv.is_finite() {
+            if bad.is_none() {
+                bad = Some(format!("{name}[{i}] = {gv} (unwritten or non-finite), expected {wv}"));
+            }
+            continue;
+        }
+        let d = gv - wv;
+        num += d * d;
+        den += wv * wv;
+        max_ref = max_ref.max(wv.abs());
+        c.max_abs = c.max_abs.max(d.abs());
+        if !got.dtype.is_float() && d != 0.0 && bad.is_none() {
+            bad = Some(format!("{name}[{i}] = {gv}, expected exactly {wv}"));
+        }
+    }
+    c.rel_l2 = if den > 0.0 { (num / den).sqrt() } else { num.sqrt() };
+    if let Some(b) = bad {
+        c.ok = false;
+        c.note = b;
+    } else if got.dtype.is_float() && (c.rel_l2 > rtol || c.max_abs > atol_rel * max_ref.max(1.0)) {
+        c.ok = false;
+        c.note = format!("{name}: rel L2 {:.3e} (tol {rtol:.0e}), max abs {:.3e}", c.rel_l2, c.max_abs);
+    }
+    c
+}
+
+/// One verify row.
+#[derive(Debug, Clone)]
+pub struct CaseReport {
+    pub kernel: String,
+    pub backend: &'static str,
+    pub dtype: DType,
+    pub shape: String,
+    pub seed: u64,
+    pub rel_l2: f64,
+    pub max_abs: f64,
+    pub ok: bool,
+    pub note: String,
+}
+
+/// Runs one case on one backend against the oracle.
+pub fn verify_case(kernel: &dyn Kernel, backend: &Backend, case: &Case, seed: u64) -> CaseReport {
+    let mut r = CaseReport {
+        kernel: kernel.id(),
+        backend: backend.kind().name(),
+        dtype: case.dtype,
+        shape: case.label.clone(),
+        seed,
+        rel_l2: 0.0,
+        max_abs: 0.0,
+        ok: false,
+        note: String::new(),
+    };
+    let mut rng = Rng::new(seed);
+    let res = kernel.inputs(&case.params, &mut rng).and_then(|inputs| {
+        let expected = kernel.oracle(&case.params, &inputs)?;
+        let (outs, bits) = execute(kernel, backend, &case.params, &inputs)?;
+        Ok((expected, outs, bits))
+    });
+    match res {
+        Err(e) => r.note = format!("error: {e}"),
+        Ok((expected, outs, bits)) => {
+            r.ok = true;
+            let mut notes = Vec::new();
+            if bits != expected.status {
+                r.ok = false;
+                notes.push(format!("status 0x{bits:x}, expected 0x{:x}", expected.status));
+            }
+            for (name, want) in &expected.outputs {
+                let Some(got) = outs.get(name) else {
+                    r.ok = false;
+                    notes.push(format!("no output `{name}`"));
+                    continue;
+                };
+                let c = compare(name, got, want, expected.rtol.get(name).copied(), None);
+                r.rel_l2 = r.rel_l2.max(c.rel_l2);
+                r.max_abs = r.max_abs.max(c.max_abs);
+                if !c.ok {
+                    r.ok = false;
+                    notes.push(c.note);
+                }
+            }
+            r.note = notes.join("; ");
+        }
+    }
+    r
+}
+
+/// Every case of every kernel (of `family`, if given) on `backend`. Seeds derive from `seed`.
+pub fn verify(backend: &Backend, family: Option<&str>, seed: u64) -> Vec<CaseReport> {
+    let mut out = Vec::new();
+    let mut n = 0u64;
+    for k in registry() {
+        if family.is_some_and(|f| f != k.family()) {
+            continue;
+        }
+        for case in k.cases() {
+            n += 1;
+            out.push(verify_case(k, backend, &case, seed.wrapping_add(n.wrapping_mul(0x9e37_79b9))));
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for families' registry code
+
+/// Expected output over a strided view: values at the view's elements, NaN (must stay
+/// poisoned) in the gaps.
+pub fn strided_expected(view: &crate::layout::Rows, dense: &[f64]) -> Vec<f64> {
+    let mut v = vec![f64::NAN; view.span()];
+    view.scatter(dense, &mut v);
+    v
+}
+
+/// Random values rounded to `dtype` in a strided view; the gaps hold values too, which a
+/// kernel that reads them would pick up.
+pub fn random_view(rng: &mut Rng, dtype: DType, view: &crate::layout::Rows, scale: f64) -> HostTensor {
+    let v = rng.normals(view.span(), scale);
+    HostTensor::from_f64(dtype, &[view.span()], &v)
+}
+
+/// The dense `[rows, cols]` values of a view, as f64.
+pub fn view_values(view: &crate::layout::Rows, t: &HostTensor) -> Vec<f64> {
+    view.gather(&t.to_f64())
+}
+
+/// Runs `f` with `T` bound to the Rust type of a float dtype.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! with_float {
+    ($dt:expr, $T:ident => $body:expr) => {
+        match $dt {
+            $crate::DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            $crate::DType::F16 => {
+                type $T = half::f16;
+                $body
+            }
+            $crate::DType::BF16 => {
+                type $T = half::bf16;
+                $body
+            }
+            other => Err($crate::Error::DType(format!("{other} is not a float dtype"))),
+        }
+    };
+}
+
+/// Host tensor contents as `T`, for CPU launches.
+pub fn host_vec<T: bytemuck::Pod>(t: &DevMap, name: &str) -> Result<Vec<T>> {
+    match get(t, name)? {
+        DevTensor::Host(h) => h.to_vec::<T>(),
+        #[allow(unreachable_patterns)]
+        _ => Err(Error::InvalidParams(format!("`{name}` is not a host tensor"))),
+    }
+}
+
+/// Stores `v` into the host tensor `name`.
+pub fn host_store<T: bytemuck::Pod>(t: &mut DevMap, name: &str, v: &[T]) -> Result<()> {
+    match t.get_mut(name) {
+        Some(DevTensor::Host(h)) => {
+            h.bytes = bytemuck::cast_slice(v).to_vec();
+            Ok(())
+        }
+        _ => Err(Error::InvalidParams(format!("`{name}` is not a host tensor"))),
+    }
+}
+
+/// The wgpu view of a device tensor.
+#[cfg(feature = "wgpu")]
+pub fn wgpu_view<'a>(t: &'a DevMap, name: &str) -> Result<crate::backend::wgpu::WgpuTensor<'a>> {
+    match get(t, name)? {
+        DevTensor::Wgpu { buffer, .. } => Ok(buffer.into()),
+        _ => Err(Error::InvalidParams(format!("`{name}` is not a wgpu tensor"))),
+    }
+}
+
+/// Typed access to CUDA tensors, for generic launches.
+#[cfg(feature = "cuda")]
+pub trait CudaElem: cudarc::driver::DeviceRepr + Sized {
+    fn slice(t: &tensor::CudaTensor) -> Option<&cudarc::driver::CudaSlice<Self>>;
+    fn slice_mut(t: &mut tensor::CudaTensor) -> Option<&mut cudarc::driver::CudaSlice<Self>>;
+}
+
+#[cfg(feature = "cuda")]
+macro_rules! cuda_elem {
+    ($t:ty, $v:ident) => {
+        impl CudaElem for $t {
+            fn slice(t: &tensor::CudaTensor) -> Option<&cudarc::driver::CudaSlice<Self>> {
+                match t {
+                    tensor::CudaTensor::$v(s) => Some(s),
+                    _ => None,
+                }
+            }
+            fn slice_mut(t: &mut tensor::CudaTensor) -> Option<&mut cudarc::driver::CudaSlice<Self>> {
+                match t {
+                    tensor::CudaTensor::$v(s) => Some(s),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+#[cfg(feature = "cuda")]
+cuda_elem!(f32, F32);
+#[cfg(feature = "cuda")]
+cuda_elem!(half::f16, F16);
+#[cfg(feature = "cuda")]
+cuda_elem!(half::bf16, BF16);
+#[cfg(feature = "cuda")]
+cuda_elem!(i8, I8);
+#[cfg(feature = "cuda")]
+cuda_elem!(i32, I32);
+#[cfg(feature = "cuda")]
+cuda_elem!(u32, U32);
+
+/// The CUDA slice behind `name`, typed.
+#[cfg(feature = "cuda")]
+pub fn cuda_slice<'a, T: CudaElem>(t: &'a DevMap, name: &str) -> Result<&'a cudarc::driver::CudaSlice<T>> {
+    match get(t, name)? {
+        DevTensor::Cuda(c) => T::slice(c).ok_or_else(|| Error::DType(format!("`{name}` has another dtype"))),
+        _ => Err(Error::InvalidParams(format!("`{name}` is not a CUDA tensor"))),
+    }
+}
+
+/// The CUDA slice inside a taken tensor, typed and mutable.
+#[cfg(feature = "cuda")]
+pub fn cuda_slice_mut<'a, T: CudaElem>(t: &'a mut DevTensor, name: &str) -> Result<&'a mut cudarc::driver::CudaSlice<T>> {
+    match t {
+        DevTensor::Cuda(c) => T::slice_mut(c).ok_or_else(|| Error::DType(format!("`{name}` has another dtype"))),
+        _ => Err(Error::InvalidParams(format!("`{name}` is not a CUDA tensor"))),
+    }
+}

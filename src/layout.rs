@@ -1,0 +1,57 @@
+//! Strided 2-D views: engines pass rows of larger buffers without copies.
+
+use crate::error::{invalid, Result};
+
+/// `rows` rows of `cols` elements, `stride` elements apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rows {
+    pub rows: usize,
+    pub cols: usize,
+    pub stride: usize,
+}
+
+impl Rows {
+    /// A view; `stride` defaults to `cols` (dense). The span must fit u32 indexing, which the
+    /// WGSL kernels use (and wgpu's binding limits are far below that anyway).
+    pub fn new(what: &str, rows: usize, cols: usize, stride: Option<usize>) -> Result<Rows> {
+        let stride = stride.unwrap_or(cols);
+        if stride < cols {
+            return Err(invalid(format!("{what}: row stride {stride} is smaller than the row length {cols}")));
+        }
+        let r = Rows { rows, cols, stride };
+        let span = rows
+            .checked_sub(1)
+            .and_then(|n| n.checked_mul(stride))
+            .and_then(|n| n.checked_add(cols))
+            .unwrap_or(0);
+        if rows > 0 && (span == 0 && cols > 0 || span > u32::MAX as usize) {
+            return Err(invalid(format!("{what}: {rows} rows of stride {stride} overflow 32-bit indexing")));
+        }
+        Ok(r)
+    }
+
+    /// Elements from the first to one past the last element of the view.
+    pub fn span(&self) -> usize {
+        if self.rows == 0 {
+            0
+        } else {
+            (self.rows - 1) * self.stride + self.cols
+        }
+    }
+
+    /// The view's elements as a dense `[rows, cols]` vector.
+    pub fn gather<T: Copy>(&self, data: &[T]) -> Vec<T> {
+        let mut v = Vec::with_capacity(self.rows * self.cols);
+        for r in 0..self.rows {
+            v.extend_from_slice(&data[r * self.stride..r * self.stride + self.cols]);
+        }
+        v
+    }
+
+    /// Writes a dense `[rows, cols]` vector into the view, leaving the gaps alone.
+    pub fn scatter<T: Copy>(&self, dense: &[T], data: &mut [T]) {
+        for r in 0..self.rows {
+            data[r * self.stride..r * self.stride + self.cols].copy_from_slice(&dense[r * self.cols..(r + 1) * self.cols]);
+        }
+    }
+}
