@@ -35,9 +35,8 @@ fn main() {
 // CUDA
 
 fn sorted_files(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
+    let mut v: Vec<PathBuf> =
+        fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
     v.retain(|p| p.extension().and_then(|e| e.to_str()) == Some(ext));
     v.sort();
     v
@@ -206,7 +205,12 @@ fn cuda(manifest: &Path, out: &Path, gen: &mut String) {
                 if let Some(ptxas) = &ptxas {
                     for arch in CUBIN_ARCHS {
                         let cubin = out.join(format!("{family}.sm_{arch}.cubin"));
-                        let r = Command::new(ptxas).arg(format!("-arch=sm_{arch}")).arg("-o").arg(&cubin).arg(&ptx_path).output();
+                        let r = Command::new(ptxas)
+                            .arg(format!("-arch=sm_{arch}"))
+                            .arg("-o")
+                            .arg(&cubin)
+                            .arg(&ptx_path)
+                            .output();
                         match r {
                             Ok(o) if o.status.success() => cubins.push((arch, cubin)),
                             Ok(o) => println!(
@@ -343,12 +347,20 @@ fn expand_template(text: &str, dt: &str) -> String {
 fn validate_wgsl(path: &Path, name: &str, src: &str) {
     let module = match naga::front::wgsl::parse_str(src) {
         Ok(m) => m,
-        Err(e) => panic!("WGSL parse error in {} ({name}):\n{}", path.display(), e.emit_to_string_with_path(src, &path.display().to_string())),
+        Err(e) => panic!(
+            "WGSL parse error in {} ({name}):\n{}",
+            path.display(),
+            e.emit_to_string_with_path(src, &path.display().to_string())
+        ),
     };
     // The backend requests no optional capability for these shaders: they must validate bare.
     let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty());
     if let Err(e) = v.validate(&module) {
-        panic!("WGSL validation error in {} ({name}):\n{}", path.display(), e.emit_to_string_with_path(src, &path.display().to_string()));
+        panic!(
+            "WGSL validation error in {} ({name}):\n{}",
+            path.display(),
+            e.emit_to_string_with_path(src, &path.display().to_string())
+        );
     }
 }
 
@@ -372,7 +384,11 @@ fn wgsl(manifest: &Path, out: &Path, gen: &mut String) {
     gen.push_str("/// Every WGSL module after per-dtype expansion, validated by naga at build time.\n");
     gen.push_str("pub static WGSL_MODULES: &[WgslModuleSource] = &[\n");
     for (name, dst) in entries {
-        let _ = writeln!(gen, "    WgslModuleSource {{ name: {name:?}, source: include_str!({:?}) }},", dst.display().to_string());
+        let _ = writeln!(
+            gen,
+            "    WgslModuleSource {{ name: {name:?}, source: include_str!({:?}) }},",
+            dst.display().to_string()
+        );
     }
     gen.push_str("];\n");
 }

@@ -19,11 +19,8 @@ impl Rows {
             return Err(invalid(format!("{what}: row stride {stride} is smaller than the row length {cols}")));
         }
         let r = Rows { rows, cols, stride };
-        let span = rows
-            .checked_sub(1)
-            .and_then(|n| n.checked_mul(stride))
-            .and_then(|n| n.checked_add(cols))
-            .unwrap_or(0);
+        let span =
+            rows.checked_sub(1).and_then(|n| n.checked_mul(stride)).and_then(|n| n.checked_add(cols)).unwrap_or(0);
         if rows > 0 && (span == 0 && cols > 0 || span > u32::MAX as usize) {
             return Err(invalid(format!("{what}: {rows} rows of stride {stride} overflow 32-bit indexing")));
         }
@@ -51,7 +48,8 @@ impl Rows {
     /// Writes a dense `[rows, cols]` vector into the view, leaving the gaps alone.
     pub fn scatter<T: Copy>(&self, dense: &[T], data: &mut [T]) {
         for r in 0..self.rows {
-            data[r * self.stride..r * self.stride + self.cols].copy_from_slice(&dense[r * self.cols..(r + 1) * self.cols]);
+            data[r * self.stride..r * self.stride + self.cols]
+                .copy_from_slice(&dense[r * self.cols..(r + 1) * self.cols]);
         }
     }
 }

@@ -21,11 +21,11 @@ pub mod harness;
 pub mod layout;
 pub mod sources;
 
-pub use backend::{devices, Backend, BackendKind, DeviceReport, Status, StatusBits};
 #[cfg(feature = "cuda")]
 pub use backend::cuda::{CudaBackend, CudaFloat};
 #[cfg(feature = "wgpu")]
 pub use backend::wgpu::{WgpuBackend, WgpuTensor};
+pub use backend::{devices, Backend, BackendKind, DeviceReport, Status, StatusBits};
 pub use dtype::{DType, Float};
 pub use error::{Error, Result};
 pub use layout::Rows;

@@ -1,1 +1,10 @@
+//! One integration-test binary (so the GPU bundle stays small): every family's oracle tests on
+//! every backend present, bad-input tests, the harness's own checks and the PTX resource check.
+//!
+//! Under `CI=true` a missing wgpu adapter or PTX is a failure; elsewhere a missing backend is
+//! skipped with a message saying what is missing and how to get it.
 
+mod common;
+mod core_tests;
+mod harness_tests;
+mod ptx;

@@ -116,7 +116,8 @@ pub struct DeviceReport {
 
 /// What this machine has of each backend, and for what is absent, why.
 pub fn devices() -> Vec<DeviceReport> {
-    let mut v = vec![DeviceReport { backend: BackendKind::Cpu, available: true, detail: "CPU oracle (always present)".into() }];
+    let mut v =
+        vec![DeviceReport { backend: BackendKind::Cpu, available: true, detail: "CPU oracle (always present)".into() }];
     #[cfg(feature = "wgpu")]
     v.push(match wgpu::probe() {
         Ok(info) => DeviceReport {
@@ -127,13 +128,23 @@ pub fn devices() -> Vec<DeviceReport> {
         Err(why) => DeviceReport { backend: BackendKind::Wgpu, available: false, detail: why },
     });
     #[cfg(not(feature = "wgpu"))]
-    v.push(DeviceReport { backend: BackendKind::Wgpu, available: false, detail: "built without the `wgpu` feature".into() });
+    v.push(DeviceReport {
+        backend: BackendKind::Wgpu,
+        available: false,
+        detail: "built without the `wgpu` feature".into(),
+    });
     #[cfg(feature = "cuda")]
     v.push(match cuda::probe().and_then(|_| cuda::CudaBackend::new(0).map_err(|e| e.to_string())) {
-        Ok(c) => DeviceReport { backend: BackendKind::Cuda, available: true, detail: Backend::Cuda(Arc::new(c)).describe() },
+        Ok(c) => {
+            DeviceReport { backend: BackendKind::Cuda, available: true, detail: Backend::Cuda(Arc::new(c)).describe() }
+        }
         Err(why) => DeviceReport { backend: BackendKind::Cuda, available: false, detail: why },
     });
     #[cfg(not(feature = "cuda"))]
-    v.push(DeviceReport { backend: BackendKind::Cuda, available: false, detail: "built without the `cuda` feature".into() });
+    v.push(DeviceReport {
+        backend: BackendKind::Cuda,
+        available: false,
+        detail: "built without the `cuda` feature".into(),
+    });
     v
 }

@@ -91,7 +91,10 @@ impl Status {
             (Status::Wgpu(b), Backend::Wgpu(w)) => {
                 let v = w.download(b)?;
                 w.queue().write_buffer(b, 0, &[0u8; 4]);
-                let word: [u8; 4] = v.get(..4).and_then(|s| s.try_into().ok()).ok_or_else(|| Error::Wgpu("short status read".into()))?;
+                let word: [u8; 4] = v
+                    .get(..4)
+                    .and_then(|s| s.try_into().ok())
+                    .ok_or_else(|| Error::Wgpu("short status read".into()))?;
                 Ok(u32::from_le_bytes(word))
             }
             #[allow(unreachable_patterns)]

@@ -30,7 +30,8 @@ impl WgpuTensor<'_> {
     /// Checks the buffer holds `offset + len` elements of `dtype` (as whole words) and that the
     /// shader can address it, and returns the offset as the shader's u32.
     pub(crate) fn check(&self, what: &str, dtype: DType, len: usize, max_binding: u64) -> Result<u32> {
-        let end = self.offset.checked_add(len).ok_or_else(|| Error::InvalidParams(format!("{what}: offset overflow")))?;
+        let end =
+            self.offset.checked_add(len).ok_or_else(|| Error::InvalidParams(format!("{what}: offset overflow")))?;
         let need = dtype.padded_bytes(end) as u64;
         if self.buffer.size() < need {
             return Err(Error::Shape {
@@ -194,7 +195,8 @@ impl WgpuBackend {
         });
         let (gx, gy) = split_groups(groups, self.device.limits().max_compute_workgroups_per_dimension)?;
         {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(module), timestamp_writes: None });
+            let mut pass =
+                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(module), timestamp_writes: None });
             pass.set_pipeline(&pipeline);
             pass.set_bind_group(0, &bind, &[]);
             pass.dispatch_workgroups(gx, gy, 1);
@@ -252,9 +254,7 @@ impl WgpuBackend {
             let _ = tx.send(r);
         });
         self.wait()?;
-        rx.recv()
-            .map_err(|e| Error::Wgpu(format!("map: {e}")))?
-            .map_err(|e| Error::Wgpu(format!("map: {e}")))?;
+        rx.recv().map_err(|e| Error::Wgpu(format!("map: {e}")))?.map_err(|e| Error::Wgpu(format!("map: {e}")))?;
         let data = slice.get_mapped_range().map_err(|e| Error::Wgpu(format!("mapped range: {e}")))?.to_vec();
         staging.unmap();
         Ok(data)

@@ -8,8 +8,9 @@ use mllm_kernels::{devices, Backend, BackendKind};
 const USAGE: &str = "\
 usage: mllm-kernels <command> [options]
   devices                          what this machine has of each backend, and why not
-  verify [--backend cpu|wgpu|cuda] [--family NAME] [--seed N]
-                                   every kernel case against its oracle (default: every backend present)
+  verify [--backend cpu|wgpu|cuda] [--family NAME] [--seed N] [--proof FILE --commit C --card NAME]
+                                   every kernel case against its oracle (default: every backend present);
+                                   --proof writes GPU_VERIFIED.md lines for families that all passed on CUDA
   bench  [--backend ..] [--family NAME] [--iters N] [--json FILE]
                                    time, GB/s, TFLOP/s, share of measured copy bandwidth
   check FILE.safetensors [--backend ..]
@@ -23,11 +24,19 @@ struct Opts {
     seed: Option<u64>,
     iters: usize,
     json: Option<String>,
+    proof: Option<String>,
+    commit: String,
+    card: Option<String>,
     positional: Vec<String>,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
-    let mut o = Opts { backend: None, family: None, seed: None, iters: 50, json: None, positional: Vec::new() };
+    let mut o = Opts { backend: None, family: None, seed: None, iters: 50, json: None,
+        proof: None,
+        commit: "unknown".into(),
+        card: None,
+        positional: Vec::new(),
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
@@ -46,6 +55,9 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--seed" => o.seed = Some(val("--seed")?.parse().map_err(|e| format!("--seed: {e}"))?),
             "--iters" => o.iters = val("--iters")?.parse().map_err(|e| format!("--iters: {e}"))?,
             "--json" => o.json = Some(val("--json")?),
+            "--proof" => o.proof = Some(val("--proof")?),
+            "--commit" => o.commit = val("--commit")?,
+            "--card" => o.card = Some(val("--card")?),
             "-h" | "--help" => return Err(String::new()),
             s if s.starts_with("--") => return Err(format!("unknown option `{s}`")),
             s => o.positional.push(s.to_string()),
@@ -106,10 +118,14 @@ fn cmd_verify(o: &Opts) -> ExitCode {
     println!("seed {seed}");
     println!("{:26} {:5} {:5} {:30} {:>10} {:>10}  verdict", "kernel", "bknd", "dtype", "shape", "rel L2", "max abs");
     let (mut pass, mut fail) = (0usize, 0usize);
+    let mut cuda_rows = Vec::new();
     for b in &bks {
         println!("-- {}: {}", b.kind().name(), b.describe());
         for r in verify(b, o.family.as_deref(), seed) {
             print_row(&r);
+            if b.kind() == BackendKind::Cuda {
+                cuda_rows.push((r.kernel.clone(), r.ok));
+            }
             if r.ok {
                 pass += 1;
             } else {
@@ -122,6 +138,25 @@ fn cmd_verify(o: &Opts) -> ExitCode {
         "{unproven} of {total} registered CUDA kernels are unproven on a GPU (families changed since GPU_VERIFIED.md: {})",
         if fams.is_empty() { "none".to_string() } else { fams.join(", ") }
     );
+    if let Some(path) = &o.proof {
+        // A family is proven when every one of its cases passed on CUDA in this run.
+        let fams: Vec<&str> = families()
+            .into_iter()
+            .filter(|f| {
+                let rows: Vec<_> = cuda_rows.iter().filter(|(k, _)| k.split('.').next() == Some(*f)).collect();
+                !rows.is_empty() && rows.iter().all(|(_, ok)| *ok)
+            })
+            .collect();
+        let card = o.card.clone().unwrap_or_else(|| bks.last().map(|b| b.describe()).unwrap_or_default());
+        let date = std::process::Command::new("date")
+            .args(["-u", "+%Y-%m-%d"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        if let Err(e) = std::fs::write(path, proof::lines_for(&fams, &o.commit, &date, &card)) {
+            eprintln!("cannot write {path}: {e}");
+        }
+    }
     if pass + fail == 0 {
         println!("no case ran");
         fail = 1;
@@ -135,7 +170,18 @@ fn cmd_verify(o: &Opts) -> ExitCode {
 }
 
 fn cmd_bench(o: &Opts) -> ExitCode {
-    let bks = match backends(o) {
+    // The CPU oracle is f64 reference code: timing it only when asked.
+    let bks = match backends(o).map(|v| {
+        if o.backend.is_none() {
+            v.into_iter().filter(|b| b.kind() != BackendKind::Cpu).collect::<Vec<_>>()
+        } else {
+            v
+        }
+    }) {
+        Ok(b) if b.is_empty() => {
+            eprintln!("no GPU backend present to bench (see `mllm-kernels devices`); --backend cpu times the oracle");
+            return ExitCode::FAILURE;
+        }
         Ok(b) => b,
         Err(e) => {
             eprintln!("{e}");
@@ -157,7 +203,7 @@ fn cmd_bench(o: &Opts) -> ExitCode {
                     ceil.device,
                     ceil.copy_gbps,
                     ceil.launch_floor_us,
-                    2 * ceil.l2_bytes >> 20
+                    (2 * ceil.l2_bytes) >> 20
                 );
                 println!(
                     "{:26} {:5} {:18} {:>6} {:>10} {:>9} {:>9} {:>7}",
@@ -179,8 +225,11 @@ fn cmd_bench(o: &Opts) -> ExitCode {
                             r.gbps,
                             r.tflops,
                             100.0 * r.bw_share,
-                            if r.latency_bound {
-                                format!("  latency-bound ({:.1}x the launch floor)", r.time_us / ceil.launch_floor_us.max(1e-9))
+                            if r.latency_bound && ceil.launch_floor_us > 0.0 {
+                                format!(
+                                    "  latency-bound ({:.1}x the launch floor)",
+                                    r.time_us / ceil.launch_floor_us.max(1e-9)
+                                )
                             } else {
                                 String::new()
                             }
@@ -209,7 +258,10 @@ fn cmd_check(o: &Opts) -> ExitCode {
         eprintln!("check needs a FILE.safetensors");
         return ExitCode::FAILURE;
     };
-    let file = match std::fs::read(path).map_err(|e| e.to_string()).and_then(|b| check::parse_file(&b).map_err(|e| e.to_string())) {
+    let file = match std::fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| check::parse_file(&b).map_err(|e| e.to_string()))
+    {
         Ok(f) => f,
         Err(e) => {
             eprintln!("{path}: {e}");

@@ -25,7 +25,8 @@ impl RmsNorm {
         self.check_lens(x.len(), w.len(), y.len())?;
         let f = cuda.function("core", &format!("core_rmsnorm_{}", T::DTYPE))?;
         let cfg = grid_1d(self.params.rows, THREADS)?;
-        let (cols, xs, ys, eps) = (self.params.cols as i32, self.x.stride as i64, self.y.stride as i64, self.params.eps);
+        let (cols, xs, ys, eps) =
+            (self.params.cols as i32, self.x.stride as i64, self.y.stride as i64, self.params.eps);
         let (xp, _gx) = x.device_ptr(stream);
         let (wp, _gw) = w.device_ptr(stream);
         let (yp, _gy) = y.device_ptr_mut(stream);
@@ -104,4 +105,3 @@ impl GatherRows {
         Ok(())
     }
 }
-

@@ -153,13 +153,26 @@ impl MergeStates {
     }
 
     /// The oracle on host slices.
-    pub fn run_cpu<T: Float>(&self, o1: &[T], l1: &[f32], o2: &[T], l2: &[f32], o: &mut [T], l: &mut [f32]) -> Result<()> {
+    pub fn run_cpu<T: Float>(
+        &self,
+        o1: &[T],
+        l1: &[f32],
+        o2: &[T],
+        l2: &[f32],
+        o: &mut [T],
+        l: &mut [f32],
+    ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
         self.check_lens(o1.len(), l1.len(), o2.len(), l2.len(), o.len(), l.len())?;
         let n = self.params.states;
         let lf = |v: &[f32]| v[..n].iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
-        let (out, lse) =
-            oracle::merge_states(&to_f64(&self.o1.gather(o1)), &lf(l1), &to_f64(&self.o2.gather(o2)), &lf(l2), self.params.dim);
+        let (out, lse) = oracle::merge_states(
+            &to_f64(&self.o1.gather(o1)),
+            &lf(l1),
+            &to_f64(&self.o2.gather(o2)),
+            &lf(l2),
+            self.params.dim,
+        );
         self.o.scatter(&from_f64::<T>(&out), o);
         for (d, s) in l.iter_mut().zip(lse) {
             *d = s as f32;

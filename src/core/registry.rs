@@ -146,7 +146,10 @@ impl Kernel for MergeStatesKernel {
         ])
     }
     fn bench_cases(&self) -> Vec<Case> {
-        float_cases(&[("4096x512", json!({"states": 4096, "dim": 512}))]).into_iter().filter(|c| c.dtype != DType::F16).collect()
+        float_cases(&[("4096x512", json!({"states": 4096, "dim": 512}))])
+            .into_iter()
+            .filter(|c| c.dtype != DType::F16)
+            .collect()
     }
     fn inputs(&self, params: &Value, rng: &mut Rng) -> Result<TensorMap> {
         let plan = MergeStates::new(parse(params)?)?;
@@ -249,7 +252,10 @@ impl Kernel for GatherRowsKernel {
         float_cases(&[
             ("1<-1x1", json!({"rows": 1, "src_rows": 1, "cols": 1})),
             ("9<-20x33", json!({"rows": 9, "src_rows": 20, "cols": 33})),
-            ("17<-40x65 strided, bad idx", json!({"rows": 17, "src_rows": 40, "cols": 65, "src_stride": 67, "out_stride": 69, "bad": true})),
+            (
+                "17<-40x65 strided, bad idx",
+                json!({"rows": 17, "src_rows": 40, "cols": 65, "src_stride": 67, "out_stride": 69, "bad": true}),
+            ),
         ])
     }
     fn bench_cases(&self) -> Vec<Case> {
@@ -281,8 +287,12 @@ impl Kernel for GatherRowsKernel {
     fn oracle(&self, params: &Value, inputs: &TensorMap) -> Result<Expected> {
         let plan = GatherRows::new(parse(params)?)?;
         let p = &plan.params;
-        let (o, bad) =
-            super::oracle::gather_rows(&view_values(&plan.src, host(inputs, "src")?), &host(inputs, "idx")?.to_i32(), p.src_rows, p.cols);
+        let (o, bad) = super::oracle::gather_rows(
+            &view_values(&plan.src, host(inputs, "src")?),
+            &host(inputs, "idx")?.to_i32(),
+            p.src_rows,
+            p.cols,
+        );
         let mut e = Expected::default();
         e.outputs.insert("out".into(), strided_expected(&plan.out, &o));
         e.status = if bad { StatusBits::INDEX_OUT_OF_RANGE } else { 0 };

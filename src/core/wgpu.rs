@@ -42,7 +42,13 @@ impl RmsNorm {
             eps: p.eps,
         };
         let groups = groups_u32(p.rows)?;
-        gpu.dispatch(enc, &format!("core_rmsnorm_{dt}"), bytemuck::bytes_of(&u), &[x.buffer, w.buffer, y.buffer], groups)
+        gpu.dispatch(
+            enc,
+            &format!("core_rmsnorm_{dt}"),
+            bytemuck::bytes_of(&u),
+            &[x.buffer, w.buffer, y.buffer],
+            groups,
+        )
     }
 }
 

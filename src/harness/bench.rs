@@ -133,7 +133,12 @@ pub fn ceilings(backend: &Backend) -> Result<Ceilings> {
                 .context()
                 .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)
                 .map_err(cuda_err)?;
-            Ok(Ceilings { device, copy_gbps: 2.0 * n as f64 / (copy_us * 1e-6) / 1e9, launch_floor_us: floor, l2_bytes: l2.max(0) as usize })
+            Ok(Ceilings {
+                device,
+                copy_gbps: 2.0 * n as f64 / (copy_us * 1e-6) / 1e9,
+                launch_floor_us: floor,
+                l2_bytes: l2.max(0) as usize,
+            })
         }
         #[cfg(feature = "wgpu")]
         Backend::Wgpu(w) => {
@@ -192,7 +197,14 @@ pub fn bench_case(kernel: &dyn Kernel, backend: &Backend, case: &Case, iters: us
     }
 }
 
-fn bench_inner(kernel: &dyn Kernel, backend: &Backend, case: &Case, iters: usize, ceil: &Ceilings, row: &mut BenchRow) -> Result<()> {
+fn bench_inner(
+    kernel: &dyn Kernel,
+    backend: &Backend,
+    case: &Case,
+    iters: usize,
+    ceil: &Ceilings,
+    row: &mut BenchRow,
+) -> Result<()> {
     let cost = kernel.cost(&case.params)?;
     let mut rng = Rng::new(0x5eed);
     let inputs = kernel.inputs(&case.params, &mut rng)?;
@@ -242,4 +254,35 @@ pub fn bench(backend: &Backend, family: Option<&str>, iters: usize) -> Result<(C
         }
     }
     Ok((ceil, rows))
+}
+
+/// A case with its tensors on the device, for external timers (criterion).
+pub struct Prepared<'a> {
+    kernel: &'a dyn Kernel,
+    backend: &'a Backend,
+    params: serde_json::Value,
+    dev: DevMap,
+    status: Status,
+}
+
+impl<'a> Prepared<'a> {
+    pub fn new(kernel: &'a dyn Kernel, backend: &'a Backend, case: &Case) -> Result<Self> {
+        let inputs = kernel.inputs(&case.params, &mut Rng::new(0x5eed))?;
+        let mut dev = DevMap::new();
+        for (name, t) in &inputs {
+            dev.insert(name.clone(), DevTensor::upload(backend, t)?);
+        }
+        for (name, dt, shape) in kernel.outputs(&case.params)? {
+            if !inputs.contains_key(&name) {
+                dev.insert(name, DevTensor::upload(backend, &HostTensor::poison(dt, &shape))?);
+            }
+        }
+        Ok(Self { kernel, backend, params: case.params.clone(), dev, status: Status::new(backend)? })
+    }
+
+    /// One launch, waited for.
+    pub fn run(&mut self) -> Result<()> {
+        launch_once(self.kernel, self.backend, &self.params, &mut self.dev, &mut self.status)?;
+        self.backend.synchronize()
+    }
 }

@@ -62,7 +62,8 @@ pub fn parse_file(bytes: &[u8]) -> Result<CheckFile> {
     let mut inputs = TensorMap::new();
     let mut expected = TensorMap::new();
     for (name, view) in st.tensors() {
-        let t = HostTensor { dtype: dtype_of(view.dtype())?, shape: view.shape().to_vec(), bytes: view.data().to_vec() };
+        let t =
+            HostTensor { dtype: dtype_of(view.dtype())?, shape: view.shape().to_vec(), bytes: view.data().to_vec() };
         if let Some(n) = name.strip_prefix("in.") {
             inputs.insert(n.to_string(), t);
         } else if let Some(n) = name.strip_prefix("out.") {
@@ -75,7 +76,12 @@ pub fn parse_file(bytes: &[u8]) -> Result<CheckFile> {
 }
 
 /// Writes a check file (used by tests and by `verify --dump`).
-pub fn write_file(kernel: &str, params: &serde_json::Value, inputs: &TensorMap, expected: &TensorMap) -> Result<Vec<u8>> {
+pub fn write_file(
+    kernel: &str,
+    params: &serde_json::Value,
+    inputs: &TensorMap,
+    expected: &TensorMap,
+) -> Result<Vec<u8>> {
     let mut views = Vec::new();
     for (prefix, map) in [("in.", inputs), ("out.", expected)] {
         for (name, t) in map {

@@ -190,7 +190,13 @@ pub fn execute(kernel: &dyn Kernel, backend: &Backend, params: &Value, inputs: &
 }
 
 /// One launch, with a wgpu encoder submitted at once.
-pub fn launch_once(kernel: &dyn Kernel, backend: &Backend, params: &Value, dev: &mut DevMap, status: &mut Status) -> Result<()> {
+pub fn launch_once(
+    kernel: &dyn Kernel,
+    backend: &Backend,
+    params: &Value,
+    dev: &mut DevMap,
+    status: &mut Status,
+) -> Result<()> {
     match backend {
         #[cfg(feature = "wgpu")]
         Backend::Wgpu(w) => w.run_blocking(|enc| {
@@ -487,7 +493,10 @@ pub fn cuda_slice<'a, T: CudaElem>(t: &'a DevMap, name: &str) -> Result<&'a cuda
 
 /// The CUDA slice inside a taken tensor, typed and mutable.
 #[cfg(feature = "cuda")]
-pub fn cuda_slice_mut<'a, T: CudaElem>(t: &'a mut DevTensor, name: &str) -> Result<&'a mut cudarc::driver::CudaSlice<T>> {
+pub fn cuda_slice_mut<'a, T: CudaElem>(
+    t: &'a mut DevTensor,
+    name: &str,
+) -> Result<&'a mut cudarc::driver::CudaSlice<T>> {
     match t {
         DevTensor::Cuda(c) => T::slice_mut(c).ok_or_else(|| Error::DType(format!("`{name}` has another dtype"))),
         _ => Err(Error::InvalidParams(format!("`{name}` is not a CUDA tensor"))),

@@ -80,7 +80,11 @@ impl HostTensor {
     /// The elements as `T` (a copy, so alignment never matters).
     pub fn to_vec<T: bytemuck::Pod>(&self) -> Result<Vec<T>> {
         if self.dtype.size() != std::mem::size_of::<T>() {
-            return Err(Error::DType(format!("{} tensor read as a {}-byte type", self.dtype, std::mem::size_of::<T>())));
+            return Err(Error::DType(format!(
+                "{} tensor read as a {}-byte type",
+                self.dtype,
+                std::mem::size_of::<T>()
+            )));
         }
         Ok(bytemuck::pod_collect_to_vec(&self.bytes))
     }
@@ -92,7 +96,11 @@ pub enum DevTensor {
     #[cfg(feature = "cuda")]
     Cuda(CudaTensor),
     #[cfg(feature = "wgpu")]
-    Wgpu { buffer: wgpu::Buffer, dtype: DType, shape: Vec<usize> },
+    Wgpu {
+        buffer: wgpu::Buffer,
+        dtype: DType,
+        shape: Vec<usize>,
+    },
 }
 
 /// A typed cudarc buffer.
@@ -127,7 +135,9 @@ impl DevTensor {
                 }))
             }
             #[cfg(feature = "wgpu")]
-            Backend::Wgpu(w) => Ok(DevTensor::Wgpu { buffer: w.upload(&t.bytes), dtype: t.dtype, shape: t.shape.clone() }),
+            Backend::Wgpu(w) => {
+                Ok(DevTensor::Wgpu { buffer: w.upload(&t.bytes), dtype: t.dtype, shape: t.shape.clone() })
+            }
         }
     }
 
@@ -139,12 +149,24 @@ impl DevTensor {
                 use crate::backend::cuda::cuda_err;
                 let s = c.stream();
                 let (dtype, bytes): (DType, Vec<u8>) = match ct {
-                    CudaTensor::F32(x) => (DType::F32, bytemuck::cast_slice(&s.clone_dtoh(x).map_err(cuda_err)?).to_vec()),
-                    CudaTensor::F16(x) => (DType::F16, bytemuck::cast_slice(&s.clone_dtoh(x).map_err(cuda_err)?).to_vec()),
-                    CudaTensor::BF16(x) => (DType::BF16, bytemuck::cast_slice(&s.clone_dtoh(x).map_err(cuda_err)?).to_vec()),
-                    CudaTensor::I8(x) => (DType::I8, bytemuck::cast_slice(&s.clone_dtoh(x).map_err(cuda_err)?).to_vec()),
-                    CudaTensor::I32(x) => (DType::I32, bytemuck::cast_slice(&s.clone_dtoh(x).map_err(cuda_err)?).to_vec()),
-                    CudaTensor::U32(x) => (DType::U32, bytemuck::cast_slice(&s.clone_dtoh(x).map_err(cuda_err)?).to_vec()),
+                    CudaTensor::F32(x) => {
+                        (DType::F32, bytemuck::cast_slice(&s.clone_dtoh(x).map_err(cuda_err)?).to_vec())
+                    }
+                    CudaTensor::F16(x) => {
+                        (DType::F16, bytemuck::cast_slice(&s.clone_dtoh(x).map_err(cuda_err)?).to_vec())
+                    }
+                    CudaTensor::BF16(x) => {
+                        (DType::BF16, bytemuck::cast_slice(&s.clone_dtoh(x).map_err(cuda_err)?).to_vec())
+                    }
+                    CudaTensor::I8(x) => {
+                        (DType::I8, bytemuck::cast_slice(&s.clone_dtoh(x).map_err(cuda_err)?).to_vec())
+                    }
+                    CudaTensor::I32(x) => {
+                        (DType::I32, bytemuck::cast_slice(&s.clone_dtoh(x).map_err(cuda_err)?).to_vec())
+                    }
+                    CudaTensor::U32(x) => {
+                        (DType::U32, bytemuck::cast_slice(&s.clone_dtoh(x).map_err(cuda_err)?).to_vec())
+                    }
                 };
                 let n = bytes.len() / dtype.size();
                 Ok(HostTensor { dtype, shape: vec![n], bytes })

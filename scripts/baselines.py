@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""PyTorch baselines on the same card, in the same run as `mllm-kernels bench`.
+
+Ceilings: device-to-device copy bandwidth and the bf16 matrix rate. Then, per family, the
+plain-PyTorch version of each benched kernel at the same shapes, with inputs rotated past twice
+the L2 size like the Rust bench. Prints a table and writes JSON (--json FILE).
+"""
+import argparse
+import json
+import math
+import sys
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--iters", type=int, default=50)
+    args = ap.parse_args()
+    try:
+        import torch
+    except ImportError:
+        print("baselines: PyTorch is not installed", file=sys.stderr)
+        return 1
+    if not torch.cuda.is_available():
+        print("baselines: no CUDA device for PyTorch", file=sys.stderr)
+        return 1
+    dev = torch.device("cuda")
+    props = torch.cuda.get_device_properties(dev)
+    l2 = getattr(props, "L2_cache_size", 50 << 20)
+    rows = []
+
+    def timed(fn, iters):
+        for _ in range(3):
+            fn(0)
+        torch.cuda.synchronize()
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        for i in range(iters):
+            fn(i)
+        e.record()
+        torch.cuda.synchronize()
+        return s.elapsed_time(e) * 1e3 / iters  # microseconds
+
+    def copies_for(nbytes):
+        return max(1, min(64, math.ceil(2 * l2 / max(nbytes, 1))))
+
+    def record(kernel, shape, dtype, us, nbytes, flops, note=""):
+        r = {"kernel": kernel, "shape": shape, "dtype": dtype, "time_us": us,
+             "gbps": nbytes / (us * 1e-6) / 1e9, "tflops": flops / (us * 1e-6) / 1e12, "note": note}
+        rows.append(r)
+        print(f"{kernel:34} {dtype:5} {shape:22} {us:10.2f} us {r['gbps']:9.1f} GB/s {r['tflops']:8.3f} TFLOP/s {note}")
+
+    # Ceilings.
+    n = 1 << 30
+    a, b = torch.empty(n, dtype=torch.uint8, device=dev), torch.empty(n, dtype=torch.uint8, device=dev)
+    us = timed(lambda i: b.copy_(a), 10)
+    copy_gbps = 2 * n / (us * 1e-6) / 1e9
+    record("ceiling.copy", "1 GiB", "u8", us, 2 * n, 0)
+    del a, b
+    m = 8192
+    x = torch.randn(m, m, dtype=torch.bfloat16, device=dev)
+    y = torch.randn(m, m, dtype=torch.bfloat16, device=dev)
+    us = timed(lambda i: x @ y, 20)
+    record("ceiling.matmul", f"{m}^3", "bf16", us, 3 * m * m * 2, 2 * m ** 3)
+    del x, y
+
+    # core.rmsnorm
+    for (r, c) in [(1, 7168), (4096, 7168)]:
+        nbytes = (2 * r * c + c) * 2
+        k = copies_for(nbytes)
+        xs = [torch.randn(r, c, dtype=torch.bfloat16, device=dev) for _ in range(k)]
+        w = torch.rand(c, dtype=torch.bfloat16, device=dev) + 0.5
+        def f(i):
+            x = xs[i % k]
+            return (x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-6)).to(torch.bfloat16) * w
+        us = timed(f, args.iters)
+        record("core.rmsnorm (torch eager)", f"{r}x{c}", "bf16", us, nbytes, 4 * r * c)
+        if hasattr(torch.nn.functional, "rms_norm"):
+            us = timed(lambda i: torch.nn.functional.rms_norm(xs[i % k], (c,), w, 1e-6), args.iters)
+            record("core.rmsnorm (F.rms_norm)", f"{r}x{c}", "bf16", us, nbytes, 4 * r * c)
+        del xs
+
+    # core.merge_states
+    s, d = 4096, 512
+    nbytes = 3 * s * d * 2 + 12 * s
+    k = copies_for(nbytes)
+    sets = [(torch.randn(s, d, dtype=torch.bfloat16, device=dev), torch.randn(s, device=dev),
+             torch.randn(s, d, dtype=torch.bfloat16, device=dev), torch.randn(s, device=dev)) for _ in range(k)]
+    def merge(i):
+        o1, l1, o2, l2 = sets[i % k]
+        mx = torch.maximum(l1, l2)
+        w1, w2 = torch.exp(l1 - mx), torch.exp(l2 - mx)
+        lse = mx + torch.log(w1 + w2)
+        return ((o1.float() * w1[:, None] + o2.float() * w2[:, None]) / (w1 + w2)[:, None]).to(torch.bfloat16), lse
+    us = timed(merge, args.iters)
+    record("core.merge_states (torch eager)", f"{s}x{d}", "bf16", us, nbytes, 3 * s * d)
+    del sets
+
+    # core.gather_rows
+    rows_, src_rows, cols = 2048, 8192, 4096
+    src = torch.randn(src_rows, cols, dtype=torch.bfloat16, device=dev)
+    idx = torch.randint(0, src_rows, (rows_,), device=dev)
+    us = timed(lambda i: src.index_select(0, idx), args.iters)
+    record("core.gather_rows (index_select)", f"{rows_}<-{src_rows}x{cols}", "bf16", us, 2 * rows_ * cols * 2 + 4 * rows_, 0)
+    del src
+
+    # ternary: the dense bf16 GEMV/GEMM a BitLinear replaces (weights rotated past 2x L2).
+    for (nn, kk) in [(2048, 2048), (5632, 2048), (2048, 5632), (6912, 2560), (3200, 20480)]:
+        for mm in [1]:
+            wbytes = nn * kk * 2
+            k = copies_for(wbytes)
+            ws = [torch.randn(nn, kk, dtype=torch.bfloat16, device=dev) for _ in range(k)]
+            xv = torch.randn(mm, kk, dtype=torch.bfloat16, device=dev)
+            us = timed(lambda i: xv @ ws[i % k].t(), args.iters)
+            record("ternary.dense_bf16_gemv", f"M{mm} {nn}x{kk}", "bf16", us, wbytes + 2 * mm * (kk + nn), 2 * mm * nn * kk)
+            del ws
+    for mm in [512, 4096]:
+        nn, kk = 5632, 2048
+        w = torch.randn(nn, kk, dtype=torch.bfloat16, device=dev)
+        xv = torch.randn(mm, kk, dtype=torch.bfloat16, device=dev)
+        us = timed(lambda i: xv @ w.t(), args.iters)
+        record("ternary.dense_bf16_gemm", f"M{mm} {nn}x{kk}", "bf16", us, 2 * (nn * kk + mm * kk + mm * nn), 2 * mm * nn * kk)
+
+    out = {"device": props.name, "l2_bytes": l2, "copy_gbps": copy_gbps, "rows": rows}
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(out, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# The GPU check, in two halves:
+#   scripts/gpu-check.sh build          here (Rust toolchain, no GPU needed): release test binary,
+#                                       the tool and the baseline script into .gpu-bundle/
+#   scripts/gpu-check.sh run OUTDIR     on a Linux x86-64 host with an NVIDIA GPU and no Rust:
+#                                       CUDA tests, verify --backend cuda, bench, PyTorch baselines;
+#                                       writes report.md, *.json, logs and gpu_verified.txt to OUTDIR.
+# The run half is one command meant to finish in well under 8 minutes.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+
+build() {
+  set -e
+  cd "$here/.."
+  if env_lines=$(scripts/setup-cuda.sh); then eval "$env_lines"; fi
+  local b=.gpu-bundle
+  rm -rf "$b" && mkdir -p "$b"
+  cargo build --release --bin mllm-kernels
+  local test_bin
+  test_bin=$(cargo test --release --test kernels --no-run --message-format=json 2>/dev/null \
+    | python3 -c 'import sys,json
+for l in sys.stdin:
+    try: m=json.loads(l)
+    except Exception: continue
+    if m.get("reason")=="compiler-artifact" and m.get("target",{}).get("name")=="kernels" and m.get("executable"): print(m["executable"])' | tail -n 1)
+  [ -n "$test_bin" ] || { echo "gpu-check: no test binary" >&2; exit 1; }
+  cp target/release/mllm-kernels "$b/mllm-kernels"
+  cp "$test_bin" "$b/kernels-tests"
+  strip "$b/mllm-kernels" "$b/kernels-tests" 2>/dev/null || true
+  cp scripts/gpu-check.sh scripts/baselines.py "$b/"
+  git rev-parse --short HEAD > "$b/COMMIT" 2>/dev/null || echo unknown > "$b/COMMIT"
+  git diff --quiet HEAD 2>/dev/null || echo "+dirty" >> "$b/COMMIT"
+  du -sh "$b"
+  local kib
+  kib=$(du -sk "$b" | cut -f1)
+  [ "$kib" -lt $((60 * 1024)) ] || { echo "gpu-check: bundle is ${kib} KiB, over 60 MiB" >&2; exit 1; }
+}
+
+run() {
+  local out=${1:?usage: gpu-check.sh run OUTDIR}
+  mkdir -p "$out"
+  # In the bundle the binaries sit beside this script; in a checkout, in .gpu-bundle/.
+  local b="$here"
+  [ -x "$b/mllm-kernels" ] || b="$here/../.gpu-bundle"
+  local commit
+  commit=$(tr -d '\n' < "$b/COMMIT" 2>/dev/null || echo unknown)
+  local t0=$SECONDS
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$out/gpu.txt" 2>&1
+  local card
+  card=$(head -n 1 "$out/gpu.txt" | cut -d, -f1)
+  export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
+
+  echo "== tests (CUDA and every other backend present)"
+  timeout 240 "$b/kernels-tests" --test-threads=4 > "$out/tests.log" 2>&1
+  local tests_rc=$?
+  tail -n 3 "$out/tests.log"
+
+  echo "== verify --backend cuda"
+  timeout 120 "$b/mllm-kernels" verify --backend cuda --proof "$out/gpu_verified.txt" --commit "$commit" --card "$card" \
+    > "$out/verify.log" 2>&1
+  local verify_rc=$?
+  tail -n 2 "$out/verify.log"
+
+  echo "== bench --backend cuda"
+  timeout 180 "$b/mllm-kernels" bench --backend cuda --iters 100 --json "$out/bench.json" > "$out/bench.log" 2>&1
+  local bench_rc=$?
+  cat "$out/bench.log"
+
+  echo "== PyTorch baselines"
+  PYTHONUNBUFFERED=1 timeout 150 python3 "$b/baselines.py" --json "$out/baselines.json" > "$out/baselines.log" 2>&1
+  local base_rc=$?
+  cat "$out/baselines.log"
+
+  {
+    echo "# GPU check"
+    echo
+    echo "- card: $(cat "$out/gpu.txt")"
+    echo "- commit: $commit"
+    echo "- date: $(date -u +%Y-%m-%d)"
+    echo "- exit codes: tests $tests_rc, verify $verify_rc, bench $bench_rc, baselines $base_rc"
+    echo "- wall time: $((SECONDS - t0)) s"
+    echo
+    echo "## Tests"; echo '```'; tail -n 30 "$out/tests.log"; echo '```'
+    echo "## verify --backend cuda"; echo '```'; cat "$out/verify.log"; echo '```'
+    echo "## bench --backend cuda"; echo '```'; cat "$out/bench.log"; echo '```'
+    echo "## PyTorch baselines (same card, same run)"; echo '```'; cat "$out/baselines.log"; echo '```'
+    echo "## Lines for GPU_VERIFIED.md"; echo '```'; cat "$out/gpu_verified.txt" 2>/dev/null; echo '```'
+  } > "$out/report.md"
+  echo "report: $out/report.md"
+  [ $tests_rc = 0 ] && [ $verify_rc = 0 ] && [ $bench_rc = 0 ]
+}
+
+case "${1:-}" in
+  build) build ;;
+  run) shift; run "$@" ;;
+  *) echo "usage: $0 build | run OUTDIR" >&2; exit 2 ;;
+esac

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs NVRTC, the CUDA headers and ptxas from PyPI wheels into .cuda/ (ignored by git), so
+# build.rs compiles every kernel to PTX and assembles cubins on a machine with no CUDA toolkit.
+# Prints the environment to use them; scripts/test.sh sources it.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+dest="$root/.cuda"
+want="nvidia-cuda-nvrtc-cu12==12.9.86 nvidia-cuda-runtime-cu12==12.9.79 nvidia-cuda-nvcc-cu12==12.9.86"
+if [ ! -f "$dest/nvidia/cuda_nvrtc/lib/libnvrtc.so.12" ] || [ ! -x "$dest/nvidia/cuda_nvcc/bin/ptxas" ] \
+   || [ ! -f "$dest/nvidia/cuda_runtime/include/cuda_bf16.h" ]; then
+  echo "setup-cuda: installing $want into $dest" >&2
+  py=$(command -v python3 || command -v python)
+  "$py" -m pip install --quiet --disable-pip-version-check --upgrade --target "$dest" $want >&2
+fi
+echo "export LD_LIBRARY_PATH=\"$dest/nvidia/cuda_nvrtc/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}\""
+echo "export PTXAS=\"$dest/nvidia/cuda_nvcc/bin/ptxas\""
+echo "export MLLM_CUDA_INCLUDE=\"$dest/nvidia/cuda_runtime/include\""

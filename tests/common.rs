@@ -1,0 +1,53 @@
+//! Backends for the tests, and the family-wide oracle loop.
+
+use mllm_kernels::harness::{fresh_seed, registry, verify_case};
+use mllm_kernels::{Backend, BackendKind};
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// `Some(backend)`, or `None` after saying why it is skipped. In CI, wgpu must be present.
+pub fn backend(kind: BackendKind) -> Option<Backend> {
+    match Backend::open(kind) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            if kind == BackendKind::Wgpu && in_ci() {
+                panic!("CI=true and no wgpu adapter: {e}. scripts/test.sh installs lavapipe (mesa-vulkan-drivers).");
+            }
+            eprintln!("skipping the {} backend: {e}", kind.name());
+            None
+        }
+    }
+}
+
+/// Every backend present (CPU always).
+pub fn backends() -> Vec<Backend> {
+    BackendKind::ALL.into_iter().filter_map(backend).collect()
+}
+
+/// Runs every registered case of `family` on `backend` with a fresh, printed seed; panics with
+/// every failing row.
+pub fn verify_family(family: &str, backend: &Backend) {
+    let seed = fresh_seed();
+    eprintln!("{family} on {}: seed {seed}", backend.describe());
+    let mut failures = Vec::new();
+    let mut n = 0;
+    for k in registry().into_iter().filter(|k| k.family() == family) {
+        for (i, case) in k.cases().iter().enumerate() {
+            let r = verify_case(k, backend, case, seed.wrapping_add(i as u64));
+            n += 1;
+            if !r.ok {
+                failures.push(format!("{} {} {}: {} (seed {})", r.kernel, r.dtype, r.shape, r.note, r.seed));
+            }
+        }
+    }
+    assert!(n > 0, "no case registered for {family}");
+    assert!(
+        failures.is_empty(),
+        "{} of {n} cases failed on {}:\n{}",
+        failures.len(),
+        backend.describe(),
+        failures.join("\n")
+    );
+}

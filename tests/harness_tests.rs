@@ -1,0 +1,147 @@
+//! The harness itself: a comparison that cannot fail would make every other test worthless.
+
+use mllm_kernels::harness::{
+    check, compare, execute, proof, registry, verify_case, Case, Cost, DevMap, Expected, HostTensor, Kernel, Launch,
+    Rng, TensorMap,
+};
+use mllm_kernels::{Backend, BackendKind, DType, Result, Status};
+use serde_json::Value;
+
+use crate::common::backends;
+
+#[test]
+fn compare_catches_wrong_unwritten_and_gap_writes() {
+    let want = vec![1.0, 2.0, f64::NAN, 4.0];
+    let good = HostTensor::from_f64(DType::F32, &[4], &[1.0, 2.0, f64::NAN, 4.0]);
+    assert!(compare("y", &good, &want, None, None).ok);
+    let off = HostTensor::from_f64(DType::F32, &[4], &[1.0, 2.001, f64::NAN, 4.0]);
+    assert!(!compare("y", &off, &want, None, None).ok, "a 5e-4 error passes f32");
+    let unwritten = HostTensor::poison(DType::BF16, &[4]);
+    assert!(!compare("y", &unwritten, &want, None, None).ok, "poison passes");
+    let gap = HostTensor::from_f64(DType::F32, &[4], &[1.0, 2.0, 3.0, 4.0]);
+    assert!(!compare("y", &gap, &want, None, None).ok, "a write into a gap passes");
+    let ints = HostTensor::from_i32(&[2], &[5, 6]);
+    assert!(!compare("acc", &ints, &[5.0, 7.0], None, None).ok, "integers must be exact");
+    assert!(compare("acc", &ints, &[5.0, 6.0], None, None).ok);
+    let inf = HostTensor::from_f64(DType::F32, &[2], &[f64::NEG_INFINITY, 0.0]);
+    assert!(compare("lse", &inf, &[f64::NEG_INFINITY, 0.0], None, None).ok);
+    assert!(!compare("lse", &inf, &[0.0, 0.0], None, None).ok, "-inf where 0 expected");
+}
+
+#[test]
+fn rng_is_reproducible() {
+    let (mut a, mut b) = (Rng::new(7), Rng::new(7));
+    let va: Vec<u64> = (0..8).map(|_| a.next_u64()).collect();
+    let vb: Vec<u64> = (0..8).map(|_| b.next_u64()).collect();
+    assert_eq!(va, vb);
+    let n = Rng::new(1).normals(20000, 1.0);
+    let mean = n.iter().sum::<f64>() / n.len() as f64;
+    let var = n.iter().map(|x| (x - mean) * x).sum::<f64>() / n.len() as f64;
+    assert!(mean.abs() < 0.05 && (var - 1.0).abs() < 0.05, "mean {mean} var {var}");
+}
+
+/// rmsnorm that "forgets" to launch: verify must fail it on every backend.
+struct NoLaunch;
+
+impl Kernel for NoLaunch {
+    fn family(&self) -> &'static str {
+        "test"
+    }
+    fn name(&self) -> &'static str {
+        "no_launch"
+    }
+    fn cases(&self) -> Vec<Case> {
+        self.inner().cases()
+    }
+    fn bench_cases(&self) -> Vec<Case> {
+        vec![]
+    }
+    fn inputs(&self, p: &Value, rng: &mut Rng) -> Result<TensorMap> {
+        self.inner().inputs(p, rng)
+    }
+    fn outputs(&self, p: &Value) -> Result<Vec<(String, DType, Vec<usize>)>> {
+        self.inner().outputs(p)
+    }
+    fn oracle(&self, p: &Value, i: &TensorMap) -> Result<Expected> {
+        self.inner().oracle(p, i)
+    }
+    fn launch(&self, _: &mut Launch, _: &Value, _: &mut DevMap, _: &mut Status) -> Result<()> {
+        Ok(())
+    }
+    fn cost(&self, _: &Value) -> Result<Cost> {
+        Ok(Cost::default())
+    }
+}
+
+impl NoLaunch {
+    fn inner(&self) -> &'static dyn Kernel {
+        registry().into_iter().find(|k| k.id() == "core.rmsnorm").expect("core.rmsnorm is registered")
+    }
+}
+
+#[test]
+fn verify_fails_a_kernel_that_writes_nothing() {
+    for b in backends() {
+        for case in NoLaunch.cases() {
+            let r = verify_case(&NoLaunch, &b, &case, 1);
+            assert!(!r.ok, "{} passed on {} without launching", case.label, b.describe());
+        }
+    }
+}
+
+#[test]
+fn check_files_round_trip_on_every_backend() {
+    let k = registry().into_iter().find(|k| k.id() == "core.merge_states").unwrap();
+    let case = k.cases().into_iter().find(|c| c.dtype == DType::BF16 && c.label.contains("strided")).unwrap();
+    let inputs = k.inputs(&case.params, &mut Rng::new(3)).unwrap();
+    let (outs, _) = execute(k, &Backend::Cpu, &case.params, &inputs).unwrap();
+    let bytes = check::write_file(&k.id(), &case.params, &inputs, &outs).unwrap();
+    let file = check::parse_file(&bytes).unwrap();
+    assert_eq!(file.kernel, "core.merge_states");
+    assert_eq!(file.inputs, inputs);
+    for b in backends() {
+        let cmps = check::run_check(&file, &b).unwrap();
+        assert_eq!(cmps.len(), 2);
+        assert!(cmps.iter().all(|c| c.ok), "{}: {cmps:?}", b.describe());
+    }
+    // A tampered expectation must fail.
+    let mut bad = outs.clone();
+    let o = bad.get_mut("lse").unwrap();
+    o.bytes[4..8].copy_from_slice(&1.5f32.to_le_bytes());
+    let file = check::parse_file(&check::write_file(&k.id(), &case.params, &inputs, &bad).unwrap()).unwrap();
+    let cmps = check::run_check(&file, &Backend::Cpu).unwrap();
+    assert!(cmps.iter().any(|c| !c.ok));
+    assert!(check::parse_file(b"not a safetensors file").is_err());
+}
+
+#[test]
+fn gpu_verified_table_parses() {
+    let t = "| core | 0123456789abcdef | abc1234 | 2026-11-26 | H100 |\n| family | source hash | x | y | z |\n";
+    assert_eq!(proof::proven_hashes(t), vec![("core".to_string(), "0123456789abcdef".to_string())]);
+    let (unproven, total, _) = proof::unproven();
+    assert!(unproven <= total && total >= 3);
+}
+
+#[test]
+fn devices_lists_every_backend() {
+    let d = mllm_kernels::devices();
+    for k in BackendKind::ALL {
+        let r = d.iter().find(|r| r.backend == k).expect("every backend is listed");
+        assert!(!r.detail.is_empty());
+    }
+}
+
+#[test]
+fn the_tool_verifies_every_backend_present() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mllm-kernels"))
+        .args(["verify", "--family", "core", "--seed", "42"])
+        .output()
+        .expect("run mllm-kernels");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or("");
+    assert!(out.status.success(), "verify failed:\n{text}");
+    assert!(last.ends_with("passed, 0 failed") && !last.starts_with("0 passed"), "last line: {last}");
+    assert!(text.contains("unproven on a GPU"), "no unproven count:\n{text}");
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_mllm-kernels")).args(["verify", "--family", "nope"]).output().unwrap();
+    assert!(!bad.status.success());
+}

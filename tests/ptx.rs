@@ -1,0 +1,85 @@
+//! Every CUDA family's PTX assembles with `ptxas -v` for sm_80 and sm_90 without spills, and
+//! within the register budget its kernels' launch bounds allow. In CI missing PTX or ptxas fails.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use mllm_kernels::sources::CUDA_MODULES;
+
+use crate::common::in_ci;
+
+/// No kernel may use more registers than 65536 / 256 threads.
+const REG_BUDGET: u32 = 255;
+
+fn ptxas() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("PTXAS") {
+        return Some(PathBuf::from(p));
+    }
+    let wheel = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cuda/nvidia/cuda_nvcc/bin/ptxas");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).map(|d| d.join("ptxas")).find(|p| p.is_file()).or(Some(wheel).filter(|p| p.is_file()))
+}
+
+#[test]
+fn every_kernel_assembles_without_spills() {
+    let Some(ptxas) = ptxas() else {
+        assert!(!in_ci(), "CI=true and no ptxas: scripts/test.sh installs the nvidia-cuda-nvcc-cu12 wheel");
+        eprintln!("skipping: no ptxas (run scripts/setup-cuda.sh, or put ptxas on PATH)");
+        return;
+    };
+    assert!(!CUDA_MODULES.is_empty());
+    let dir = std::env::temp_dir().join(format!("mllm-ptx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut report = Vec::new();
+    for m in CUDA_MODULES {
+        let Some(ptx) = m.ptx else {
+            assert!(!in_ci(), "CI=true and family `{}` has no PTX: NVRTC was not found at build time", m.family);
+            eprintln!("skipping `{}`: built without PTX (no nvcc or NVRTC at build time)", m.family);
+            continue;
+        };
+        let src = dir.join(format!("{}.ptx", m.family));
+        std::fs::write(&src, ptx).unwrap();
+        for arch in ["sm_80", "sm_90"] {
+            let out = Command::new(&ptxas)
+                .arg(format!("-arch={arch}"))
+                .arg("-v")
+                .arg("-o")
+                .arg(dir.join(format!("{}.{arch}.cubin", m.family)))
+                .arg(&src)
+                .output()
+                .unwrap();
+            let log = String::from_utf8_lossy(&out.stderr).to_string();
+            assert!(out.status.success(), "ptxas {arch} failed on {}:\n{log}", m.family);
+            let mut kernel = String::new();
+            let spill_lines = log.lines().filter(|l| l.contains("spill stores")).count();
+            let used_lines = log.lines().filter(|l| l.contains("Used ")).count();
+            assert_eq!(
+                spill_lines, used_lines,
+                "ptxas -v printed no spill line for some kernel of {}:\n{log}",
+                m.family
+            );
+            for line in log.lines() {
+                if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+                    kernel = rest.split('\'').next().unwrap_or("").to_string();
+                }
+                if line.contains("spill stores") {
+                    assert!(
+                        line.contains(" 0 bytes spill stores") && line.contains(" 0 bytes spill loads"),
+                        "{kernel} spills on {arch}: {line}"
+                    );
+                }
+                if let Some(rest) = line.split("Used ").nth(1) {
+                    let regs: u32 = rest.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
+                    assert!(regs <= REG_BUDGET, "{kernel} uses {regs} registers on {arch}");
+                    report.push(format!("{arch} {kernel}: {}", line.trim().trim_start_matches("ptxas info    : ")));
+                }
+            }
+        }
+    }
+    // The CI log shows a line per kernel and architecture.
+    for r in &report {
+        println!("ptxas {r}");
+    }
+    assert!(!report.is_empty() || !in_ci(), "ptxas reported no kernel");
+    let _ = std::fs::remove_dir_all(&dir);
+}
