@@ -344,6 +344,24 @@ fn expand_template(text: &str, dt: &str) -> String {
     format!("{body}\n// Generated for dtype {dt}.\n{helpers}")
 }
 
+/// Appends `shaders/include/NAME` for each `//! include NAME` line. WGSL declarations may come
+/// in any order, so appending keeps naga's line numbers true to the shader file.
+fn with_includes(path: &Path, dir: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let mut tail = String::new();
+    for line in text.lines() {
+        if let Some(name) = line.trim().strip_prefix("//! include ") {
+            let inc = dir.join(name.trim());
+            tail.push_str(&format!("\n// ---- {} ----\n", name.trim()));
+            tail.push_str(
+                &fs::read_to_string(&inc)
+                    .unwrap_or_else(|e| panic!("{}: include {}: {e}", path.display(), inc.display())),
+            );
+        }
+    }
+    text + &tail
+}
+
 fn validate_wgsl(path: &Path, name: &str, src: &str) {
     let module = match naga::front::wgsl::parse_str(src) {
         Ok(m) => m,
@@ -368,7 +386,7 @@ fn wgsl(manifest: &Path, out: &Path, gen: &mut String) {
     let mut entries = Vec::new();
     for path in sorted_files(&manifest.join("shaders"), "wgsl") {
         let stem = path.file_stem().and_then(|s| s.to_str()).expect("utf-8 shader name").to_string();
-        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let text = with_includes(&path, &manifest.join("shaders/include"));
         let variants: Vec<(String, String)> = if text.contains("{{E}}") {
             DTYPES.iter().map(|dt| (format!("{stem}_{dt}"), expand_template(&text, dt))).collect()
         } else {

@@ -29,7 +29,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut out = stream.alloc_zeros::<bf16>(states * dim)?;
     let mut lse = stream.alloc_zeros::<f32>(states)?;
 
-    let plan = MergeStates::new(MergeStatesParams { states, dim, dtype: DType::BF16, o1_stride: None, o2_stride: None, o_stride: None })?;
+    let plan = MergeStates::new(MergeStatesParams {
+        states,
+        dim,
+        dtype: DType::BF16,
+        o1_stride: None,
+        o2_stride: None,
+        o_stride: None,
+    })?;
     plan.run_cuda(&kernels, &stream, &do1, &dl1, &do2, &dl2, &mut out, &mut lse)?;
     let got: Vec<f32> = stream.clone_dtoh(&lse)?;
 

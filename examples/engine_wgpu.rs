@@ -29,8 +29,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let x: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.37).sin()).collect();
     let w = vec![1.0f32; cols];
     let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
-    let xb = device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::cast_slice(&x), usage });
-    let wb = device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::cast_slice(&w), usage });
+    let xb = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: None,
+        contents: bytemuck::cast_slice(&x),
+        usage,
+    });
+    let wb = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: None,
+        contents: bytemuck::cast_slice(&w),
+        usage,
+    });
     let yb = device.create_buffer(&wgpu::BufferDescriptor {
         label: None,
         size: ((rows + 2) * cols * 4) as u64,
@@ -44,7 +52,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         mapped_at_creation: false,
     });
 
-    let plan = RmsNorm::new(RmsNormParams { rows, cols, eps: 1e-6, dtype: DType::F32, x_stride: None, y_stride: None })?;
+    let plan =
+        RmsNorm::new(RmsNormParams { rows, cols, eps: 1e-6, dtype: DType::F32, x_stride: None, y_stride: None })?;
     let mut enc = device.create_command_encoder(&Default::default());
     plan.run_wgpu(&kernels, &mut enc, (&xb).into(), (&wb).into(), WgpuTensor { buffer: &yb, offset: 2 * cols })?;
     enc.copy_buffer_to_buffer(&yb, 0, &read, 0, yb.size());

@@ -20,6 +20,7 @@ pub mod error;
 pub mod harness;
 pub mod layout;
 pub mod sources;
+pub mod ternary;
 
 #[cfg(feature = "cuda")]
 pub use backend::cuda::{CudaBackend, CudaFloat};

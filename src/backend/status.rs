@@ -15,6 +15,8 @@ impl StatusBits {
     pub const BAD_TERNARY_CODE: u32 = 2;
     /// A slot id outside the state pool (recurrent states).
     pub const SLOT_OUT_OF_RANGE: u32 = 4;
+    /// A value was non-finite or outside its range (weights to ternarize, ternary values to pack).
+    pub const VALUE_OUT_OF_RANGE: u32 = 8;
 
     pub fn describe(bits: u32) -> String {
         let mut v = Vec::new();
@@ -26,6 +28,9 @@ impl StatusBits {
         }
         if bits & Self::SLOT_OUT_OF_RANGE != 0 {
             v.push("a slot id was outside the state pool (step skipped)");
+        }
+        if bits & Self::VALUE_OUT_OF_RANGE != 0 {
+            v.push("a value was non-finite or outside its range (clamped)");
         }
         if v.is_empty() {
             v.push("unknown status bits");

@@ -48,6 +48,9 @@ impl WgpuTensor<'_> {
         if !self.buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
             return Err(Error::InvalidParams(format!("{what}: buffer lacks STORAGE usage")));
         }
+        if dtype == DType::I8 && self.offset % 4 != 0 {
+            return Err(Error::InvalidParams(format!("{what}: an i8 tensor must start on a 4-byte boundary")));
+        }
         u32::try_from(end.max(1) - 1)
             .map(|_| self.offset as u32)
             .map_err(|_| Error::InvalidParams(format!("{what}: {end} elements exceed u32 indexing")))
@@ -71,6 +74,7 @@ pub struct WgpuBackend {
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
     pipelines: Mutex<HashMap<&'static str, Arc<wgpu::ComputePipeline>>>,
+    dummy: Mutex<Option<wgpu::Buffer>>,
 }
 
 impl std::fmt::Debug for WgpuBackend {
@@ -106,7 +110,7 @@ impl WgpuBackend {
 
     /// Wraps an engine's device and queue; pipelines are created on first use and cached.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
-        Self { device, queue, info, pipelines: Mutex::new(HashMap::new()) }
+        Self { device, queue, info, pipelines: Mutex::new(HashMap::new()), dummy: Mutex::new(None) }
     }
 
     pub fn device(&self) -> &wgpu::Device {
@@ -119,6 +123,13 @@ impl WgpuBackend {
 
     pub fn info(&self) -> &wgpu::AdapterInfo {
         &self.info
+    }
+
+    /// A small storage buffer bound where a kernel's optional input or output is absent
+    /// (created once; the shader never touches it then).
+    pub(crate) fn dummy(&self) -> Result<wgpu::Buffer> {
+        let mut d = self.dummy.lock().map_err(|_| Error::Wgpu("dummy buffer lock poisoned".into()))?;
+        Ok(d.get_or_insert_with(|| self.upload(&[0u8; 16])).clone())
     }
 
     pub(crate) fn max_binding(&self) -> u64 {

@@ -31,7 +31,12 @@ struct Opts {
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
-    let mut o = Opts { backend: None, family: None, seed: None, iters: 50, json: None,
+    let mut o = Opts {
+        backend: None,
+        family: None,
+        seed: None,
+        iters: 50,
+        json: None,
         proof: None,
         commit: "unknown".into(),
         card: None,

@@ -86,12 +86,32 @@ pub trait Kernel: Sync {
     /// Records or launches the kernel on the tensors in `t` (inputs and outputs by name).
     fn launch(&self, l: &mut Launch, params: &Value, t: &mut DevMap, status: &mut Status) -> Result<()>;
     fn cost(&self, params: &Value) -> Result<Cost>;
+    /// Compares the device's outputs with the oracle. The default compares every expected
+    /// output elementwise; kernels whose integer results hinge on rounding ties, or whose
+    /// outputs must be checked against the device's own intermediates, override it.
+    fn check(&self, _params: &Value, _inputs: &TensorMap, expected: &Expected, outputs: &TensorMap) -> Vec<Comparison> {
+        expected
+            .outputs
+            .iter()
+            .map(|(name, want)| match outputs.get(name) {
+                Some(got) => compare(name, got, want, expected.rtol.get(name).copied(), None),
+                None => Comparison {
+                    name: name.clone(),
+                    rel_l2: 0.0,
+                    max_abs: 0.0,
+                    ok: false,
+                    note: format!("no output `{name}`"),
+                },
+            })
+            .collect()
+    }
 }
 
 /// Every registered kernel, family by family.
 pub fn registry() -> Vec<&'static dyn Kernel> {
     let mut v: Vec<&'static dyn Kernel> = Vec::new();
     v.extend(crate::core::registry::kernels());
+    v.extend(crate::ternary::registry::kernels());
     v
 }
 
@@ -320,24 +340,18 @@ pub fn verify_case(kernel: &dyn Kernel, backend: &Backend, case: &Case, seed: u6
     let res = kernel.inputs(&case.params, &mut rng).and_then(|inputs| {
         let expected = kernel.oracle(&case.params, &inputs)?;
         let (outs, bits) = execute(kernel, backend, &case.params, &inputs)?;
-        Ok((expected, outs, bits))
+        Ok((inputs, expected, outs, bits))
     });
     match res {
         Err(e) => r.note = format!("error: {e}"),
-        Ok((expected, outs, bits)) => {
+        Ok((inputs, expected, outs, bits)) => {
             r.ok = true;
             let mut notes = Vec::new();
             if bits != expected.status {
                 r.ok = false;
                 notes.push(format!("status 0x{bits:x}, expected 0x{:x}", expected.status));
             }
-            for (name, want) in &expected.outputs {
-                let Some(got) = outs.get(name) else {
-                    r.ok = false;
-                    notes.push(format!("no output `{name}`"));
-                    continue;
-                };
-                let c = compare(name, got, want, expected.rtol.get(name).copied(), None);
+            for c in kernel.check(&case.params, &inputs, &expected, &outs) {
                 r.rel_l2 = r.rel_l2.max(c.rel_l2);
                 r.max_abs = r.max_abs.max(c.max_abs);
                 if !c.ok {
@@ -378,6 +392,15 @@ pub fn strided_expected(view: &crate::layout::Rows, dense: &[f64]) -> Vec<f64> {
     v
 }
 
+/// Expected output over a strided view that was also an input (updated in place): the view's
+/// elements are `dense`, the gaps keep the input's values.
+pub fn strided_expected_in_place(view: &crate::layout::Rows, dense: &[f64], original: &HostTensor) -> Vec<f64> {
+    let mut v = original.to_f64();
+    v.truncate(view.span());
+    view.scatter(dense, &mut v);
+    v
+}
+
 /// Random values rounded to `dtype` in a strided view; the gaps hold values too, which a
 /// kernel that reads them would pick up.
 pub fn random_view(rng: &mut Rng, dtype: DType, view: &crate::layout::Rows, scale: f64) -> HostTensor {
@@ -397,20 +420,49 @@ macro_rules! with_float {
     ($dt:expr, $T:ident => $body:expr) => {
         match $dt {
             $crate::DType::F32 => {
+                #[allow(dead_code)]
                 type $T = f32;
                 $body
             }
             $crate::DType::F16 => {
+                #[allow(dead_code)]
                 type $T = half::f16;
                 $body
             }
             $crate::DType::BF16 => {
+                #[allow(dead_code)]
                 type $T = half::bf16;
                 $body
             }
             other => Err($crate::Error::DType(format!("{other} is not a float dtype"))),
         }
     };
+}
+
+/// Takes the tensors `names` out of the map, runs `f` on the rest and them, and puts them back
+/// (so a launch can borrow inputs shared and outputs mutably).
+pub fn with_taken<R>(
+    t: &mut DevMap,
+    names: &[&str],
+    f: impl FnOnce(&DevMap, &mut [DevTensor]) -> Result<R>,
+) -> Result<R> {
+    let mut outs = Vec::with_capacity(names.len());
+    for n in names {
+        match take(t, n) {
+            Ok(v) => outs.push(v),
+            Err(e) => {
+                for (n, v) in names.iter().zip(outs) {
+                    t.insert(n.to_string(), v);
+                }
+                return Err(e);
+            }
+        }
+    }
+    let r = f(t, &mut outs);
+    for (n, v) in names.iter().zip(outs) {
+        t.insert(n.to_string(), v);
+    }
+    r
 }
 
 /// Host tensor contents as `T`, for CPU launches.

@@ -1,0 +1,48 @@
+// MLGRU prefill, pass 2: chain the chunks of each sequence from its pool state; each chunk's
+// summary slot becomes its incoming state and the pool slot gets the final state.
+struct Params {
+    d: u32,
+    tokens: u32,
+    max_len: u32,
+    chunks: u32,
+    seqs: u32,
+    slots: u32,
+    a_off: u32,
+    h_off: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> cu: array<i32>;
+@group(0) @binding(2) var<storage, read> slot_ids: array<i32>;
+@group(0) @binding(3) var<storage, read_write> state: array<f32>;
+@group(0) @binding(4) var<storage, read_write> ws: array<f32>;
+@group(0) @binding(5) var<storage, read_write> status: array<atomic<u32>>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) tid: u32) {
+    let nb = (p.d + 63u) / 64u;
+    let g = wid.x + wid.y * nwg.x;
+    if (g >= nb * p.seqs) { return; }
+    let c = (g % nb) * 64u + tid;
+    let b = g / nb;
+    let t0 = cu[b];
+    let t1 = cu[b + 1u];
+    if (t0 < 0i || t1 < t0 || u32(t1) > p.tokens || u32(t1 - t0) > p.max_len) {
+        atomicOr(&status[0], 1u);
+        return;
+    }
+    if (c >= p.d) { return; }
+    let slot = slot_ids[b];
+    let ok = slot >= 0i && u32(slot) < p.slots;
+    if (!ok) { atomicOr(&status[0], 4u); }
+    var carry = 0.0;
+    if (ok) { carry = state[u32(slot) * p.d + c]; }
+    for (var ch = 0u; ch < p.chunks; ch++) {
+        let si = (b * p.chunks + ch) * p.d + c;
+        let hloc = ws[p.h_off + si];
+        ws[p.h_off + si] = carry;
+        carry = exp(ws[p.a_off + si]) * carry + hloc;
+    }
+    if (ok) { state[u32(slot) * p.d + c] = carry; }
+}

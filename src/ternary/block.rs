@@ -1,0 +1,293 @@
+//! Layers made of the family's kernels: the GLU channel mixer and a whole MatMul-free block
+//! (MLGRU token mixer + GLU channel mixer, pre-norm residual, as the reference HGRNBit block).
+//!
+//! They run on any backend over named tensors (`harness::DevMap`), launching the same kernels
+//! the registry verifies one by one, so the composition itself is what is tested here.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{oracle, padded_k};
+use crate::backend::Status;
+use crate::dtype::DType;
+use crate::error::{invalid, Error, Result};
+use crate::harness::{take, DevMap, Kernel, Launch};
+
+fn by_id(id: &str) -> Result<&'static dyn Kernel> {
+    super::registry::kernels()
+        .into_iter()
+        .chain(crate::core::registry::kernels())
+        .find(|k| k.id() == id)
+        .ok_or_else(|| Error::InvalidParams(format!("no kernel {id}")))
+}
+
+/// Launches kernel `id` with its tensor names bound to the map's names (`(kernel's, ours)`),
+/// moving the tensors in and back out so nothing is copied.
+fn launch_as(
+    id: &str,
+    l: &mut Launch,
+    params: Value,
+    t: &mut DevMap,
+    names: &[(&str, &str)],
+    status: &mut Status,
+) -> Result<()> {
+    let k = by_id(id)?;
+    let mut sub = DevMap::new();
+    for (theirs, ours) in names {
+        sub.insert(theirs.to_string(), take(t, ours)?);
+    }
+    let r = k.launch(l, &params, &mut sub, status);
+    for (theirs, ours) in names {
+        if let Some(v) = sub.remove(*theirs) {
+            t.insert(ours.to_string(), v);
+        }
+    }
+    r
+}
+
+fn rounded(dtype: DType, v: &[f64]) -> Vec<f64> {
+    crate::harness::HostTensor::from_f64(dtype, &[v.len()], v).to_f64()
+}
+
+/// Oracle of one BitLinear on dense f64 rows (q rounded half to even in f64), result rounded
+/// to `dtype` like the device's output.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn bitlinear_oracle(
+    x: &[f64],
+    m: usize,
+    k: usize,
+    n: usize,
+    norm_w: &[f64],
+    packed: &[u32],
+    gamma: &[f64],
+    eps: f64,
+) -> Vec<f64> {
+    let (q, s, _) = oracle::rmsnorm_quant(x, norm_w, m, k, eps);
+    let (t, _) = oracle::unpack(packed, n, k);
+    let acc = oracle::accumulate(&q, &t, m, n, k);
+    let rows = n / gamma.len();
+    let g: Vec<f64> = (0..n).map(|j| gamma[j / rows]).collect();
+    oracle::dequantize(&acc, &g, &s, m, n)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// `y = down(silu(g) * u)` with `[g, u] = gate_up(x)`, both BitLinear.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GluMlpParams {
+    pub m: usize,
+    pub d: usize,
+    pub inner: usize,
+    pub dtype: DType,
+}
+
+#[derive(Debug, Clone)]
+pub struct GluMlp {
+    pub params: GluMlpParams,
+}
+
+impl GluMlp {
+    pub fn new(p: GluMlpParams) -> Result<Self> {
+        if p.m == 0 || p.d == 0 || p.inner == 0 {
+            return Err(invalid("glu_mlp needs m, d, inner >= 1"));
+        }
+        if !p.dtype.is_float() {
+            return Err(Error::DType(format!("{} is not a float dtype", p.dtype)));
+        }
+        Ok(Self { params: p })
+    }
+
+    /// Tensors: `x [m, d]`, `up_norm [d]`, `up_packed`, `up_gamma [1]`, `down_norm [inner]`,
+    /// `down_packed`, `down_gamma [1]`; out `y [m, d]`; scratch `gu [m, 2 inner]`, `q1`, `s1`,
+    /// `q2`, `s2` (sizes from [`GluMlp::scratch`]).
+    pub fn run(&self, l: &mut Launch, t: &mut DevMap, status: &mut Status) -> Result<()> {
+        self.run_named(l, t, status, "x", "y", false)
+    }
+
+    /// As [`GluMlp::run`] with the input and output tensors named; `accumulate` adds the result
+    /// to the output (a residual stream) instead of overwriting it.
+    pub fn run_named(
+        &self,
+        l: &mut Launch,
+        t: &mut DevMap,
+        status: &mut Status,
+        input: &str,
+        output: &str,
+        accumulate: bool,
+    ) -> Result<()> {
+        let p = &self.params;
+        let dt = p.dtype;
+        launch_as(
+            "ternary.bitlinear",
+            l,
+            json!({"m": p.m, "n": 2 * p.inner, "k": p.d, "dtype": dt}),
+            t,
+            &[
+                ("x", input),
+                ("norm_w", "up_norm"),
+                ("packed", "up_packed"),
+                ("gamma", "up_gamma"),
+                ("q", "q1"),
+                ("s", "s1"),
+                ("out", "gu"),
+            ],
+            status,
+        )?;
+        launch_as(
+            "ternary.bitlinear",
+            l,
+            json!({"m": p.m, "n": p.d, "k": p.inner, "dtype": dt, "glu": true, "accumulate": accumulate}),
+            t,
+            &[
+                ("x", "gu"),
+                ("norm_w", "down_norm"),
+                ("packed", "down_packed"),
+                ("gamma", "down_gamma"),
+                ("q", "q2"),
+                ("s", "s2"),
+                ("out", output),
+            ],
+            status,
+        )
+    }
+
+    /// Scratch tensors: name, dtype, length.
+    pub fn scratch(&self) -> Vec<(&'static str, DType, usize)> {
+        let p = &self.params;
+        vec![
+            ("gu", p.dtype, p.m * 2 * p.inner),
+            ("q1", DType::I8, p.m * padded_k(p.d)),
+            ("s1", DType::F32, p.m),
+            ("q2", DType::I8, p.m * padded_k(p.inner)),
+            ("s2", DType::F32, p.m),
+        ]
+    }
+
+    /// The f64 oracle (intermediates rounded to the dtype as the device stores them).
+    #[allow(clippy::too_many_arguments)]
+    pub fn oracle(
+        &self,
+        x: &[f64],
+        up_norm: &[f64],
+        up_packed: &[u32],
+        up_gamma: &[f64],
+        down_norm: &[f64],
+        down_packed: &[u32],
+        down_gamma: &[f64],
+    ) -> Vec<f64> {
+        let p = &self.params;
+        let gu = rounded(p.dtype, &bitlinear_oracle(x, p.m, p.d, 2 * p.inner, up_norm, up_packed, up_gamma, 1e-8));
+        let h = oracle::glu(&gu, p.m, p.inner);
+        bitlinear_oracle(&h, p.m, p.inner, p.d, down_norm, down_packed, down_gamma, 1e-8)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// One MatMul-free block, decode step: for each of `m` sequences (pool slot per row),
+/// `x += o_proj(mlgru(fcg_proj(rmsnorm(x))))`, then `x += down(glu(gate_up(rmsnorm(x))))`.
+/// `x` (the residual stream) and the state pool are updated in place.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatmulFreeBlockParams {
+    pub m: usize,
+    pub d: usize,
+    pub inner: usize,
+    pub slots: usize,
+    pub dtype: DType,
+}
+
+#[derive(Debug, Clone)]
+pub struct MatmulFreeBlock {
+    pub params: MatmulFreeBlockParams,
+    pub mlp: GluMlp,
+}
+
+impl MatmulFreeBlock {
+    pub fn new(p: MatmulFreeBlockParams) -> Result<Self> {
+        if p.slots == 0 {
+            return Err(invalid("block needs slots >= 1"));
+        }
+        let mlp = GluMlp::new(GluMlpParams { m: p.m, d: p.d, inner: p.inner, dtype: p.dtype })?;
+        Ok(Self { params: p, mlp })
+    }
+
+    /// Scratch tensors: name, dtype, length.
+    pub fn scratch(&self) -> Vec<(&'static str, DType, usize)> {
+        let p = &self.params;
+        let mut v = vec![
+            ("a", p.dtype, p.m * p.d),
+            ("fcg", p.dtype, p.m * 3 * p.d),
+            ("o", p.dtype, p.m * p.d),
+            ("qa", DType::I8, 3 * p.m * padded_k(p.d)),
+            ("sa", DType::F32, 3 * p.m),
+        ];
+        v.extend(self.mlp.scratch());
+        v
+    }
+
+    /// Tensors: `x [m, d]` (in place), `attn_norm [d]`, `fcg_norm [3d]`, `fcg_packed`,
+    /// `fcg_gamma [3]`, `state [slots, d]` f32 (in place), `slot_ids [m]`, `lb [d]` f32,
+    /// `g_norm [d]`, `o_norm [d]`, `o_packed`, `o_gamma [1]`, `mlp_norm [d]`, then the
+    /// [`GluMlp`] weights; plus the scratch tensors.
+    pub fn run(&self, l: &mut Launch, t: &mut DevMap, status: &mut Status) -> Result<()> {
+        let p = &self.params;
+        let (dt, m, d) = (p.dtype, p.m, p.d);
+        launch_as(
+            "core.rmsnorm",
+            l,
+            json!({"rows": m, "cols": d, "dtype": dt, "eps": 1e-6}),
+            t,
+            &[("x", "x"), ("w", "attn_norm"), ("y", "a")],
+            status,
+        )?;
+        launch_as(
+            "ternary.bitlinear",
+            l,
+            json!({"m": m, "n": d, "k": d, "projections": 3, "dtype": dt}),
+            t,
+            &[
+                ("x", "a"),
+                ("norm_w", "fcg_norm"),
+                ("packed", "fcg_packed"),
+                ("gamma", "fcg_gamma"),
+                ("q", "qa"),
+                ("s", "sa"),
+                ("out", "fcg"),
+            ],
+            status,
+        )?;
+        launch_as(
+            "ternary.mlgru_step",
+            l,
+            json!({"batch": m, "d": d, "slots": p.slots, "dtype": dt, "lower_bound": true}),
+            t,
+            &[("fcg", "fcg"), ("state", "state"), ("slot_ids", "slot_ids"), ("lb", "lb"), ("w", "g_norm"), ("o", "o")],
+            status,
+        )?;
+        launch_as(
+            "ternary.bitlinear",
+            l,
+            json!({"m": m, "n": d, "k": d, "dtype": dt, "accumulate": true}),
+            t,
+            &[
+                ("x", "o"),
+                ("norm_w", "o_norm"),
+                ("packed", "o_packed"),
+                ("gamma", "o_gamma"),
+                ("q", "q1"),
+                ("s", "s1"),
+                ("out", "x"),
+            ],
+            status,
+        )?;
+        launch_as(
+            "core.rmsnorm",
+            l,
+            json!({"rows": m, "cols": d, "dtype": dt, "eps": 1e-6}),
+            t,
+            &[("x", "x"), ("w", "mlp_norm"), ("y", "a")],
+            status,
+        )?;
+        self.mlp.run_named(l, t, status, "a", "x", true)
+    }
+}

@@ -1,0 +1,461 @@
+//! CUDA launches for the ternary family (`kernels/ternary.cu`).
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg, SyncOnDrop};
+
+use super::{
+    words_per_row, BitLinear, MlgruScan, MlgruStep, Pack, QuantizeWeights, RmsNormQuant, TernaryMatmul, GEMV_MAX_M,
+};
+use crate::backend::cuda::{cuda_err, grid_1d, CudaBackend, CudaFloat};
+use crate::core::same_dtype;
+use crate::error::{ensure_len, Error, Result};
+use crate::Status;
+
+/// Largest dynamic shared memory the fused BitLinear asks for (no opt-in needed below 48 KiB).
+pub const FUSED_SMEM: usize = 48 * 1024 - 256;
+
+/// The status word's pointer, with the guard that records the kernel's write when dropped.
+fn status_ptr<'a>(status: &'a mut Status, stream: &'a Arc<CudaStream>) -> Result<(u64, SyncOnDrop<'a>)> {
+    match status {
+        Status::Cuda(s) => Ok(s.device_ptr_mut(stream)),
+        _ => Err(Error::InvalidParams("the status word is not a CUDA one".into())),
+    }
+}
+
+fn grid(x: usize, y: usize, z: usize, threads: u32, smem: u32) -> Result<LaunchConfig> {
+    if x == 0 || y == 0 || z == 0 || x > i32::MAX as usize || y > 65535 || z > 65535 {
+        return Err(Error::InvalidParams(format!("grid {x} x {y} x {z} does not fit CUDA")));
+    }
+    Ok(LaunchConfig { grid_dim: (x as u32, y as u32, z as u32), block_dim: (threads, 1, 1), shared_mem_bytes: smem })
+}
+
+impl QuantizeWeights {
+    /// Three launches: row |W| sums into `ws` (f32, `workspace_len`), gammas, packing.
+    /// Non-finite weights raise `StatusBits::VALUE_OUT_OF_RANGE`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cuda<T: CudaFloat>(
+        &self,
+        cuda: &CudaBackend,
+        stream: &Arc<CudaStream>,
+        w: &impl DevicePtr<T>,
+        ws: &mut impl DevicePtrMut<f32>,
+        packed: &mut impl DevicePtrMut<u32>,
+        gamma: &mut impl DevicePtrMut<f32>,
+        status: &mut Status,
+    ) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        let p = &self.params;
+        ensure_len("quantize_weights w", p.n * p.k, w.len())?;
+        ensure_len("quantize_weights ws", self.workspace_len(), ws.len())?;
+        ensure_len("quantize_weights packed", self.packed_len(), packed.len())?;
+        ensure_len("quantize_weights gamma", p.partitions, gamma.len())?;
+        let (st, _sg) = status_ptr(status, stream)?;
+        let (n, k, kw, rpp) = (p.n as i32, p.k as i32, words_per_row(p.k) as i32, (p.n / p.partitions) as i32);
+        let (wp, _a) = w.device_ptr(stream);
+        let (wsp, _b) = ws.device_ptr_mut(stream);
+        let (pp, _c) = packed.device_ptr_mut(stream);
+        let (gp, _d) = gamma.device_ptr_mut(stream);
+        let f1 = cuda.function("ternary", &format!("ternary_row_abs_sum_{}", T::DTYPE))?;
+        let mut b = stream.launch_builder(&f1);
+        b.arg(&wp).arg(&wsp).arg(&st).arg(&k);
+        // SAFETY: matches ternary_row_abs_sum_<dtype>(w, rowsum, status, k); w holds n * k, ws n.
+        unsafe { b.launch(grid_1d(p.n, 256)?) }.map_err(cuda_err)?;
+        let f2 = cuda.function("ternary", "ternary_gamma")?;
+        let mut b = stream.launch_builder(&f2);
+        b.arg(&wsp).arg(&gp).arg(&rpp).arg(&k);
+        // SAFETY: matches ternary_gamma(rowsum, gamma, rows_per_part, k); one block per partition.
+        unsafe { b.launch(grid_1d(p.partitions, 256)?) }.map_err(cuda_err)?;
+        let f3 = cuda.function("ternary", &format!("ternary_quant_pack_{}", T::DTYPE))?;
+        let mut b = stream.launch_builder(&f3);
+        b.arg(&wp).arg(&gp).arg(&pp).arg(&n).arg(&k).arg(&kw).arg(&rpp);
+        // SAFETY: matches ternary_quant_pack_<dtype>; threads past n * kw words exit.
+        unsafe { b.launch(grid_1d(self.packed_len().div_ceil(256), 256)?) }.map_err(cuda_err)?;
+        Ok(())
+    }
+}
+
+impl Pack {
+    /// Packs padded i8 rows; values outside {-1, 0, 1} clamp and raise `VALUE_OUT_OF_RANGE`.
+    pub fn run_cuda(
+        &self,
+        cuda: &CudaBackend,
+        stream: &Arc<CudaStream>,
+        t: &impl DevicePtr<i8>,
+        packed: &mut impl DevicePtrMut<u32>,
+        status: &mut Status,
+    ) -> Result<()> {
+        ensure_len("pack t", self.values_len(), t.len())?;
+        ensure_len("pack packed", self.packed_len(), packed.len())?;
+        let (tp, _a) = t.device_ptr(stream);
+        let (pp, _b) = packed.device_ptr_mut(stream);
+        self.launch_pair(cuda, stream, "ternary_pack", tp, pp, status)
+    }
+
+    /// Unpacks to padded i8 rows; code 3 reads as 0 and raises `BAD_TERNARY_CODE`.
+    pub fn unpack_cuda(
+        &self,
+        cuda: &CudaBackend,
+        stream: &Arc<CudaStream>,
+        packed: &impl DevicePtr<u32>,
+        t: &mut impl DevicePtrMut<i8>,
+        status: &mut Status,
+    ) -> Result<()> {
+        ensure_len("unpack packed", self.packed_len(), packed.len())?;
+        ensure_len("unpack t", self.values_len(), t.len())?;
+        let (pp, _a) = packed.device_ptr(stream);
+        let (tp, _b) = t.device_ptr_mut(stream);
+        self.launch_pair(cuda, stream, "ternary_unpack", pp, tp, status)
+    }
+
+    fn launch_pair(
+        &self,
+        cuda: &CudaBackend,
+        stream: &Arc<CudaStream>,
+        name: &str,
+        a: u64,
+        b: u64,
+        status: &mut Status,
+    ) -> Result<()> {
+        let (st, _sg) = status_ptr(status, stream)?;
+        let (n, k, kw) = (self.params.n as i32, self.params.k as i32, words_per_row(self.params.k) as i32);
+        let f = cuda.function("ternary", name)?;
+        let mut l = stream.launch_builder(&f);
+        l.arg(&a).arg(&b).arg(&st).arg(&n).arg(&k).arg(&kw);
+        // SAFETY: matches ternary_pack / ternary_unpack(src, dst, status, n, k, kw); lengths were
+        // checked by the callers; threads past n * kw words exit.
+        unsafe { l.launch(grid_1d(self.packed_len().div_ceil(256), 256)?) }.map_err(cuda_err)?;
+        Ok(())
+    }
+}
+
+impl RmsNormQuant {
+    pub fn run_cuda<T: CudaFloat>(
+        &self,
+        cuda: &CudaBackend,
+        stream: &Arc<CudaStream>,
+        x: &impl DevicePtr<T>,
+        w: &impl DevicePtr<T>,
+        q: &mut impl DevicePtrMut<i8>,
+        s: &mut impl DevicePtrMut<f32>,
+    ) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        let p = &self.params;
+        ensure_len("rmsnorm_quant x", self.x.span(), x.len())?;
+        ensure_len("rmsnorm_quant w", p.projections * p.k, w.len())?;
+        ensure_len("rmsnorm_quant q", self.q_len(), q.len())?;
+        ensure_len("rmsnorm_quant s", self.s_len(), s.len())?;
+        let f = cuda.function("ternary", &format!("ternary_rmsnorm_quant_{}", T::DTYPE))?;
+        let (m, k, kp, xs, eps, glu) =
+            (p.m as i32, p.k as i32, super::padded_k(p.k) as i32, self.x.stride as i64, p.eps, i32::from(p.glu));
+        let (xp, _a) = x.device_ptr(stream);
+        let (wp, _b) = w.device_ptr(stream);
+        let (qp, _c) = q.device_ptr_mut(stream);
+        let (sp, _d) = s.device_ptr_mut(stream);
+        let mut b = stream.launch_builder(&f);
+        b.arg(&xp).arg(&wp).arg(&qp).arg(&sp).arg(&m).arg(&k).arg(&kp).arg(&xs).arg(&eps).arg(&glu);
+        // SAFETY: matches ternary_rmsnorm_quant_<dtype>; grid (m, projections) covers exactly the
+        // rows the lengths above were checked for.
+        unsafe { b.launch(grid(p.m, p.projections, 1, 256, 0)?) }.map_err(cuda_err)?;
+        Ok(())
+    }
+}
+
+impl TernaryMatmul {
+    /// GEMV for M <= 8, tiled GEMM otherwise. `acc_out` (i32, `acc_len`) only with `write_acc`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cuda<T: CudaFloat>(
+        &self,
+        cuda: &CudaBackend,
+        stream: &Arc<CudaStream>,
+        q: &impl DevicePtr<i8>,
+        s: &impl DevicePtr<f32>,
+        packed: &impl DevicePtr<u32>,
+        gamma: &impl DevicePtr<f32>,
+        out: &mut impl DevicePtrMut<T>,
+        acc_out: Option<&mut cudarc::driver::CudaSlice<i32>>,
+    ) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        self.check_lens(q.len(), s.len(), packed.len(), gamma.len(), out.len())?;
+        let p = &self.params;
+        let (qp, _a) = q.device_ptr(stream);
+        let (sp, _b) = s.device_ptr(stream);
+        let (pp, _c) = packed.device_ptr(stream);
+        let (gp, _d) = gamma.device_ptr(stream);
+        let (op, _e) = out.device_ptr_mut(stream);
+        let mut acc_guard = None;
+        let ap: u64 = match (p.write_acc, acc_out) {
+            (false, _) => 0,
+            (true, Some(a)) => {
+                ensure_len("ternary_matmul acc", self.acc_len(), a.len())?;
+                let (ptr, g) = a.device_ptr_mut(stream);
+                acc_guard = Some(g);
+                ptr
+            }
+            (true, None) => {
+                return Err(Error::InvalidParams("write_acc is set but no accumulator buffer was given".into()))
+            }
+        };
+        let (m, n, kw, pr, parts) =
+            (p.m as i32, p.n as i32, words_per_row(p.k) as i32, p.projections as i32, p.partitions as i32);
+        let (os, accu) = (self.out.stride as i64, i32::from(p.accumulate));
+        let (name, cfg) = if self.uses_gemv() {
+            ("gemv", grid(self.total_n().div_ceil(8), 1, 1, 256, 0)?)
+        } else {
+            ("gemm", grid(p.n.div_ceil(64), p.m.div_ceil(64), p.projections, 256, 0)?)
+        };
+        let f = cuda.function("ternary", &format!("ternary_{name}_{}", T::DTYPE))?;
+        let mut b = stream.launch_builder(&f);
+        b.arg(&qp)
+            .arg(&sp)
+            .arg(&pp)
+            .arg(&gp)
+            .arg(&op)
+            .arg(&ap)
+            .arg(&m)
+            .arg(&n)
+            .arg(&kw)
+            .arg(&pr)
+            .arg(&parts)
+            .arg(&os)
+            .arg(&accu);
+        // SAFETY: matches ternary_gemv/gemm_<dtype>; every buffer length was checked against the
+        // plan; acc_out is null unless write_acc, in which case its length was checked too.
+        unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+        drop(acc_guard);
+        Ok(())
+    }
+}
+
+impl BitLinear {
+    /// One fused launch for M <= 8 when a projection's quantized rows fit in shared memory,
+    /// else `rmsnorm_quant` then `ternary_matmul`. `q` and `s` are written either way.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cuda<T: CudaFloat>(
+        &self,
+        cuda: &CudaBackend,
+        stream: &Arc<CudaStream>,
+        x: &impl DevicePtr<T>,
+        norm_w: &impl DevicePtr<T>,
+        packed: &impl DevicePtr<u32>,
+        gamma: &impl DevicePtr<f32>,
+        q: &mut impl DevicePtrMut<i8>,
+        s: &mut impl DevicePtrMut<f32>,
+        out: &mut impl DevicePtrMut<T>,
+    ) -> Result<()> {
+        if !self.fused(FUSED_SMEM) {
+            self.quant.run_cuda(cuda, stream, x, norm_w, q, s)?;
+            // Re-borrow q and s as inputs of the product.
+            return self.matmul_after_quant(cuda, stream, q, s, packed, gamma, out);
+        }
+        same_dtype::<T>(self.params.dtype)?;
+        let p = &self.params;
+        ensure_len("bitlinear x", self.quant.x.span(), x.len())?;
+        ensure_len("bitlinear norm_w", p.projections * p.k, norm_w.len())?;
+        ensure_len("bitlinear q", self.quant.q_len(), q.len())?;
+        ensure_len("bitlinear s", self.quant.s_len(), s.len())?;
+        self.matmul.check_lens(self.quant.q_len(), self.quant.s_len(), packed.len(), gamma.len(), out.len())?;
+        let f = cuda.function("ternary", &format!("ternary_bitlinear_gemv_{}", T::DTYPE))?;
+        let smem = (p.m * super::padded_k(p.k)) as u32;
+        let (xp, _a) = x.device_ptr(stream);
+        let (wp, _b) = norm_w.device_ptr(stream);
+        let (pp, _c) = packed.device_ptr(stream);
+        let (gp, _d) = gamma.device_ptr(stream);
+        let (op, _e) = out.device_ptr_mut(stream);
+        let (qp, _f) = q.device_ptr_mut(stream);
+        let (sp, _g) = s.device_ptr_mut(stream);
+        let (m, n, k, kw, pr, parts) =
+            (p.m as i32, p.n as i32, p.k as i32, words_per_row(p.k) as i32, p.projections as i32, p.partitions as i32);
+        let (xs, os, eps, accu) =
+            (self.quant.x.stride as i64, self.matmul.out.stride as i64, p.eps, i32::from(p.accumulate));
+        let mut b = stream.launch_builder(&f);
+        b.arg(&xp).arg(&wp).arg(&pp).arg(&gp).arg(&op).arg(&qp).arg(&sp);
+        b.arg(&m).arg(&n).arg(&k).arg(&kw).arg(&pr).arg(&parts).arg(&xs).arg(&os).arg(&eps).arg(&accu);
+        // SAFETY: matches ternary_bitlinear_gemv_<dtype>; M <= 8 and M * kp bytes of dynamic shared
+        // memory (under 48 KiB) as `fused` checked; all lengths were checked above.
+        unsafe { b.launch(grid(p.n.div_ceil(32), p.projections, 1, 256, smem)?) }.map_err(cuda_err)?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_after_quant<T: CudaFloat>(
+        &self,
+        cuda: &CudaBackend,
+        stream: &Arc<CudaStream>,
+        q: &mut impl DevicePtrMut<i8>,
+        s: &mut impl DevicePtrMut<f32>,
+        packed: &impl DevicePtr<u32>,
+        gamma: &impl DevicePtr<f32>,
+        out: &mut impl DevicePtrMut<T>,
+    ) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        let mm = &self.matmul;
+        mm.check_lens(q.len(), s.len(), packed.len(), gamma.len(), out.len())?;
+        let p = &mm.params;
+        let (qp, _a) = q.device_ptr_mut(stream);
+        let (sp, _b) = s.device_ptr_mut(stream);
+        let (pp, _c) = packed.device_ptr(stream);
+        let (gp, _d) = gamma.device_ptr(stream);
+        let (op, _e) = out.device_ptr_mut(stream);
+        let ap = 0u64;
+        let (m, n, kw, pr, parts) =
+            (p.m as i32, p.n as i32, words_per_row(p.k) as i32, p.projections as i32, p.partitions as i32);
+        let (os, accu) = (mm.out.stride as i64, i32::from(p.accumulate));
+        let (name, cfg) = if p.m <= GEMV_MAX_M {
+            ("gemv", grid(mm.total_n().div_ceil(8), 1, 1, 256, 0)?)
+        } else {
+            ("gemm", grid(p.n.div_ceil(64), p.m.div_ceil(64), p.projections, 256, 0)?)
+        };
+        let f = cuda.function("ternary", &format!("ternary_{name}_{}", T::DTYPE))?;
+        let mut b = stream.launch_builder(&f);
+        b.arg(&qp)
+            .arg(&sp)
+            .arg(&pp)
+            .arg(&gp)
+            .arg(&op)
+            .arg(&ap)
+            .arg(&m)
+            .arg(&n)
+            .arg(&kw)
+            .arg(&pr)
+            .arg(&parts)
+            .arg(&os)
+            .arg(&accu);
+        // SAFETY: as TernaryMatmul::run_cuda, with no accumulator output.
+        unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+        Ok(())
+    }
+}
+
+impl MlgruStep {
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cuda<T: CudaFloat>(
+        &self,
+        cuda: &CudaBackend,
+        stream: &Arc<CudaStream>,
+        fcg: &impl DevicePtr<T>,
+        state: &mut impl DevicePtrMut<f32>,
+        slot_ids: &impl DevicePtr<i32>,
+        lb: Option<&cudarc::driver::CudaSlice<f32>>,
+        w: &impl DevicePtr<T>,
+        o: &mut impl DevicePtrMut<T>,
+        status: &mut Status,
+    ) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        let p = &self.params;
+        ensure_len("mlgru fcg", self.fcg.span(), fcg.len())?;
+        ensure_len("mlgru state", p.slots * p.d, state.len())?;
+        ensure_len("mlgru slot_ids", p.batch, slot_ids.len())?;
+        ensure_len("mlgru w", p.d, w.len())?;
+        ensure_len("mlgru o", p.batch * p.d, o.len())?;
+        let (st, _sg) = status_ptr(status, stream)?;
+        let (lbp, _lg) = lb_ptr(p.lower_bound, lb, p.d, stream)?;
+        let f = cuda.function("ternary", &format!("ternary_mlgru_step_{}", T::DTYPE))?;
+        let (fp, _a) = fcg.device_ptr(stream);
+        let (hp, _b) = state.device_ptr_mut(stream);
+        let (ip, _c) = slot_ids.device_ptr(stream);
+        let (wp, _d) = w.device_ptr(stream);
+        let (op, _e) = o.device_ptr_mut(stream);
+        let (d, slots, fs, eps) = (p.d as i32, p.slots as i32, self.fcg.stride as i64, p.eps);
+        let mut b = stream.launch_builder(&f);
+        b.arg(&fp).arg(&hp).arg(&ip).arg(&lbp).arg(&wp).arg(&op).arg(&st).arg(&d).arg(&slots).arg(&fs).arg(&eps);
+        // SAFETY: matches ternary_mlgru_step_<dtype>; lengths checked; slot ids are range-checked
+        // in the kernel before any state access; lb is null without a lower bound.
+        unsafe { b.launch(grid_1d(p.batch, 256)?) }.map_err(cuda_err)?;
+        Ok(())
+    }
+}
+
+fn lb_ptr<'a>(
+    wanted: bool,
+    lb: Option<&'a cudarc::driver::CudaSlice<f32>>,
+    d: usize,
+    stream: &'a Arc<CudaStream>,
+) -> Result<(u64, Option<SyncOnDrop<'a>>)> {
+    match (wanted, lb) {
+        (false, _) => Ok((0, None)),
+        (true, Some(l)) => {
+            ensure_len("mlgru lower bound", d, l.len())?;
+            let (ptr, g) = l.device_ptr(stream);
+            Ok((ptr, Some(g)))
+        }
+        (true, None) => Err(Error::InvalidParams("lower_bound is set but no lb buffer was given".into())),
+    }
+}
+
+impl MlgruScan {
+    /// Four launches: chunk-local scans, the carry across chunks (updating the pool), the
+    /// carry applied per token, the output gate. `ws` is f32 of `workspace_len`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cuda<T: CudaFloat>(
+        &self,
+        cuda: &CudaBackend,
+        stream: &Arc<CudaStream>,
+        fcg: &impl DevicePtr<T>,
+        cu: &impl DevicePtr<i32>,
+        state: &mut impl DevicePtrMut<f32>,
+        slot_ids: &impl DevicePtr<i32>,
+        lb: Option<&cudarc::driver::CudaSlice<f32>>,
+        w: &impl DevicePtr<T>,
+        ws: &mut impl DevicePtrMut<f32>,
+        o: &mut impl DevicePtrMut<T>,
+        status: &mut Status,
+    ) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        let p = &self.params;
+        ensure_len("mlgru_scan fcg", self.fcg.span(), fcg.len())?;
+        ensure_len("mlgru_scan cu_seqlens", p.seqs + 1, cu.len())?;
+        ensure_len("mlgru_scan state", p.slots * p.d, state.len())?;
+        ensure_len("mlgru_scan slot_ids", p.seqs, slot_ids.len())?;
+        ensure_len("mlgru_scan w", p.d, w.len())?;
+        ensure_len("mlgru_scan ws", self.workspace_len(), ws.len())?;
+        ensure_len("mlgru_scan o", p.tokens * p.d, o.len())?;
+        let (st, _sg) = status_ptr(status, stream)?;
+        let (lbp, _lg) = lb_ptr(p.lower_bound, lb, p.d, stream)?;
+        let chunks = self.chunks();
+        let (fp, _a) = fcg.device_ptr(stream);
+        let (cp, _b) = cu.device_ptr(stream);
+        let (hp, _c) = state.device_ptr_mut(stream);
+        let (ip, _d) = slot_ids.device_ptr(stream);
+        let (wp, _e) = w.device_ptr(stream);
+        let (wsp, _f) = ws.device_ptr_mut(stream);
+        let (op, _g) = o.device_ptr_mut(stream);
+        let hws = wsp;
+        let chunk_a = wsp + 4 * (p.tokens * p.d) as u64;
+        let chunk_h = chunk_a + 4 * (p.seqs * chunks * p.d) as u64;
+        let (d, tokens, max_len, chunk, nch, slots) =
+            (p.d as i32, p.tokens as i32, p.max_len as i32, p.chunk as i32, chunks as i32, p.slots as i32);
+        let (fs, eps) = (self.fcg.stride as i64, p.eps);
+        let dt = T::DTYPE;
+        let blocks = p.d.div_ceil(128);
+
+        let f = cuda.function("ternary", &format!("ternary_scan_local_{dt}"))?;
+        let mut b = stream.launch_builder(&f);
+        b.arg(&fp).arg(&cp).arg(&lbp).arg(&hws).arg(&chunk_a).arg(&chunk_h).arg(&st);
+        b.arg(&d).arg(&tokens).arg(&max_len).arg(&chunk).arg(&nch).arg(&fs);
+        // SAFETY: matches ternary_scan_local_<dtype>; the workspace holds tokens * d + 2 * seqs *
+        // chunks * d floats (checked); token ranges come from cu_seqlens, validated in the kernel.
+        unsafe { b.launch(grid(blocks, chunks, p.seqs, 128, 0)?) }.map_err(cuda_err)?;
+
+        let f = cuda.function("ternary", "ternary_scan_carry")?;
+        let mut b = stream.launch_builder(&f);
+        b.arg(&cp).arg(&ip).arg(&hp).arg(&chunk_a).arg(&chunk_h).arg(&st);
+        b.arg(&d).arg(&tokens).arg(&max_len).arg(&nch).arg(&slots);
+        // SAFETY: matches ternary_scan_carry; slot ids are range-checked in the kernel.
+        unsafe { b.launch(grid(blocks, p.seqs, 1, 128, 0)?) }.map_err(cuda_err)?;
+
+        let f = cuda.function("ternary", &format!("ternary_scan_apply_{dt}"))?;
+        let mut b = stream.launch_builder(&f);
+        b.arg(&fp).arg(&cp).arg(&lbp).arg(&hws).arg(&chunk_h).arg(&st);
+        b.arg(&d).arg(&tokens).arg(&max_len).arg(&chunk).arg(&nch).arg(&fs);
+        // SAFETY: as the local pass.
+        unsafe { b.launch(grid(blocks, chunks, p.seqs, 128, 0)?) }.map_err(cuda_err)?;
+
+        let f = cuda.function("ternary", &format!("ternary_gate_norm_{dt}"))?;
+        let mut b = stream.launch_builder(&f);
+        b.arg(&fp).arg(&hws).arg(&wp).arg(&op).arg(&d).arg(&fs).arg(&eps);
+        // SAFETY: matches ternary_gate_norm_<dtype>; one block per token row of fcg, hws and o.
+        unsafe { b.launch(grid_1d(p.tokens, 256)?) }.map_err(cuda_err)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,564 @@
+//! wgpu dispatches for the ternary family (`shaders/ternary_*.wgsl`). i8 tensors travel as u32
+//! words (four values each; rows are padded to multiples of 16, so no word is shared).
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{
+    padded_k, words_per_row, BitLinear, MlgruScan, MlgruStep, Pack, QuantizeWeights, RmsNormQuant, TernaryMatmul,
+};
+use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::Status;
+
+/// Workgroup bytes the fused BitLinear shader holds for quantized rows (3456 words).
+pub const FUSED_WG_BYTES: usize = 3456 * 4;
+
+fn status_buf(status: &Status) -> Result<&wgpu::Buffer> {
+    match status {
+        Status::Wgpu(b) => Ok(b),
+        _ => Err(Error::InvalidParams("the status word is not a wgpu one".into())),
+    }
+}
+
+fn n_u32(what: &str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::InvalidParams(format!("{what} = {v} exceeds u32")))
+}
+
+/// Offsets of word-addressed (i8) tensors, in words.
+fn words(off: u32) -> u32 {
+    off / 4
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct U4 {
+    a: u32,
+    b: u32,
+    c: u32,
+    d: u32,
+}
+
+impl QuantizeWeights {
+    /// Three dispatches: row |W| sums into `ws`, gammas, packing. Offsets must be 0 here.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_wgpu(
+        &self,
+        gpu: &WgpuBackend,
+        enc: &mut wgpu::CommandEncoder,
+        w: WgpuTensor,
+        ws: WgpuTensor,
+        packed: WgpuTensor,
+        gamma: WgpuTensor,
+        status: &Status,
+    ) -> Result<()> {
+        let (p, mb) = (&self.params, gpu.max_binding());
+        let offs = [
+            w.check("quantize_weights w", p.dtype, p.n * p.k, mb)?,
+            ws.check("quantize_weights ws", DType::F32, self.workspace_len(), mb)?,
+            packed.check("quantize_weights packed", DType::U32, self.packed_len(), mb)?,
+            gamma.check("quantize_weights gamma", DType::F32, p.partitions, mb)?,
+        ];
+        if offs.iter().any(|&o| o != 0) {
+            return Err(Error::InvalidParams("quantize_weights takes whole buffers (offset 0) on wgpu".into()));
+        }
+        let st = status_buf(status)?;
+        let (n, k, kw, rpp) =
+            (n_u32("n", p.n)?, n_u32("k", p.k)?, words_per_row(p.k) as u32, (p.n / p.partitions) as u32);
+        gpu.dispatch(
+            enc,
+            &format!("ternary_row_abs_sum_{}", p.dtype),
+            bytemuck::cast_slice(&[n, k]),
+            &[w.buffer, ws.buffer, st],
+            n,
+        )?;
+        gpu.dispatch(
+            enc,
+            "ternary_gamma",
+            bytemuck::cast_slice(&[p.partitions as u32, rpp, k]),
+            &[ws.buffer, gamma.buffer],
+            p.partitions as u32,
+        )?;
+        let u = U4 { a: n, b: k, c: kw, d: rpp };
+        let groups = n_u32("words", self.packed_len().div_ceil(64))?;
+        gpu.dispatch(
+            enc,
+            &format!("ternary_quant_pack_{}", p.dtype),
+            bytemuck::bytes_of(&u),
+            &[w.buffer, gamma.buffer, packed.buffer],
+            groups,
+        )
+    }
+}
+
+impl Pack {
+    pub fn run_wgpu(
+        &self,
+        gpu: &WgpuBackend,
+        enc: &mut wgpu::CommandEncoder,
+        t: WgpuTensor,
+        packed: WgpuTensor,
+        status: &Status,
+    ) -> Result<()> {
+        self.pair(
+            gpu,
+            enc,
+            "ternary_pack",
+            (t, DType::I8, self.values_len()),
+            (packed, DType::U32, self.packed_len()),
+            status,
+        )
+    }
+
+    pub fn unpack_wgpu(
+        &self,
+        gpu: &WgpuBackend,
+        enc: &mut wgpu::CommandEncoder,
+        packed: WgpuTensor,
+        t: WgpuTensor,
+        status: &Status,
+    ) -> Result<()> {
+        self.pair(
+            gpu,
+            enc,
+            "ternary_unpack",
+            (packed, DType::U32, self.packed_len()),
+            (t, DType::I8, self.values_len()),
+            status,
+        )
+    }
+
+    fn pair(
+        &self,
+        gpu: &WgpuBackend,
+        enc: &mut wgpu::CommandEncoder,
+        module: &str,
+        a: (WgpuTensor, DType, usize),
+        b: (WgpuTensor, DType, usize),
+        status: &Status,
+    ) -> Result<()> {
+        let mb = gpu.max_binding();
+        if a.0.check(module, a.1, a.2, mb)? != 0 || b.0.check(module, b.1, b.2, mb)? != 0 {
+            return Err(Error::InvalidParams(format!("{module} takes whole buffers (offset 0) on wgpu")));
+        }
+        let p = &self.params;
+        let u = [n_u32("n", p.n)?, n_u32("k", p.k)?, words_per_row(p.k) as u32];
+        let groups = n_u32("words", self.packed_len().div_ceil(64))?;
+        gpu.dispatch(enc, module, bytemuck::cast_slice(&u), &[a.0.buffer, b.0.buffer, status_buf(status)?], groups)
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct QuantUniform {
+    m: u32,
+    k: u32,
+    kp: u32,
+    projections: u32,
+    x_off: u32,
+    x_stride: u32,
+    eps: f32,
+    glu: u32,
+}
+
+impl RmsNormQuant {
+    pub fn run_wgpu(
+        &self,
+        gpu: &WgpuBackend,
+        enc: &mut wgpu::CommandEncoder,
+        x: WgpuTensor,
+        w: WgpuTensor,
+        q: WgpuTensor,
+        s: WgpuTensor,
+    ) -> Result<()> {
+        let (p, mb) = (&self.params, gpu.max_binding());
+        let x_off = x.check("rmsnorm_quant x", p.dtype, self.x.span(), mb)?;
+        if w.check("rmsnorm_quant w", p.dtype, p.projections * p.k, mb)? != 0
+            || q.check("rmsnorm_quant q", DType::I8, self.q_len(), mb)? != 0
+            || s.check("rmsnorm_quant s", DType::F32, self.s_len(), mb)? != 0
+        {
+            return Err(Error::InvalidParams("rmsnorm_quant: w, q and s must start at offset 0 on wgpu".into()));
+        }
+        let u = QuantUniform {
+            m: p.m as u32,
+            k: p.k as u32,
+            kp: padded_k(p.k) as u32,
+            projections: p.projections as u32,
+            x_off,
+            x_stride: self.x.stride as u32,
+            eps: p.eps,
+            glu: u32::from(p.glu),
+        };
+        let groups = n_u32("rows", p.m * p.projections)?;
+        gpu.dispatch(
+            enc,
+            &format!("ternary_rmsnorm_quant_{}", p.dtype),
+            bytemuck::bytes_of(&u),
+            &[x.buffer, w.buffer, q.buffer, s.buffer],
+            groups,
+        )
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct MatmulUniform {
+    m: u32,
+    n: u32,
+    kw: u32,
+    projections: u32,
+    parts: u32,
+    out_off: u32,
+    out_stride: u32,
+    accumulate: u32,
+    write_acc: u32,
+    n_tiles: u32,
+    m_tiles: u32,
+}
+
+impl TernaryMatmul {
+    /// GEMV for M <= 8, tiled GEMM otherwise. `acc_out` only with `write_acc`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_wgpu(
+        &self,
+        gpu: &WgpuBackend,
+        enc: &mut wgpu::CommandEncoder,
+        q: WgpuTensor,
+        s: WgpuTensor,
+        packed: WgpuTensor,
+        gamma: WgpuTensor,
+        out: WgpuTensor,
+        acc_out: Option<WgpuTensor>,
+    ) -> Result<()> {
+        let (p, mb) = (&self.params, gpu.max_binding());
+        let out_off = out.check("ternary_matmul out", p.dtype, self.out.span(), mb)?;
+        let zero = [
+            q.check("ternary_matmul q", DType::I8, self.q_len(), mb)?,
+            s.check("ternary_matmul s", DType::F32, self.s_len(), mb)?,
+            packed.check("ternary_matmul packed", DType::U32, self.packed_len(), mb)?,
+            gamma.check("ternary_matmul gamma", DType::F32, self.gamma_len(), mb)?,
+        ];
+        if zero.iter().any(|&o| o != 0) {
+            return Err(Error::InvalidParams(
+                "ternary_matmul: q, s, packed and gamma must start at offset 0 on wgpu".into(),
+            ));
+        }
+        let dummy = gpu.dummy()?;
+        let acc_buf = match (p.write_acc, acc_out) {
+            (false, _) => &dummy,
+            (true, Some(a)) => {
+                if a.check("ternary_matmul acc", DType::I32, self.acc_len(), mb)? != 0 {
+                    return Err(Error::InvalidParams("ternary_matmul acc must start at offset 0".into()));
+                }
+                a.buffer
+            }
+            (true, None) => {
+                return Err(Error::InvalidParams("write_acc is set but no accumulator buffer was given".into()))
+            }
+        };
+        let (nt, mt) = (p.n.div_ceil(16), p.m.div_ceil(16));
+        let u = MatmulUniform {
+            m: p.m as u32,
+            n: p.n as u32,
+            kw: words_per_row(p.k) as u32,
+            projections: p.projections as u32,
+            parts: p.partitions as u32,
+            out_off,
+            out_stride: self.out.stride as u32,
+            accumulate: u32::from(p.accumulate),
+            write_acc: u32::from(p.write_acc),
+            n_tiles: nt as u32,
+            m_tiles: mt as u32,
+        };
+        let (module, groups) = if self.uses_gemv() {
+            (format!("ternary_gemv_{}", p.dtype), n_u32("rows", self.total_n())?)
+        } else {
+            (format!("ternary_gemm_{}", p.dtype), n_u32("tiles", nt * mt * p.projections)?)
+        };
+        gpu.dispatch(
+            enc,
+            &module,
+            bytemuck::bytes_of(&u),
+            &[q.buffer, s.buffer, packed.buffer, gamma.buffer, out.buffer, acc_buf],
+            groups,
+        )
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct FusedUniform {
+    m: u32,
+    n: u32,
+    k: u32,
+    kw: u32,
+    projections: u32,
+    parts: u32,
+    x_off: u32,
+    x_stride: u32,
+    out_off: u32,
+    out_stride: u32,
+    accumulate: u32,
+    eps: f32,
+    row_groups: u32,
+}
+
+impl BitLinear {
+    /// One fused dispatch for M <= 8 when the quantized rows fit in workgroup memory, else two.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_wgpu(
+        &self,
+        gpu: &WgpuBackend,
+        enc: &mut wgpu::CommandEncoder,
+        x: WgpuTensor,
+        norm_w: WgpuTensor,
+        packed: WgpuTensor,
+        gamma: WgpuTensor,
+        q: WgpuTensor,
+        s: WgpuTensor,
+        out: WgpuTensor,
+    ) -> Result<()> {
+        if !self.fused(FUSED_WG_BYTES) {
+            self.quant.run_wgpu(gpu, enc, x, norm_w, q, s)?;
+            return self.matmul.run_wgpu(gpu, enc, q, s, packed, gamma, out, None);
+        }
+        let (p, mb, mm) = (&self.params, gpu.max_binding(), &self.matmul);
+        let x_off = x.check("bitlinear x", p.dtype, self.quant.x.span(), mb)?;
+        let out_off = out.check("bitlinear out", p.dtype, mm.out.span(), mb)?;
+        let zero = [
+            norm_w.check("bitlinear norm_w", p.dtype, p.projections * p.k, mb)?,
+            packed.check("bitlinear packed", DType::U32, mm.packed_len(), mb)?,
+            gamma.check("bitlinear gamma", DType::F32, mm.gamma_len(), mb)?,
+            words(q.check("bitlinear q", DType::I8, self.quant.q_len(), mb)?),
+            s.check("bitlinear s", DType::F32, self.quant.s_len(), mb)?,
+        ];
+        if zero.iter().any(|&o| o != 0) {
+            return Err(Error::InvalidParams("bitlinear: weights, q and s must start at offset 0 on wgpu".into()));
+        }
+        let row_groups = p.n.div_ceil(16);
+        let u = FusedUniform {
+            m: p.m as u32,
+            n: p.n as u32,
+            k: p.k as u32,
+            kw: words_per_row(p.k) as u32,
+            projections: p.projections as u32,
+            parts: p.partitions as u32,
+            x_off,
+            x_stride: self.quant.x.stride as u32,
+            out_off,
+            out_stride: mm.out.stride as u32,
+            accumulate: u32::from(p.accumulate),
+            eps: p.eps,
+            row_groups: row_groups as u32,
+        };
+        gpu.dispatch(
+            enc,
+            &format!("ternary_bitlinear_gemv_{}", p.dtype),
+            bytemuck::bytes_of(&u),
+            &[x.buffer, norm_w.buffer, packed.buffer, gamma.buffer, out.buffer, q.buffer, s.buffer],
+            n_u32("groups", row_groups * p.projections)?,
+        )
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct StepUniform {
+    batch: u32,
+    d: u32,
+    slots: u32,
+    fcg_off: u32,
+    fcg_stride: u32,
+    has_lb: u32,
+    eps: f32,
+}
+
+fn lb_buffer<'a>(
+    wanted: bool,
+    lb: Option<WgpuTensor<'a>>,
+    d: usize,
+    mb: u64,
+    dummy: &'a wgpu::Buffer,
+) -> Result<&'a wgpu::Buffer> {
+    match (wanted, lb) {
+        (false, _) => Ok(dummy),
+        (true, Some(l)) => {
+            if l.check("mlgru lower bound", DType::F32, d, mb)? != 0 {
+                return Err(Error::InvalidParams("mlgru lower bound must start at offset 0".into()));
+            }
+            Ok(l.buffer)
+        }
+        (true, None) => Err(Error::InvalidParams("lower_bound is set but no lb buffer was given".into())),
+    }
+}
+
+impl MlgruStep {
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_wgpu(
+        &self,
+        gpu: &WgpuBackend,
+        enc: &mut wgpu::CommandEncoder,
+        fcg: WgpuTensor,
+        state: WgpuTensor,
+        slot_ids: WgpuTensor,
+        lb: Option<WgpuTensor>,
+        w: WgpuTensor,
+        o: WgpuTensor,
+        status: &Status,
+    ) -> Result<()> {
+        let (p, mb) = (&self.params, gpu.max_binding());
+        let fcg_off = fcg.check("mlgru fcg", p.dtype, self.fcg.span(), mb)?;
+        let zero = [
+            state.check("mlgru state", DType::F32, p.slots * p.d, mb)?,
+            slot_ids.check("mlgru slot_ids", DType::I32, p.batch, mb)?,
+            w.check("mlgru w", p.dtype, p.d, mb)?,
+            o.check("mlgru o", p.dtype, p.batch * p.d, mb)?,
+        ];
+        if zero.iter().any(|&v| v != 0) {
+            return Err(Error::InvalidParams(
+                "mlgru_step: state, slot_ids, w and o must start at offset 0 on wgpu".into(),
+            ));
+        }
+        let dummy = gpu.dummy()?;
+        let lbb = lb_buffer(p.lower_bound, lb, p.d, mb, &dummy)?;
+        let u = StepUniform {
+            batch: p.batch as u32,
+            d: p.d as u32,
+            slots: p.slots as u32,
+            fcg_off,
+            fcg_stride: self.fcg.stride as u32,
+            has_lb: u32::from(p.lower_bound),
+            eps: p.eps,
+        };
+        gpu.dispatch(
+            enc,
+            &format!("ternary_mlgru_step_{}", p.dtype),
+            bytemuck::bytes_of(&u),
+            &[fcg.buffer, state.buffer, slot_ids.buffer, lbb, w.buffer, o.buffer, status_buf(status)?],
+            n_u32("batch", p.batch)?,
+        )
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct ScanUniform {
+    d: u32,
+    tokens: u32,
+    max_len: u32,
+    chunk: u32,
+    chunks: u32,
+    seqs: u32,
+    fcg_off: u32,
+    fcg_stride: u32,
+    has_lb: u32,
+    a_off: u32,
+    h_off: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct CarryUniform {
+    d: u32,
+    tokens: u32,
+    max_len: u32,
+    chunks: u32,
+    seqs: u32,
+    slots: u32,
+    a_off: u32,
+    h_off: u32,
+}
+
+impl MlgruScan {
+    /// Four dispatches, as the CUDA path: local scans, carry (updates the pool), apply, gate.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_wgpu(
+        &self,
+        gpu: &WgpuBackend,
+        enc: &mut wgpu::CommandEncoder,
+        fcg: WgpuTensor,
+        cu: WgpuTensor,
+        state: WgpuTensor,
+        slot_ids: WgpuTensor,
+        lb: Option<WgpuTensor>,
+        w: WgpuTensor,
+        ws: WgpuTensor,
+        o: WgpuTensor,
+        status: &Status,
+    ) -> Result<()> {
+        let (p, mb) = (&self.params, gpu.max_binding());
+        let fcg_off = fcg.check("mlgru_scan fcg", p.dtype, self.fcg.span(), mb)?;
+        let zero = [
+            cu.check("mlgru_scan cu_seqlens", DType::I32, p.seqs + 1, mb)?,
+            state.check("mlgru_scan state", DType::F32, p.slots * p.d, mb)?,
+            slot_ids.check("mlgru_scan slot_ids", DType::I32, p.seqs, mb)?,
+            w.check("mlgru_scan w", p.dtype, p.d, mb)?,
+            ws.check("mlgru_scan ws", DType::F32, self.workspace_len(), mb)?,
+            o.check("mlgru_scan o", p.dtype, p.tokens * p.d, mb)?,
+        ];
+        if zero.iter().any(|&v| v != 0) {
+            return Err(Error::InvalidParams("mlgru_scan: every tensor but fcg must start at offset 0 on wgpu".into()));
+        }
+        let st = status_buf(status)?;
+        let dummy = gpu.dummy()?;
+        let lbb = lb_buffer(p.lower_bound, lb, p.d, mb, &dummy)?;
+        let chunks = self.chunks();
+        let a_off = (p.tokens * p.d) as u32;
+        let h_off = a_off + (p.seqs * chunks * p.d) as u32;
+        let u = ScanUniform {
+            d: p.d as u32,
+            tokens: p.tokens as u32,
+            max_len: p.max_len as u32,
+            chunk: p.chunk as u32,
+            chunks: chunks as u32,
+            seqs: p.seqs as u32,
+            fcg_off,
+            fcg_stride: self.fcg.stride as u32,
+            has_lb: u32::from(p.lower_bound),
+            a_off,
+            h_off,
+        };
+        let nb = p.d.div_ceil(64);
+        let dt = p.dtype;
+        let groups = n_u32("scan groups", nb * chunks * p.seqs)?;
+        gpu.dispatch(
+            enc,
+            &format!("ternary_scan_local_{dt}"),
+            bytemuck::bytes_of(&u),
+            &[fcg.buffer, cu.buffer, lbb, ws.buffer, st],
+            groups,
+        )?;
+        let c = CarryUniform {
+            d: u.d,
+            tokens: u.tokens,
+            max_len: u.max_len,
+            chunks: u.chunks,
+            seqs: u.seqs,
+            slots: p.slots as u32,
+            a_off,
+            h_off,
+        };
+        gpu.dispatch(
+            enc,
+            "ternary_scan_carry",
+            bytemuck::bytes_of(&c),
+            &[cu.buffer, slot_ids.buffer, state.buffer, ws.buffer, st],
+            n_u32("carry groups", nb * p.seqs)?,
+        )?;
+        gpu.dispatch(
+            enc,
+            &format!("ternary_scan_apply_{dt}"),
+            bytemuck::bytes_of(&u),
+            &[fcg.buffer, cu.buffer, lbb, ws.buffer, st],
+            groups,
+        )?;
+        let g = [p.tokens as u32, p.d as u32, fcg_off, self.fcg.stride as u32, p.eps.to_bits()];
+        gpu.dispatch(
+            enc,
+            &format!("ternary_gate_norm_{dt}"),
+            bytemuck::cast_slice(&g),
+            &[fcg.buffer, ws.buffer, w.buffer, o.buffer],
+            n_u32("tokens", p.tokens)?,
+        )
+    }
+}
