@@ -1,34 +1,16 @@
-//! Criterion benches for the core family on every backend present. For GPU numbers with the
-//! roofline share and baselines, use `mllm-kernels bench` (scripts/gpu-check.sh).
+//! Criterion benches for the `core` family (see benches/common).
+
+mod common;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use mllm_kernels::harness::bench::Prepared;
-use mllm_kernels::harness::registry;
-use mllm_kernels::{Backend, BackendKind};
 
-fn core(c: &mut Criterion) {
-    for kind in BackendKind::ALL {
-        let Ok(backend) = Backend::open(kind) else {
-            eprintln!("bench: {} backend absent, skipped", kind.name());
-            continue;
-        };
-        for k in registry().into_iter().filter(|k| k.family() == "core") {
-            for case in k.bench_cases() {
-                let name = format!("{}/{}/{}/{}", k.id(), kind.name(), case.dtype, case.label);
-                match Prepared::new(k, &backend, &case) {
-                    Ok(mut p) => {
-                        c.bench_function(&name, |b| b.iter(|| p.run().expect("launch")));
-                    }
-                    Err(e) => eprintln!("bench {name}: {e}"),
-                }
-            }
-        }
-    }
+fn benches(c: &mut Criterion) {
+    common::family(c, "core");
 }
 
 criterion_group! {
-    name = benches;
+    name = group;
     config = Criterion::default().sample_size(10).measurement_time(std::time::Duration::from_secs(2));
-    targets = core
+    targets = benches
 }
-criterion_main!(benches);
+criterion_main!(group);

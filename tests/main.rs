@@ -8,3 +8,4 @@ mod common;
 mod core_tests;
 mod harness_tests;
 mod ptx;
+mod ternary_tests;

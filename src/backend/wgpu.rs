@@ -48,7 +48,7 @@ impl WgpuTensor<'_> {
         if !self.buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
             return Err(Error::InvalidParams(format!("{what}: buffer lacks STORAGE usage")));
         }
-        if dtype == DType::I8 && self.offset % 4 != 0 {
+        if dtype == DType::I8 && !self.offset.is_multiple_of(4) {
             return Err(Error::InvalidParams(format!("{what}: an i8 tensor must start on a 4-byte boundary")));
         }
         u32::try_from(end.max(1) - 1)

@@ -95,7 +95,7 @@ impl QuantizeWeights {
         nonzero("quantize_weights n", p.n)?;
         nonzero("quantize_weights k", p.k)?;
         nonzero("quantize_weights partitions", p.partitions)?;
-        if p.n % p.partitions != 0 {
+        if !p.n.is_multiple_of(p.partitions) {
             return Err(invalid(format!("{} partitions do not divide n = {}", p.partitions, p.n)));
         }
         fits_u32("n * k", p.n * padded_k(p.k))?;
@@ -330,7 +330,7 @@ impl TernaryMatmul {
         {
             nonzero(&format!("ternary_matmul {w}"), v)?;
         }
-        if p.n % p.partitions != 0 {
+        if !p.n.is_multiple_of(p.partitions) {
             return Err(invalid(format!("{} partitions do not divide n = {}", p.partitions, p.n)));
         }
         // |acc| <= 128 * k must fit i32 (and f32 exactly for the scale step: k < 2^17).

@@ -1,0 +1,27 @@
+//! Shared by the per-family criterion benches: every bench case of a family on every backend
+//! present. For GPU numbers with roofline shares and baselines, use `mllm-kernels bench`.
+
+use criterion::Criterion;
+use mllm_kernels::harness::bench::Prepared;
+use mllm_kernels::harness::registry;
+use mllm_kernels::{Backend, BackendKind};
+
+pub fn family(c: &mut Criterion, family: &str) {
+    for kind in [BackendKind::Wgpu, BackendKind::Cuda] {
+        let Ok(backend) = Backend::open(kind) else {
+            eprintln!("bench: {} backend absent, skipped", kind.name());
+            continue;
+        };
+        for k in registry().into_iter().filter(|k| k.family() == family) {
+            for case in k.bench_cases() {
+                let name = format!("{}/{}/{}/{}", k.id(), kind.name(), case.dtype, case.label);
+                match Prepared::new(k, &backend, &case) {
+                    Ok(mut p) => {
+                        c.bench_function(&name, |b| b.iter(|| p.run().expect("launch")));
+                    }
+                    Err(e) => eprintln!("bench {name}: {e}"),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Ternary family: oracle agreement on every backend, BitLinear semantics against a dense
+//! matmul, the chunked scan against T device steps, packed sizes, and bad input.
+
+use mllm_kernels::harness::{execute, fresh_seed, registry, HostTensor, Kernel, Rng, TensorMap};
+use mllm_kernels::ternary::{
+    oracle, padded_k, MlgruScanParams, Pack, PackParams, QuantizeWeights, QuantizeWeightsParams, TernaryMatmul,
+    TernaryMatmulParams,
+};
+use mllm_kernels::{Backend, BackendKind, DType, Error, Status};
+use serde_json::json;
+
+use crate::common::{backend, backends, verify_family};
+
+fn kernel(id: &str) -> &'static dyn Kernel {
+    registry().into_iter().find(|k| k.id() == id).expect("registered")
+}
+
+#[test]
+fn ternary_matches_oracle_on_cpu() {
+    verify_family("ternary", &Backend::Cpu);
+}
+
+#[test]
+fn ternary_matches_oracle_on_wgpu() {
+    if let Some(b) = backend(BackendKind::Wgpu) {
+        verify_family("ternary", &b);
+    }
+}
+
+#[test]
+fn ternary_matches_oracle_on_cuda() {
+    if let Some(b) = backend(BackendKind::Cuda) {
+        verify_family("ternary", &b);
+    }
+}
+
+#[test]
+fn packed_weights_are_a_sixteenth_of_f32_and_an_eighth_of_bf16() {
+    let (n, k) = (64usize, 2048usize);
+    for (dtype, ratio) in [(DType::F32, 16), (DType::BF16, 8)] {
+        let plan = QuantizeWeights::new(QuantizeWeightsParams { n, k, partitions: 1, dtype }).unwrap();
+        let w = Rng::new(1).normals(n * k, 0.1);
+        let mut packed = vec![0u32; plan.packed_len()];
+        let mut gamma = [0f32];
+        if dtype == DType::F32 {
+            let w: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+            plan.run_cpu(&w, &mut packed, &mut gamma).unwrap();
+        } else {
+            let w: Vec<half::bf16> = w.iter().map(|&v| half::bf16::from_f64(v)).collect();
+            plan.run_cpu(&w, &mut packed, &mut gamma).unwrap();
+        }
+        assert_eq!(n * k * dtype.size(), ratio * packed.len() * 4, "{dtype}");
+    }
+}
+
+/// `ternary_matmul` is BitLinear: the same as a dense product of the dequantized activations
+/// `q / s` and dequantized weights `t * gamma`.
+#[test]
+fn ternary_matmul_equals_dense_matmul_of_dequantized_operands() {
+    let seed = fresh_seed();
+    eprintln!("seed {seed}");
+    let k = kernel("ternary.matmul");
+    for (m, n, kk, parts) in [(1usize, 17usize, 45usize, 1usize), (6, 32, 100, 2), (20, 24, 33, 4)] {
+        let params = json!({"m": m, "n": n, "k": kk, "partitions": parts, "dtype": "f32"});
+        let inputs = k.inputs(&params, &mut Rng::new(seed)).unwrap();
+        let q = inputs["q"].to_i8();
+        let s = inputs["s"].to_f64();
+        let g = inputs["gamma"].to_f64();
+        let (t, _) = oracle::unpack(&inputs["packed"].to_u32(), n, kk);
+        let kp = padded_k(kk);
+        let mut dense = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                dense[i * n + j] = (0..kk)
+                    .map(|c| (f64::from(q[i * kp + c]) / s[i]) * (f64::from(t[j * kp + c]) * g[j / (n / parts)]))
+                    .sum();
+            }
+        }
+        for b in backends() {
+            let (outs, _) = execute(k, &b, &params, &inputs).unwrap();
+            let got = outs["out"].to_f64();
+            let num: f64 = got.iter().zip(&dense).map(|(a, b)| (a - b).powi(2)).sum();
+            let den: f64 = dense.iter().map(|v| v * v).sum();
+            assert!((num / den).sqrt() < 1e-5, "{m}x{n}x{kk} on {}: rel L2 {}", b.describe(), (num / den).sqrt());
+        }
+    }
+}
+
+/// The chunked scan on a device equals the decode step run token by token on the same device,
+/// for random lengths (1, non-multiples of the chunk) and strong decay.
+#[test]
+fn chunked_scan_equals_t_steps_on_every_backend() {
+    let seed = fresh_seed();
+    eprintln!("seed {seed}");
+    let mut rng = Rng::new(seed);
+    let (scan, step) = (kernel("ternary.mlgru_scan"), kernel("ternary.mlgru_step"));
+    let d = 19;
+    let lens: Vec<usize> = vec![1, 1 + rng.below(9) as usize, 10 + rng.below(40) as usize];
+    for b in backends() {
+        for dtype in ["f32", "bf16"] {
+            let params =
+                json!({"seqs": 3, "lens": lens, "d": d, "slots": 4, "chunk": 8, "lower_bound": true, "dtype": dtype});
+            let inputs = scan.inputs(&params, &mut Rng::new(seed)).unwrap();
+            let (outs, bits) = execute(scan, &b, &params, &inputs).unwrap();
+            assert_eq!(bits, 0);
+            let cu = inputs["cu_seqlens"].to_i32();
+            let ids = inputs["slot_ids"].to_i32();
+            let dt = DType::parse(dtype).unwrap();
+            let fcg = inputs["fcg"].to_f64();
+            let mut state = inputs["state"].clone();
+            let mut o_steps = vec![0.0; cu[3] as usize * d];
+            for s in 0..3 {
+                for t in cu[s] as usize..cu[s + 1] as usize {
+                    let sp = json!({"batch": 1, "d": d, "slots": 4, "lower_bound": true, "dtype": dtype});
+                    let mut si = TensorMap::new();
+                    si.insert("fcg".into(), HostTensor::from_f64(dt, &[3 * d], &fcg[t * 3 * d..(t + 1) * 3 * d]));
+                    si.insert("state".into(), state.clone());
+                    si.insert("slot_ids".into(), HostTensor::from_i32(&[1], &ids[s..s + 1]));
+                    si.insert("lb".into(), inputs["lb"].clone());
+                    si.insert("w".into(), inputs["w"].clone());
+                    let (so, _) = execute(step, &b, &sp, &si).unwrap();
+                    state = so["state"].clone();
+                    o_steps[t * d..(t + 1) * d].copy_from_slice(&so["o"].to_f64());
+                }
+            }
+            let rel = |a: &[f64], b: &[f64]| {
+                let num: f64 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum();
+                let den: f64 = b.iter().map(|y| y * y).sum::<f64>().max(1e-30);
+                (num / den).sqrt()
+            };
+            let tol = if dtype == "f32" { 1e-5 } else { 1e-2 };
+            let (eo, es) = (rel(&outs["o"].to_f64(), &o_steps), rel(&outs["state"].to_f64(), &state.to_f64()));
+            assert!(eo < tol && es < 1e-5, "{} {dtype} lens {lens:?}: o {eo:.2e}, state {es:.2e}", b.describe());
+        }
+    }
+}
+
+#[test]
+fn bad_ternary_input_is_an_error() {
+    // Plans.
+    let mm = |m: usize, n: usize, k: usize| TernaryMatmulParams {
+        m,
+        n,
+        k,
+        projections: 1,
+        partitions: 1,
+        dtype: DType::F32,
+        out_stride: None,
+        accumulate: false,
+        write_acc: false,
+    };
+    assert!(matches!(TernaryMatmul::new(mm(0, 4, 4)), Err(Error::InvalidParams(_))));
+    assert!(matches!(
+        TernaryMatmul::new(TernaryMatmulParams { partitions: 3, ..mm(1, 4, 4) }),
+        Err(Error::InvalidParams(_))
+    ));
+    assert!(matches!(TernaryMatmul::new(mm(1, 4, 1 << 18)), Err(Error::InvalidParams(_))));
+    assert!(matches!(
+        QuantizeWeights::new(QuantizeWeightsParams { n: 4, k: 4, partitions: 1, dtype: DType::I8 }),
+        Err(Error::DType(_))
+    ));
+    let scan = MlgruScanParams {
+        seqs: 2,
+        tokens: 5,
+        max_len: 3,
+        d: 4,
+        slots: 2,
+        dtype: DType::F32,
+        chunk: 64,
+        lower_bound: false,
+        eps: 1e-5,
+        fcg_stride: None,
+    };
+    let plan = mllm_kernels::ternary::MlgruScan::new(scan).unwrap();
+    assert!(plan.validate_cu_seqlens(&[0, 2, 5]).is_ok());
+    assert!(plan.validate_cu_seqlens(&[0, 1, 5]).is_err(), "a sequence over max_len");
+    assert!(plan.validate_cu_seqlens(&[0, 3, 4]).is_err(), "does not end at tokens");
+    assert!(plan.validate_cu_seqlens(&[0, 3]).is_err(), "too short");
+
+    // Mismatched K: activations quantized for K = 40 given to a plan with K = 100.
+    let plan = TernaryMatmul::new(mm(2, 8, 100)).unwrap();
+    let q = vec![0i8; 2 * padded_k(40)];
+    let (s, pk, g) = (vec![1f32; 2], vec![0x5555_5555u32; 8 * 7], vec![1f32]);
+    let mut out = vec![0f32; 16];
+    assert!(matches!(plan.run_cpu(&q, &s, &pk, &g, &mut out, None), Err(Error::Shape { .. })), "K mismatch");
+    let q = vec![0i8; 2 * padded_k(100)];
+    assert!(
+        matches!(plan.run_cpu(&q, &s, &pk[..50], &g, &mut out, None), Err(Error::Shape { .. })),
+        "packed too small"
+    );
+    assert!(plan.run_cpu(&q, &s, &pk, &g, &mut out, None).is_ok());
+
+    // Code 3: rejected by validate_packed, read as 0 and flagged by unpack.
+    let pack = Pack::new(PackParams { n: 1, k: 20 }).unwrap();
+    let mut words = oracle::pack(&[0i8; 32], 1, 20);
+    assert!(pack.validate_packed(&words).is_ok());
+    words[0] |= 3 << 4;
+    assert!(matches!(pack.validate_packed(&words), Err(Error::InvalidInput(_))));
+    let bad_pad = vec![words[0] & !(3 << 4), 0u32];
+    assert!(pack.validate_packed(&bad_pad).is_err(), "padding must be code 1");
+    let mut st = Status::new(&Backend::Cpu).unwrap();
+    let mut t = vec![9i8; 32];
+    pack.unpack_cpu(&words, &mut t, &st).unwrap();
+    assert_eq!(t[2], 0);
+    assert!(st.check(&Backend::Cpu).unwrap_err().to_string().contains("code 3"));
+
+    // Non-finite weights.
+    let qw = QuantizeWeights::new(QuantizeWeightsParams { n: 2, k: 3, partitions: 1, dtype: DType::F32 }).unwrap();
+    let mut packed = vec![0u32; 2];
+    let mut gamma = [0f32];
+    let r = qw.run_cpu(&[1.0, f32::NAN, 0.0, 1.0, 1.0, 1.0], &mut packed, &mut gamma);
+    assert!(matches!(r, Err(Error::InvalidInput(_))), "{r:?}");
+    qw.run_cpu(&[0.0f32; 6], &mut packed, &mut gamma).unwrap();
+    assert_eq!(gamma[0], 1e-5, "all-zero weights: gamma is the floor, not NaN");
+    assert!(packed.iter().all(|&w| w == 0x5555_5555));
+}
+
+#[test]
+fn bad_ternary_buffers_are_errors_on_gpu_backends() {
+    for b in backends().into_iter().filter(|b| b.kind() != BackendKind::Cpu) {
+        let k = kernel("ternary.matmul");
+        let params = json!({"m": 2, "n": 8, "k": 100, "dtype": "f32"});
+        let mut inputs = k.inputs(&params, &mut Rng::new(5)).unwrap();
+        // q quantized for a shorter K.
+        inputs.insert("q".into(), HostTensor { dtype: DType::I8, shape: vec![2 * 48], bytes: vec![0; 2 * 48] });
+        let r = execute(k, &b, &params, &inputs);
+        assert!(matches!(r, Err(Error::Shape { .. })), "{}: {:?}", b.describe(), r.err());
+        let mut inputs = k.inputs(&params, &mut Rng::new(5)).unwrap();
+        inputs.insert("packed".into(), HostTensor::from_u32(&[3], &[0x5555_5555; 3]));
+        assert!(matches!(execute(k, &b, &params, &inputs), Err(Error::Shape { .. })), "{}", b.describe());
+    }
+}
