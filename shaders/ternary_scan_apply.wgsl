@@ -1,24 +1,5 @@
 // MLGRU prefill, pass 3: h_t = local_t + exp(sum of log f up to t) * the chunk's incoming state.
-struct Params {
-    d: u32,
-    tokens: u32,
-    max_len: u32,
-    chunk: u32,
-    chunks: u32,
-    seqs: u32,
-    fcg_off: u32,
-    fcg_stride: u32,
-    has_lb: u32,
-    a_off: u32,
-    h_off: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> fcg: array<{{E}}>;
-@group(0) @binding(2) var<storage, read> cu: array<i32>;
-@group(0) @binding(3) var<storage, read> lb: array<f32>;
-@group(0) @binding(4) var<storage, read_write> ws: array<f32>;
-@group(0) @binding(5) var<storage, read_write> status: array<atomic<u32>>;
+// Parameters and bindings: include/ternary_scan.wgsli.
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

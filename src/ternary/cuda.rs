@@ -4,9 +4,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg, SyncOnDrop};
 
-use super::{
-    words_per_row, BitLinear, MlgruScan, MlgruStep, Pack, QuantizeWeights, RmsNormQuant, TernaryMatmul, GEMV_MAX_M,
-};
+use super::{words_per_row, BitLinear, MlgruScan, MlgruStep, Pack, QuantizeWeights, RmsNormQuant, TernaryMatmul};
 use crate::backend::cuda::{cuda_err, grid_1d, CudaBackend, CudaFloat};
 use crate::core::same_dtype;
 use crate::error::{ensure_len, Error, Result};
@@ -239,14 +237,13 @@ impl BitLinear {
         norm_w: &impl DevicePtr<T>,
         packed: &impl DevicePtr<u32>,
         gamma: &impl DevicePtr<f32>,
-        q: &mut impl DevicePtrMut<i8>,
-        s: &mut impl DevicePtrMut<f32>,
+        q: &mut (impl DevicePtr<i8> + DevicePtrMut<i8>),
+        s: &mut (impl DevicePtr<f32> + DevicePtrMut<f32>),
         out: &mut impl DevicePtrMut<T>,
     ) -> Result<()> {
         if !self.fused(FUSED_SMEM) {
             self.quant.run_cuda(cuda, stream, x, norm_w, q, s)?;
-            // Re-borrow q and s as inputs of the product.
-            return self.matmul_after_quant(cuda, stream, q, s, packed, gamma, out);
+            return self.matmul.run_cuda(cuda, stream, &*q, &*s, packed, gamma, out, None);
         }
         same_dtype::<T>(self.params.dtype)?;
         let p = &self.params;
@@ -274,55 +271,6 @@ impl BitLinear {
         // SAFETY: matches ternary_bitlinear_gemv_<dtype>; M <= 8 and M * kp bytes of dynamic shared
         // memory (under 48 KiB) as `fused` checked; all lengths were checked above.
         unsafe { b.launch(grid(p.n.div_ceil(32), p.projections, 1, 256, smem)?) }.map_err(cuda_err)?;
-        Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn matmul_after_quant<T: CudaFloat>(
-        &self,
-        cuda: &CudaBackend,
-        stream: &Arc<CudaStream>,
-        q: &mut impl DevicePtrMut<i8>,
-        s: &mut impl DevicePtrMut<f32>,
-        packed: &impl DevicePtr<u32>,
-        gamma: &impl DevicePtr<f32>,
-        out: &mut impl DevicePtrMut<T>,
-    ) -> Result<()> {
-        same_dtype::<T>(self.params.dtype)?;
-        let mm = &self.matmul;
-        mm.check_lens(q.len(), s.len(), packed.len(), gamma.len(), out.len())?;
-        let p = &mm.params;
-        let (qp, _a) = q.device_ptr_mut(stream);
-        let (sp, _b) = s.device_ptr_mut(stream);
-        let (pp, _c) = packed.device_ptr(stream);
-        let (gp, _d) = gamma.device_ptr(stream);
-        let (op, _e) = out.device_ptr_mut(stream);
-        let ap = 0u64;
-        let (m, n, kw, pr, parts) =
-            (p.m as i32, p.n as i32, words_per_row(p.k) as i32, p.projections as i32, p.partitions as i32);
-        let (os, accu) = (mm.out.stride as i64, i32::from(p.accumulate));
-        let (name, cfg) = if p.m <= GEMV_MAX_M {
-            ("gemv", grid(mm.total_n().div_ceil(8), 1, 1, 256, 0)?)
-        } else {
-            ("gemm", grid(p.n.div_ceil(64), p.m.div_ceil(64), p.projections, 256, 0)?)
-        };
-        let f = cuda.function("ternary", &format!("ternary_{name}_{}", T::DTYPE))?;
-        let mut b = stream.launch_builder(&f);
-        b.arg(&qp)
-            .arg(&sp)
-            .arg(&pp)
-            .arg(&gp)
-            .arg(&op)
-            .arg(&ap)
-            .arg(&m)
-            .arg(&n)
-            .arg(&kw)
-            .arg(&pr)
-            .arg(&parts)
-            .arg(&os)
-            .arg(&accu);
-        // SAFETY: as TernaryMatmul::run_cuda, with no accumulator output.
-        unsafe { b.launch(cfg) }.map_err(cuda_err)?;
         Ok(())
     }
 }
