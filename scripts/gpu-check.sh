@@ -45,13 +45,14 @@ run() {
   local commit
   commit=$(tr -d '\n' < "$b/COMMIT" 2>/dev/null || echo unknown)
   local t0=$SECONDS
+  command -v nvidia-smi >/dev/null || echo "gpu-check: nvidia-smi not found: is this a GPU host?" >&2
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$out/gpu.txt" 2>&1
   local card
   card=$(head -n 1 "$out/gpu.txt" | cut -d, -f1)
   export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
 
   echo "== tests (CUDA and every other backend present)"
-  timeout 240 "$b/kernels-tests" --test-threads=4 > "$out/tests.log" 2>&1
+  MLLM_KERNELS_BIN="$b/mllm-kernels" timeout 240 "$b/kernels-tests" --test-threads=4 > "$out/tests.log" 2>&1
   local tests_rc=$?
   tail -n 3 "$out/tests.log"
 
