@@ -12,6 +12,17 @@ pub fn family(c: &mut Criterion, family: &str) {
             eprintln!("bench: {} backend absent, skipped", kind.name());
             continue;
         };
+        // A CPU rasterizer (lavapipe) times nothing worth knowing and takes minutes on the
+        // large shapes; MLLM_BENCH_CPU_ADAPTER=1 runs it anyway.
+        #[cfg(feature = "wgpu")]
+        if let Backend::Wgpu(w) = &backend {
+            if w.info().device_type == mllm_kernels::backend::wgpu::wgpu::DeviceType::Cpu
+                && std::env::var_os("MLLM_BENCH_CPU_ADAPTER").is_none()
+            {
+                eprintln!("bench: wgpu adapter {} is a CPU; skipped (MLLM_BENCH_CPU_ADAPTER=1 to run)", w.info().name);
+                continue;
+            }
+        }
         for k in registry().into_iter().filter(|k| k.family() == family) {
             for case in k.bench_cases() {
                 let name = format!("{}/{}/{}/{}", k.id(), kind.name(), case.dtype, case.label);
