@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs what the tests need when it is missing (see
 # scripts/env.sh), then runs the whole suite. Under CI=true a missing wgpu adapter or PTX
-# compiler fails the run. Extra arguments go to cargo test.
+# compiler fails the run. Extra arguments go to the test binaries (e.g. a name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
-cargo test --all-targets "$@"
+# Benches (one smoke pass each) and examples first, so the suite's summary closes the log.
+cargo test --benches --examples
+# --show-output puts each test's seed, backend and ptxas report into the log.
+cargo test --lib --bins --tests -- --show-output "$@"

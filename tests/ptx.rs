@@ -58,7 +58,11 @@ fn every_kernel_assembles_without_spills() {
                 "ptxas -v printed no spill line for some kernel of {}:\n{log}",
                 m.family
             );
+            let mut spill = String::new();
             for line in log.lines() {
+                if line.contains("spill stores") {
+                    spill = line.trim().to_string();
+                }
                 if let Some(rest) = line.split("Compiling entry function '").nth(1) {
                     kernel = rest.split('\'').next().unwrap_or("").to_string();
                 }
@@ -71,7 +75,10 @@ fn every_kernel_assembles_without_spills() {
                 if let Some(rest) = line.split("Used ").nth(1) {
                     let regs: u32 = rest.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
                     assert!(regs <= REG_BUDGET, "{kernel} uses {regs} registers on {arch}");
-                    report.push(format!("{arch} {kernel}: {}", line.trim().trim_start_matches("ptxas info    : ")));
+                    report.push(format!(
+                        "{arch} {kernel}: {} | {spill}",
+                        line.trim().trim_start_matches("ptxas info    : ")
+                    ));
                 }
             }
         }
