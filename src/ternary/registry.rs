@@ -154,7 +154,7 @@ impl Kernel for QuantizeKernel {
         ])
     }
     fn bench_cases(&self) -> Vec<Case> {
-        vec![]
+        vec![Case::new("5632x2048", DType::BF16, json!({"n": 5632, "k": 2048, "dtype": "bf16"}))]
     }
     fn inputs(&self, params: &Value, rng: &mut Rng) -> Result<TensorMap> {
         let plan = QuantizeWeights::new(parse(params)?)?;
@@ -448,7 +448,10 @@ impl Kernel for RmsNormQuantKernel {
         ])
     }
     fn bench_cases(&self) -> Vec<Case> {
-        vec![]
+        [1, 4096]
+            .into_iter()
+            .map(|m| Case::new(format!("{m}x2048 P3"), DType::BF16, json!({"m": m, "k": 2048, "projections": 3, "dtype": "bf16"})))
+            .collect()
     }
     fn inputs(&self, params: &Value, rng: &mut Rng) -> Result<TensorMap> {
         let plan = RmsNormQuant::new(parse(params)?)?;
