@@ -539,6 +539,8 @@ impl BitLinear {
 /// One decode step of the MLGRU token mixer for `batch` sequences, each with a slot in the
 /// f32 state pool `[slots, d]` (updated in place). `fcg` rows hold `[f_raw, c_raw, g_raw]`
 /// (the stacked f, c, g BitLinear outputs); `o = rmsnorm(g_raw) * w * silu(h)`.
+/// Slot ids within one step must be distinct (one sequence per slot): two rows on one slot
+/// would race on the GPU.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MlgruParams {
     pub batch: usize,
