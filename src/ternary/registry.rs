@@ -450,7 +450,13 @@ impl Kernel for RmsNormQuantKernel {
     fn bench_cases(&self) -> Vec<Case> {
         [1, 4096]
             .into_iter()
-            .map(|m| Case::new(format!("{m}x2048 P3"), DType::BF16, json!({"m": m, "k": 2048, "projections": 3, "dtype": "bf16"})))
+            .map(|m| {
+                Case::new(
+                    format!("{m}x2048 P3"),
+                    DType::BF16,
+                    json!({"m": m, "k": 2048, "projections": 3, "dtype": "bf16"}),
+                )
+            })
             .collect()
     }
     fn inputs(&self, params: &Value, rng: &mut Rng) -> Result<TensorMap> {
