@@ -7,25 +7,13 @@ use crate::backend::{Backend, Status, StatusBits};
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::harness::{
-    host, host_store, host_vec, parse, random_view, strided_expected, take, view_values, Case, Cost, DevMap, Expected,
-    HostTensor, Kernel, Launch, Rng, TensorMap,
+    float_cases, host, host_store, host_vec, parse, random_view, strided_expected, take, view_values, Case, Cost,
+    DevMap, Expected, HostTensor, Kernel, Launch, Rng, TensorMap,
 };
 use crate::with_float;
 
 pub(crate) fn kernels() -> Vec<&'static dyn Kernel> {
     vec![&RmsNormKernel, &MergeStatesKernel, &GatherRowsKernel]
-}
-
-fn float_cases(shapes: &[(&str, Value)]) -> Vec<Case> {
-    let mut v = Vec::new();
-    for dt in DType::FLOATS {
-        for (label, p) in shapes {
-            let mut p = p.clone();
-            p["dtype"] = json!(dt);
-            v.push(Case::new(*label, dt, p));
-        }
-    }
-    v
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -384,6 +384,19 @@ pub fn verify(backend: &Backend, family: Option<&str>, seed: u64) -> Vec<CaseRep
 // ---------------------------------------------------------------------------------------------
 // Helpers for families' registry code
 
+/// The same shapes for each float dtype: `params` gets its `dtype` filled in.
+pub fn float_cases(shapes: &[(&str, Value)]) -> Vec<Case> {
+    let mut v = Vec::new();
+    for dt in DType::FLOATS {
+        for (label, p) in shapes {
+            let mut p = p.clone();
+            p["dtype"] = serde_json::json!(dt);
+            v.push(Case::new(*label, dt, p));
+        }
+    }
+    v
+}
+
 /// Expected output over a strided view: values at the view's elements, NaN (must stay
 /// poisoned) in the gaps.
 pub fn strided_expected(view: &crate::layout::Rows, dense: &[f64]) -> Vec<f64> {

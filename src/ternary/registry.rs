@@ -11,8 +11,8 @@ use crate::backend::{Backend, Status, StatusBits};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::harness::{
-    compare, host, host_store, host_vec, parse, random_view, view_values, with_taken, Case, Comparison, Cost, DevMap,
-    Expected, HostTensor, Kernel, Launch, Rng, TensorMap,
+    compare, float_cases, host, host_store, host_vec, parse, random_view, view_values, with_taken, Case, Comparison,
+    Cost, DevMap, Expected, HostTensor, Kernel, Launch, Rng, TensorMap,
 };
 use crate::with_float;
 
@@ -32,18 +32,6 @@ pub(crate) fn kernels() -> Vec<&'static dyn Kernel> {
 }
 
 type Outs = Result<Vec<(String, DType, Vec<usize>)>>;
-
-fn float_cases(shapes: &[(&str, Value)]) -> Vec<Case> {
-    let mut v = Vec::new();
-    for dt in DType::FLOATS {
-        for (label, p) in shapes {
-            let mut p = p.clone();
-            p["dtype"] = json!(dt);
-            v.push(Case::new(*label, dt, p));
-        }
-    }
-    v
-}
 
 fn flag(params: &Value, name: &str) -> bool {
     params.get(name).and_then(Value::as_bool).unwrap_or(false)
