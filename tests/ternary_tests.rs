@@ -230,3 +230,46 @@ fn bad_ternary_buffers_are_errors_on_gpu_backends() {
         assert!(matches!(execute(k, &b, &params, &inputs), Err(Error::Shape { .. })), "{}", b.describe());
     }
 }
+
+/// Random shapes beyond the registered cases: every tail of every tile, stacked projections,
+/// partitions, strides, accumulation, on every backend.
+#[test]
+fn random_shapes_match_the_oracle() {
+    use mllm_kernels::harness::verify_case;
+    use mllm_kernels::harness::Case;
+    let seed = fresh_seed();
+    eprintln!("seed {seed}");
+    let mut rng = Rng::new(seed);
+    let dtypes = [DType::F32, DType::F16, DType::BF16];
+    let mut cases = Vec::new();
+    for i in 0..12 {
+        let dt = dtypes[i % 3];
+        let m = 1 + rng.below(if i % 2 == 0 { 8 } else { 90 }) as usize;
+        let parts = 1 + rng.below(3) as usize;
+        let n = parts * (1 + rng.below(40) as usize);
+        let k = 1 + rng.below(400) as usize;
+        let projections = 1 + rng.below(3) as usize;
+        let stride = projections * n + rng.below(3) as usize;
+        let acc = rng.below(2) == 1;
+        cases.push((
+            "ternary.matmul",
+            json!({"m": m, "n": n, "k": k, "projections": projections, "partitions": parts, "dtype": dt,
+                   "out_stride": stride, "accumulate": acc, "write_acc": true}),
+            dt,
+        ));
+        let m = 1 + rng.below(9) as usize;
+        cases.push((
+            "ternary.bitlinear",
+            json!({"m": m, "n": n, "k": k, "projections": projections, "partitions": parts, "dtype": dt,
+                   "x_stride": k + rng.below(3) as usize, "accumulate": acc}),
+            dt,
+        ));
+    }
+    for b in backends() {
+        for (id, params, dt) in &cases {
+            let case = Case::new("random", *dt, params.clone());
+            let r = verify_case(kernel(id), &b, &case, seed ^ 0x5a5a);
+            assert!(r.ok, "{id} {params} on {}: {}", b.describe(), r.note);
+        }
+    }
+}
