@@ -200,8 +200,11 @@ __device__ void gemv_row(const signed char* q_p, const float* s_p, const unsigne
     if (lane == 0) {
         const int p = j / n;
         const float g = gamma[p * parts + (j % n) / (n / parts)];
-        for (int mm = 0; mm < M; ++mm)
-            store_out(out, acc_out, acc[mm], g, s_p[mm], (i64)mm * out_stride + j, (i64)mm * total_n + j, accumulate);
+        // Unrolled with a guard so acc stays in registers (a runtime index would spill it).
+#pragma unroll
+        for (int mm = 0; mm < 8; ++mm)
+            if (mm < M)
+                store_out(out, acc_out, acc[mm], g, s_p[mm], (i64)mm * out_stride + j, (i64)mm * total_n + j, accumulate);
     }
 }
 
@@ -355,11 +358,13 @@ __device__ void mlgru_step(const T* __restrict__ fcg, float* __restrict__ state,
     }
 }
 
-// The token range of sequence b, or false (and a raised status) when cu_seqlens is bad.
-__device__ __forceinline__ bool seq_range(const int* cu, int b, int tokens, int max_len, unsigned* status, int& t0, int& t1) {
+// The token range of sequence b, or false (and a raised status) when cu_seqlens is bad: it must
+// run from 0 to tokens without decreasing, and no sequence may exceed max_len.
+__device__ __forceinline__ bool seq_range(const int* cu, int b, int seqs, int tokens, int max_len, unsigned* status,
+                                          int& t0, int& t1) {
     t0 = cu[b];
     t1 = cu[b + 1];
-    if (t0 < 0 || t1 < t0 || t1 > tokens || t1 - t0 > max_len) {
+    if (cu[0] != 0 || cu[seqs] != tokens || t0 < 0 || t1 < t0 || t1 > tokens || t1 - t0 > max_len) {
         raise_status(status, ST_INDEX);
         return false;
     }
@@ -374,7 +379,7 @@ __device__ void scan_local(const T* __restrict__ fcg, const int* __restrict__ cu
                            unsigned* status, int d, int tokens, int max_len, int chunk, int chunks, i64 fcg_stride) {
     const int c = blockIdx.x * blockDim.x + threadIdx.x, ch = blockIdx.y, b = blockIdx.z;
     int s0, s1;
-    if (!seq_range(cu, b, tokens, max_len, status, s0, s1) || c >= d) return;
+    if (!seq_range(cu, b, gridDim.z, tokens, max_len, status, s0, s1) || c >= d) return;
     const int t0 = s0 + ch * chunk, t1 = min(t0 + chunk, s1);
     float h = 0.f, loga = 0.f;
     for (int t = t0; t < t1; ++t) {
@@ -396,7 +401,7 @@ __device__ void scan_carry(const int* __restrict__ cu, const int* __restrict__ s
                            int tokens, int max_len, int chunks, int slots) {
     const int c = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
     int s0, s1;
-    if (!seq_range(cu, b, tokens, max_len, status, s0, s1) || c >= d) return;
+    if (!seq_range(cu, b, gridDim.y, tokens, max_len, status, s0, s1) || c >= d) return;
     const int slot = slot_ids[b];
     const bool ok = slot >= 0 && slot < slots;
     if (!ok) raise_status(status, ST_SLOT);
@@ -417,7 +422,7 @@ __device__ void scan_apply(const T* __restrict__ fcg, const int* __restrict__ cu
                            int tokens, int max_len, int chunk, int chunks, i64 fcg_stride) {
     const int c = blockIdx.x * blockDim.x + threadIdx.x, ch = blockIdx.y, b = blockIdx.z;
     int s0, s1;
-    if (!seq_range(cu, b, tokens, max_len, status, s0, s1) || c >= d) return;
+    if (!seq_range(cu, b, gridDim.z, tokens, max_len, status, s0, s1) || c >= d) return;
     const int t0 = s0 + ch * chunk, t1 = min(t0 + chunk, s1);
     const float carry = chunk_h[((i64)b * chunks + ch) * d + c];
     float loga = 0.f;

@@ -28,7 +28,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let b = g / nb;
     let t0 = cu[b];
     let t1 = cu[b + 1u];
-    if (t0 < 0i || t1 < t0 || u32(t1) > p.tokens || u32(t1 - t0) > p.max_len) {
+    if (cu[0] != 0i || u32(cu[p.seqs]) != p.tokens || t0 < 0i || t1 < t0 || u32(t1) > p.tokens || u32(t1 - t0) > p.max_len) {
         atomicOr(&status[0], 1u);
         return;
     }

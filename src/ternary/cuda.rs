@@ -22,6 +22,15 @@ fn status_ptr<'a>(status: &'a mut Status, stream: &'a Arc<CudaStream>) -> Result
     }
 }
 
+/// i8 rows are read and written 16 bytes at a time: a view must start on a 16-byte boundary.
+fn aligned16(what: &str, ptr: u64) -> Result<()> {
+    if ptr.is_multiple_of(16) {
+        Ok(())
+    } else {
+        Err(Error::InvalidParams(format!("{what}: an i8 view must start on a 16-byte boundary")))
+    }
+}
+
 fn grid(x: usize, y: usize, z: usize, threads: u32, smem: u32) -> Result<LaunchConfig> {
     if x == 0 || y == 0 || z == 0 || x > i32::MAX as usize || y > 65535 || z > 65535 {
         return Err(Error::InvalidParams(format!("grid {x} x {y} x {z} does not fit CUDA")));
@@ -104,6 +113,7 @@ impl Pack {
         ensure_len("unpack t", self.values_len(), t.len())?;
         let (pp, _a) = packed.device_ptr(stream);
         let (tp, _b) = t.device_ptr_mut(stream);
+        aligned16("unpack t", tp)?;
         self.launch_pair(cuda, stream, "ternary_unpack", pp, tp, status)
     }
 
@@ -178,6 +188,7 @@ impl TernaryMatmul {
         self.check_lens(q.len(), s.len(), packed.len(), gamma.len(), out.len())?;
         let p = &self.params;
         let (qp, _a) = q.device_ptr(stream);
+        aligned16("ternary_matmul q", qp)?;
         let (sp, _b) = s.device_ptr(stream);
         let (pp, _c) = packed.device_ptr(stream);
         let (gp, _d) = gamma.device_ptr(stream);

@@ -744,11 +744,24 @@ impl MlgruScan {
             eps: p.eps,
             fcg_stride: None,
         })?;
+        let step_alone = MlgruStep::new(MlgruParams { slots: 1, ..step.params.clone() })?;
         let stride = self.fcg.stride;
+        let mut scratch = vec![0f32; p.d];
         for b in 0..p.seqs {
+            // A slot outside the pool: the sequence runs from a zero state and its final state
+            // is dropped, as on the devices, and the status says so.
+            let slot = usize::try_from(slot_ids[b]).ok().filter(|&s| s < p.slots);
+            if slot.is_none() {
+                status.raise(crate::StatusBits::SLOT_OUT_OF_RANGE)?;
+                scratch.fill(0.0);
+            }
             for t in cu[b] as usize..cu[b + 1] as usize {
                 let row = &fcg[t * stride..t * stride + 3 * p.d];
-                step.run_cpu(row, state, &slot_ids[b..b + 1], lb, w, &mut o[t * p.d..(t + 1) * p.d], status)?;
+                let out = &mut o[t * p.d..(t + 1) * p.d];
+                match slot {
+                    Some(_) => step.run_cpu(row, state, &slot_ids[b..b + 1], lb, w, out, status)?,
+                    None => step_alone.run_cpu(row, &mut scratch, &[0], lb, w, out, status)?,
+                }
             }
         }
         Ok(())

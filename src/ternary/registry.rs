@@ -905,6 +905,11 @@ impl Kernel for ScanKernel {
                 json!({"seqs": 4, "lens": [1, 2, 100, 33], "d": 129, "slots": 6, "lower_bound": true}),
             ),
             ("bad cu_seqlens", json!({"seqs": 2, "lens": [3, 4], "d": 8, "slots": 2, "chunk": 4, "bad": true})),
+            (
+                "cu_seqlens not ending at tokens",
+                json!({"seqs": 2, "lens": [3, 4], "d": 8, "slots": 2, "chunk": 4, "short": true}),
+            ),
+            ("bad slot", json!({"seqs": 3, "lens": [2, 9, 5], "d": 20, "slots": 3, "chunk": 4, "bad_slot": true})),
         ])
     }
     fn bench_cases(&self) -> Vec<Case> {
@@ -925,9 +930,16 @@ impl Kernel for ScanKernel {
         if flag(params, "bad") {
             cu[1] = cu[2] + 1;
         }
+        if flag(params, "short") {
+            // Every sequence is well formed, but the last token belongs to none.
+            cu[p.seqs] -= 1;
+        }
         m.insert("cu_seqlens".into(), HostTensor::from_i32(&[cu.len()], &cu));
         let mut ids: Vec<i32> = (0..p.slots as i32).rev().collect();
         ids.truncate(p.seqs);
+        if flag(params, "bad_slot") {
+            ids[1] = p.slots as i32 + 5;
+        }
         m.insert("slot_ids".into(), HostTensor::from_i32(&[p.seqs], &ids));
         Ok(m)
     }
@@ -944,9 +956,12 @@ impl Kernel for ScanKernel {
         let plan = MlgruScan::new(scan_params(params)?)?;
         let p = &plan.params;
         let mut e = Expected::default();
-        if flag(params, "bad") {
+        if flag(params, "bad") || flag(params, "short") {
             e.status = StatusBits::INDEX_OUT_OF_RANGE;
             return Ok(e);
+        }
+        if flag(params, "bad_slot") {
+            e.status = StatusBits::SLOT_OUT_OF_RANGE;
         }
         let st = Status::new(&Backend::Cpu)?;
         let mut state = host(inputs, "state")?.to_vec::<f32>()?;
