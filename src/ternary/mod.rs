@@ -640,6 +640,8 @@ impl MlgruStep {
 /// all), each starting from and ending in its pool slot. Chunked: each chunk scans from zero and
 /// records its summed log decay; a carry pass chains the chunks; a third pass applies the carry.
 /// `max_len` is the caller's host-side bound on any sequence's length (no device read).
+/// Bad `cu_seqlens` raise `INDEX_OUT_OF_RANGE` (outputs unspecified); a slot id outside the
+/// pool runs its sequence from a zero state, drops the final state and raises `SLOT_OUT_OF_RANGE`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MlgruScanParams {
     pub seqs: usize,
