@@ -1033,10 +1033,6 @@ fn scan_params(params: &Value) -> Result<super::MlgruScanParams> {
 
 struct GluKernel;
 
-fn rounded_f64(t: &HostTensor) -> Vec<f64> {
-    t.to_f64()
-}
-
 /// Weights of a BitLinear `[n, k]` with norm weight, under `prefix`.
 fn bitlinear_weights(
     rng: &mut Rng,
@@ -1092,7 +1088,7 @@ impl Kernel for GluKernel {
     fn oracle(&self, params: &Value, i: &TensorMap) -> Result<Expected> {
         let plan = GluMlp::new(parse(params)?)?;
         let y = plan.oracle(
-            &rounded_f64(host(i, "x")?),
+            &host(i, "x")?.to_f64(),
             &host(i, "up_norm")?.to_f64(),
             &host(i, "up_packed")?.to_u32(),
             &host(i, "up_gamma")?.to_f64(),

@@ -25,11 +25,6 @@ fn n_u32(what: &str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::InvalidParams(format!("{what} = {v} exceeds u32")))
 }
 
-/// Offsets of word-addressed (i8) tensors, in words.
-fn words(off: u32) -> u32 {
-    off / 4
-}
-
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct U4 {
@@ -329,7 +324,7 @@ impl BitLinear {
             norm_w.check("bitlinear norm_w", p.dtype, p.projections * p.k, mb)?,
             packed.check("bitlinear packed", DType::U32, mm.packed_len(), mb)?,
             gamma.check("bitlinear gamma", DType::F32, mm.gamma_len(), mb)?,
-            words(q.check("bitlinear q", DType::I8, self.quant.q_len(), mb)?),
+            q.check("bitlinear q", DType::I8, self.quant.q_len(), mb)?,
             s.check("bitlinear s", DType::F32, self.quant.s_len(), mb)?,
         ];
         if zero.iter().any(|&o| o != 0) {
