@@ -148,9 +148,7 @@ fn the_tool_verifies_every_backend_present() {
     assert!(out.status.success(), "verify failed:\n{text}");
     assert!(last.ends_with("passed, 0 failed") && !last.starts_with("0 passed"), "last line: {last}");
     assert!(text.contains("unproven on a GPU"), "no unproven count:\n{text}");
-    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_mllm-kernels"))
-        .args(["verify", "--family", "nope"])
-        .output()
-        .unwrap();
+    let bad =
+        std::process::Command::new(tool()).args(["verify", "--family", "nope"]).output().expect("run mllm-kernels");
     assert!(!bad.status.success());
 }
