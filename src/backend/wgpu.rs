@@ -98,9 +98,11 @@ impl WgpuBackend {
             ))
         })?;
         let info = adapter.get_info();
+        // Kernels need no optional feature; GPU timestamps (for `bench`) are taken where offered.
+        let timing = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("mllm-kernels"),
-            required_features: wgpu::Features::empty(),
+            required_features: adapter.features() & timing,
             required_limits: wgpu::Limits::default(),
             ..Default::default()
         }))
@@ -216,6 +218,49 @@ impl WgpuBackend {
             return Err(Error::Wgpu(format!("dispatch `{module}`: {e}")));
         }
         Ok(())
+    }
+
+    /// Whether the device can time work inside a command encoder with GPU timestamps
+    /// (`TIMESTAMP_QUERY` and `TIMESTAMP_QUERY_INSIDE_ENCODERS` were both enabled).
+    pub fn has_encoder_timestamps(&self) -> bool {
+        self.device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
+    }
+
+    /// Records with `f` between two GPU timestamps, submits, waits, and returns the GPU time of
+    /// what `f` recorded in microseconds; `None` when the device has no encoder timestamps.
+    pub fn time_gpu(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>) -> Result<Option<f64>> {
+        if !self.has_encoder_timestamps() {
+            return Ok(None);
+        }
+        let queries = self.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("mllm timing"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2,
+        });
+        let resolve = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("mllm timing resolve"),
+            size: 16,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        self.run_blocking(|enc| {
+            enc.write_timestamp(&queries, 0);
+            f(enc)?;
+            enc.write_timestamp(&queries, 1);
+            enc.resolve_query_set(&queries, 0..2, &resolve, 0);
+            Ok(())
+        })?;
+        let raw = self.download(&resolve)?;
+        let tick = |i: usize| -> Result<u64> {
+            raw.get(8 * i..8 * i + 8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+                .ok_or_else(|| Error::Wgpu("short timestamp read".into()))
+        };
+        let ticks = tick(1)?.saturating_sub(tick(0)?);
+        Ok(Some(ticks as f64 * f64::from(self.queue.get_timestamp_period()) * 1e-3))
     }
 
     /// Records with `f`, submits and waits: for tests, the tool and simple callers.

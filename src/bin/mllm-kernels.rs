@@ -210,12 +210,13 @@ fn cmd_bench(o: &Opts) -> ExitCode {
             }
             Ok((ceil, rows)) => {
                 println!(
-                    "-- {}: {} | copy {:.1} GB/s | launch floor {:.2} us | rotation past {} MiB",
+                    "-- {}: {} | copy {:.1} GB/s | launch floor {:.2} us | rotation past {} MiB | timed with {}",
                     b.kind().name(),
                     ceil.device,
                     ceil.copy_gbps,
                     ceil.launch_floor_us,
-                    (2 * ceil.l2_bytes) >> 20
+                    (2 * ceil.l2_bytes) >> 20,
+                    ceil.timing.describe()
                 );
                 println!(
                     "{:26} {:5} {:18} {:>6} {:>10} {:>9} {:>9} {:>7}",

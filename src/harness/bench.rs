@@ -20,6 +20,41 @@ pub struct Ceilings {
     pub launch_floor_us: f64,
     /// L2 size the rotation had to beat (bytes; 0 where unknown or not a GPU).
     pub l2_bytes: usize,
+    /// How times were taken: every row of this backend (the ceilings too) used the same method.
+    pub timing: Timing,
+}
+
+/// How a backend's times are taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Timing {
+    /// CUDA events around the launches on the stream.
+    CudaEvents,
+    /// GPU timestamps written into the command encoder before and after the dispatches.
+    GpuTimestamps,
+    /// Host wall clock around a blocking submission: includes submission latency.
+    WallClock,
+}
+
+impl Timing {
+    /// The method for `backend`.
+    pub fn of(backend: &Backend) -> Timing {
+        match backend {
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(_) => Timing::CudaEvents,
+            #[cfg(feature = "wgpu")]
+            Backend::Wgpu(w) if w.has_encoder_timestamps() => Timing::GpuTimestamps,
+            _ => Timing::WallClock,
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Timing::CudaEvents => "CUDA events",
+            Timing::GpuTimestamps => "GPU timestamps",
+            Timing::WallClock => "wall clock per submission (includes submission latency)",
+        }
+    }
 }
 
 /// One bench row.
@@ -64,14 +99,19 @@ fn time_loop(backend: &Backend, iters: usize, mut f: impl FnMut(&mut Launch, usi
         }
         #[cfg(feature = "wgpu")]
         Backend::Wgpu(w) => {
-            let t0 = Instant::now();
-            w.run_blocking(|enc| {
+            let mut record = |enc: &mut wgpu::CommandEncoder| {
                 for i in 0..iters {
                     let mut l = Launch { backend, encoder: Some(&mut *enc) };
                     f(&mut l, i)?;
                 }
                 Ok(())
-            })?;
+            };
+            if w.has_encoder_timestamps() {
+                let us = w.time_gpu(record)?.ok_or_else(|| Error::Wgpu("timestamps vanished".into()))?;
+                return Ok(us / iters as f64);
+            }
+            let t0 = Instant::now();
+            w.run_blocking(&mut record)?;
             Ok(t0.elapsed().as_secs_f64() * 1e6 / iters as f64)
         }
         _ => {
@@ -113,7 +153,13 @@ pub fn ceilings(backend: &Backend) -> Result<Ceilings> {
             }
             std::hint::black_box(&dst);
             let s = t0.elapsed().as_secs_f64() / 5.0;
-            Ok(Ceilings { device, copy_gbps: 2.0 * n as f64 / s / 1e9, launch_floor_us: 0.0, l2_bytes: 0 })
+            Ok(Ceilings {
+                device,
+                copy_gbps: 2.0 * n as f64 / s / 1e9,
+                launch_floor_us: 0.0,
+                l2_bytes: 0,
+                timing: Timing::WallClock,
+            })
         }
         #[cfg(feature = "cuda")]
         Backend::Cuda(c) => {
@@ -138,6 +184,7 @@ pub fn ceilings(backend: &Backend) -> Result<Ceilings> {
                 copy_gbps: 2.0 * n as f64 / (copy_us * 1e-6) / 1e9,
                 launch_floor_us: floor,
                 l2_bytes: l2.max(0) as usize,
+                timing: Timing::CudaEvents,
             })
         }
         #[cfg(feature = "wgpu")]
@@ -167,6 +214,7 @@ pub fn ceilings(backend: &Backend) -> Result<Ceilings> {
                 launch_floor_us: floor,
                 // wgpu cannot ask; a GPU's L2 is assumed to be at most 64 MiB.
                 l2_bytes: if is_cpu { 0 } else { 64 << 20 },
+                timing: Timing::of(backend),
             })
         }
     }
