@@ -47,14 +47,14 @@ __device__ void merge_states(const T* __restrict__ o1, const float* __restrict__
     if (threadIdx.x == 0) l[s] = lse;
 }
 
-// out[i] = src[idx[i]]; an index outside [0, src_rows) writes a zero row and raises status bit 1.
+// out[i] = src[idx[i]]; an index outside [0, src_rows) writes a zero row and raises ST_INDEX_OUT_OF_RANGE.
 template <typename T>
 __device__ void gather_rows(const T* __restrict__ src, const int* __restrict__ idx, T* __restrict__ out,
                             unsigned int* status, int src_rows, int cols, i64 src_stride, i64 out_stride) {
     const i64 i = blockIdx.x + (i64)blockIdx.y * gridDim.x;
     const int j = idx[i];
     const bool ok = j >= 0 && j < src_rows;
-    if (!ok && threadIdx.x == 0) raise_status(status, 1u);
+    if (!ok && threadIdx.x == 0) raise_status(status, ST_INDEX_OUT_OF_RANGE);
     const T* s = src + (ok ? (i64)j * src_stride : 0);
     T* d = out + i * out_stride;
     for (int c = threadIdx.x; c < cols; c += blockDim.x) d[c] = ok ? s[c] : from_f32<T>(0.f);

@@ -5,17 +5,13 @@
 // padding code 1. i8 rows (q, unpacked t) are padded with zeros to kp = 16 * words.
 #include "common.cuh"
 
-#define ST_VALUE_RANGE 8u
-#define ST_BAD_CODE 2u
-#define ST_INDEX 1u
-#define ST_SLOT 4u
 
 __device__ __forceinline__ float sigmoidf_(float v) { return 1.f / (1.f + __expf(-v)); }
 __device__ __forceinline__ float siluf_(float v) { return v / (1.f + __expf(-v)); }
 
 // ---- weights ---------------------------------------------------------------------------------
 
-// rowsum[r] = sum_k |w[r, k]|; a non-finite weight raises ST_VALUE_RANGE.
+// rowsum[r] = sum_k |w[r, k]|; a non-finite weight raises ST_VALUE_OUT_OF_RANGE.
 template <typename T>
 __device__ void row_abs_sum(const T* __restrict__ w, float* __restrict__ rowsum, unsigned* status, int k) {
     const i64 r = blockIdx.x;
@@ -26,7 +22,7 @@ __device__ void row_abs_sum(const T* __restrict__ w, float* __restrict__ rowsum,
         bad |= !isfinite(v);
         acc += fabsf(v);
     }
-    if (bad) raise_status(status, ST_VALUE_RANGE);
+    if (bad) raise_status(status, ST_VALUE_OUT_OF_RANGE);
     acc = block_sum(acc);
     if (threadIdx.x == 0) rowsum[r] = acc;
 }
@@ -65,7 +61,7 @@ __device__ void quant_pack(const T* __restrict__ w, const float* __restrict__ ga
     packed[i] = word;
 }
 
-// Pack padded i8 rows of {-1, 0, 1}; out-of-range values are clamped and raise ST_VALUE_RANGE.
+// Pack padded i8 rows of {-1, 0, 1}; out-of-range values are clamped and raise ST_VALUE_OUT_OF_RANGE.
 extern "C" __global__ void __launch_bounds__(256)
     ternary_pack(const signed char* __restrict__ t, unsigned* __restrict__ packed, unsigned* status, int n, int k, int kw) {
     const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
@@ -81,11 +77,11 @@ extern "C" __global__ void __launch_bounds__(256)
         v = min(max(v, -1), 1);
         word |= (unsigned)(v + 1) << (2 * j);
     }
-    if (bad) raise_status(status, ST_VALUE_RANGE);
+    if (bad) raise_status(status, ST_VALUE_OUT_OF_RANGE);
     packed[i] = word;
 }
 
-// Unpack to padded i8 rows; code 3 reads as 0 and raises ST_BAD_CODE.
+// Unpack to padded i8 rows; code 3 reads as 0 and raises ST_BAD_TERNARY_CODE.
 extern "C" __global__ void __launch_bounds__(256)
     ternary_unpack(const unsigned* __restrict__ packed, signed char* __restrict__ t, unsigned* status, int n, int k, int kw) {
     const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
@@ -104,7 +100,7 @@ extern "C" __global__ void __launch_bounds__(256)
         }
         out[j >> 2] |= ((unsigned)v & 0xffu) << (8 * (j & 3));
     }
-    if (bad) raise_status(status, ST_BAD_CODE);
+    if (bad) raise_status(status, ST_BAD_TERNARY_CODE);
     reinterpret_cast<uint4*>(t)[i] = make_uint4(out[0], out[1], out[2], out[3]);
 }
 
@@ -327,8 +323,26 @@ __device__ __forceinline__ void mlgru_gates(const T* row, int c, int d, const fl
     i = siluf_(to_f32(row[d + c])) * (1.f - f);
 }
 
-// One decode step per block (one sequence): h = f h + i in the pool slot, then
-// o = rmsnorm(g) * w * silu(h). A slot id outside the pool skips the row (o = 0).
+// Whether a row other than b among the n rows names `slot`. Called by the whole block; every
+// thread gets the answer.
+__device__ __forceinline__ bool slot_repeated_block(const int* __restrict__ slot_ids, int b, int n, int slot) {
+    int dup = 0;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) dup |= (j != b && slot_ids[j] == slot);
+    return __syncthreads_or(dup) != 0;
+}
+
+// The status bit that keeps row b of n away from the pool: its slot is outside it, or another
+// row names the same slot. Rows that share a slot are all skipped, so no two blocks ever
+// write one slot and the rest of the batch stays exact.
+__device__ __forceinline__ unsigned slot_fault(const int* __restrict__ slot_ids, int b, int n, int slots) {
+    const int slot = slot_ids[b];
+    if (slot < 0 || slot >= slots) return ST_SLOT_OUT_OF_RANGE;
+    return slot_repeated_block(slot_ids, b, n, slot) ? ST_SLOT_REPEATED : 0u;
+}
+
+// One decode step per block (one sequence; the grid is the batch): h = f h + i in the pool
+// slot, then o = rmsnorm(g) * w * silu(h). A slot id outside the pool, or one that another
+// row also names, skips the row (o = 0, the slot untouched) and raises its status bit.
 template <typename T>
 __device__ void mlgru_step(const T* __restrict__ fcg, float* __restrict__ state, const int* __restrict__ slot_ids,
                            const float* __restrict__ lb, const T* __restrict__ w, T* __restrict__ o, unsigned* status,
@@ -336,8 +350,9 @@ __device__ void mlgru_step(const T* __restrict__ fcg, float* __restrict__ state,
     const int b = blockIdx.x;
     const int slot = slot_ids[b];
     T* orow = o + (i64)b * d;
-    if (slot < 0 || slot >= slots) {
-        if (threadIdx.x == 0) raise_status(status, ST_SLOT);
+    const unsigned fault = slot_fault(slot_ids, b, gridDim.x, slots);
+    if (fault) {
+        if (threadIdx.x == 0) raise_status(status, fault);
         for (int c = threadIdx.x; c < d; c += blockDim.x) orow[c] = from_f32<T>(0.f);
         return;
     }
@@ -365,7 +380,7 @@ __device__ __forceinline__ bool seq_range(const int* cu, int b, int seqs, int to
     t0 = cu[b];
     t1 = cu[b + 1];
     if (cu[0] != 0 || cu[seqs] != tokens || t0 < 0 || t1 < t0 || t1 > tokens || t1 - t0 > max_len) {
-        raise_status(status, ST_INDEX);
+        raise_status(status, ST_INDEX_OUT_OF_RANGE);
         return false;
     }
     return true;
@@ -395,7 +410,8 @@ __device__ void scan_local(const T* __restrict__ fcg, const int* __restrict__ cu
 }
 
 // Pass 2. grid (ceil(d / 128), seqs): chain the chunks from the pool state; chunk_h becomes
-// each chunk's incoming state and the pool slot gets the final state.
+// each chunk's incoming state and the pool slot gets the final state. A sequence whose slot is
+// outside the pool or named by another sequence runs from zero and leaves the pool alone.
 __device__ void scan_carry(const int* __restrict__ cu, const int* __restrict__ slot_ids, float* __restrict__ state,
                            const float* __restrict__ chunk_a, float* __restrict__ chunk_h, unsigned* status, int d,
                            int tokens, int max_len, int chunks, int slots) {
@@ -403,8 +419,12 @@ __device__ void scan_carry(const int* __restrict__ cu, const int* __restrict__ s
     int s0, s1;
     if (!seq_range(cu, b, gridDim.y, tokens, max_len, status, s0, s1) || c >= d) return;
     const int slot = slot_ids[b];
-    const bool ok = slot >= 0 && slot < slots;
-    if (!ok) raise_status(status, ST_SLOT);
+    bool repeated = false;
+    for (int j = 0; j < (int)gridDim.y; ++j) repeated |= (j != b && slot_ids[j] == slot);
+    const bool in_pool = slot >= 0 && slot < slots;
+    const bool ok = in_pool && !repeated;
+    if (!in_pool) raise_status(status, ST_SLOT_OUT_OF_RANGE);
+    else if (repeated) raise_status(status, ST_SLOT_REPEATED);
     float carry = ok ? state[(i64)slot * d + c] : 0.f;
     for (int ch = 0; ch < chunks; ++ch) {
         const i64 si = ((i64)b * chunks + ch) * d + c;

@@ -1,5 +1,5 @@
 // out[i] = src[idx[i]], one workgroup per output row. An index outside [0, src_rows) writes a
-// zero row and raises bit 1 of the plan's status word instead of reading out of bounds.
+// zero row and raises ST_INDEX_OUT_OF_RANGE in the plan's status word instead of reading out of bounds.
 struct Params {
     rows: u32,
     cols: u32,
@@ -26,7 +26,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (i >= p.rows) { return; }
     let j = idx[p.idx_off + i];
     let ok = j >= 0 && u32(j) < p.src_rows;
-    if (!ok && tid == 0u) { atomicOr(&status[0], 1u); }
+    if (!ok && tid == 0u) { atomicOr(&status[0], ST_INDEX_OUT_OF_RANGE); }
     let sb = p.src_off + select(0u, u32(j), ok) * p.src_stride;
     let e0 = p.out_off + i * p.out_stride;
     let e1 = e0 + p.cols;

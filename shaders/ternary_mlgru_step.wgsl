@@ -1,5 +1,7 @@
 // One MLGRU decode step per workgroup (one sequence): h = f h + i in its pool slot, then
-// o = rmsnorm(g) * w * silu(h). A slot id outside the pool zeroes the row and raises bit 4.
+// o = rmsnorm(g) * w * silu(h). A slot id outside the pool, or one that another row of the
+// step also names, zeroes the row, leaves the slot alone and raises its status bit: rows that
+// share a slot are all skipped, so no two workgroups ever write one slot.
 struct Params {
     batch: u32,
     d: u32,
@@ -20,6 +22,8 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> status: array<atomic<u32>>;
 
 var<workgroup> red: array<f32, 64>;
+var<workgroup> dup: atomic<u32>;
+var<workgroup> fault_w: u32;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -27,7 +31,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let b = wid.x + wid.y * nwg.x;
     if (b >= p.batch) { return; }
     let slot = slot_ids[b];
-    let ok = slot >= 0i && u32(slot) < p.slots;
+    for (var j = tid; j < p.batch; j += 64u) {
+        if (j != b && slot_ids[j] == slot) { atomicOr(&dup, 1u); }
+    }
+    workgroupBarrier();
+    if (tid == 0u) {
+        fault_w = select(0u, ST_SLOT_REPEATED, atomicLoad(&dup) != 0u);
+        if (slot < 0i || u32(slot) >= p.slots) { fault_w = ST_SLOT_OUT_OF_RANGE; }
+    }
+    let fault = workgroupUniformLoad(&fault_w);
+    let ok = fault == 0u;
     let rb = p.fcg_off + b * p.fcg_stride;
     var ss = 0.0;
     for (var c = tid; c < p.d; c += 64u) {
@@ -41,7 +54,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         workgroupBarrier();
     }
     let inv = 1.0 / sqrt(red[0] / f32(p.d) + p.eps);
-    if (!ok && tid == 0u) { atomicOr(&status[0], 4u); }
+    if (!ok && tid == 0u) { atomicOr(&status[0], fault); }
     let ob = b * p.d;
     let hb = select(0u, u32(slot), ok) * p.d;
     // Whole output words per invocation; a word shared with the next row uses atomics.

@@ -1,4 +1,4 @@
-// Pack padded i8 rows (four to a u32) of {-1, 0, 1}; out-of-range values clamp and raise bit 8.
+// Pack padded i8 rows (four to a u32) of {-1, 0, 1}; out-of-range values clamp and raise ST_VALUE_OUT_OF_RANGE.
 struct Params {
     n: u32,
     k: u32,
@@ -24,6 +24,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         bad = bad || v < -1i || v > 1i;
         word |= u32(clamp(v, -1i, 1i) + 1i) << (2u * j);
     }
-    if (bad) { atomicOr(&status[0], 8u); }
+    if (bad) { atomicOr(&status[0], ST_VALUE_OUT_OF_RANGE); }
     packed[i] = word;
 }

@@ -1,4 +1,4 @@
-// rowsum[r] = sum_k |w[r, k]|, one workgroup per row; a non-finite weight raises status bit 8.
+// rowsum[r] = sum_k |w[r, k]|, one workgroup per row; a non-finite weight raises ST_VALUE_OUT_OF_RANGE.
 struct Params {
     n: u32,
     k: u32,
@@ -24,7 +24,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         bad = bad || (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u;
         acc += abs(v);
     }
-    if (bad) { atomicOr(&status[0], 8u); }
+    if (bad) { atomicOr(&status[0], ST_VALUE_OUT_OF_RANGE); }
     red[tid] = acc;
     workgroupBarrier();
     for (var s = 32u; s > 0u; s >>= 1u) {

@@ -1,5 +1,7 @@
 // MLGRU prefill, pass 2: chain the chunks of each sequence from its pool state; each chunk's
-// summary slot becomes its incoming state and the pool slot gets the final state.
+// summary slot becomes its incoming state and the pool slot gets the final state. A sequence
+// whose slot is outside the pool or named by another sequence runs from zero and leaves the
+// pool alone.
 struct Params {
     d: u32,
     tokens: u32,
@@ -29,13 +31,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let t0 = cu[b];
     let t1 = cu[b + 1u];
     if (cu[0] != 0i || u32(cu[p.seqs]) != p.tokens || t0 < 0i || t1 < t0 || u32(t1) > p.tokens || u32(t1 - t0) > p.max_len) {
-        atomicOr(&status[0], 1u);
+        atomicOr(&status[0], ST_INDEX_OUT_OF_RANGE);
         return;
     }
     if (c >= p.d) { return; }
     let slot = slot_ids[b];
-    let ok = slot >= 0i && u32(slot) < p.slots;
-    if (!ok) { atomicOr(&status[0], 4u); }
+    var repeated = false;
+    for (var j = 0u; j < p.seqs; j++) {
+        if (j != b && slot_ids[j] == slot) { repeated = true; }
+    }
+    let in_pool = slot >= 0i && u32(slot) < p.slots;
+    let ok = in_pool && !repeated;
+    if (!in_pool) { atomicOr(&status[0], ST_SLOT_OUT_OF_RANGE); } else if (repeated) { atomicOr(&status[0], ST_SLOT_REPEATED); }
     var carry = 0.0;
     if (ok) { carry = state[u32(slot) * p.d + c]; }
     for (var ch = 0u; ch < p.chunks; ch++) {

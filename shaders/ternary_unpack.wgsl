@@ -1,4 +1,4 @@
-// Unpack to padded i8 rows (four to a u32); code 3 reads as 0 and raises bit 2.
+// Unpack to padded i8 rows (four to a u32); code 3 reads as 0 and raises ST_BAD_TERNARY_CODE.
 struct Params {
     n: u32,
     k: u32,
@@ -28,6 +28,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         out[j >> 2u] |= (bitcast<u32>(v) & 0xffu) << (8u * (j & 3u));
     }
-    if (bad) { atomicOr(&status[0], 2u); }
+    if (bad) { atomicOr(&status[0], ST_BAD_TERNARY_CODE); }
     for (var l = 0u; l < 4u; l++) { t[i * 4u + l] = out[l]; }
 }

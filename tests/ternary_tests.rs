@@ -273,3 +273,48 @@ fn random_shapes_match_the_oracle() {
         }
     }
 }
+
+/// Rows on a shared state slot are bad input: on every backend they raise `SLOT_REPEATED`, are
+/// skipped (the slot keeps its old state) and every other row stays exact. On a GPU the rows
+/// would otherwise race; lavapipe runs workgroups one by one, so only the status and the
+/// skipped slot can show the handling here, and the same case catches a race on a real GPU.
+#[test]
+fn repeated_slot_ids_raise_the_status_on_every_backend() {
+    use mllm_kernels::harness::{verify_case, Case};
+    use mllm_kernels::StatusBits;
+    let cases = [
+        ("ternary.mlgru_step", json!({"batch": 7, "d": 40, "slots": 9, "repeat": true})),
+        (
+            "ternary.mlgru_scan",
+            json!({"seqs": 4, "lens": [6, 9, 0, 5], "d": 20, "slots": 5, "chunk": 4, "repeat_slot": true}),
+        ),
+    ];
+    for b in backends() {
+        for (id, params) in &cases {
+            for dt in DType::FLOATS {
+                let mut p = params.clone();
+                p["dtype"] = json!(dt);
+                let k = kernel(id);
+                let case = Case::new("repeated", dt, p.clone());
+                let seed = fresh_seed();
+                let inputs = k.inputs(&p, &mut Rng::new(seed)).unwrap();
+                let (outs, bits) = execute(k, &b, &p, &inputs).unwrap();
+                assert_eq!(
+                    bits & StatusBits::SLOT_REPEATED,
+                    StatusBits::SLOT_REPEATED,
+                    "{id} {dt} on {}",
+                    b.describe()
+                );
+                // The shared slot is untouched.
+                let ids = inputs["slot_ids"].to_i32();
+                let d = p["d"].as_u64().unwrap() as usize;
+                let shared = ids[0] as usize;
+                let before = &inputs["state"].to_f64()[shared * d..(shared + 1) * d];
+                let after = &outs["state"].to_f64()[shared * d..(shared + 1) * d];
+                assert_eq!(before, after, "{id} {dt} on {}: the shared slot was written", b.describe());
+                let r = verify_case(k, &b, &case, seed);
+                assert!(r.ok, "{id} {dt} on {}: {} (seed {seed})", b.describe(), r.note);
+            }
+        }
+    }
+}

@@ -8,31 +8,29 @@ use super::Backend;
 /// Bits a kernel may raise. Each names the input that was bad.
 pub struct StatusBits;
 
-impl StatusBits {
-    /// An index list held a value outside its range (`core.gather_rows` `idx`, ...).
-    pub const INDEX_OUT_OF_RANGE: u32 = 1;
-    /// Packed ternary weights held the invalid code 3 (read as 0).
-    pub const BAD_TERNARY_CODE: u32 = 2;
-    /// A slot id outside the state pool (recurrent states).
-    pub const SLOT_OUT_OF_RANGE: u32 = 4;
-    /// A value was non-finite or outside its range (weights to ternarize, ternary values to pack).
-    pub const VALUE_OUT_OF_RANGE: u32 = 8;
+#[allow(dead_code)]
+mod bits {
+    include!("status_bits.rs");
+}
 
+impl StatusBits {
+    /// An index list held a value outside its range (`core.gather_rows` `idx`, bad `cu_seqlens`).
+    pub const INDEX_OUT_OF_RANGE: u32 = bits::INDEX_OUT_OF_RANGE;
+    /// Packed ternary weights held the invalid code 3 (read as 0).
+    pub const BAD_TERNARY_CODE: u32 = bits::BAD_TERNARY_CODE;
+    /// A slot id outside the state pool (recurrent states).
+    pub const SLOT_OUT_OF_RANGE: u32 = bits::SLOT_OUT_OF_RANGE;
+    /// A value was non-finite or outside its range (weights to ternarize, ternary values to pack).
+    pub const VALUE_OUT_OF_RANGE: u32 = bits::VALUE_OUT_OF_RANGE;
+    /// Two rows of one step or scan named the same state slot: those rows are skipped.
+    pub const SLOT_REPEATED: u32 = bits::SLOT_REPEATED;
+
+    /// What the raised bits mean, in words.
     pub fn describe(bits: u32) -> String {
-        let mut v = Vec::new();
-        if bits & Self::INDEX_OUT_OF_RANGE != 0 {
-            v.push("an index was out of range (row zeroed)");
-        }
-        if bits & Self::BAD_TERNARY_CODE != 0 {
-            v.push("packed ternary data held code 3 (read as weight 0)");
-        }
-        if bits & Self::SLOT_OUT_OF_RANGE != 0 {
-            v.push("a slot id was outside the state pool (step skipped)");
-        }
-        if bits & Self::VALUE_OUT_OF_RANGE != 0 {
-            v.push("a value was non-finite or outside its range (clamped)");
-        }
-        if v.is_empty() {
+        let mut v: Vec<&str> =
+            bits::STATUS_TABLE.iter().filter(|(_, b, _)| bits & b != 0).map(|(_, _, d)| *d).collect();
+        let known = bits::STATUS_TABLE.iter().fold(0, |a, (_, b, _)| a | b);
+        if bits & !known != 0 || v.is_empty() {
             v.push("unknown status bits");
         }
         format!("{} (status 0x{bits:x})", v.join("; "))

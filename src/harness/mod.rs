@@ -41,6 +41,9 @@ pub struct Expected {
     pub status: u32,
     /// Per-output tolerance overrides (relative L2), e.g. for long reductions.
     pub rtol: BTreeMap<String, f64>,
+    /// Per-output max-abs overrides (relative to `max(|reference|, 1)`), e.g. for an f32 output
+    /// computed from intermediates rounded to a 16-bit dtype.
+    pub atol: BTreeMap<String, f64>,
 }
 
 /// Bytes moved and flops done by one launch, for GB/s, TFLOP/s and the roofline share.
@@ -94,7 +97,9 @@ pub trait Kernel: Sync {
             .outputs
             .iter()
             .map(|(name, want)| match outputs.get(name) {
-                Some(got) => compare(name, got, want, expected.rtol.get(name).copied(), None),
+                Some(got) => {
+                    compare(name, got, want, expected.rtol.get(name).copied(), expected.atol.get(name).copied())
+                }
                 None => Comparison {
                     name: name.clone(),
                     rel_l2: 0.0,
@@ -302,9 +307,24 @@ pub fn compare(name: &str, got: &HostTensor, want: &[f64], rtol: Option<f64>, at
     if let Some(b) = bad {
         c.ok = false;
         c.note = b;
-    } else if got.dtype.is_float() && (c.rel_l2 > rtol || c.max_abs > atol_rel * max_ref.max(1.0)) {
-        c.ok = false;
-        c.note = format!("{name}: rel L2 {:.3e} (tol {rtol:.0e}), max abs {:.3e}", c.rel_l2, c.max_abs);
+    } else if got.dtype.is_float() {
+        // The note names each criterion that failed, with its limit.
+        let abs_limit = atol_rel * max_ref.max(1.0);
+        let mut failed = Vec::new();
+        if c.rel_l2 > rtol {
+            failed.push(format!("rel L2 {:.3e} > {rtol:.1e}", c.rel_l2));
+        }
+        if c.max_abs > abs_limit {
+            failed.push(format!(
+                "max abs {:.3e} > {abs_limit:.3e} (atol {atol_rel:.1e} x max(|ref|, 1) = {:.3e})",
+                c.max_abs,
+                max_ref.max(1.0)
+            ));
+        }
+        if !failed.is_empty() {
+            c.ok = false;
+            c.note = format!("{name}: {}", failed.join(", "));
+        }
     }
     c
 }

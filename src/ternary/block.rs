@@ -79,6 +79,9 @@ pub struct GluMlpParams {
     pub d: usize,
     pub inner: usize,
     pub dtype: DType,
+    /// The BitLinears' norm epsilon (the model's `FusedBitLinear`: 1e-6).
+    #[serde(default = "super::model_eps")]
+    pub bitlinear_eps: f32,
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +97,7 @@ impl GluMlp {
         if !p.dtype.is_float() {
             return Err(Error::DType(format!("{} is not a float dtype", p.dtype)));
         }
+        check_eps("glu_mlp bitlinear_eps", p.bitlinear_eps)?;
         Ok(Self { params: p })
     }
 
@@ -120,7 +124,7 @@ impl GluMlp {
         launch_as(
             "ternary.bitlinear",
             l,
-            json!({"m": p.m, "n": 2 * p.inner, "k": p.d, "dtype": dt}),
+            json!({"m": p.m, "n": 2 * p.inner, "k": p.d, "dtype": dt, "eps": p.bitlinear_eps}),
             t,
             &[
                 ("x", input),
@@ -136,7 +140,7 @@ impl GluMlp {
         launch_as(
             "ternary.bitlinear",
             l,
-            json!({"m": p.m, "n": p.d, "k": p.inner, "dtype": dt, "glu": true, "accumulate": accumulate}),
+            json!({"m": p.m, "n": p.d, "k": p.inner, "dtype": dt, "eps": p.bitlinear_eps, "glu": true, "accumulate": accumulate}),
             t,
             &[
                 ("x", "gu"),
@@ -176,9 +180,10 @@ impl GluMlp {
         down_gamma: &[f64],
     ) -> Vec<f64> {
         let p = &self.params;
-        let gu = rounded(p.dtype, &bitlinear_oracle(x, p.m, p.d, 2 * p.inner, up_norm, up_packed, up_gamma, 1e-8));
+        let eps = f64::from(p.bitlinear_eps);
+        let gu = rounded(p.dtype, &bitlinear_oracle(x, p.m, p.d, 2 * p.inner, up_norm, up_packed, up_gamma, eps));
         let h = oracle::glu(&gu, p.m, p.inner);
-        bitlinear_oracle(&h, p.m, p.inner, p.d, down_norm, down_packed, down_gamma, 1e-8)
+        bitlinear_oracle(&h, p.m, p.inner, p.d, down_norm, down_packed, down_gamma, eps)
     }
 }
 
@@ -187,6 +192,7 @@ impl GluMlp {
 /// One MatMul-free block, decode step: for each of `m` sequences (pool slot per row),
 /// `x += o_proj(mlgru(fcg_proj(rmsnorm(x))))`, then `x += down(glu(gate_up(rmsnorm(x))))`.
 /// `x` (the residual stream) and the state pool are updated in place.
+/// Epsilons default to the model's (`HGRNBitConfig.rms_norm_eps` and `FusedBitLinear`: 1e-6).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MatmulFreeBlockParams {
     pub m: usize,
@@ -194,6 +200,30 @@ pub struct MatmulFreeBlockParams {
     pub inner: usize,
     pub slots: usize,
     pub dtype: DType,
+    /// The block's pre-norms (`attn_norm`, `mlp_norm`).
+    #[serde(default = "super::model_eps")]
+    pub norm_eps: f32,
+    /// The MLGRU's output gate norm (`g_norm`).
+    #[serde(default = "super::model_eps")]
+    pub gate_eps: f32,
+    /// The norm inside every BitLinear.
+    #[serde(default = "super::model_eps")]
+    pub bitlinear_eps: f32,
+    /// Apply the layer's forget-gate lower bound `lb` (the model skips it in layer 0).
+    #[serde(default = "yes")]
+    pub lower_bound: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn check_eps(what: &str, eps: f32) -> Result<()> {
+    if eps.is_finite() && eps >= 0.0 {
+        Ok(())
+    } else {
+        Err(invalid(format!("{what} must be finite and >= 0, got {eps}")))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -207,7 +237,15 @@ impl MatmulFreeBlock {
         if p.slots == 0 {
             return Err(invalid("block needs slots >= 1"));
         }
-        let mlp = GluMlp::new(GluMlpParams { m: p.m, d: p.d, inner: p.inner, dtype: p.dtype })?;
+        check_eps("block norm_eps", p.norm_eps)?;
+        check_eps("block gate_eps", p.gate_eps)?;
+        let mlp = GluMlp::new(GluMlpParams {
+            m: p.m,
+            d: p.d,
+            inner: p.inner,
+            dtype: p.dtype,
+            bitlinear_eps: p.bitlinear_eps,
+        })?;
         Ok(Self { params: p, mlp })
     }
 
@@ -235,7 +273,7 @@ impl MatmulFreeBlock {
         launch_as(
             "core.rmsnorm",
             l,
-            json!({"rows": m, "cols": d, "dtype": dt, "eps": 1e-6}),
+            json!({"rows": m, "cols": d, "dtype": dt, "eps": p.norm_eps}),
             t,
             &[("x", "x"), ("w", "attn_norm"), ("y", "a")],
             status,
@@ -243,7 +281,7 @@ impl MatmulFreeBlock {
         launch_as(
             "ternary.bitlinear",
             l,
-            json!({"m": m, "n": d, "k": d, "projections": 3, "dtype": dt}),
+            json!({"m": m, "n": d, "k": d, "projections": 3, "dtype": dt, "eps": p.bitlinear_eps}),
             t,
             &[
                 ("x", "a"),
@@ -259,7 +297,7 @@ impl MatmulFreeBlock {
         launch_as(
             "ternary.mlgru_step",
             l,
-            json!({"batch": m, "d": d, "slots": p.slots, "dtype": dt, "lower_bound": true}),
+            json!({"batch": m, "d": d, "slots": p.slots, "dtype": dt, "lower_bound": p.lower_bound, "eps": p.gate_eps}),
             t,
             &[("fcg", "fcg"), ("state", "state"), ("slot_ids", "slot_ids"), ("lb", "lb"), ("w", "g_norm"), ("o", "o")],
             status,
@@ -267,7 +305,7 @@ impl MatmulFreeBlock {
         launch_as(
             "ternary.bitlinear",
             l,
-            json!({"m": m, "n": d, "k": d, "dtype": dt, "accumulate": true}),
+            json!({"m": m, "n": d, "k": d, "dtype": dt, "eps": p.bitlinear_eps, "accumulate": true}),
             t,
             &[
                 ("x", "o"),
@@ -283,7 +321,7 @@ impl MatmulFreeBlock {
         launch_as(
             "core.rmsnorm",
             l,
-            json!({"rows": m, "cols": d, "dtype": dt, "eps": 1e-6}),
+            json!({"rows": m, "cols": d, "dtype": dt, "eps": p.norm_eps}),
             t,
             &[("x", "x"), ("w", "mlp_norm"), ("y", "a")],
             status,

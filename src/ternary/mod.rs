@@ -58,11 +58,13 @@ fn fits_u32(what: &str, v: usize) -> Result<usize> {
 fn one() -> usize {
     1
 }
-fn bitnet_eps() -> f32 {
-    1e-8
-}
-fn gnorm_eps() -> f32 {
-    1e-5
+/// The MatMul-free LM's epsilons, all 1e-6: `FusedBitLinear`'s norm takes the default of
+/// `layer_norm_linear_quant_fn` (its module's own `eps=1e-8` is used only by the unfused class),
+/// and the gate norm and the block's pre-norms take the config's `rms_norm_eps`.
+pub const MODEL_EPS: f32 = 1e-6;
+
+fn model_eps() -> f32 {
+    MODEL_EPS
 }
 fn default_chunk() -> usize {
     64
@@ -219,7 +221,7 @@ impl Pack {
 pub struct RmsNormQuantParams {
     pub m: usize,
     pub k: usize,
-    #[serde(default = "bitnet_eps")]
+    #[serde(default = "model_eps")]
     pub eps: f32,
     pub dtype: DType,
     #[serde(default = "one")]
@@ -459,7 +461,7 @@ pub struct BitLinearParams {
     pub projections: usize,
     #[serde(default = "one")]
     pub partitions: usize,
-    #[serde(default = "bitnet_eps")]
+    #[serde(default = "model_eps")]
     pub eps: f32,
     pub dtype: DType,
     #[serde(default)]
@@ -536,11 +538,24 @@ impl BitLinear {
 // ---------------------------------------------------------------------------------------------
 // MLGRU
 
+/// Row b's pool slot, or the status bit that keeps it away from the pool: the id is outside
+/// `[0, slots)`, or another row names the same slot. Every row of a shared slot is skipped, so
+/// the result never depends on which row a GPU would have run last.
+pub(crate) fn slot_of(slot_ids: &[i32], b: usize, slots: usize) -> std::result::Result<usize, u32> {
+    let id = slot_ids[b];
+    let slot = usize::try_from(id).ok().filter(|&s| s < slots).ok_or(crate::StatusBits::SLOT_OUT_OF_RANGE)?;
+    if slot_ids.iter().enumerate().any(|(j, &o)| j != b && o == id) {
+        return Err(crate::StatusBits::SLOT_REPEATED);
+    }
+    Ok(slot)
+}
+
 /// One decode step of the MLGRU token mixer for `batch` sequences, each with a slot in the
 /// f32 state pool `[slots, d]` (updated in place). `fcg` rows hold `[f_raw, c_raw, g_raw]`
 /// (the stacked f, c, g BitLinear outputs); `o = rmsnorm(g_raw) * w * silu(h)`.
-/// Slot ids within one step must be distinct (one sequence per slot): two rows on one slot
-/// would race on the GPU.
+/// Slot ids within one step must be distinct (one sequence per slot). Rows whose slot is
+/// outside the pool or repeated are skipped on every backend (output 0, slot untouched) and
+/// raise `SLOT_OUT_OF_RANGE` or `SLOT_REPEATED`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MlgruParams {
     pub batch: usize,
@@ -549,7 +564,7 @@ pub struct MlgruParams {
     pub dtype: DType,
     #[serde(default)]
     pub lower_bound: bool,
-    #[serde(default = "gnorm_eps")]
+    #[serde(default = "model_eps")]
     pub eps: f32,
     #[serde(default)]
     pub fcg_stride: Option<usize>,
@@ -582,7 +597,7 @@ impl MlgruStep {
         Ok(Self { params: p, fcg })
     }
 
-    /// Slot ids out of range skip the row (output 0) and raise `StatusBits::SLOT_OUT_OF_RANGE`.
+    /// Slot ids out of range or repeated skip the row (output 0) and raise their status bit.
     #[allow(clippy::too_many_arguments)]
     pub fn run_cpu<T: Float>(
         &self,
@@ -609,10 +624,13 @@ impl MlgruStep {
         let lbf: Option<Vec<f64>> =
             lb.filter(|_| p.lower_bound).map(|l| l[..p.d].iter().map(|&v| f64::from(v)).collect());
         for b in 0..p.batch {
-            let Some(slot) = usize::try_from(slot_ids[b]).ok().filter(|&s| s < p.slots) else {
-                status.raise(crate::StatusBits::SLOT_OUT_OF_RANGE)?;
-                o[b * p.d..(b + 1) * p.d].fill(T::from_f32(0.0));
-                continue;
+            let slot = match slot_of(&slot_ids[..p.batch], b, p.slots) {
+                Ok(slot) => slot,
+                Err(bit) => {
+                    status.raise(bit)?;
+                    o[b * p.d..(b + 1) * p.d].fill(T::from_f32(0.0));
+                    continue;
+                }
             };
             let row = &x[b * 3 * p.d..(b + 1) * 3 * p.d];
             let mut h: Vec<f64> = state[slot * p.d..(slot + 1) * p.d].iter().map(|&v| f64::from(v)).collect();
@@ -641,7 +659,8 @@ impl MlgruStep {
 /// records its summed log decay; a carry pass chains the chunks; a third pass applies the carry.
 /// `max_len` is the caller's host-side bound on any sequence's length (no device read).
 /// Bad `cu_seqlens` raise `INDEX_OUT_OF_RANGE` (outputs unspecified); a slot id outside the
-/// pool runs its sequence from a zero state, drops the final state and raises `SLOT_OUT_OF_RANGE`.
+/// pool, or one that another sequence also names, runs its sequence from a zero state, drops the
+/// final state and raises `SLOT_OUT_OF_RANGE` or `SLOT_REPEATED`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MlgruScanParams {
     pub seqs: usize,
@@ -654,7 +673,7 @@ pub struct MlgruScanParams {
     pub chunk: usize,
     #[serde(default)]
     pub lower_bound: bool,
-    #[serde(default = "gnorm_eps")]
+    #[serde(default = "model_eps")]
     pub eps: f32,
     #[serde(default)]
     pub fcg_stride: Option<usize>,
@@ -750,19 +769,19 @@ impl MlgruScan {
         let stride = self.fcg.stride;
         let mut scratch = vec![0f32; p.d];
         for b in 0..p.seqs {
-            // A slot outside the pool: the sequence runs from a zero state and its final state
-            // is dropped, as on the devices, and the status says so.
-            let slot = usize::try_from(slot_ids[b]).ok().filter(|&s| s < p.slots);
-            if slot.is_none() {
-                status.raise(crate::StatusBits::SLOT_OUT_OF_RANGE)?;
+            // A slot outside the pool or shared with another sequence: the sequence runs from a
+            // zero state and its final state is dropped, as on the devices, and the status says so.
+            let slot = slot_of(&slot_ids[..p.seqs], b, p.slots);
+            if let Err(bit) = slot {
+                status.raise(bit)?;
                 scratch.fill(0.0);
             }
             for t in cu[b] as usize..cu[b + 1] as usize {
                 let row = &fcg[t * stride..t * stride + 3 * p.d];
                 let out = &mut o[t * p.d..(t + 1) * p.d];
                 match slot {
-                    Some(_) => step.run_cpu(row, state, &slot_ids[b..b + 1], lb, w, out, status)?,
-                    None => step_alone.run_cpu(row, &mut scratch, &[0], lb, w, out, status)?,
+                    Ok(_) => step.run_cpu(row, state, &slot_ids[b..b + 1], lb, w, out, status)?,
+                    Err(_) => step_alone.run_cpu(row, &mut scratch, &[0], lb, w, out, status)?,
                 }
             }
         }
