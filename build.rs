@@ -403,11 +403,219 @@ fn validate_wgsl(path: &Path, name: &str, src: &str) {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Uniforms: `src/<family>/uniforms.rs` is the one source of every shader's `struct Params`.
+
+/// One entry of a `uniforms! { ... }` block.
+struct Uniform {
+    family: String,
+    name: String,
+    shaders: Vec<String>,
+    fields: Vec<(String, String)>,
+}
+
+fn is_ident(s: &str) -> bool {
+    s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Parses `Name for ["shader", ...] { field: ty, ... }` (one entry, its lines joined).
+fn parse_uniform(entry: &str, family: &str, at: &str) -> Uniform {
+    let bad = |why: &str| -> ! { panic!("{at}: cannot parse this uniforms! entry ({why}): `{}`", entry.trim()) };
+    let (head, rest) = entry.split_once('{').unwrap_or_else(|| bad("no `{`"));
+    let body = rest.trim().strip_suffix('}').unwrap_or_else(|| bad("it must end with `}`"));
+    if body.contains(['{', '}']) {
+        bad("nested braces");
+    }
+    let (name, list) = head.split_once(" for ").unwrap_or_else(|| bad("expected `Name for [...]`"));
+    let name = name.trim();
+    if !is_ident(name) {
+        bad("the name is not an identifier");
+    }
+    let list = list.trim().strip_prefix('[').and_then(|l| l.strip_suffix(']')).unwrap_or_else(|| bad("no `[...]`"));
+    let mut shaders = Vec::new();
+    for s in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let stem = s.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or_else(|| bad("shader not quoted"));
+        if !stem.starts_with(&format!("{family}_")) || !is_ident(stem) {
+            bad(&format!("shader `{stem}` is not a `{family}_*` file stem"));
+        }
+        shaders.push(stem.to_string());
+    }
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for f in body.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+        let (n, t) = f.split_once(':').unwrap_or_else(|| bad(&format!("field `{f}` is not `name: type`")));
+        let (n, t) = (n.trim(), t.trim());
+        if !is_ident(n) || fields.iter().any(|(m, _)| m == n) {
+            bad(&format!("field name `{n}` is not an identifier or repeats"));
+        }
+        if !["u32", "i32", "f32"].contains(&t) {
+            bad(&format!("field `{n}` has type `{t}`; only u32, i32 and f32 are allowed"));
+        }
+        fields.push((n.to_string(), t.to_string()));
+    }
+    if shaders.is_empty() || fields.is_empty() {
+        bad("it needs at least one shader and one field");
+    }
+    Uniform { family: family.to_string(), name: name.to_string(), shaders, fields }
+}
+
+/// Reads the one `uniforms! { ... }` block of `path` textually: `//` comments (doc comments
+/// included) and `#[...]` lines are skipped; an entry may span lines and ends at its `}`.
+fn parse_uniforms_file(path: &Path, family: &str) -> Vec<Uniform> {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let (mut opened, mut closed) = (false, false);
+    let mut out = Vec::new();
+    let mut entry = String::new();
+    let mut entry_line = 0;
+    for (i, raw) in text.lines().enumerate() {
+        let at = format!("{}:{}", path.display(), i + 1);
+        let l = raw.split("//").next().unwrap_or("").trim();
+        if !entry.is_empty() {
+            entry.push(' ');
+            entry.push_str(l);
+            if l.contains('}') {
+                out.push(parse_uniform(&entry, family, &format!("{}:{entry_line}", path.display())));
+                entry.clear();
+            }
+            continue;
+        }
+        let attr = l.starts_with("#[") && l.ends_with(']');
+        if l.is_empty() || (attr && !closed) {
+            continue;
+        }
+        if !opened {
+            if l != "uniforms! {" {
+                panic!("{at}: expected `uniforms! {{` (only comments may come before it), found `{l}`");
+            }
+            opened = true;
+        } else if closed {
+            panic!("{at}: nothing may follow the uniforms! block, found `{l}`");
+        } else if l == "}" {
+            closed = true;
+        } else {
+            entry_line = i + 1;
+            entry.push_str(l);
+            if l.contains('}') {
+                out.push(parse_uniform(&entry, family, &at));
+                entry.clear();
+            }
+        }
+    }
+    if !entry.is_empty() || !closed {
+        panic!("{}: the uniforms! block is not closed (or missing)", path.display());
+    }
+    out
+}
+
+/// Every uniform of `src/*/uniforms.rs`, families in sorted order.
+fn read_uniforms(manifest: &Path) -> Vec<Uniform> {
+    let mut dirs: Vec<PathBuf> = fs::read_dir(manifest.join("src"))
+        .expect("read src")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    let mut all = Vec::new();
+    // Only the files are watched: cargo scans a watched directory recursively, so watching
+    // src/<family> would rerun this script (NVRTC included) on every edit there. A new
+    // family's shaders that use `Params` fail this script until its uniforms.rs exists, and a
+    // failed build script always runs again.
+    for dir in dirs {
+        let path = dir.join("uniforms.rs");
+        if path.is_file() {
+            println!("cargo:rerun-if-changed={}", path.display());
+            let family = dir.file_name().and_then(|s| s.to_str()).expect("utf-8 family dir").to_string();
+            all.extend(parse_uniforms_file(&path, &family));
+        }
+    }
+    all
+}
+
+/// The WGSL `struct Params` of `u`.
+fn params_wgsl(u: &Uniform) -> String {
+    let mut s =
+        format!("// Params: generated by build.rs from src/{}/uniforms.rs ({}).\nstruct Params {{\n", u.family, u.name);
+    for (n, t) in &u.fields {
+        let _ = writeln!(s, "    {n}: {t},");
+    }
+    s.push_str("}\n\n");
+    s
+}
+
+/// WGSL identifiers outside comments (`//` and non-nested `/* */`), in order.
+fn wgsl_idents(src: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = src;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix("//") {
+            rest = r.split_once('\n').map_or("", |(_, r)| r);
+        } else if let Some(r) = rest.strip_prefix("/*") {
+            rest = r.split_once("*/").map_or("", |(_, r)| r);
+        } else if rest.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+            out.push(&rest[..end]);
+            rest = &rest[end..];
+        } else {
+            let c = rest.chars().next().map_or(1, char::len_utf8);
+            rest = &rest[c..];
+        }
+    }
+    out
+}
+
+/// The generated `struct Params` for shader `stem` (empty when it uses none), after checking
+/// that the shader and its includes declare none by hand.
+fn params_for(path: &Path, stem: &str, text: &str, uniforms: &[Uniform]) -> String {
+    let family = stem.split('_').next().unwrap_or(stem);
+    let idents = wgsl_idents(text);
+    if idents.windows(2).any(|w| w == ["struct", "Params"]) {
+        panic!(
+            "{} (or one of its includes) writes `struct Params` by hand: declare it in src/{family}/uniforms.rs \
+             (a uniforms! entry listing \"{stem}\") and build.rs generates the WGSL struct",
+            path.display()
+        );
+    }
+    match uniforms.iter().find(|u| u.shaders.iter().any(|s| s == stem)) {
+        Some(u) => params_wgsl(u),
+        None if idents.contains(&"Params") => panic!(
+            "{} uses `Params`, but no uniform lists \"{stem}\": declare it in src/{family}/uniforms.rs",
+            path.display()
+        ),
+        None => String::new(),
+    }
+}
+
+/// Every shader a uniform lists must exist, and no shader may be listed twice.
+fn check_uniform_shaders(uniforms: &[Uniform], stems: &[String]) {
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for u in uniforms {
+        for s in &u.shaders {
+            if !stems.contains(s) {
+                panic!(
+                    "src/{}/uniforms.rs: {} lists shader \"{s}\", but there is no shaders/{s}.wgsl",
+                    u.family, u.name
+                );
+            }
+            if let Some((_, other)) = seen.iter().find(|(t, _)| t == s) {
+                panic!("src/{}/uniforms.rs: shader \"{s}\" is listed by both {other} and {}", u.family, u.name);
+            }
+            seen.push((s, &u.name));
+        }
+    }
+}
+
 fn wgsl(manifest: &Path, out: &Path, gen: &mut String) {
+    let uniforms = read_uniforms(manifest);
+    let shaders = sorted_files(&manifest.join("shaders"), "wgsl");
+    let stem_of = |p: &Path| p.file_stem().and_then(|s| s.to_str()).expect("utf-8 shader name").to_string();
+    check_uniform_shaders(&uniforms, &shaders.iter().map(|p| stem_of(p)).collect::<Vec<_>>());
     let mut entries = Vec::new();
-    for path in sorted_files(&manifest.join("shaders"), "wgsl") {
-        let stem = path.file_stem().and_then(|s| s.to_str()).expect("utf-8 shader name").to_string();
-        let text = with_includes(&path, &manifest.join("shaders/include")) + "\n" + &status_defines(true);
+    for path in shaders {
+        let stem = stem_of(&path);
+        let text = with_includes(&path, &manifest.join("shaders/include"));
+        // Appended like the includes, so naga's line numbers stay true to the shader file.
+        let params = params_for(&path, &stem, &text, &uniforms);
+        let text = text + "\n" + &params + &status_defines(true);
         let variants: Vec<(String, String)> = if text.contains("{{E}}") {
             DTYPES.iter().map(|dt| (format!("{stem}_{dt}"), expand_template(&text, dt))).collect()
         } else {

@@ -1,15 +1,6 @@
 // out[i] = src[idx[i]], one workgroup per output row. An index outside [0, src_rows) writes a
 // zero row and raises ST_INDEX_OUT_OF_RANGE in the plan's status word instead of reading out of bounds.
-struct Params {
-    rows: u32,
-    cols: u32,
-    src_rows: u32,
-    src_off: u32,
-    src_stride: u32,
-    idx_off: u32,
-    out_off: u32,
-    out_stride: u32,
-}
+// Params (binding 0) is GatherUniform in src/core/uniforms.rs; build.rs appends it.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<{{E}}>;

@@ -1,18 +1,6 @@
 // Merge two partial softmax states over disjoint key sets, one workgroup per state.
 // An empty part has lse = -inf; both empty gives o = 0, lse = -inf (never NaN).
-struct Params {
-    states: u32,
-    dim: u32,
-    o1_off: u32,
-    o1_stride: u32,
-    o2_off: u32,
-    o2_stride: u32,
-    o_off: u32,
-    o_stride: u32,
-    l1_off: u32,
-    l2_off: u32,
-    l_off: u32,
-}
+// Params (binding 0) is MergeUniform in src/core/uniforms.rs; build.rs appends it.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> o1: array<{{E}}>;

@@ -1,7 +1,5 @@
 // Empty dispatch: the bench's launch floor.
-struct Params {
-    n: u32,
-}
+// Params (binding 0) is NoopUniform in src/core/uniforms.rs; build.rs appends it.
 
 @group(0) @binding(0) var<uniform> p: Params;
 

@@ -1,15 +1,6 @@
 // y = x / sqrt(mean(x^2) + eps) * w, one workgroup per row; rows are strided views.
 // Templated over the storage dtype: `ld_*` / `stw_*` and EPW come from build.rs.
-struct Params {
-    rows: u32,
-    cols: u32,
-    x_off: u32,
-    x_stride: u32,
-    w_off: u32,
-    y_off: u32,
-    y_stride: u32,
-    eps: f32,
-}
+// Params (binding 0) is RmsNormUniform in src/core/uniforms.rs; build.rs appends it.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<{{E}}>;

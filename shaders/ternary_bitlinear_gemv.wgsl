@@ -1,21 +1,7 @@
 // Fused BitLinear for decode (M <= 8): each workgroup normalizes and quantizes the M input
 // rows for its projection into workgroup memory, then computes 16 of that projection's output
 // rows. Workgroup 0 of each projection also writes q and s out.
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    kw: u32,
-    projections: u32,
-    parts: u32,
-    x_off: u32,
-    x_stride: u32,
-    out_off: u32,
-    out_stride: u32,
-    accumulate: u32,
-    eps: f32,
-    row_groups: u32,
-}
+// Params (binding 0) is FusedUniform in src/ternary/uniforms.rs; build.rs appends it.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<{{E}}>;

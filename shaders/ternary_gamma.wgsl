@@ -1,9 +1,5 @@
 // gamma[p] = max(mean |W| over partition p, 1e-5), one workgroup per partition.
-struct Params {
-    parts: u32,
-    rows_per_part: u32,
-    k: u32,
-}
+// Params (binding 0) is GammaUniform in src/ternary/uniforms.rs; build.rs appends it.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> rowsum: array<f32>;

@@ -1,11 +1,5 @@
 // MLGRU output gate per token: o = rmsnorm(g) * w * silu(h), one workgroup per token.
-struct Params {
-    tokens: u32,
-    d: u32,
-    fcg_off: u32,
-    fcg_stride: u32,
-    eps: f32,
-}
+// Params (binding 0) is GateNormUniform in src/ternary/uniforms.rs; build.rs appends it.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> fcg: array<{{E}}>;

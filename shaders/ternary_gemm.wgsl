@@ -1,18 +1,6 @@
 // Tiled GEMM: a 16 x 16 workgroup computes a 16 (m) x 16 (n) tile, one packed word (16 k) of
 // both operands staged in workgroup memory per step. Exact i32 sums, out = acc * gamma / s.
-struct Params {
-    m: u32,
-    n: u32,
-    kw: u32,
-    projections: u32,
-    parts: u32,
-    out_off: u32,
-    out_stride: u32,
-    accumulate: u32,
-    write_acc: u32,
-    n_tiles: u32,
-    m_tiles: u32,
-}
+// Params (binding 0) is MatmulUniform in src/ternary/uniforms.rs; build.rs appends it.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<u32>;

@@ -1,16 +1,6 @@
 // GEMV for M <= 8: one workgroup per stacked output row j, 64 invocations split K, exact i32
 // sums reduced in workgroup memory. out = acc * gamma / s (+ out when accumulating).
-struct Params {
-    m: u32,
-    n: u32,
-    kw: u32,
-    projections: u32,
-    parts: u32,
-    out_off: u32,
-    out_stride: u32,
-    accumulate: u32,
-    write_acc: u32,
-}
+// Params (binding 0) is MatmulUniform in src/ternary/uniforms.rs; build.rs appends it.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<u32>;

@@ -2,15 +2,7 @@
 // o = rmsnorm(g) * w * silu(h). A slot id outside the pool, or one that another row of the
 // step also names, zeroes the row, leaves the slot alone and raises its status bit: rows that
 // share a slot are all skipped, so no two workgroups ever write one slot.
-struct Params {
-    batch: u32,
-    d: u32,
-    slots: u32,
-    fcg_off: u32,
-    fcg_stride: u32,
-    has_lb: u32,
-    eps: f32,
-}
+// Params (binding 0) is StepUniform in src/ternary/uniforms.rs; build.rs appends it.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> fcg: array<{{E}}>;

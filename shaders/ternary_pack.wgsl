@@ -1,9 +1,5 @@
 // Pack padded i8 rows (four to a u32) of {-1, 0, 1}; out-of-range values clamp and raise ST_VALUE_OUT_OF_RANGE.
-struct Params {
-    n: u32,
-    k: u32,
-    kw: u32,
-}
+// Params (binding 0) is PackUniform in src/ternary/uniforms.rs; build.rs appends it.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> t: array<u32>;

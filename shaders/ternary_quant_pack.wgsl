@@ -1,10 +1,5 @@
 // One invocation per packed word: t = clamp(round(w / gamma), -1, 1), code t + 1, padding code 1.
-struct Params {
-    n: u32,
-    k: u32,
-    kw: u32,
-    rows_per_part: u32,
-}
+// Params (binding 0) is QuantPackUniform in src/ternary/uniforms.rs; build.rs appends it.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> w: array<{{E}}>;

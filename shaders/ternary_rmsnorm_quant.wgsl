@@ -1,15 +1,6 @@
 // RMSNorm then per-row absmax int8 quantization, one workgroup per (row, projection).
 // q rows are padded to kp (a multiple of 16) with zeros, four i8 to a u32.
-struct Params {
-    m: u32,
-    k: u32,
-    kp: u32,
-    projections: u32,
-    x_off: u32,
-    x_stride: u32,
-    eps: f32,
-    glu: u32,
-}
+// Params (binding 0) is QuantUniform in src/ternary/uniforms.rs; build.rs appends it.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<{{E}}>;

@@ -1,8 +1,5 @@
 // rowsum[r] = sum_k |w[r, k]|, one workgroup per row; a non-finite weight raises ST_VALUE_OUT_OF_RANGE.
-struct Params {
-    n: u32,
-    k: u32,
-}
+// Params (binding 0) is RowAbsSumUniform in src/ternary/uniforms.rs; build.rs appends it.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> w: array<{{E}}>;

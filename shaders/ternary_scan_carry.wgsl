@@ -2,16 +2,7 @@
 // summary slot becomes its incoming state and the pool slot gets the final state. A sequence
 // whose slot is outside the pool or named by another sequence runs from zero and leaves the
 // pool alone.
-struct Params {
-    d: u32,
-    tokens: u32,
-    max_len: u32,
-    chunks: u32,
-    seqs: u32,
-    slots: u32,
-    a_off: u32,
-    h_off: u32,
-}
+// Params (binding 0) is CarryUniform in src/ternary/uniforms.rs; build.rs appends it.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> cu: array<i32>;

@@ -1,9 +1,5 @@
 // Unpack to padded i8 rows (four to a u32); code 3 reads as 0 and raises ST_BAD_TERNARY_CODE.
-struct Params {
-    n: u32,
-    k: u32,
-    kw: u32,
-}
+// Params (binding 0) is PackUniform in src/ternary/uniforms.rs; build.rs appends it.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> packed: array<u32>;

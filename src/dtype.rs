@@ -48,6 +48,17 @@ impl DType {
         matches!(self, DType::F32 | DType::F16 | DType::BF16)
     }
 
+    /// f64 values rounded to this float storage type and widened back, as a device stores an
+    /// intermediate (round to nearest even); other dtypes leave them alone.
+    pub fn round_f64(self, v: &[f64]) -> Vec<f64> {
+        match self {
+            DType::F32 => v.iter().map(|&x| f64::from(x as f32)).collect(),
+            DType::F16 => v.iter().map(|&x| f16::from_f64(x).to_f64()).collect(),
+            DType::BF16 => v.iter().map(|&x| bf16::from_f64(x).to_f64()).collect(),
+            _ => v.to_vec(),
+        }
+    }
+
     /// Bytes a 16-bit or 8-bit tensor of `n` elements takes in a wgpu buffer (whole u32 words).
     pub fn padded_bytes(self, n: usize) -> usize {
         (n * self.size()).div_ceil(4) * 4
@@ -95,4 +106,32 @@ impl Float for bf16 {
     fn from_f32(v: f32) -> Self {
         bf16::from_f32(v)
     }
+}
+
+/// `dtype` if it is a float storage type, else the error every plan gives.
+pub(crate) fn float_dtype(dtype: DType) -> crate::error::Result<DType> {
+    if dtype.is_float() {
+        Ok(dtype)
+    } else {
+        Err(crate::error::Error::DType(format!("{dtype} is not a float storage type (f32, f16, bf16)")))
+    }
+}
+
+/// Buffers of `T` for a plan of dtype `want`.
+pub(crate) fn same_dtype<T: Float>(want: DType) -> crate::error::Result<()> {
+    if T::DTYPE == want {
+        Ok(())
+    } else {
+        Err(crate::error::Error::DType(format!("plan is {want}, buffers are {}", T::DTYPE)))
+    }
+}
+
+/// Host values widened to f64 (the oracles' precision).
+pub(crate) fn to_f64<T: Float>(v: &[T]) -> Vec<f64> {
+    v.iter().map(|x| f64::from(x.to_f32())).collect()
+}
+
+/// f64 results rounded to the storage type (through f32, as the devices round).
+pub(crate) fn from_f64<T: Float>(v: &[f64]) -> Vec<T> {
+    v.iter().map(|&x| T::from_f32(x as f32)).collect()
 }

@@ -10,8 +10,27 @@
 //! launch without allocating device memory or synchronizing. Families: [`core`] (shared
 //! building blocks), [`ternary`] (MatMul-free layers).
 //!
-//! The [`harness`] holds the registry that the `mllm-kernels` tool (`verify`, `bench`, `check`)
-//! and the tests run.
+//! [`registry`] lists every kernel (the one place that names the families); the [`harness`]
+//! runs such a list for the `mllm-kernels` tool (`verify`, `bench`, `check`) and the tests.
+
+/// Declares the uniform blocks that WGSL shaders read as `Params` (binding 0): one
+/// `#[repr(C)]`, `Pod` struct per entry. `build.rs` reads the same invocation in
+/// `src/<family>/uniforms.rs` and emits the matching WGSL `struct Params` for every shader
+/// listed after `for`, so the Rust and WGSL layouts come from one source. Fields are `u32`,
+/// `i32` or `f32` (four bytes each, so no padding).
+#[allow(unused_macros)]
+macro_rules! uniforms {
+    ($($(#[$meta:meta])* $name:ident for [$($shader:literal),+ $(,)?] { $($field:ident: $ty:ty),+ $(,)? })*) => {
+        $(
+            $(#[$meta])*
+            #[repr(C)]
+            #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+            pub(crate) struct $name {
+                $(pub(crate) $field: $ty,)+
+            }
+        )*
+    };
+}
 
 pub mod backend;
 pub mod core;
@@ -19,6 +38,7 @@ pub mod dtype;
 pub mod error;
 pub mod harness;
 pub mod layout;
+pub mod registry;
 pub mod sources;
 pub mod ternary;
 

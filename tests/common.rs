@@ -1,6 +1,6 @@
 //! Backends for the tests, and the family-wide oracle loop.
 
-use mllm_kernels::harness::{fresh_seed, registry, verify_case};
+use mllm_kernels::harness::{fresh_seed, verify_case};
 use mllm_kernels::{Backend, BackendKind};
 
 pub fn in_ci() -> bool {
@@ -33,7 +33,7 @@ pub fn verify_family(family: &str, backend: &Backend) {
     eprintln!("{family} on {}: seed {seed}", backend.describe());
     let mut failures = Vec::new();
     let mut n = 0;
-    for k in registry().into_iter().filter(|k| k.family() == family) {
+    for k in mllm_kernels::registry::kernels().into_iter().filter(|k| k.family() == family) {
         for (i, case) in k.cases().iter().enumerate() {
             let r = verify_case(k, backend, case, seed.wrapping_add(i as u64));
             n += 1;

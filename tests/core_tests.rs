@@ -206,8 +206,8 @@ fn bad_buffers_are_errors_on_cuda() {
 /// bit, NaNs staying NaN: the WGSL conversions are written by hand, so all 65536 are checked.
 #[test]
 fn every_16_bit_pattern_round_trips_on_gpu_backends() {
-    use mllm_kernels::harness::{execute, registry, HostTensor, TensorMap};
-    let k = registry().into_iter().find(|k| k.id() == "core.gather_rows").unwrap();
+    use mllm_kernels::harness::{execute, HostTensor, TensorMap};
+    let k = mllm_kernels::registry::kernels().into_iter().find(|k| k.id() == "core.gather_rows").unwrap();
     for b in crate::common::backends().into_iter().filter(|b| b.kind() != BackendKind::Cpu) {
         for dtype in [DType::F16, DType::BF16] {
             let params = serde_json::json!({"rows": 256, "src_rows": 256, "cols": 256, "dtype": dtype});

@@ -1,8 +1,8 @@
 //! The harness itself: a comparison that cannot fail would make every other test worthless.
 
 use mllm_kernels::harness::{
-    check, compare, execute, proof, registry, verify_case, Case, Cost, DevMap, Expected, HostTensor, Kernel, Launch,
-    Rng, TensorMap,
+    check, compare, execute, proof, verify_case, Case, Cost, DevMap, Expected, HostTensor, Kernel, Launch, Rng,
+    TensorMap,
 };
 use mllm_kernels::{Backend, BackendKind, DType, Result, Status};
 use serde_json::Value;
@@ -75,7 +75,10 @@ impl Kernel for NoLaunch {
 
 impl NoLaunch {
     fn inner(&self) -> &'static dyn Kernel {
-        registry().into_iter().find(|k| k.id() == "core.rmsnorm").expect("core.rmsnorm is registered")
+        mllm_kernels::registry::kernels()
+            .into_iter()
+            .find(|k| k.id() == "core.rmsnorm")
+            .expect("core.rmsnorm is registered")
     }
 }
 
@@ -91,7 +94,7 @@ fn verify_fails_a_kernel_that_writes_nothing() {
 
 #[test]
 fn check_files_round_trip_on_every_backend() {
-    let k = registry().into_iter().find(|k| k.id() == "core.merge_states").unwrap();
+    let k = mllm_kernels::registry::kernels().into_iter().find(|k| k.id() == "core.merge_states").unwrap();
     let case = k.cases().into_iter().find(|c| c.dtype == DType::BF16 && c.label.contains("strided")).unwrap();
     let inputs = k.inputs(&case.params, &mut Rng::new(3)).unwrap();
     let (outs, _) = execute(k, &Backend::Cpu, &case.params, &inputs).unwrap();
@@ -100,7 +103,7 @@ fn check_files_round_trip_on_every_backend() {
     assert_eq!(file.kernel, "core.merge_states");
     assert_eq!(file.inputs, inputs);
     for b in backends() {
-        let cmps = check::run_check(&file, &b).unwrap();
+        let cmps = check::run_check(&mllm_kernels::registry::kernels(), &file, &b).unwrap();
         assert_eq!(cmps.len(), 2);
         assert!(cmps.iter().all(|c| c.ok), "{}: {cmps:?}", b.describe());
     }
@@ -109,7 +112,7 @@ fn check_files_round_trip_on_every_backend() {
     let o = bad.get_mut("lse").unwrap();
     o.bytes[4..8].copy_from_slice(&1.5f32.to_le_bytes());
     let file = check::parse_file(&check::write_file(&k.id(), &case.params, &inputs, &bad).unwrap()).unwrap();
-    let cmps = check::run_check(&file, &Backend::Cpu).unwrap();
+    let cmps = check::run_check(&mllm_kernels::registry::kernels(), &file, &Backend::Cpu).unwrap();
     assert!(cmps.iter().any(|c| !c.ok));
     assert!(check::parse_file(b"not a safetensors file").is_err());
 }
@@ -118,7 +121,7 @@ fn check_files_round_trip_on_every_backend() {
 fn gpu_verified_table_parses() {
     let t = "| core | 0123456789abcdef | abc1234 | 2026-11-26 | H100 |\n| family | source hash | x | y | z |\n";
     assert_eq!(proof::proven_hashes(t), vec![("core".to_string(), "0123456789abcdef".to_string())]);
-    let (unproven, total, _) = proof::unproven();
+    let (unproven, total, _) = proof::unproven(&mllm_kernels::registry::kernels());
     assert!(unproven <= total && total >= 3);
 }
 

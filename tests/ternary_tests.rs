@@ -1,7 +1,7 @@
 //! Ternary family: oracle agreement on every backend, BitLinear semantics against a dense
 //! matmul, the chunked scan against T device steps, packed sizes, and bad input.
 
-use mllm_kernels::harness::{execute, fresh_seed, registry, HostTensor, Kernel, Rng, TensorMap};
+use mllm_kernels::harness::{execute, fresh_seed, HostTensor, Kernel, Rng, TensorMap};
 use mllm_kernels::ternary::{
     oracle, padded_k, MlgruScanParams, Pack, PackParams, QuantizeWeights, QuantizeWeightsParams, TernaryMatmul,
     TernaryMatmulParams,
@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::common::{backend, backends, verify_family};
 
 fn kernel(id: &str) -> &'static dyn Kernel {
-    registry().into_iter().find(|k| k.id() == id).expect("registered")
+    mllm_kernels::registry::kernels().into_iter().find(|k| k.id() == id).expect("registered")
 }
 
 #[test]

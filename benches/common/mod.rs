@@ -3,7 +3,6 @@
 
 use criterion::Criterion;
 use mllm_kernels::harness::bench::Prepared;
-use mllm_kernels::harness::registry;
 use mllm_kernels::{Backend, BackendKind};
 
 pub fn family(c: &mut Criterion, family: &str) {
@@ -23,7 +22,7 @@ pub fn family(c: &mut Criterion, family: &str) {
                 continue;
             }
         }
-        for k in registry().into_iter().filter(|k| k.family() == family) {
+        for k in mllm_kernels::registry::kernels().into_iter().filter(|k| k.family() == family) {
             for case in k.bench_cases() {
                 let name = format!("{}/{}/{}/{}", k.id(), kind.name(), case.dtype, case.label);
                 match Prepared::new(k, &backend, &case) {

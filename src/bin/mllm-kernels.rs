@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use mllm_kernels::harness::{bench, check, families, fresh_seed, proof, registry, verify, CaseReport};
+use mllm_kernels::harness::{bench, check, fresh_seed, proof, verify, CaseReport};
+use mllm_kernels::registry::{families, kernels};
 use mllm_kernels::{devices, Backend, BackendKind};
 
 const USAGE: &str = "\
@@ -129,7 +130,7 @@ fn cmd_verify(o: &Opts) -> ExitCode {
     let mut cuda_rows = Vec::new();
     for b in &bks {
         println!("-- {}: {}", b.kind().name(), b.describe());
-        for r in verify(b, o.family.as_deref(), seed) {
+        for r in verify(&kernels(), b, o.family.as_deref(), seed) {
             print_row(&r);
             if b.kind() == BackendKind::Cuda {
                 cuda_rows.push((r.kernel.clone(), r.ok));
@@ -141,7 +142,7 @@ fn cmd_verify(o: &Opts) -> ExitCode {
             }
         }
     }
-    let (unproven, total, fams) = proof::unproven();
+    let (unproven, total, fams) = proof::unproven(&kernels());
     println!(
         "{unproven} of {total} registered CUDA kernels are unproven on a GPU (families changed since GPU_VERIFIED.md: {})",
         if fams.is_empty() { "none".to_string() } else { fams.join(", ") }
@@ -203,7 +204,7 @@ fn cmd_bench(o: &Opts) -> ExitCode {
     let mut all = Vec::new();
     let mut failed = false;
     for b in &bks {
-        match bench::bench(b, o.family.as_deref(), o.iters.max(1)) {
+        match bench::bench(&kernels(), b, o.family.as_deref(), o.iters.max(1)) {
             Err(e) => {
                 eprintln!("{}: {e}", b.kind().name());
                 failed = true;
@@ -291,7 +292,7 @@ fn cmd_check(o: &Opts) -> ExitCode {
     println!("{} with params {}", file.kernel, file.params);
     let (mut pass, mut fail) = (0, 0);
     for b in &bks {
-        match check::run_check(&file, b) {
+        match check::run_check(&kernels(), &file, b) {
             Err(e) => {
                 println!("{:5} ERROR {e}", b.kind().name());
                 fail += 1;
@@ -346,7 +347,7 @@ fn main() -> ExitCode {
         "bench" => cmd_bench(&o),
         "check" => cmd_check(&o),
         "list" => {
-            for k in registry() {
+            for k in kernels() {
                 println!("{}", k.id());
             }
             ExitCode::SUCCESS

@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, PushKernelArg};
 
-use super::{same_dtype, GatherRows, MergeStates, RmsNorm};
-use crate::backend::cuda::{cuda_err, grid_1d, CudaBackend};
+use super::{GatherRows, MergeStates, RmsNorm};
+use crate::backend::cuda::{cuda_err, grid_1d, CudaBackend, CudaFloat};
+use crate::backend::Status;
+use crate::dtype::same_dtype;
 use crate::error::{Error, Result};
-use crate::CudaFloat;
 
 const THREADS: u32 = 256;
 
@@ -82,11 +83,11 @@ impl GatherRows {
         src: &impl DevicePtr<T>,
         idx: &impl DevicePtr<i32>,
         out: &mut impl DevicePtrMut<T>,
-        status: &mut crate::Status,
+        status: &mut Status,
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
         self.check_lens(src.len(), idx.len(), out.len())?;
-        let crate::Status::Cuda(st) = status else {
+        let Status::Cuda(st) = status else {
             return Err(Error::InvalidParams("gather_rows: the status word is not a CUDA one".into()));
         };
         let f = cuda.function("core", &format!("core_gather_rows_{}", T::DTYPE))?;

@@ -11,37 +11,15 @@ mod cuda;
 pub mod oracle;
 pub(crate) mod registry;
 #[cfg(feature = "wgpu")]
+pub(crate) mod uniforms;
+#[cfg(feature = "wgpu")]
 mod wgpu;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dtype::{DType, Float};
+use crate::dtype::{float_dtype, from_f64, same_dtype, to_f64, DType, Float};
 use crate::error::{ensure_len, invalid, Error, Result};
 use crate::layout::Rows;
-
-fn float_dtype(dtype: DType) -> Result<DType> {
-    if dtype.is_float() {
-        Ok(dtype)
-    } else {
-        Err(Error::DType(format!("{dtype} is not a float storage type (f32, f16, bf16)")))
-    }
-}
-
-pub(crate) fn same_dtype<T: Float>(want: DType) -> Result<()> {
-    if T::DTYPE == want {
-        Ok(())
-    } else {
-        Err(Error::DType(format!("plan is {want}, buffers are {}", T::DTYPE)))
-    }
-}
-
-fn to_f64<T: Float>(v: &[T]) -> Vec<f64> {
-    v.iter().map(|x| f64::from(x.to_f32())).collect()
-}
-
-fn from_f64<T: Float>(v: &[f64]) -> Vec<T> {
-    v.iter().map(|&x| T::from_f32(x as f32)).collect()
-}
 
 fn default_eps() -> f32 {
     1e-6
@@ -240,14 +218,20 @@ impl GatherRows {
     }
 
     /// The oracle on host slices; a bad index raises the status bit as the kernels do.
-    pub fn run_cpu<T: Float>(&self, src: &[T], idx: &[i32], out: &mut [T], status: &crate::Status) -> Result<()> {
+    pub fn run_cpu<T: Float>(
+        &self,
+        src: &[T],
+        idx: &[i32],
+        out: &mut [T],
+        status: &crate::backend::Status,
+    ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
         self.check_lens(src.len(), idx.len(), out.len())?;
         let p = &self.params;
         let (o, bad) = oracle::gather_rows(&to_f64(&self.src.gather(src)), &idx[..p.rows], p.src_rows, p.cols);
         self.out.scatter(&from_f64::<T>(&o), out);
         if bad {
-            status.raise(crate::StatusBits::INDEX_OUT_OF_RANGE)?;
+            status.raise(crate::backend::StatusBits::INDEX_OUT_OF_RANGE)?;
         }
         Ok(())
     }

@@ -1,24 +1,10 @@
 //! wgpu dispatches for the core kernels (`shaders/core_*.wgsl`).
 
-use bytemuck::{Pod, Zeroable};
-
+use super::uniforms::{GatherUniform, MergeUniform, RmsNormUniform};
 use super::{GatherRows, MergeStates, RmsNorm};
 use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct RmsNormUniform {
-    rows: u32,
-    cols: u32,
-    x_off: u32,
-    x_stride: u32,
-    w_off: u32,
-    y_off: u32,
-    y_stride: u32,
-    eps: f32,
-}
 
 impl RmsNorm {
     /// Records the kernel into `enc`; nothing is submitted.
@@ -50,22 +36,6 @@ impl RmsNorm {
             groups,
         )
     }
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct MergeUniform {
-    states: u32,
-    dim: u32,
-    o1_off: u32,
-    o1_stride: u32,
-    o2_off: u32,
-    o2_stride: u32,
-    o_off: u32,
-    o_stride: u32,
-    l1_off: u32,
-    l2_off: u32,
-    l_off: u32,
 }
 
 impl MergeStates {
@@ -107,19 +77,6 @@ impl MergeStates {
             groups_u32(p.states)?,
         )
     }
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct GatherUniform {
-    rows: u32,
-    cols: u32,
-    src_rows: u32,
-    src_off: u32,
-    src_stride: u32,
-    idx_off: u32,
-    out_off: u32,
-    out_stride: u32,
 }
 
 impl GatherRows {

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{launch_once, registry, Case, DevMap, DevTensor, HostTensor, Kernel, Launch, Rng};
+use super::{launch_once, Case, DevMap, DevTensor, HostTensor, Kernel, Launch, Rng};
 use crate::backend::{Backend, Status};
 use crate::error::{Error, Result};
 
@@ -206,7 +206,7 @@ pub fn ceilings(backend: &Backend) -> Result<Ceilings> {
             })?;
             let floor = time_loop(backend, 50, |l, _| {
                 let enc = l.encoder()?;
-                w.dispatch(enc, "core_noop", &0u32.to_le_bytes(), &[], 1)
+                w.dispatch(enc, "core_noop", bytemuck::bytes_of(&crate::core::uniforms::NoopUniform { n: 0 }), &[], 1)
             })?;
             Ok(Ceilings {
                 device,
@@ -289,11 +289,16 @@ fn bench_inner(
     Ok(())
 }
 
-/// Every bench case of every kernel (of `family`, if given).
-pub fn bench(backend: &Backend, family: Option<&str>, iters: usize) -> Result<(Ceilings, Vec<BenchRow>)> {
+/// Every bench case of every kernel in `kernels` (of `family`, if given).
+pub fn bench(
+    kernels: &[&'static dyn Kernel],
+    backend: &Backend,
+    family: Option<&str>,
+    iters: usize,
+) -> Result<(Ceilings, Vec<BenchRow>)> {
     let ceil = ceilings(backend)?;
     let mut rows = Vec::new();
-    for k in registry() {
+    for &k in kernels {
         if family.is_some_and(|f| f != k.family()) {
             continue;
         }

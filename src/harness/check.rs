@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use safetensors::{Dtype as StDtype, SafeTensors};
 
-use super::{compare, execute, registry, Comparison, HostTensor, TensorMap};
+use super::{compare, execute, Comparison, HostTensor, Kernel, TensorMap};
 use crate::backend::Backend;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -75,7 +75,7 @@ pub fn parse_file(bytes: &[u8]) -> Result<CheckFile> {
     Ok(CheckFile { kernel, params, inputs, expected, rtol, atol })
 }
 
-/// Writes a check file (used by tests and by `verify --dump`).
+/// Writes a check file: inputs, expected outputs and metadata (the tests write their own).
 pub fn write_file(
     kernel: &str,
     params: &serde_json::Value,
@@ -96,10 +96,9 @@ pub fn write_file(
     safetensors::serialize(views, Some(md)).map_err(|e| Error::Io(format!("serialize: {e}")))
 }
 
-/// Runs the file's kernel on `backend` and compares every expected output.
-pub fn run_check(file: &CheckFile, backend: &Backend) -> Result<Vec<Comparison>> {
-    let reg = registry();
-    let kernel = reg
+/// Runs the file's kernel (found in `kernels`) on `backend` and compares every expected output.
+pub fn run_check(kernels: &[&'static dyn Kernel], file: &CheckFile, backend: &Backend) -> Result<Vec<Comparison>> {
+    let kernel = kernels
         .iter()
         .find(|k| k.id() == file.kernel)
         .ok_or_else(|| Error::InvalidParams(format!("no kernel `{}` (see `mllm-kernels verify`)", file.kernel)))?;

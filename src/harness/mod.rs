@@ -1,4 +1,5 @@
-//! The registry every family adds its kernels to, and what the tool and the tests do with it:
+//! The `Kernel` trait every registered kernel implements, and what the tool and the tests do
+//! with a list of them (`crate::registry::kernels()`; the harness itself knows no family):
 //! `verify` (random inputs from a printed seed, poisoned outputs, compare with the oracle),
 //! `bench` (fixed iterations, inputs rotated past the L2 size) and `check` (safetensors files
 //! written by another implementation).
@@ -112,17 +113,9 @@ pub trait Kernel: Sync {
     }
 }
 
-/// Every registered kernel, family by family.
-pub fn registry() -> Vec<&'static dyn Kernel> {
-    let mut v: Vec<&'static dyn Kernel> = Vec::new();
-    v.extend(crate::core::registry::kernels());
-    v.extend(crate::ternary::registry::kernels());
-    v
-}
-
-/// The families, in registry order.
-pub fn families() -> Vec<&'static str> {
-    let mut f: Vec<&'static str> = registry().iter().map(|k| k.family()).collect();
+/// The families of `kernels`, in order.
+pub fn families(kernels: &[&'static dyn Kernel]) -> Vec<&'static str> {
+    let mut f: Vec<&'static str> = kernels.iter().map(|k| k.family()).collect();
     f.dedup();
     f
 }
@@ -385,11 +378,12 @@ pub fn verify_case(kernel: &dyn Kernel, backend: &Backend, case: &Case, seed: u6
     r
 }
 
-/// Every case of every kernel (of `family`, if given) on `backend`. Seeds derive from `seed`.
-pub fn verify(backend: &Backend, family: Option<&str>, seed: u64) -> Vec<CaseReport> {
+/// Every case of every kernel in `kernels` (of `family`, if given) on `backend`. Seeds derive
+/// from `seed`.
+pub fn verify(kernels: &[&'static dyn Kernel], backend: &Backend, family: Option<&str>, seed: u64) -> Vec<CaseReport> {
     let mut out = Vec::new();
     let mut n = 0u64;
-    for k in registry() {
+    for &k in kernels {
         if family.is_some_and(|f| f != k.family()) {
             continue;
         }

@@ -3,7 +3,7 @@
 //! Each line of its table is `| family | source hash | commit | date | card |`. A family whose
 //! current source hash has no line is unproven: it has only been compiled and assembled.
 
-use super::registry;
+use super::Kernel;
 use crate::sources::{cuda_source_hash, CUDA_MODULES};
 
 /// The file as built into this binary.
@@ -20,8 +20,8 @@ pub fn proven_hashes(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `(unproven, total)` registered CUDA kernels, and the unproven families.
-pub fn unproven() -> (usize, usize, Vec<&'static str>) {
+/// `(unproven, total)` kernels of `kernels`, and the unproven CUDA families.
+pub fn unproven(kernels: &[&'static dyn Kernel]) -> (usize, usize, Vec<&'static str>) {
     let proven = proven_hashes(GPU_VERIFIED);
     let mut bad = Vec::new();
     for m in CUDA_MODULES {
@@ -30,9 +30,8 @@ pub fn unproven() -> (usize, usize, Vec<&'static str>) {
             bad.push(m.family);
         }
     }
-    let reg = registry();
-    let n = reg.iter().filter(|k| bad.contains(&k.family())).count();
-    (n, reg.len(), bad)
+    let n = kernels.iter().filter(|k| bad.contains(&k.family())).count();
+    (n, kernels.len(), bad)
 }
 
 /// The lines to add to `GPU_VERIFIED.md` for families that all passed on `card`.

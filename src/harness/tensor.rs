@@ -20,10 +20,6 @@ pub struct HostTensor {
 pub type TensorMap = BTreeMap<String, HostTensor>;
 
 impl HostTensor {
-    pub fn numel(&self) -> usize {
-        self.shape.iter().product()
-    }
-
     /// Values rounded to `dtype` (round to nearest even for f16/bf16; integers saturate).
     pub fn from_f64(dtype: DType, shape: &[usize], v: &[f64]) -> HostTensor {
         let bytes: Vec<u8> = match dtype {

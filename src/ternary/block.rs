@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{oracle, padded_k};
+use super::padded_k;
 use crate::backend::Status;
 use crate::dtype::DType;
 use crate::error::{invalid, Error, Result};
@@ -43,31 +43,6 @@ fn launch_as(
         }
     }
     r
-}
-
-fn rounded(dtype: DType, v: &[f64]) -> Vec<f64> {
-    crate::harness::HostTensor::from_f64(dtype, &[v.len()], v).to_f64()
-}
-
-/// Oracle of one BitLinear on dense f64 rows (q rounded half to even in f64), result rounded
-/// to `dtype` like the device's output.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn bitlinear_oracle(
-    x: &[f64],
-    m: usize,
-    k: usize,
-    n: usize,
-    norm_w: &[f64],
-    packed: &[u32],
-    gamma: &[f64],
-    eps: f64,
-) -> Vec<f64> {
-    let (q, s, _) = oracle::rmsnorm_quant(x, norm_w, m, k, eps);
-    let (t, _) = oracle::unpack(packed, n, k);
-    let acc = oracle::accumulate(&q, &t, m, n, k);
-    let rows = n / gamma.len();
-    let g: Vec<f64> = (0..n).map(|j| gamma[j / rows]).collect();
-    oracle::dequantize(&acc, &g, &s, m, n)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -165,25 +140,6 @@ impl GluMlp {
             ("q2", DType::I8, p.m * padded_k(p.inner)),
             ("s2", DType::F32, p.m),
         ]
-    }
-
-    /// The f64 oracle (intermediates rounded to the dtype as the device stores them).
-    #[allow(clippy::too_many_arguments)]
-    pub fn oracle(
-        &self,
-        x: &[f64],
-        up_norm: &[f64],
-        up_packed: &[u32],
-        up_gamma: &[f64],
-        down_norm: &[f64],
-        down_packed: &[u32],
-        down_gamma: &[f64],
-    ) -> Vec<f64> {
-        let p = &self.params;
-        let eps = f64::from(p.bitlinear_eps);
-        let gu = rounded(p.dtype, &bitlinear_oracle(x, p.m, p.d, 2 * p.inner, up_norm, up_packed, up_gamma, eps));
-        let h = oracle::glu(&gu, p.m, p.inner);
-        bitlinear_oracle(&h, p.m, p.inner, p.d, down_norm, down_packed, down_gamma, eps)
     }
 }
 

@@ -6,9 +6,9 @@ use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKern
 
 use super::{words_per_row, BitLinear, MlgruScan, MlgruStep, Pack, QuantizeWeights, RmsNormQuant, TernaryMatmul};
 use crate::backend::cuda::{cuda_err, grid_1d, CudaBackend, CudaFloat};
-use crate::core::same_dtype;
+use crate::backend::Status;
+use crate::dtype::same_dtype;
 use crate::error::{ensure_len, Error, Result};
-use crate::Status;
 
 /// Largest dynamic shared memory the fused BitLinear asks for: under the 48 KiB that needs no
 /// opt-in, with room for the kernel's static shared memory (reduction scratch, scales).

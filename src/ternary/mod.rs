@@ -17,27 +17,18 @@ mod cuda;
 pub mod oracle;
 pub(crate) mod registry;
 #[cfg(feature = "wgpu")]
+pub(crate) mod uniforms;
+#[cfg(feature = "wgpu")]
 mod wgpu;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dtype::{DType, Float};
+use crate::backend::{Status, StatusBits};
+use crate::dtype::{float_dtype, same_dtype, to_f64, DType, Float};
 use crate::error::{ensure_len, invalid, Error, Result};
 use crate::layout::Rows;
 
 pub use oracle::{padded_k, words_per_row};
-
-fn float_dtype(dtype: DType) -> Result<()> {
-    if dtype.is_float() {
-        Ok(())
-    } else {
-        Err(Error::DType(format!("{dtype} is not a float storage type (f32, f16, bf16)")))
-    }
-}
-
-fn to_f64<T: Float>(v: &[T]) -> Vec<f64> {
-    v.iter().map(|x| f64::from(x.to_f32())).collect()
-}
 
 fn nonzero(what: &str, v: usize) -> Result<()> {
     if v == 0 {
@@ -124,7 +115,7 @@ impl QuantizeWeights {
     }
 
     pub fn run_cpu<T: Float>(&self, w: &[T], packed: &mut [u32], gamma: &mut [f32]) -> Result<()> {
-        crate::core::same_dtype::<T>(self.params.dtype)?;
+        same_dtype::<T>(self.params.dtype)?;
         let p = &self.params;
         ensure_len("quantize_weights w", p.n * p.k, w.len())?;
         ensure_len("quantize_weights packed", self.packed_len(), packed.len())?;
@@ -170,25 +161,25 @@ impl Pack {
     }
 
     /// Values outside {-1, 0, 1} are clamped and raise `StatusBits::VALUE_OUT_OF_RANGE`.
-    pub fn run_cpu(&self, t: &[i8], packed: &mut [u32], status: &crate::Status) -> Result<()> {
+    pub fn run_cpu(&self, t: &[i8], packed: &mut [u32], status: &Status) -> Result<()> {
         ensure_len("pack t", self.values_len(), t.len())?;
         ensure_len("pack packed", self.packed_len(), packed.len())?;
         let (n, k, kp) = (self.params.n, self.params.k, padded_k(self.params.k));
         if (0..n).any(|r| t[r * kp..r * kp + k].iter().any(|v| !(-1..=1).contains(v))) {
-            status.raise(crate::StatusBits::VALUE_OUT_OF_RANGE)?;
+            status.raise(StatusBits::VALUE_OUT_OF_RANGE)?;
         }
         packed[..self.packed_len()].copy_from_slice(&oracle::pack(t, n, k));
         Ok(())
     }
 
     /// Unpacks to padded i8 rows; code 3 reads as 0 and raises `StatusBits::BAD_TERNARY_CODE`.
-    pub fn unpack_cpu(&self, packed: &[u32], t: &mut [i8], status: &crate::Status) -> Result<()> {
+    pub fn unpack_cpu(&self, packed: &[u32], t: &mut [i8], status: &Status) -> Result<()> {
         ensure_len("unpack packed", self.packed_len(), packed.len())?;
         ensure_len("unpack t", self.values_len(), t.len())?;
         let (v, bad) = oracle::unpack(packed, self.params.n, self.params.k);
         t[..v.len()].copy_from_slice(&v);
         if bad {
-            status.raise(crate::StatusBits::BAD_TERNARY_CODE)?;
+            status.raise(StatusBits::BAD_TERNARY_CODE)?;
         }
         Ok(())
     }
@@ -272,7 +263,7 @@ impl RmsNormQuant {
     }
 
     pub fn run_cpu<T: Float>(&self, x: &[T], w: &[T], q: &mut [i8], s: &mut [f32]) -> Result<()> {
-        crate::core::same_dtype::<T>(self.params.dtype)?;
+        same_dtype::<T>(self.params.dtype)?;
         let p = &self.params;
         ensure_len("rmsnorm_quant x", self.x.span(), x.len())?;
         ensure_len("rmsnorm_quant w", p.projections * p.k, w.len())?;
@@ -424,7 +415,7 @@ impl TernaryMatmul {
         out: &mut [T],
         acc_out: Option<&mut [i32]>,
     ) -> Result<()> {
-        crate::core::same_dtype::<T>(self.params.dtype)?;
+        same_dtype::<T>(self.params.dtype)?;
         self.check_lens(q.len(), s.len(), packed.len(), gamma.len(), out.len())?;
         let acc = self.accumulate_cpu(q, packed);
         let mut vals = self.dequantize_cpu(&acc, s, gamma);
@@ -543,9 +534,9 @@ impl BitLinear {
 /// the result never depends on which row a GPU would have run last.
 pub(crate) fn slot_of(slot_ids: &[i32], b: usize, slots: usize) -> std::result::Result<usize, u32> {
     let id = slot_ids[b];
-    let slot = usize::try_from(id).ok().filter(|&s| s < slots).ok_or(crate::StatusBits::SLOT_OUT_OF_RANGE)?;
+    let slot = usize::try_from(id).ok().filter(|&s| s < slots).ok_or(StatusBits::SLOT_OUT_OF_RANGE)?;
     if slot_ids.iter().enumerate().any(|(j, &o)| j != b && o == id) {
-        return Err(crate::StatusBits::SLOT_REPEATED);
+        return Err(StatusBits::SLOT_REPEATED);
     }
     Ok(slot)
 }
@@ -607,9 +598,9 @@ impl MlgruStep {
         lb: Option<&[f32]>,
         w: &[T],
         o: &mut [T],
-        status: &crate::Status,
+        status: &Status,
     ) -> Result<()> {
-        crate::core::same_dtype::<T>(self.params.dtype)?;
+        same_dtype::<T>(self.params.dtype)?;
         let p = &self.params;
         ensure_len("mlgru fcg", self.fcg.span(), fcg.len())?;
         ensure_len("mlgru state", p.slots * p.d, state.len())?;
@@ -746,14 +737,14 @@ impl MlgruScan {
         lb: Option<&[f32]>,
         w: &[T],
         o: &mut [T],
-        status: &crate::Status,
+        status: &Status,
     ) -> Result<()> {
         let p = &self.params;
         ensure_len("mlgru_scan fcg", self.fcg.span(), fcg.len())?;
         ensure_len("mlgru_scan o", p.tokens * p.d, o.len())?;
         ensure_len("mlgru_scan slot_ids", p.seqs, slot_ids.len())?;
         if self.validate_cu_seqlens(cu).is_err() {
-            status.raise(crate::StatusBits::INDEX_OUT_OF_RANGE)?;
+            status.raise(StatusBits::INDEX_OUT_OF_RANGE)?;
             return Ok(());
         }
         let step = MlgruStep::new(MlgruParams {

@@ -150,3 +150,108 @@ pub fn glu(gu: &[f64], m: usize, inner: usize) -> Vec<f64> {
     }
     h
 }
+
+/// One BitLinear's weights as the oracle reads them: the norm weight, packed ternary rows and
+/// one gamma per partition (equal blocks of output rows).
+pub struct BitLinearWeights<'a> {
+    pub norm: &'a [f64],
+    pub packed: &'a [u32],
+    pub gamma: &'a [f64],
+}
+
+/// BitLinear on dense rows `x [m, k]` to `[m, n]`: RMSNorm + absmax int8 quantization (q rounded
+/// half to even in f64), the exact ternary product, scaled by `gamma / s`.
+pub fn bitlinear(x: &[f64], m: usize, k: usize, n: usize, w: &BitLinearWeights, eps: f64) -> Vec<f64> {
+    let (q, s, _) = rmsnorm_quant(x, w.norm, m, k, eps);
+    let (t, _) = unpack(w.packed, n, k);
+    let acc = accumulate(&q, &t, m, n, k);
+    let rows = n / w.gamma.len();
+    let g: Vec<f64> = (0..n).map(|j| w.gamma[j / rows]).collect();
+    dequantize(&acc, &g, &s, m, n)
+}
+
+/// The GLU channel mixer: `y = down(silu(g) * u)` with `[g, u] = up(x)`, both BitLinear; the
+/// intermediate is rounded to `dtype` as the device stores it.
+#[allow(clippy::too_many_arguments)]
+pub fn glu_mlp(
+    x: &[f64],
+    m: usize,
+    d: usize,
+    inner: usize,
+    up: &BitLinearWeights,
+    down: &BitLinearWeights,
+    eps: f64,
+    dtype: crate::dtype::DType,
+) -> Vec<f64> {
+    let gu = dtype.round_f64(&bitlinear(x, m, d, 2 * inner, up, eps));
+    bitlinear(&glu(&gu, m, inner), m, inner, d, down, eps)
+}
+
+/// A MatMul-free block's weights (the reference `HGRNBitBlock`): `fcg` stacks the f, c and g
+/// projections (one gamma each).
+pub struct BlockWeights<'a> {
+    pub attn_norm: &'a [f64],
+    pub fcg: BitLinearWeights<'a>,
+    pub lb: Option<&'a [f64]>,
+    pub g_norm: &'a [f64],
+    pub o: BitLinearWeights<'a>,
+    pub mlp_norm: &'a [f64],
+    pub up: BitLinearWeights<'a>,
+    pub down: BitLinearWeights<'a>,
+}
+
+/// The block's epsilons: pre-norms, gate norm, BitLinear norms (the model's are all 1e-6).
+pub struct BlockEps {
+    pub norm: f64,
+    pub gate: f64,
+    pub bitlinear: f64,
+}
+
+/// One decode step of a MatMul-free block for `m` sequences: `x += o_proj(mlgru(fcg(norm(x))))`,
+/// then `x += glu_mlp(norm(x))`, with each row's recurrent state in `state[slot_ids[r]]`
+/// (distinct slots). Intermediates are rounded to `dtype` where the device stores them.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_free_block(
+    x: &mut [f64],
+    state: &mut [f64],
+    slot_ids: &[i32],
+    m: usize,
+    d: usize,
+    inner: usize,
+    w: &BlockWeights,
+    eps: &BlockEps,
+    dtype: crate::dtype::DType,
+) {
+    let rnd = |v: &[f64]| dtype.round_f64(v);
+    let a = rnd(&crate::core::oracle::rmsnorm(x, w.attn_norm, m, d, eps.norm));
+    let kw = words_per_row(d);
+    let mut fcg = vec![0.0; m * 3 * d];
+    for pr in 0..3 {
+        let proj = BitLinearWeights {
+            norm: &w.fcg.norm[pr * d..(pr + 1) * d],
+            packed: &w.fcg.packed[pr * d * kw..(pr + 1) * d * kw],
+            gamma: &w.fcg.gamma[pr..pr + 1],
+        };
+        let part = bitlinear(&a, m, d, d, &proj, eps.bitlinear);
+        for r in 0..m {
+            fcg[r * 3 * d + pr * d..r * 3 * d + (pr + 1) * d].copy_from_slice(&part[r * d..(r + 1) * d]);
+        }
+    }
+    let fcg = rnd(&fcg);
+    let mut o = vec![0.0; m * d];
+    for r in 0..m {
+        let s = slot_ids[r] as usize;
+        let row = &fcg[r * 3 * d..(r + 1) * 3 * d];
+        let h = &mut state[s * d..(s + 1) * d];
+        let out = mlgru_step(&row[..d], &row[d..2 * d], &row[2 * d..], h, w.lb, w.g_norm, eps.gate);
+        o[r * d..(r + 1) * d].copy_from_slice(&out);
+    }
+    let y = bitlinear(&rnd(&o), m, d, d, &w.o, eps.bitlinear);
+    let sum = rnd(&x.iter().zip(&y).map(|(a, b)| a + b).collect::<Vec<_>>());
+    x.copy_from_slice(&sum);
+    let b = rnd(&crate::core::oracle::rmsnorm(x, w.mlp_norm, m, d, eps.norm));
+    let y = glu_mlp(&b, m, d, inner, &w.up, &w.down, eps.bitlinear, dtype);
+    for (xv, yv) in x.iter_mut().zip(y) {
+        *xv += yv;
+    }
+}

@@ -4,8 +4,8 @@ use serde_json::{json, Value};
 
 use super::oracle;
 use super::{
-    padded_k, words_per_row, BitLinear, GluMlp, MatmulFreeBlock, MlgruScan, MlgruStep, Pack, QuantizeWeights,
-    RmsNormQuant, TernaryMatmul,
+    padded_k, BitLinear, GluMlp, MatmulFreeBlock, MlgruScan, MlgruStep, Pack, QuantizeWeights, RmsNormQuant,
+    TernaryMatmul,
 };
 use crate::backend::{Backend, Status, StatusBits};
 use crate::dtype::DType;
@@ -99,13 +99,26 @@ fn f32_tensor(v: &[f64]) -> HostTensor {
     HostTensor::from_f64(DType::F32, &[v.len()], v)
 }
 
-/// Typed launch on every backend. `$cpu`, `$cuda`, `$wgpu` are closures over the map.
+/// Typed launch on every backend: `T` is bound to the Rust type of `$dt` for the CPU and CUDA
+/// arms. Kernels with no float tensor use the second form.
 macro_rules! on_backend {
-    ($l:expr, $dt:expr, $t:ident, cpu: |$T1:ident| $cpu:block, cuda: |$c:ident, $T2:ident| $cuda:block, wgpu: |$w:ident, $enc:ident| $wg:block) => {
+    ($l:expr, $dt:expr, cpu: |$T1:ident| $cpu:block, cuda: |$c:ident, $T2:ident| $cuda:block, wgpu: |$w:ident, $enc:ident| $wg:block) => {
         match $l.backend {
             Backend::Cpu => with_float!($dt, $T1 => $cpu),
             #[cfg(feature = "cuda")]
             Backend::Cuda($c) => with_float!($dt, $T2 => $cuda),
+            #[cfg(feature = "wgpu")]
+            Backend::Wgpu($w) => {
+                let $enc = $l.encoder()?;
+                $wg
+            }
+        }
+    };
+    ($l:expr, cpu: $cpu:block, cuda: |$c:ident| $cuda:block, wgpu: |$w:ident, $enc:ident| $wg:block) => {
+        match $l.backend {
+            Backend::Cpu => $cpu,
+            #[cfg(feature = "cuda")]
+            Backend::Cuda($c) => $cuda,
             #[cfg(feature = "wgpu")]
             Backend::Wgpu($w) => {
                 let $enc = $l.encoder()?;
@@ -216,7 +229,7 @@ impl Kernel for QuantizeKernel {
     fn launch(&self, l: &mut Launch, params: &Value, t: &mut DevMap, status: &mut Status) -> Result<()> {
         let plan = QuantizeWeights::new(parse(params)?)?;
         let dt = plan.params.dtype;
-        on_backend!(l, dt, t,
+        on_backend!(l, dt,
             cpu: |T| {
                 let w = host_vec::<T>(t, "w")?;
                 if plan.validate_weights(&w).is_err() {
@@ -299,13 +312,13 @@ impl Kernel for PackKernel {
     }
     fn launch(&self, l: &mut Launch, params: &Value, t: &mut DevMap, status: &mut Status) -> Result<()> {
         let plan = Pack::new(parse(params)?)?;
-        on_backend!(l, DType::F32, t,
-            cpu: |T| {
+        on_backend!(l,
+            cpu: {
                 let mut pk = host_vec::<u32>(t, "packed")?;
                 plan.run_cpu(&host_vec::<i8>(t, "t")?, &mut pk, status)?;
                 host_store(t, "packed", &pk)
             },
-            cuda: |c, T| {
+            cuda: |c| {
                 with_taken(t, &["packed"], |t, o| plan.run_cuda(c, c.stream(), cs::<i8>(t, "t")?, csm::<u32>(&mut o[0], "packed")?, status))
             },
             wgpu: |w, enc| { plan.run_wgpu(w, enc, wv(t, "t")?, wv(t, "packed")?, status) }
@@ -362,13 +375,13 @@ impl Kernel for UnpackKernel {
     }
     fn launch(&self, l: &mut Launch, params: &Value, t: &mut DevMap, status: &mut Status) -> Result<()> {
         let plan = Pack::new(parse(params)?)?;
-        on_backend!(l, DType::F32, t,
-            cpu: |T| {
+        on_backend!(l,
+            cpu: {
                 let mut v = host_vec::<i8>(t, "t")?;
                 plan.unpack_cpu(&host_vec::<u32>(t, "packed")?, &mut v, status)?;
                 host_store(t, "t", &v)
             },
-            cuda: |c, T| {
+            cuda: |c| {
                 with_taken(t, &["t"], |t, o| plan.unpack_cuda(c, c.stream(), cs::<u32>(t, "packed")?, csm::<i8>(&mut o[0], "t")?, status))
             },
             wgpu: |w, enc| { plan.unpack_wgpu(w, enc, wv(t, "packed")?, wv(t, "t")?, status) }
@@ -471,7 +484,7 @@ impl Kernel for RmsNormQuantKernel {
     }
     fn launch(&self, l: &mut Launch, params: &Value, t: &mut DevMap, _status: &mut Status) -> Result<()> {
         let plan = RmsNormQuant::new(parse(params)?)?;
-        on_backend!(l, plan.params.dtype, t,
+        on_backend!(l, plan.params.dtype,
             cpu: |T| {
                 let (mut q, mut s) = (host_vec::<i8>(t, "q")?, host_vec::<f32>(t, "s")?);
                 plan.run_cpu::<T>(&host_vec(t, "x")?, &host_vec(t, "norm_w")?, &mut q, &mut s)?;
@@ -601,7 +614,7 @@ impl Kernel for MatmulKernel {
     fn launch(&self, l: &mut Launch, params: &Value, t: &mut DevMap, _status: &mut Status) -> Result<()> {
         let plan = TernaryMatmul::new(parse(params)?)?;
         let wa = plan.params.write_acc;
-        on_backend!(l, plan.params.dtype, t,
+        on_backend!(l, plan.params.dtype,
             cpu: |T| {
                 let mut o = host_vec::<T>(t, "out")?;
                 let mut acc = if wa { host_vec::<i32>(t, "acc")? } else { vec![] };
@@ -722,7 +735,7 @@ impl Kernel for BitLinearKernel {
     }
     fn launch(&self, l: &mut Launch, params: &Value, t: &mut DevMap, _status: &mut Status) -> Result<()> {
         let plan = BitLinear::new(parse(params)?)?;
-        on_backend!(l, plan.params.dtype, t,
+        on_backend!(l, plan.params.dtype,
             cpu: |T| {
                 let (mut q, mut s, mut o) = (host_vec::<i8>(t, "q")?, host_vec::<f32>(t, "s")?, host_vec::<T>(t, "out")?);
                 plan.run_cpu::<T>(&host_vec(t, "x")?, &host_vec(t, "norm_w")?, &host_vec(t, "packed")?, &host_vec(t, "gamma")?, &mut q, &mut s, &mut o)?;
@@ -855,7 +868,7 @@ impl Kernel for StepKernel {
     fn launch(&self, l: &mut Launch, params: &Value, t: &mut DevMap, status: &mut Status) -> Result<()> {
         let plan = MlgruStep::new(parse(params)?)?;
         let lower = plan.params.lower_bound;
-        on_backend!(l, plan.params.dtype, t,
+        on_backend!(l, plan.params.dtype,
             cpu: |T| {
                 let (mut st, mut o) = (host_vec::<f32>(t, "state")?, host_vec::<T>(t, "o")?);
                 let lb = if lower { Some(host_vec::<f32>(t, "lb")?) } else { None };
@@ -989,7 +1002,7 @@ impl Kernel for ScanKernel {
     fn launch(&self, l: &mut Launch, params: &Value, t: &mut DevMap, status: &mut Status) -> Result<()> {
         let plan = MlgruScan::new(scan_params(params)?)?;
         let lower = plan.params.lower_bound;
-        on_backend!(l, plan.params.dtype, t,
+        on_backend!(l, plan.params.dtype,
             cpu: |T| {
                 let (mut st, mut o) = (host_vec::<f32>(t, "state")?, host_vec::<T>(t, "o")?);
                 let lb = if lower { Some(host_vec::<f32>(t, "lb")?) } else { None };
@@ -1096,14 +1109,19 @@ impl Kernel for GluKernel {
     }
     fn oracle(&self, params: &Value, i: &TensorMap) -> Result<Expected> {
         let plan = GluMlp::new(parse(params)?)?;
-        let y = plan.oracle(
-            &host(i, "x")?.to_f64(),
-            &host(i, "up_norm")?.to_f64(),
-            &host(i, "up_packed")?.to_u32(),
-            &host(i, "up_gamma")?.to_f64(),
-            &host(i, "down_norm")?.to_f64(),
-            &host(i, "down_packed")?.to_u32(),
-            &host(i, "down_gamma")?.to_f64(),
+        let p = &plan.params;
+        let f = |n: &str| -> Result<Vec<f64>> { Ok(host(i, n)?.to_f64()) };
+        let (up_norm, up_packed, up_gamma) = (f("up_norm")?, host(i, "up_packed")?.to_u32(), f("up_gamma")?);
+        let (dn_norm, dn_packed, dn_gamma) = (f("down_norm")?, host(i, "down_packed")?.to_u32(), f("down_gamma")?);
+        let y = oracle::glu_mlp(
+            &f("x")?,
+            p.m,
+            p.d,
+            p.inner,
+            &oracle::BitLinearWeights { norm: &up_norm, packed: &up_packed, gamma: &up_gamma },
+            &oracle::BitLinearWeights { norm: &dn_norm, packed: &dn_packed, gamma: &dn_gamma },
+            f64::from(p.bitlinear_eps),
+            p.dtype,
         );
         let mut e = Expected::default();
         e.outputs.insert("y".into(), y);
@@ -1144,17 +1162,23 @@ impl Kernel for BlockKernel {
         float_cases(&[
             ("2 seqs d32 inner 48", json!({"m": 2, "d": 32, "inner": 48, "slots": 3})),
             ("5 seqs d96 inner 200", json!({"m": 5, "d": 96, "inner": 200, "slots": 8})),
-            // A first token (zero state) at a high lower bound: o_proj's input has a mean square
-            // near 1e-7, where the BitLinear norm's epsilon decides the result.
-            (
-                "3 seqs d64 inner 96 first token, lb ~0.99",
-                json!({"m": 3, "d": 64, "inner": 96, "slots": 4, "near_zero": true}),
-            ),
             (
                 "2 seqs d32 inner 48 no lower bound",
                 json!({"m": 2, "d": 32, "inner": 48, "slots": 2, "lower_bound": false}),
             ),
         ])
+        .into_iter()
+        // A first token (zero state) at a high lower bound: o_proj's input is tiny, so the
+        // BitLinear norm's epsilon moves x by ~20% (1e-8 instead of 1e-6), far past the f32
+        // tolerance. In f16/bf16 the case is ill-conditioned (o_proj renormalizes values that
+        // carry 16-bit rounding; single int8 rounding flips then exceed the max-abs limit), so
+        // it runs in f32.
+        .chain([Case::new(
+            "3 seqs d64 inner 96 first token, lb ~0.99",
+            DType::F32,
+            json!({"m": 3, "d": 64, "inner": 96, "slots": 4, "near_zero": true, "dtype": "f32"}),
+        )])
+        .collect()
     }
     fn bench_cases(&self) -> Vec<Case> {
         vec![]
@@ -1193,76 +1217,35 @@ impl Kernel for BlockKernel {
     fn oracle(&self, params: &Value, i: &TensorMap) -> Result<Expected> {
         let plan = MatmulFreeBlock::new(parse(params)?)?;
         let p = &plan.params;
-        let (m, d, dt) = (p.m, p.d, p.dtype);
+        let dt = p.dtype;
         let f = |n: &str| -> Result<Vec<f64>> { Ok(host(i, n)?.to_f64()) };
-        let rnd = |v: &[f64]| HostTensor::from_f64(dt, &[v.len()], v).to_f64();
-        let mut x = f("x")?;
-        let (norm_eps, gate_eps, bl_eps) = (f64::from(p.norm_eps), f64::from(p.gate_eps), f64::from(p.bitlinear_eps));
-        let a = rnd(&crate::core::oracle::rmsnorm(&x, &f("attn_norm")?, m, d, norm_eps));
-        let fcg_norm = f("fcg_norm")?;
-        let fcg_gamma = f("fcg_gamma")?;
-        let fcg_packed = host(i, "fcg_packed")?.to_u32();
-        let kw = words_per_row(d);
-        let mut fcg = vec![0.0; m * 3 * d];
-        for pr in 0..3 {
-            let part = super::block::bitlinear_oracle(
-                &a,
-                m,
-                d,
-                d,
-                &fcg_norm[pr * d..(pr + 1) * d],
-                &fcg_packed[pr * d * kw..(pr + 1) * d * kw],
-                &fcg_gamma[pr..pr + 1],
-                bl_eps,
-            );
-            for r in 0..m {
-                for j in 0..d {
-                    fcg[r * 3 * d + pr * d + j] = part[r * d + j];
-                }
-            }
+        let u = |n: &str| -> Result<Vec<u32>> { Ok(host(i, n)?.to_u32()) };
+        let (attn_norm, lb, g_norm, mlp_norm) = (f("attn_norm")?, f("lb")?, f("g_norm")?, f("mlp_norm")?);
+        let weights = |n: &str| -> Result<(Vec<f64>, Vec<u32>, Vec<f64>)> {
+            Ok((f(&format!("{n}_norm"))?, u(&format!("{n}_packed"))?, f(&format!("{n}_gamma"))?))
+        };
+        let (fcg, o, up, down) = (weights("fcg")?, weights("o")?, weights("up")?, weights("down")?);
+        fn bl(t: &(Vec<f64>, Vec<u32>, Vec<f64>)) -> oracle::BitLinearWeights<'_> {
+            oracle::BitLinearWeights { norm: &t.0, packed: &t.1, gamma: &t.2 }
         }
-        let fcg = rnd(&fcg);
-        let mut state = f("state")?;
-        let (lb, gw) = (f("lb")?, f("g_norm")?);
+        let w = oracle::BlockWeights {
+            attn_norm: &attn_norm,
+            fcg: bl(&fcg),
+            lb: p.lower_bound.then_some(&lb[..]),
+            g_norm: &g_norm,
+            o: bl(&o),
+            mlp_norm: &mlp_norm,
+            up: bl(&up),
+            down: bl(&down),
+        };
+        let eps = oracle::BlockEps {
+            norm: f64::from(p.norm_eps),
+            gate: f64::from(p.gate_eps),
+            bitlinear: f64::from(p.bitlinear_eps),
+        };
+        let (mut x, mut state) = (f("x")?, f("state")?);
         let ids = host(i, "slot_ids")?.to_i32();
-        let mut o = vec![0.0; m * d];
-        for r in 0..m {
-            let s = ids[r] as usize;
-            let row = &fcg[r * 3 * d..(r + 1) * 3 * d];
-            let out = oracle::mlgru_step(
-                &row[..d],
-                &row[d..2 * d],
-                &row[2 * d..],
-                &mut state[s * d..(s + 1) * d],
-                p.lower_bound.then_some(&lb[..]),
-                &gw,
-                gate_eps,
-            );
-            o[r * d..(r + 1) * d].copy_from_slice(&out);
-        }
-        let o = rnd(&o);
-        let y = super::block::bitlinear_oracle(
-            &o,
-            m,
-            d,
-            d,
-            &f("o_norm")?,
-            &host(i, "o_packed")?.to_u32(),
-            &f("o_gamma")?,
-            bl_eps,
-        );
-        x = rnd(&x.iter().zip(&y).map(|(a, b)| a + b).collect::<Vec<_>>());
-        let b = rnd(&crate::core::oracle::rmsnorm(&x, &f("mlp_norm")?, m, d, norm_eps));
-        let y = plan.mlp.oracle(
-            &b,
-            &f("up_norm")?,
-            &host(i, "up_packed")?.to_u32(),
-            &f("up_gamma")?,
-            &f("down_norm")?,
-            &host(i, "down_packed")?.to_u32(),
-            &f("down_gamma")?,
-        );
-        let x: Vec<f64> = x.iter().zip(&y).map(|(a, b)| a + b).collect();
+        oracle::matmul_free_block(&mut x, &mut state, &ids, p.m, p.d, p.inner, &w, &eps, dt);
         let mut e = Expected::default();
         e.outputs.insert("x".into(), x);
         e.outputs.insert("state".into(), state);

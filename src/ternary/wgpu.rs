@@ -1,8 +1,10 @@
 //! wgpu dispatches for the ternary family (`shaders/ternary_*.wgsl`). i8 tensors travel as u32
 //! words (four values each; rows are padded to multiples of 16, so no word is shared).
 
-use bytemuck::{Pod, Zeroable};
-
+use super::uniforms::{
+    CarryUniform, FusedUniform, GammaUniform, GateNormUniform, MatmulUniform, PackUniform, QuantPackUniform,
+    QuantUniform, RowAbsSumUniform, ScanUniform, StepUniform,
+};
 use super::{
     padded_k, words_per_row, BitLinear, MlgruScan, MlgruStep, Pack, QuantizeWeights, RmsNormQuant, TernaryMatmul,
 };
@@ -23,15 +25,6 @@ fn status_buf(status: &Status) -> Result<&wgpu::Buffer> {
 
 fn n_u32(what: &str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::InvalidParams(format!("{what} = {v} exceeds u32")))
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct U4 {
-    a: u32,
-    b: u32,
-    c: u32,
-    d: u32,
 }
 
 impl QuantizeWeights {
@@ -63,18 +56,18 @@ impl QuantizeWeights {
         gpu.dispatch(
             enc,
             &format!("ternary_row_abs_sum_{}", p.dtype),
-            bytemuck::cast_slice(&[n, k]),
+            bytemuck::bytes_of(&RowAbsSumUniform { n, k }),
             &[w.buffer, ws.buffer, st],
             n,
         )?;
         gpu.dispatch(
             enc,
             "ternary_gamma",
-            bytemuck::cast_slice(&[p.partitions as u32, rpp, k]),
+            bytemuck::bytes_of(&GammaUniform { parts: p.partitions as u32, rows_per_part: rpp, k }),
             &[ws.buffer, gamma.buffer],
             p.partitions as u32,
         )?;
-        let u = U4 { a: n, b: k, c: kw, d: rpp };
+        let u = QuantPackUniform { n, k, kw, rows_per_part: rpp };
         let groups = n_u32("words", self.packed_len().div_ceil(64))?;
         gpu.dispatch(
             enc,
@@ -137,23 +130,10 @@ impl Pack {
             return Err(Error::InvalidParams(format!("{module} takes whole buffers (offset 0) on wgpu")));
         }
         let p = &self.params;
-        let u = [n_u32("n", p.n)?, n_u32("k", p.k)?, words_per_row(p.k) as u32];
+        let u = PackUniform { n: n_u32("n", p.n)?, k: n_u32("k", p.k)?, kw: words_per_row(p.k) as u32 };
         let groups = n_u32("words", self.packed_len().div_ceil(64))?;
-        gpu.dispatch(enc, module, bytemuck::cast_slice(&u), &[a.0.buffer, b.0.buffer, status_buf(status)?], groups)
+        gpu.dispatch(enc, module, bytemuck::bytes_of(&u), &[a.0.buffer, b.0.buffer, status_buf(status)?], groups)
     }
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct QuantUniform {
-    m: u32,
-    k: u32,
-    kp: u32,
-    projections: u32,
-    x_off: u32,
-    x_stride: u32,
-    eps: f32,
-    glu: u32,
 }
 
 impl RmsNormQuant {
@@ -193,22 +173,6 @@ impl RmsNormQuant {
             groups,
         )
     }
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct MatmulUniform {
-    m: u32,
-    n: u32,
-    kw: u32,
-    projections: u32,
-    parts: u32,
-    out_off: u32,
-    out_stride: u32,
-    accumulate: u32,
-    write_acc: u32,
-    n_tiles: u32,
-    m_tiles: u32,
 }
 
 impl TernaryMatmul {
@@ -280,24 +244,6 @@ impl TernaryMatmul {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct FusedUniform {
-    m: u32,
-    n: u32,
-    k: u32,
-    kw: u32,
-    projections: u32,
-    parts: u32,
-    x_off: u32,
-    x_stride: u32,
-    out_off: u32,
-    out_stride: u32,
-    accumulate: u32,
-    eps: f32,
-    row_groups: u32,
-}
-
 impl BitLinear {
     /// One fused dispatch for M <= 8 when the quantized rows fit in workgroup memory, else two.
     #[allow(clippy::too_many_arguments)]
@@ -354,18 +300,6 @@ impl BitLinear {
             n_u32("groups", row_groups * p.projections)?,
         )
     }
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct StepUniform {
-    batch: u32,
-    d: u32,
-    slots: u32,
-    fcg_off: u32,
-    fcg_stride: u32,
-    has_lb: u32,
-    eps: f32,
 }
 
 fn lb_buffer<'a>(
@@ -433,35 +367,6 @@ impl MlgruStep {
             n_u32("batch", p.batch)?,
         )
     }
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct ScanUniform {
-    d: u32,
-    tokens: u32,
-    max_len: u32,
-    chunk: u32,
-    chunks: u32,
-    seqs: u32,
-    fcg_off: u32,
-    fcg_stride: u32,
-    has_lb: u32,
-    a_off: u32,
-    h_off: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct CarryUniform {
-    d: u32,
-    tokens: u32,
-    max_len: u32,
-    chunks: u32,
-    seqs: u32,
-    slots: u32,
-    a_off: u32,
-    h_off: u32,
 }
 
 impl MlgruScan {
@@ -547,11 +452,17 @@ impl MlgruScan {
             &[fcg.buffer, cu.buffer, lbb, ws.buffer, st],
             groups,
         )?;
-        let g = [p.tokens as u32, p.d as u32, fcg_off, self.fcg.stride as u32, p.eps.to_bits()];
+        let g = GateNormUniform {
+            tokens: p.tokens as u32,
+            d: p.d as u32,
+            fcg_off,
+            fcg_stride: self.fcg.stride as u32,
+            eps: p.eps,
+        };
         gpu.dispatch(
             enc,
             &format!("ternary_gate_norm_{dt}"),
-            bytemuck::cast_slice(&g),
+            bytemuck::bytes_of(&g),
             &[fcg.buffer, ws.buffer, w.buffer, o.buffer],
             n_u32("tokens", p.tokens)?,
         )
