@@ -1,0 +1,332 @@
+//! The activation side (fused RMSNorm + int8 quantization), the exact ternary product, and
+//! the BitLinear layer that joins them.
+
+use serde::{Deserialize, Serialize};
+
+use super::{fits_u32, model_eps, nonzero, one, oracle, padded_k, words_per_row, GEMV_MAX_M};
+use crate::dtype::{float_dtype, same_dtype, to_f64, DType, Float};
+use crate::error::{ensure_len, invalid, Result};
+use crate::layout::Rows;
+
+// ---------------------------------------------------------------------------------------------
+// Activations
+
+/// Fused RMSNorm + per-row absmax int8 quantization, for `projections` norm weights at once.
+/// With `glu`, each row of x is `[g, u]` (2k wide) and the normalized input is `silu(g) * u`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RmsNormQuantParams {
+    pub m: usize,
+    pub k: usize,
+    #[serde(default = "model_eps")]
+    pub eps: f32,
+    pub dtype: DType,
+    #[serde(default = "one")]
+    pub projections: usize,
+    #[serde(default)]
+    pub glu: bool,
+    #[serde(default)]
+    pub x_stride: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RmsNormQuant {
+    pub params: RmsNormQuantParams,
+    pub x: Rows,
+}
+
+impl RmsNormQuant {
+    pub fn new(p: RmsNormQuantParams) -> Result<Self> {
+        float_dtype(p.dtype)?;
+        nonzero("rmsnorm_quant m", p.m)?;
+        nonzero("rmsnorm_quant k", p.k)?;
+        nonzero("rmsnorm_quant projections", p.projections)?;
+        if !(p.eps.is_finite() && p.eps >= 0.0) {
+            return Err(invalid(format!("eps must be finite and >= 0, got {}", p.eps)));
+        }
+        let cols = if p.glu { 2 * p.k } else { p.k };
+        let x = Rows::new("rmsnorm_quant x", p.m, cols, p.x_stride)?;
+        fits_u32("projections * m * k", p.projections * p.m * padded_k(p.k))?;
+        Ok(Self { params: p, x })
+    }
+
+    pub fn q_len(&self) -> usize {
+        self.params.projections * self.params.m * padded_k(self.params.k)
+    }
+
+    pub fn s_len(&self) -> usize {
+        self.params.projections * self.params.m
+    }
+
+    /// The normalized input rows (x, or silu(g) * u), dense `[m, k]`.
+    pub(super) fn input_f64<T: Float>(&self, x: &[T]) -> Vec<f64> {
+        let xs = to_f64(&self.x.gather(x));
+        if self.params.glu {
+            oracle::glu(&xs, self.params.m, self.params.k)
+        } else {
+            xs
+        }
+    }
+
+    pub fn run_cpu<T: Float>(&self, x: &[T], w: &[T], q: &mut [i8], s: &mut [f32]) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        let p = &self.params;
+        ensure_len("rmsnorm_quant x", self.x.span(), x.len())?;
+        ensure_len("rmsnorm_quant w", p.projections * p.k, w.len())?;
+        ensure_len("rmsnorm_quant q", self.q_len(), q.len())?;
+        ensure_len("rmsnorm_quant s", self.s_len(), s.len())?;
+        let xin = self.input_f64(x);
+        let per = p.m * padded_k(p.k);
+        for pr in 0..p.projections {
+            let wf = to_f64(&w[pr * p.k..(pr + 1) * p.k]);
+            let (qq, ss, _) = oracle::rmsnorm_quant(&xin, &wf, p.m, p.k, f64::from(p.eps));
+            q[pr * per..(pr + 1) * per].copy_from_slice(&qq);
+            for (d, v) in s[pr * p.m..(pr + 1) * p.m].iter_mut().zip(ss) {
+                *d = v as f32;
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The product
+
+/// `out[m, j] = (sum_k q[p, m, k] t[j, k]) * gamma[p, part(j)] / s[p, m]` over `projections`
+/// stacked weight blocks of `n` rows (`j = p * n + row`), exact i32 accumulation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TernaryMatmulParams {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    #[serde(default = "one")]
+    pub projections: usize,
+    #[serde(default = "one")]
+    pub partitions: usize,
+    /// Output dtype.
+    pub dtype: DType,
+    /// Elements between output rows (default `projections * n`).
+    #[serde(default)]
+    pub out_stride: Option<usize>,
+    /// Add to the output instead of overwriting it (a residual connection).
+    #[serde(default)]
+    pub accumulate: bool,
+    /// Also write the raw i32 accumulators (for tests and debugging).
+    #[serde(default)]
+    pub write_acc: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TernaryMatmul {
+    pub params: TernaryMatmulParams,
+    pub out: Rows,
+}
+
+impl TernaryMatmul {
+    pub fn new(p: TernaryMatmulParams) -> Result<Self> {
+        float_dtype(p.dtype)?;
+        for (w, v) in [("m", p.m), ("n", p.n), ("k", p.k), ("projections", p.projections), ("partitions", p.partitions)]
+        {
+            nonzero(&format!("ternary_matmul {w}"), v)?;
+        }
+        if !p.n.is_multiple_of(p.partitions) {
+            return Err(invalid(format!("{} partitions do not divide n = {}", p.partitions, p.n)));
+        }
+        // |acc| <= 128 * k must fit i32 (and f32 exactly for the scale step: k < 2^17).
+        if p.k > (1 << 17) {
+            return Err(invalid(format!("k = {} exceeds 131072, where i32 sums stay exact in f32", p.k)));
+        }
+        let out = Rows::new("ternary_matmul out", p.m, p.projections * p.n, p.out_stride)?;
+        fits_u32("projections * n * k", p.projections * p.n * padded_k(p.k))?;
+        fits_u32("projections * m * k", p.projections * p.m * padded_k(p.k))?;
+        Ok(Self { params: p, out })
+    }
+
+    pub fn total_n(&self) -> usize {
+        self.params.projections * self.params.n
+    }
+    pub fn q_len(&self) -> usize {
+        self.params.projections * self.params.m * padded_k(self.params.k)
+    }
+    pub fn s_len(&self) -> usize {
+        self.params.projections * self.params.m
+    }
+    pub fn packed_len(&self) -> usize {
+        self.total_n() * words_per_row(self.params.k)
+    }
+    pub fn gamma_len(&self) -> usize {
+        self.params.projections * self.params.partitions
+    }
+    pub fn acc_len(&self) -> usize {
+        self.params.m * self.total_n()
+    }
+    pub fn uses_gemv(&self) -> bool {
+        self.params.m <= GEMV_MAX_M
+    }
+
+    /// Gamma index of stacked output row j.
+    pub fn gamma_of(&self, j: usize) -> usize {
+        let p = &self.params;
+        (j / p.n) * p.partitions + (j % p.n) / (p.n / p.partitions)
+    }
+
+    pub(super) fn check_lens(&self, q: usize, s: usize, packed: usize, gamma: usize, out: usize) -> Result<()> {
+        ensure_len("ternary_matmul q", self.q_len(), q)?;
+        ensure_len("ternary_matmul s", self.s_len(), s)?;
+        ensure_len("ternary_matmul packed", self.packed_len(), packed)?;
+        ensure_len("ternary_matmul gamma", self.gamma_len(), gamma)?;
+        ensure_len("ternary_matmul out", self.out.span(), out)
+    }
+
+    /// The exact accumulators `[m, projections * n]` of the oracle.
+    pub fn accumulate_cpu(&self, q: &[i8], packed: &[u32]) -> Vec<i64> {
+        let p = &self.params;
+        let (t, _) = oracle::unpack(packed, self.total_n(), p.k);
+        let per = p.m * padded_k(p.k);
+        let mut acc = vec![0i64; self.acc_len()];
+        for pr in 0..p.projections {
+            let tb = &t[pr * p.n * padded_k(p.k)..(pr + 1) * p.n * padded_k(p.k)];
+            let a = oracle::accumulate(&q[pr * per..(pr + 1) * per], tb, p.m, p.n, p.k);
+            for i in 0..p.m {
+                for j in 0..p.n {
+                    acc[i * self.total_n() + pr * p.n + j] = a[i * p.n + j];
+                }
+            }
+        }
+        acc
+    }
+
+    /// Dequantized f64 outputs `[m, projections * n]` from exact accumulators.
+    pub fn dequantize_cpu(&self, acc: &[i64], s: &[f32], gamma: &[f32]) -> Vec<f64> {
+        let p = &self.params;
+        let tn = self.total_n();
+        let mut out = vec![0.0; p.m * tn];
+        for i in 0..p.m {
+            for j in 0..tn {
+                let pr = j / p.n;
+                out[i * tn + j] =
+                    acc[i * tn + j] as f64 * f64::from(gamma[self.gamma_of(j)]) / f64::from(s[pr * p.m + i]);
+            }
+        }
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cpu<T: Float>(
+        &self,
+        q: &[i8],
+        s: &[f32],
+        packed: &[u32],
+        gamma: &[f32],
+        out: &mut [T],
+        acc_out: Option<&mut [i32]>,
+    ) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        self.check_lens(q.len(), s.len(), packed.len(), gamma.len(), out.len())?;
+        let acc = self.accumulate_cpu(q, packed);
+        let mut vals = self.dequantize_cpu(&acc, s, gamma);
+        if self.params.accumulate {
+            let old = to_f64(&self.out.gather(out));
+            for (v, o) in vals.iter_mut().zip(old) {
+                *v += o;
+            }
+        }
+        let typed: Vec<T> = vals.iter().map(|&v| T::from_f32(v as f32)).collect();
+        self.out.scatter(&typed, out);
+        if self.params.write_acc {
+            let a = acc_out.ok_or_else(|| invalid("write_acc is set but no accumulator buffer was given"))?;
+            ensure_len("ternary_matmul acc", self.acc_len(), a.len())?;
+            for (d, v) in a.iter_mut().zip(acc) {
+                *d = v as i32;
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// BitLinear
+
+/// A BitLinear layer's shape: `projections` stacked `[n, k]` ternary blocks, each with its own
+/// RMSNorm weight and gammas, applied to the same input (MLGRU's f, c, g in one launch).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BitLinearParams {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    #[serde(default = "one")]
+    pub projections: usize,
+    #[serde(default = "one")]
+    pub partitions: usize,
+    #[serde(default = "model_eps")]
+    pub eps: f32,
+    pub dtype: DType,
+    #[serde(default)]
+    pub glu: bool,
+    #[serde(default)]
+    pub x_stride: Option<usize>,
+    #[serde(default)]
+    pub out_stride: Option<usize>,
+    #[serde(default)]
+    pub accumulate: bool,
+}
+
+/// `out = BitLinear(x)`: norm, quantize, ternary product. For M <= 8 the CUDA and wgpu paths
+/// fuse all three into one launch when the quantized rows fit on chip; otherwise two launches.
+#[derive(Debug, Clone)]
+pub struct BitLinear {
+    pub params: BitLinearParams,
+    pub quant: RmsNormQuant,
+    pub matmul: TernaryMatmul,
+}
+
+impl BitLinear {
+    pub fn new(p: BitLinearParams) -> Result<Self> {
+        let quant = RmsNormQuant::new(RmsNormQuantParams {
+            m: p.m,
+            k: p.k,
+            eps: p.eps,
+            dtype: p.dtype,
+            projections: p.projections,
+            glu: p.glu,
+            x_stride: p.x_stride,
+        })?;
+        let matmul = TernaryMatmul::new(TernaryMatmulParams {
+            m: p.m,
+            n: p.n,
+            k: p.k,
+            projections: p.projections,
+            partitions: p.partitions,
+            dtype: p.dtype,
+            out_stride: p.out_stride,
+            accumulate: p.accumulate,
+            write_acc: false,
+        })?;
+        Ok(Self { params: p, quant, matmul })
+    }
+
+    /// i8 and f32 scratch the layer needs (q, s): the engine allocates them once.
+    pub fn workspace_lens(&self) -> (usize, usize) {
+        (self.quant.q_len(), self.quant.s_len())
+    }
+
+    /// Whether the fused single-launch path applies: M <= 8 and the quantized rows of one
+    /// projection fit in `smem` bytes.
+    pub fn fused(&self, smem: usize) -> bool {
+        self.params.m <= GEMV_MAX_M && !self.params.glu && self.params.m * padded_k(self.params.k) <= smem
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cpu<T: Float>(
+        &self,
+        x: &[T],
+        norm_w: &[T],
+        packed: &[u32],
+        gamma: &[f32],
+        q: &mut [i8],
+        s: &mut [f32],
+        out: &mut [T],
+    ) -> Result<()> {
+        self.quant.run_cpu(x, norm_w, q, s)?;
+        self.matmul.run_cpu(q, s, packed, gamma, out, None)
+    }
+}

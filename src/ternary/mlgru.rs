@@ -1,0 +1,263 @@
+//! The MLGRU token mixer: a decode step on a slot-indexed state pool, and the chunked prefill.
+
+use serde::{Deserialize, Serialize};
+
+use super::{default_chunk, fits_u32, model_eps, nonzero, oracle};
+use crate::backend::{Status, StatusBits};
+use crate::dtype::{float_dtype, same_dtype, to_f64, DType, Float};
+use crate::error::{ensure_len, invalid, Error, Result};
+use crate::layout::Rows;
+
+// ---------------------------------------------------------------------------------------------
+// MLGRU
+
+/// Row b's pool slot, or the status bit that keeps it away from the pool: the id is outside
+/// `[0, slots)`, or another row names the same slot. Every row of a shared slot is skipped, so
+/// the result never depends on which row a GPU would have run last.
+pub(crate) fn slot_of(slot_ids: &[i32], b: usize, slots: usize) -> std::result::Result<usize, u32> {
+    let id = slot_ids[b];
+    let slot = usize::try_from(id).ok().filter(|&s| s < slots).ok_or(StatusBits::SLOT_OUT_OF_RANGE)?;
+    if slot_ids.iter().enumerate().any(|(j, &o)| j != b && o == id) {
+        return Err(StatusBits::SLOT_REPEATED);
+    }
+    Ok(slot)
+}
+
+/// One decode step of the MLGRU token mixer for `batch` sequences, each with a slot in the
+/// f32 state pool `[slots, d]` (updated in place). `fcg` rows hold `[f_raw, c_raw, g_raw]`
+/// (the stacked f, c, g BitLinear outputs); `o = rmsnorm(g_raw) * w * silu(h)`.
+/// Slot ids within one step must be distinct (one sequence per slot). Rows whose slot is
+/// outside the pool or repeated are skipped on every backend (output 0, slot untouched) and
+/// raise `SLOT_OUT_OF_RANGE` or `SLOT_REPEATED`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MlgruParams {
+    pub batch: usize,
+    pub d: usize,
+    pub slots: usize,
+    pub dtype: DType,
+    #[serde(default)]
+    pub lower_bound: bool,
+    #[serde(default = "model_eps")]
+    pub eps: f32,
+    #[serde(default)]
+    pub fcg_stride: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MlgruStep {
+    pub params: MlgruParams,
+    pub fcg: Rows,
+}
+
+fn mlgru_common(p: &MlgruParams, rows: usize) -> Result<Rows> {
+    float_dtype(p.dtype)?;
+    nonzero("mlgru batch", p.batch)?;
+    nonzero("mlgru d", p.d)?;
+    nonzero("mlgru slots", p.slots)?;
+    if p.slots > i32::MAX as usize {
+        return Err(invalid("mlgru slots exceed i32 ids"));
+    }
+    fits_u32("slots * d", p.slots * p.d)?;
+    if !(p.eps.is_finite() && p.eps >= 0.0) {
+        return Err(invalid(format!("eps must be finite and >= 0, got {}", p.eps)));
+    }
+    Rows::new("mlgru fcg", rows, 3 * p.d, p.fcg_stride)
+}
+
+impl MlgruStep {
+    pub fn new(p: MlgruParams) -> Result<Self> {
+        let fcg = mlgru_common(&p, p.batch)?;
+        Ok(Self { params: p, fcg })
+    }
+
+    /// Slot ids out of range or repeated skip the row (output 0) and raise their status bit.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cpu<T: Float>(
+        &self,
+        fcg: &[T],
+        state: &mut [f32],
+        slot_ids: &[i32],
+        lb: Option<&[f32]>,
+        w: &[T],
+        o: &mut [T],
+        status: &Status,
+    ) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        let p = &self.params;
+        ensure_len("mlgru fcg", self.fcg.span(), fcg.len())?;
+        ensure_len("mlgru state", p.slots * p.d, state.len())?;
+        ensure_len("mlgru slot_ids", p.batch, slot_ids.len())?;
+        ensure_len("mlgru w", p.d, w.len())?;
+        ensure_len("mlgru o", p.batch * p.d, o.len())?;
+        if p.lower_bound {
+            ensure_len("mlgru lower bound", p.d, lb.map_or(0, <[f32]>::len))?;
+        }
+        let x = to_f64(&self.fcg.gather(fcg));
+        let wf = to_f64(&w[..p.d]);
+        let lbf: Option<Vec<f64>> =
+            lb.filter(|_| p.lower_bound).map(|l| l[..p.d].iter().map(|&v| f64::from(v)).collect());
+        for b in 0..p.batch {
+            let slot = match slot_of(&slot_ids[..p.batch], b, p.slots) {
+                Ok(slot) => slot,
+                Err(bit) => {
+                    status.raise(bit)?;
+                    o[b * p.d..(b + 1) * p.d].fill(T::from_f32(0.0));
+                    continue;
+                }
+            };
+            let row = &x[b * 3 * p.d..(b + 1) * 3 * p.d];
+            let mut h: Vec<f64> = state[slot * p.d..(slot + 1) * p.d].iter().map(|&v| f64::from(v)).collect();
+            let out = oracle::mlgru_step(
+                &row[..p.d],
+                &row[p.d..2 * p.d],
+                &row[2 * p.d..],
+                &mut h,
+                lbf.as_deref(),
+                &wf,
+                f64::from(p.eps),
+            );
+            for (d, v) in state[slot * p.d..(slot + 1) * p.d].iter_mut().zip(&h) {
+                *d = *v as f32;
+            }
+            for (d, v) in o[b * p.d..(b + 1) * p.d].iter_mut().zip(out) {
+                *d = T::from_f32(v as f32);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Prefill of the MLGRU over `seqs` packed sequences (`cu_seqlens [seqs + 1]`, `tokens` rows in
+/// all), each starting from and ending in its pool slot. Chunked: each chunk scans from zero and
+/// records its summed log decay; a carry pass chains the chunks; a third pass applies the carry.
+/// `max_len` is the caller's host-side bound on any sequence's length (no device read).
+/// Bad `cu_seqlens` raise `INDEX_OUT_OF_RANGE` (outputs unspecified); a slot id outside the
+/// pool, or one that another sequence also names, runs its sequence from a zero state, drops the
+/// final state and raises `SLOT_OUT_OF_RANGE` or `SLOT_REPEATED`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MlgruScanParams {
+    pub seqs: usize,
+    pub tokens: usize,
+    pub max_len: usize,
+    pub d: usize,
+    pub slots: usize,
+    pub dtype: DType,
+    #[serde(default = "default_chunk")]
+    pub chunk: usize,
+    #[serde(default)]
+    pub lower_bound: bool,
+    #[serde(default = "model_eps")]
+    pub eps: f32,
+    #[serde(default)]
+    pub fcg_stride: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MlgruScan {
+    pub params: MlgruScanParams,
+    pub fcg: Rows,
+}
+
+impl MlgruScan {
+    pub fn new(p: MlgruScanParams) -> Result<Self> {
+        let common = MlgruParams {
+            batch: p.seqs,
+            d: p.d,
+            slots: p.slots,
+            dtype: p.dtype,
+            lower_bound: p.lower_bound,
+            eps: p.eps,
+            fcg_stride: p.fcg_stride,
+        };
+        nonzero("mlgru_scan tokens", p.tokens)?;
+        nonzero("mlgru_scan max_len", p.max_len)?;
+        nonzero("mlgru_scan chunk", p.chunk)?;
+        let fcg = mlgru_common(&common, p.tokens)?;
+        fits_u32("tokens * d", p.tokens * p.d)?;
+        fits_u32("seqs * chunks * d", p.seqs * p.max_len.div_ceil(p.chunk) * p.d)?;
+        Ok(Self { params: p, fcg })
+    }
+
+    pub fn chunks(&self) -> usize {
+        self.params.max_len.div_ceil(self.params.chunk)
+    }
+
+    /// f32 workspace: per-token h `[tokens, d]`, then per-chunk decay and state `[seqs, chunks, d]` x 2.
+    pub fn workspace_len(&self) -> usize {
+        let p = &self.params;
+        p.tokens * p.d + 2 * p.seqs * self.chunks() * p.d
+    }
+
+    /// Checks `cu_seqlens` on the host: starts at 0, never decreases, ends at `tokens`, and no
+    /// sequence is longer than `max_len`. The kernels flag violations instead of reading past.
+    pub fn validate_cu_seqlens(&self, cu: &[i32]) -> Result<()> {
+        let p = &self.params;
+        ensure_len("mlgru_scan cu_seqlens", p.seqs + 1, cu.len())?;
+        if cu[0] != 0 || cu[p.seqs] as i64 != p.tokens as i64 {
+            return Err(Error::InvalidInput(format!(
+                "cu_seqlens must run from 0 to {}, got {} .. {}",
+                p.tokens, cu[0], cu[p.seqs]
+            )));
+        }
+        for b in 0..p.seqs {
+            let len = i64::from(cu[b + 1]) - i64::from(cu[b]);
+            if len < 0 || len > p.max_len as i64 {
+                return Err(Error::InvalidInput(format!("sequence {b} has length {len} (max_len {})", p.max_len)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The sequential recurrence (the oracle for the chunked kernels).
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cpu<T: Float>(
+        &self,
+        fcg: &[T],
+        cu: &[i32],
+        state: &mut [f32],
+        slot_ids: &[i32],
+        lb: Option<&[f32]>,
+        w: &[T],
+        o: &mut [T],
+        status: &Status,
+    ) -> Result<()> {
+        let p = &self.params;
+        ensure_len("mlgru_scan fcg", self.fcg.span(), fcg.len())?;
+        ensure_len("mlgru_scan o", p.tokens * p.d, o.len())?;
+        ensure_len("mlgru_scan slot_ids", p.seqs, slot_ids.len())?;
+        if self.validate_cu_seqlens(cu).is_err() {
+            status.raise(StatusBits::INDEX_OUT_OF_RANGE)?;
+            return Ok(());
+        }
+        let step = MlgruStep::new(MlgruParams {
+            batch: 1,
+            d: p.d,
+            slots: p.slots,
+            dtype: p.dtype,
+            lower_bound: p.lower_bound,
+            eps: p.eps,
+            fcg_stride: None,
+        })?;
+        let step_alone = MlgruStep::new(MlgruParams { slots: 1, ..step.params.clone() })?;
+        let stride = self.fcg.stride;
+        let mut scratch = vec![0f32; p.d];
+        for b in 0..p.seqs {
+            // A slot outside the pool or shared with another sequence: the sequence runs from a
+            // zero state and its final state is dropped, as on the devices, and the status says so.
+            let slot = slot_of(&slot_ids[..p.seqs], b, p.slots);
+            if let Err(bit) = slot {
+                status.raise(bit)?;
+                scratch.fill(0.0);
+            }
+            for t in cu[b] as usize..cu[b + 1] as usize {
+                let row = &fcg[t * stride..t * stride + 3 * p.d];
+                let out = &mut o[t * p.d..(t + 1) * p.d];
+                match slot {
+                    Ok(_) => step.run_cpu(row, state, &slot_ids[b..b + 1], lb, w, out, status)?,
+                    Err(_) => step_alone.run_cpu(row, &mut scratch, &[0], lb, w, out, status)?,
+                }
+            }
+        }
+        Ok(())
+    }
+}
