@@ -1125,9 +1125,7 @@ impl Kernel for GluKernel {
         );
         let mut e = Expected::default();
         e.outputs.insert("y".into(), y);
-        // Two quantizations in a row: a rounding tie that lands the other way moves an output by
-        // about gamma / s, a few 1e-3 of the whole.
-        e.rtol.insert("y".into(), layer_rtol(plan.params.dtype));
+        layer_limits(&mut e, &["y"], plan.params.dtype);
         Ok(e)
     }
     fn launch(&self, l: &mut Launch, params: &Value, t: &mut DevMap, status: &mut Status) -> Result<()> {
@@ -1139,11 +1137,22 @@ impl Kernel for GluKernel {
     }
 }
 
-fn layer_rtol(dtype: DType) -> f64 {
-    match dtype {
-        DType::F32 => 2e-3,
-        DType::F16 => 5e-3,
-        _ => 2e-2,
+/// Limits for a layer that quantizes an intermediate it computed itself (the GLU mixer's hidden
+/// row, the block's gated output). A value within a rounding error of an int8 tie lands on
+/// either side depending on the order of f32 operations, which differs between the oracle (f64)
+/// and each backend; one such flip moves every output it feeds by about gamma x absmax / 127,
+/// up to 1% of the largest output (measured over thousands of seeds: 0.1-2% of f32 cases had
+/// one on CPU and lavapipe). So no dtype can be held tighter than the quantizer's step here; the
+/// limits admit one flip and still catch a wrong epsilon or weight (3% rel. L2, 10% max abs).
+/// The single-kernel cases (`bitlinear`, `rmsnorm_quant`) quantize given inputs and stay tight.
+fn layer_limits(e: &mut Expected, outputs: &[&str], dtype: DType) {
+    let (rtol, atol) = match dtype {
+        DType::F32 | DType::F16 => (1e-2, 1.6e-2),
+        _ => (2e-2, 1.6e-2),
+    };
+    for name in outputs {
+        e.rtol.insert((*name).into(), rtol);
+        e.atol.insert((*name).into(), atol);
     }
 }
 
@@ -1249,12 +1258,9 @@ impl Kernel for BlockKernel {
         let mut e = Expected::default();
         e.outputs.insert("x".into(), x);
         e.outputs.insert("state".into(), state);
-        // Both come from intermediates the device rounds to `dt` (a one-ulp flip at a rounding
-        // boundary moves the f32 state as much as a `dt` value), so both get `dt`'s max-abs limit.
-        for name in ["x", "state"] {
-            e.rtol.insert(name.into(), layer_rtol(dt));
-            e.atol.insert(name.into(), crate::harness::tolerance(dt).1);
-        }
+        // The f32 state comes from intermediates rounded to `dt` and quantized, so it gets the
+        // same limits as x.
+        layer_limits(&mut e, &["x", "state"], dt);
         Ok(e)
     }
     fn launch(&self, l: &mut Launch, params: &Value, t: &mut DevMap, status: &mut Status) -> Result<()> {
