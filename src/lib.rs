@@ -38,6 +38,7 @@ pub mod dtype;
 pub mod error;
 pub mod harness;
 pub mod layout;
+pub mod plan;
 pub mod registry;
 pub mod sources;
 pub mod ternary;
@@ -50,3 +51,4 @@ pub use backend::{devices, Backend, BackendKind, DeviceReport, Status, StatusBit
 pub use dtype::{DType, Float};
 pub use error::{Error, Result};
 pub use layout::Rows;
+pub use plan::{Plan, Role, TensorSpec};

@@ -206,7 +206,7 @@ fn bad_buffers_are_errors_on_cuda() {
 /// bit, NaNs staying NaN: the WGSL conversions are written by hand, so all 65536 are checked.
 #[test]
 fn every_16_bit_pattern_round_trips_on_gpu_backends() {
-    use mllm_kernels::harness::{execute, HostTensor, TensorMap};
+    use mllm_kernels::harness::{run_kernel, HostTensor, TensorMap};
     let k = mllm_kernels::registry::kernels().into_iter().find(|k| k.id() == "core.gather_rows").unwrap();
     for b in crate::common::backends().into_iter().filter(|b| b.kind() != BackendKind::Cpu) {
         for dtype in [DType::F16, DType::BF16] {
@@ -218,7 +218,7 @@ fn every_16_bit_pattern_round_trips_on_gpu_backends() {
                 HostTensor { dtype, shape: vec![65536], bytes: bytemuck::cast_slice(&bits).to_vec() },
             );
             inputs.insert("idx".into(), HostTensor::from_i32(&[256], &(0..256).collect::<Vec<i32>>()));
-            let (outs, status) = execute(k, &b, &params, &inputs).unwrap();
+            let (outs, status) = run_kernel(k, &b, &params, &inputs).unwrap();
             assert_eq!(status, 0);
             let got: Vec<u16> = bytemuck::pod_collect_to_vec(&outs["out"].bytes);
             let nan = |v: u16| match dtype {

@@ -1,10 +1,10 @@
 //! The harness itself: a comparison that cannot fail would make every other test worthless.
 
 use mllm_kernels::harness::{
-    check, compare, execute, proof, verify_case, Case, Cost, DevMap, Expected, HostTensor, Kernel, Launch, Rng,
-    TensorMap,
+    check, compare, proof, random_inputs, run_kernel, verify_case, Case, Comparison, Cost, DevMap, Expected, Fixture,
+    HostTensor, Kernel, Launch, Prepared, Rng, TensorMap,
 };
-use mllm_kernels::{Backend, BackendKind, DType, Result, Status};
+use mllm_kernels::{Backend, BackendKind, DType, Result, Status, TensorSpec};
 use serde_json::Value;
 
 use crate::common::backends;
@@ -43,6 +43,30 @@ fn rng_is_reproducible() {
 /// rmsnorm that "forgets" to launch: verify must fail it on every backend.
 struct NoLaunch;
 
+/// The rmsnorm plan with its launch taken out.
+struct Idle(Box<dyn Prepared>);
+
+impl Prepared for Idle {
+    fn tensors(&self) -> Vec<TensorSpec> {
+        self.0.tensors()
+    }
+    fn inputs(&self, f: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
+        self.0.inputs(f, rng)
+    }
+    fn oracle(&self, i: &TensorMap) -> Result<Expected> {
+        self.0.oracle(i)
+    }
+    fn launch(&self, _: &mut Launch, _: &mut DevMap, _: &mut Status) -> Result<()> {
+        Ok(())
+    }
+    fn cost(&self) -> Cost {
+        Cost::default()
+    }
+    fn check(&self, i: &TensorMap, e: &Expected, o: &TensorMap) -> Vec<Comparison> {
+        self.0.check(i, e, o)
+    }
+}
+
 impl Kernel for NoLaunch {
     fn family(&self) -> &'static str {
         "test"
@@ -56,20 +80,8 @@ impl Kernel for NoLaunch {
     fn bench_cases(&self) -> Vec<Case> {
         vec![]
     }
-    fn inputs(&self, p: &Value, rng: &mut Rng) -> Result<TensorMap> {
-        self.inner().inputs(p, rng)
-    }
-    fn outputs(&self, p: &Value) -> Result<Vec<(String, DType, Vec<usize>)>> {
-        self.inner().outputs(p)
-    }
-    fn oracle(&self, p: &Value, i: &TensorMap) -> Result<Expected> {
-        self.inner().oracle(p, i)
-    }
-    fn launch(&self, _: &mut Launch, _: &Value, _: &mut DevMap, _: &mut Status) -> Result<()> {
-        Ok(())
-    }
-    fn cost(&self, _: &Value) -> Result<Cost> {
-        Ok(Cost::default())
+    fn prepare(&self, p: &Value) -> Result<Box<dyn Prepared>> {
+        Ok(Box::new(Idle(self.inner().prepare(p)?)))
     }
 }
 
@@ -96,8 +108,8 @@ fn verify_fails_a_kernel_that_writes_nothing() {
 fn check_files_round_trip_on_every_backend() {
     let k = mllm_kernels::registry::kernels().into_iter().find(|k| k.id() == "core.merge_states").unwrap();
     let case = k.cases().into_iter().find(|c| c.dtype == DType::BF16 && c.label.contains("strided")).unwrap();
-    let inputs = k.inputs(&case.params, &mut Rng::new(3)).unwrap();
-    let (outs, _) = execute(k, &Backend::Cpu, &case.params, &inputs).unwrap();
+    let inputs = random_inputs(k, &case.params, &Fixture::default(), 3).unwrap();
+    let (outs, _) = run_kernel(k, &Backend::Cpu, &case.params, &inputs).unwrap();
     let bytes = check::write_file(&k.id(), &case.params, &inputs, &outs).unwrap();
     let file = check::parse_file(&bytes).unwrap();
     assert_eq!(file.kernel, "core.merge_states");

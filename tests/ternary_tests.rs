@@ -1,10 +1,10 @@
 //! Ternary family: oracle agreement on every backend, BitLinear semantics against a dense
 //! matmul, the chunked scan against T device steps, packed sizes, and bad input.
 
-use mllm_kernels::harness::{execute, fresh_seed, HostTensor, Kernel, Rng, TensorMap};
+use mllm_kernels::harness::{fresh_seed, random_inputs, run_kernel, Fixture, HostTensor, Kernel, Rng, TensorMap};
 use mllm_kernels::ternary::{
     oracle, padded_k, MlgruScanParams, Pack, PackParams, QuantizeWeights, QuantizeWeightsParams, TernaryMatmul,
-    TernaryMatmulParams,
+    TernaryMatmulParams, Unpack,
 };
 use mllm_kernels::{Backend, BackendKind, DType, Error, Status};
 use serde_json::json;
@@ -44,10 +44,10 @@ fn packed_weights_are_a_sixteenth_of_f32_and_an_eighth_of_bf16() {
         let mut gamma = [0f32];
         if dtype == DType::F32 {
             let w: Vec<f32> = w.iter().map(|&v| v as f32).collect();
-            plan.run_cpu(&w, &mut packed, &mut gamma).unwrap();
+            plan.run_cpu(&w, &mut vec![0.0; n], &mut packed, &mut gamma, &Status::new(&Backend::Cpu).unwrap()).unwrap();
         } else {
             let w: Vec<half::bf16> = w.iter().map(|&v| half::bf16::from_f64(v)).collect();
-            plan.run_cpu(&w, &mut packed, &mut gamma).unwrap();
+            plan.run_cpu(&w, &mut vec![0.0; n], &mut packed, &mut gamma, &Status::new(&Backend::Cpu).unwrap()).unwrap();
         }
         assert_eq!(n * k * dtype.size(), ratio * packed.len() * 4, "{dtype}");
     }
@@ -62,7 +62,7 @@ fn ternary_matmul_equals_dense_matmul_of_dequantized_operands() {
     let k = kernel("ternary.matmul");
     for (m, n, kk, parts) in [(1usize, 17usize, 45usize, 1usize), (6, 32, 100, 2), (20, 24, 33, 4)] {
         let params = json!({"m": m, "n": n, "k": kk, "partitions": parts, "dtype": "f32"});
-        let inputs = k.inputs(&params, &mut Rng::new(seed)).unwrap();
+        let inputs = random_inputs(k, &params, &Fixture::default(), seed).unwrap();
         let q = inputs["q"].to_i8();
         let s = inputs["s"].to_f64();
         let g = inputs["gamma"].to_f64();
@@ -77,7 +77,7 @@ fn ternary_matmul_equals_dense_matmul_of_dequantized_operands() {
             }
         }
         for b in backends() {
-            let (outs, _) = execute(k, &b, &params, &inputs).unwrap();
+            let (outs, _) = run_kernel(k, &b, &params, &inputs).unwrap();
             let got = outs["out"].to_f64();
             let num: f64 = got.iter().zip(&dense).map(|(a, b)| (a - b).powi(2)).sum();
             let den: f64 = dense.iter().map(|v| v * v).sum();
@@ -98,10 +98,11 @@ fn chunked_scan_equals_t_steps_on_every_backend() {
     let lens: Vec<usize> = vec![1, 1 + rng.below(9) as usize, 10 + rng.below(40) as usize];
     for b in backends() {
         for dtype in ["f32", "bf16"] {
-            let params =
-                json!({"seqs": 3, "lens": lens, "d": d, "slots": 4, "chunk": 8, "lower_bound": true, "dtype": dtype});
-            let inputs = scan.inputs(&params, &mut Rng::new(seed)).unwrap();
-            let (outs, bits) = execute(scan, &b, &params, &inputs).unwrap();
+            let (tokens, max_len) = (lens.iter().sum::<usize>(), lens.iter().max().copied().unwrap_or(1));
+            let params = json!({"seqs": 3, "tokens": tokens, "max_len": max_len, "d": d, "slots": 4, "chunk": 8,
+                "lower_bound": true, "dtype": dtype});
+            let inputs = random_inputs(scan, &params, &Fixture(json!({"lens": lens})), seed).unwrap();
+            let (outs, bits) = run_kernel(scan, &b, &params, &inputs).unwrap();
             assert_eq!(bits, 0);
             let cu = inputs["cu_seqlens"].to_i32();
             let ids = inputs["slot_ids"].to_i32();
@@ -118,7 +119,7 @@ fn chunked_scan_equals_t_steps_on_every_backend() {
                     si.insert("slot_ids".into(), HostTensor::from_i32(&[1], &ids[s..s + 1]));
                     si.insert("lb".into(), inputs["lb"].clone());
                     si.insert("w".into(), inputs["w"].clone());
-                    let (so, _) = execute(step, &b, &sp, &si).unwrap();
+                    let (so, _) = run_kernel(step, &b, &sp, &si).unwrap();
                     state = so["state"].clone();
                     o_steps[t * d..(t + 1) * d].copy_from_slice(&so["o"].to_f64());
                 }
@@ -192,6 +193,7 @@ fn bad_ternary_input_is_an_error() {
 
     // Code 3: rejected by validate_packed, read as 0 and flagged by unpack.
     let pack = Pack::new(PackParams { n: 1, k: 20 }).unwrap();
+    let unpack = Unpack::new(PackParams { n: 1, k: 20 }).unwrap();
     let mut words = oracle::pack(&[0i8; 32], 1, 20);
     assert!(pack.validate_packed(&words).is_ok());
     words[0] |= 3 << 4;
@@ -200,7 +202,7 @@ fn bad_ternary_input_is_an_error() {
     assert!(pack.validate_packed(&bad_pad).is_err(), "padding must be code 1");
     let mut st = Status::new(&Backend::Cpu).unwrap();
     let mut t = vec![9i8; 32];
-    pack.unpack_cpu(&words, &mut t, &st).unwrap();
+    unpack.run_cpu(&words, &mut t, &st).unwrap();
     assert_eq!(t[2], 0);
     assert!(st.check(&Backend::Cpu).unwrap_err().to_string().contains("code 3"));
 
@@ -208,9 +210,11 @@ fn bad_ternary_input_is_an_error() {
     let qw = QuantizeWeights::new(QuantizeWeightsParams { n: 2, k: 3, partitions: 1, dtype: DType::F32 }).unwrap();
     let mut packed = vec![0u32; 2];
     let mut gamma = [0f32];
-    let r = qw.run_cpu(&[1.0, f32::NAN, 0.0, 1.0, 1.0, 1.0], &mut packed, &mut gamma);
-    assert!(matches!(r, Err(Error::InvalidInput(_))), "{r:?}");
-    qw.run_cpu(&[0.0f32; 6], &mut packed, &mut gamma).unwrap();
+    let bad = [1.0, f32::NAN, 0.0, 1.0, 1.0, 1.0];
+    assert!(matches!(qw.validate_weights(&bad), Err(Error::InvalidInput(_))));
+    qw.run_cpu(&bad, &mut [0.0; 2], &mut packed, &mut gamma, &st).unwrap();
+    assert!(st.check(&Backend::Cpu).unwrap_err().to_string().contains("non-finite"), "the status names it");
+    qw.run_cpu(&[0.0f32; 6], &mut [0.0; 2], &mut packed, &mut gamma, &st).unwrap();
     assert_eq!(gamma[0], 1e-5, "all-zero weights: gamma is the floor, not NaN");
     assert!(packed.iter().all(|&w| w == 0x5555_5555));
 }
@@ -220,14 +224,14 @@ fn bad_ternary_buffers_are_errors_on_gpu_backends() {
     for b in backends().into_iter().filter(|b| b.kind() != BackendKind::Cpu) {
         let k = kernel("ternary.matmul");
         let params = json!({"m": 2, "n": 8, "k": 100, "dtype": "f32"});
-        let mut inputs = k.inputs(&params, &mut Rng::new(5)).unwrap();
+        let mut inputs = random_inputs(k, &params, &Fixture::default(), 5).unwrap();
         // q quantized for a shorter K.
         inputs.insert("q".into(), HostTensor { dtype: DType::I8, shape: vec![2 * 48], bytes: vec![0; 2 * 48] });
-        let r = execute(k, &b, &params, &inputs);
+        let r = run_kernel(k, &b, &params, &inputs);
         assert!(matches!(r, Err(Error::Shape { .. })), "{}: {:?}", b.describe(), r.err());
-        let mut inputs = k.inputs(&params, &mut Rng::new(5)).unwrap();
+        let mut inputs = random_inputs(k, &params, &Fixture::default(), 5).unwrap();
         inputs.insert("packed".into(), HostTensor::from_u32(&[3], &[0x5555_5555; 3]));
-        assert!(matches!(execute(k, &b, &params, &inputs), Err(Error::Shape { .. })), "{}", b.describe());
+        assert!(matches!(run_kernel(k, &b, &params, &inputs), Err(Error::Shape { .. })), "{}", b.describe());
     }
 }
 
@@ -283,10 +287,11 @@ fn repeated_slot_ids_raise_the_status_on_every_backend() {
     use mllm_kernels::harness::{verify_case, Case};
     use mllm_kernels::StatusBits;
     let cases = [
-        ("ternary.mlgru_step", json!({"batch": 7, "d": 40, "slots": 9, "repeat": true})),
+        ("ternary.mlgru_step", json!({"batch": 7, "d": 40, "slots": 9, "fixture": "repeat"})),
         (
             "ternary.mlgru_scan",
-            json!({"seqs": 4, "lens": [6, 9, 0, 5], "d": 20, "slots": 5, "chunk": 4, "repeat_slot": true}),
+            json!({"seqs": 4, "tokens": 20, "max_len": 9, "d": 20, "slots": 5, "chunk": 4,
+                "fixture": {"lens": [6, 9, 0, 5], "repeat_slot": true}}),
         ),
     ];
     for b in backends() {
@@ -295,10 +300,10 @@ fn repeated_slot_ids_raise_the_status_on_every_backend() {
                 let mut p = params.clone();
                 p["dtype"] = json!(dt);
                 let k = kernel(id);
-                let case = Case::new("repeated", dt, p.clone());
+                let case = Case::new("repeated", dt, p);
                 let seed = fresh_seed();
-                let inputs = k.inputs(&p, &mut Rng::new(seed)).unwrap();
-                let (outs, bits) = execute(k, &b, &p, &inputs).unwrap();
+                let inputs = random_inputs(k, &case.params, &case.fixture, seed).unwrap();
+                let (outs, bits) = run_kernel(k, &b, &case.params, &inputs).unwrap();
                 assert_eq!(
                     bits & StatusBits::SLOT_REPEATED,
                     StatusBits::SLOT_REPEATED,
@@ -307,7 +312,7 @@ fn repeated_slot_ids_raise_the_status_on_every_backend() {
                 );
                 // The shared slot is untouched.
                 let ids = inputs["slot_ids"].to_i32();
-                let d = p["d"].as_u64().unwrap() as usize;
+                let d = case.params["d"].as_u64().unwrap() as usize;
                 let shared = ids[0] as usize;
                 let before = &inputs["state"].to_f64()[shared * d..(shared + 1) * d];
                 let after = &outs["state"].to_f64()[shared * d..(shared + 1) * d];

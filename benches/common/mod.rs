@@ -2,7 +2,7 @@
 //! present. For GPU numbers with roofline shares and baselines, use `mllm-kernels bench`.
 
 use criterion::Criterion;
-use mllm_kernels::harness::bench::Prepared;
+use mllm_kernels::harness::bench::Staged;
 use mllm_kernels::{Backend, BackendKind};
 
 pub fn family(c: &mut Criterion, family: &str) {
@@ -25,7 +25,7 @@ pub fn family(c: &mut Criterion, family: &str) {
         for k in mllm_kernels::registry::kernels().into_iter().filter(|k| k.family() == family) {
             for case in k.bench_cases() {
                 let name = format!("{}/{}/{}/{}", k.id(), kind.name(), case.dtype, case.label);
-                match Prepared::new(k, &backend, &case) {
+                match Staged::new(k, &backend, &case) {
                     Ok(mut p) => {
                         c.bench_function(&name, |b| b.iter(|| p.run().expect("launch")));
                     }

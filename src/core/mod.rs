@@ -18,8 +18,9 @@ mod wgpu;
 use serde::{Deserialize, Serialize};
 
 use crate::dtype::{float_dtype, from_f64, same_dtype, to_f64, DType, Float};
-use crate::error::{ensure_len, invalid, Error, Result};
+use crate::error::{invalid, Error, Result};
 use crate::layout::Rows;
+use crate::plan::{Plan, TensorSpec};
 
 fn default_eps() -> f32 {
     1e-6
@@ -65,16 +66,10 @@ impl RmsNorm {
         Ok(Self { params: p, x, y })
     }
 
-    fn check_lens(&self, x: usize, w: usize, y: usize) -> Result<()> {
-        ensure_len("rmsnorm x", self.x.span(), x)?;
-        ensure_len("rmsnorm w", self.params.cols, w)?;
-        ensure_len("rmsnorm y", self.y.span(), y)
-    }
-
     /// The oracle on host slices (f64 inside, rounded to `T` on the way out).
     pub fn run_cpu<T: Float>(&self, x: &[T], w: &[T], y: &mut [T]) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
-        self.check_lens(x.len(), w.len(), y.len())?;
+        self.check_lens(&[x.len(), w.len(), y.len()])?;
         let p = &self.params;
         let out = oracle::rmsnorm(&to_f64(&self.x.gather(x)), &to_f64(&w[..p.cols]), p.rows, p.cols, f64::from(p.eps));
         self.y.scatter(&from_f64::<T>(&out), y);
@@ -120,16 +115,6 @@ impl MergeStates {
         Ok(Self { params: p, o1, o2, o })
     }
 
-    fn check_lens(&self, o1: usize, l1: usize, o2: usize, l2: usize, o: usize, l: usize) -> Result<()> {
-        let n = self.params.states;
-        ensure_len("merge_states o1", self.o1.span(), o1)?;
-        ensure_len("merge_states lse1", n, l1)?;
-        ensure_len("merge_states o2", self.o2.span(), o2)?;
-        ensure_len("merge_states lse2", n, l2)?;
-        ensure_len("merge_states o", self.o.span(), o)?;
-        ensure_len("merge_states lse", n, l)
-    }
-
     /// The oracle on host slices.
     pub fn run_cpu<T: Float>(
         &self,
@@ -141,7 +126,7 @@ impl MergeStates {
         l: &mut [f32],
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
-        self.check_lens(o1.len(), l1.len(), o2.len(), l2.len(), o.len(), l.len())?;
+        self.check_lens(&[o1.len(), l1.len(), o2.len(), l2.len(), o.len(), l.len()])?;
         let n = self.params.states;
         let lf = |v: &[f32]| v[..n].iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
         let (out, lse) = oracle::merge_states(
@@ -200,12 +185,6 @@ impl GatherRows {
         Ok(Self { params: p, src, out })
     }
 
-    fn check_lens(&self, src: usize, idx: usize, out: usize) -> Result<()> {
-        ensure_len("gather_rows src", self.src.span(), src)?;
-        ensure_len("gather_rows idx", self.params.rows, idx)?;
-        ensure_len("gather_rows out", self.out.span(), out)
-    }
-
     /// Every index in range: the explicit check for callers that want an error before the launch.
     pub fn validate_indices(&self, idx: &[i32]) -> Result<()> {
         match idx.iter().take(self.params.rows).position(|&j| j < 0 || j as usize >= self.params.src_rows) {
@@ -226,7 +205,7 @@ impl GatherRows {
         status: &crate::backend::Status,
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
-        self.check_lens(src.len(), idx.len(), out.len())?;
+        self.check_lens(&[src.len(), idx.len(), out.len()])?;
         let p = &self.params;
         let (o, bad) = oracle::gather_rows(&to_f64(&self.src.gather(src)), &idx[..p.rows], p.src_rows, p.cols);
         self.out.scatter(&from_f64::<T>(&o), out);
@@ -234,5 +213,68 @@ impl GatherRows {
             status.raise(crate::backend::StatusBits::INDEX_OUT_OF_RANGE)?;
         }
         Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tensors of each plan, declared once.
+
+impl Plan for RmsNorm {
+    type Params = RmsNormParams;
+    const NAME: &'static str = "rmsnorm";
+    fn build(p: RmsNormParams) -> Result<Self> {
+        Self::new(p)
+    }
+    fn params(&self) -> &RmsNormParams {
+        &self.params
+    }
+    fn tensors(&self) -> Vec<TensorSpec> {
+        let dt = self.params.dtype;
+        vec![
+            TensorSpec::input("x", dt, self.x.span()),
+            TensorSpec::input("w", dt, self.params.cols),
+            TensorSpec::output("y", dt, self.y.span()),
+        ]
+    }
+}
+
+impl Plan for MergeStates {
+    type Params = MergeStatesParams;
+    const NAME: &'static str = "merge_states";
+    fn build(p: MergeStatesParams) -> Result<Self> {
+        Self::new(p)
+    }
+    fn params(&self) -> &MergeStatesParams {
+        &self.params
+    }
+    fn tensors(&self) -> Vec<TensorSpec> {
+        let (dt, n) = (self.params.dtype, self.params.states);
+        vec![
+            TensorSpec::input("o1", dt, self.o1.span()),
+            TensorSpec::input("lse1", DType::F32, n),
+            TensorSpec::input("o2", dt, self.o2.span()),
+            TensorSpec::input("lse2", DType::F32, n),
+            TensorSpec::output("o", dt, self.o.span()),
+            TensorSpec::output("lse", DType::F32, n),
+        ]
+    }
+}
+
+impl Plan for GatherRows {
+    type Params = GatherRowsParams;
+    const NAME: &'static str = "gather_rows";
+    fn build(p: GatherRowsParams) -> Result<Self> {
+        Self::new(p)
+    }
+    fn params(&self) -> &GatherRowsParams {
+        &self.params
+    }
+    fn tensors(&self) -> Vec<TensorSpec> {
+        let dt = self.params.dtype;
+        vec![
+            TensorSpec::input("src", dt, self.src.span()),
+            TensorSpec::input("idx", DType::I32, self.params.rows),
+            TensorSpec::output("out", dt, self.out.span()),
+        ]
     }
 }

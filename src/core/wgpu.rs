@@ -3,8 +3,8 @@
 use super::uniforms::{GatherUniform, MergeUniform, RmsNormUniform};
 use super::{GatherRows, MergeStates, RmsNorm};
 use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
-use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::plan::Plan;
 
 impl RmsNorm {
     /// Records the kernel into `enc`; nothing is submitted.
@@ -20,10 +20,10 @@ impl RmsNorm {
         let u = RmsNormUniform {
             rows: p.rows as u32,
             cols: p.cols as u32,
-            x_off: x.check("rmsnorm x", dt, self.x.span(), mb)?,
+            x_off: self.bind(&x, "x", mb)?,
             x_stride: self.x.stride as u32,
-            w_off: w.check("rmsnorm w", dt, p.cols, mb)?,
-            y_off: y.check("rmsnorm y", dt, self.y.span(), mb)?,
+            w_off: self.bind(&w, "w", mb)?,
+            y_off: self.bind(&y, "y", mb)?,
             y_stride: self.y.stride as u32,
             eps: p.eps,
         };
@@ -59,15 +59,15 @@ impl MergeStates {
         let u = MergeUniform {
             states: p.states as u32,
             dim: p.dim as u32,
-            o1_off: o1.check("merge_states o1", dt, self.o1.span(), mb)?,
+            o1_off: self.bind(&o1, "o1", mb)?,
             o1_stride: self.o1.stride as u32,
-            o2_off: o2.check("merge_states o2", dt, self.o2.span(), mb)?,
+            o2_off: self.bind(&o2, "o2", mb)?,
             o2_stride: self.o2.stride as u32,
-            o_off: o.check("merge_states o", dt, self.o.span(), mb)?,
+            o_off: self.bind(&o, "o", mb)?,
             o_stride: self.o.stride as u32,
-            l1_off: l1.check("merge_states lse1", DType::F32, p.states, mb)?,
-            l2_off: l2.check("merge_states lse2", DType::F32, p.states, mb)?,
-            l_off: l.check("merge_states lse", DType::F32, p.states, mb)?,
+            l1_off: self.bind(&l1, "lse1", mb)?,
+            l2_off: self.bind(&l2, "lse2", mb)?,
+            l_off: self.bind(&l, "lse", mb)?,
         };
         gpu.dispatch(
             enc,
@@ -98,10 +98,10 @@ impl GatherRows {
             rows: p.rows as u32,
             cols: p.cols as u32,
             src_rows: p.src_rows as u32,
-            src_off: src.check("gather_rows src", dt, self.src.span(), mb)?,
+            src_off: self.bind(&src, "src", mb)?,
             src_stride: self.src.stride as u32,
-            idx_off: idx.check("gather_rows idx", DType::I32, p.rows, mb)?,
-            out_off: out.check("gather_rows out", dt, self.out.span(), mb)?,
+            idx_off: self.bind(&idx, "idx", mb)?,
+            out_off: self.bind(&out, "out", mb)?,
             out_stride: self.out.stride as u32,
         };
         gpu.dispatch(

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{launch_once, Case, DevMap, DevTensor, HostTensor, Kernel, Launch, Rng};
+use super::{launch_once, stage, Case, DevMap, Kernel, Launch, Rng};
 use crate::backend::{Backend, Status};
 use crate::error::{Error, Result};
 
@@ -253,31 +253,21 @@ fn bench_inner(
     ceil: &Ceilings,
     row: &mut BenchRow,
 ) -> Result<()> {
-    let cost = kernel.cost(&case.params)?;
-    let mut rng = Rng::new(0x5eed);
-    let inputs = kernel.inputs(&case.params, &mut rng)?;
-    let specs = kernel.outputs(&case.params)?;
+    let plan = kernel.prepare(&case.params)?;
+    let cost = plan.cost();
+    let inputs = plan.inputs(&case.fixture, &mut Rng::new(0x5eed))?;
     let want = 2 * ceil.l2_bytes;
     let copies = if cost.bytes > 0.0 { ((want as f64 / cost.bytes).ceil() as usize).clamp(1, 64) } else { 1 };
     row.copies = copies;
     let mut sets: Vec<DevMap> = Vec::with_capacity(copies);
     for _ in 0..copies {
-        let mut m = DevMap::new();
-        for (name, t) in &inputs {
-            m.insert(name.clone(), DevTensor::upload(backend, t)?);
-        }
-        for (name, dt, shape) in &specs {
-            if !inputs.contains_key(name) {
-                m.insert(name.clone(), DevTensor::upload(backend, &HostTensor::poison(*dt, shape))?);
-            }
-        }
-        sets.push(m);
+        sets.push(stage(&*plan, backend, &inputs)?);
     }
     let mut status = Status::new(backend)?;
     // One checked launch first, so a failing kernel reports its error instead of a time.
-    launch_once(kernel, backend, &case.params, &mut sets[0], &mut status)?;
+    launch_once(&*plan, backend, &mut sets[0], &mut status)?;
     backend.synchronize()?;
-    let us = time_loop(backend, iters, |l, i| kernel.launch(l, &case.params, &mut sets[i % copies], &mut status))?;
+    let us = time_loop(backend, iters, |l, i| plan.launch(l, &mut sets[i % copies], &mut status))?;
     if us <= 0.0 {
         return Err(Error::InvalidParams("timer returned zero".into()));
     }
@@ -310,32 +300,24 @@ pub fn bench(
 }
 
 /// A case with its tensors on the device, for external timers (criterion).
-pub struct Prepared<'a> {
-    kernel: &'a dyn Kernel,
+pub struct Staged<'a> {
+    plan: Box<dyn super::Prepared>,
     backend: &'a Backend,
-    params: serde_json::Value,
     dev: DevMap,
     status: Status,
 }
 
-impl<'a> Prepared<'a> {
-    pub fn new(kernel: &'a dyn Kernel, backend: &'a Backend, case: &Case) -> Result<Self> {
-        let inputs = kernel.inputs(&case.params, &mut Rng::new(0x5eed))?;
-        let mut dev = DevMap::new();
-        for (name, t) in &inputs {
-            dev.insert(name.clone(), DevTensor::upload(backend, t)?);
-        }
-        for (name, dt, shape) in kernel.outputs(&case.params)? {
-            if !inputs.contains_key(&name) {
-                dev.insert(name, DevTensor::upload(backend, &HostTensor::poison(dt, &shape))?);
-            }
-        }
-        Ok(Self { kernel, backend, params: case.params.clone(), dev, status: Status::new(backend)? })
+impl<'a> Staged<'a> {
+    pub fn new(kernel: &dyn Kernel, backend: &'a Backend, case: &Case) -> Result<Self> {
+        let plan = kernel.prepare(&case.params)?;
+        let inputs = plan.inputs(&case.fixture, &mut Rng::new(0x5eed))?;
+        let dev = stage(&*plan, backend, &inputs)?;
+        Ok(Self { plan, backend, dev, status: Status::new(backend)? })
     }
 
     /// One launch, waited for.
     pub fn run(&mut self) -> Result<()> {
-        launch_once(self.kernel, self.backend, &self.params, &mut self.dev, &mut self.status)?;
+        launch_once(&*self.plan, self.backend, &mut self.dev, &mut self.status)?;
         self.backend.synchronize()
     }
 }

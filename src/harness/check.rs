@@ -102,7 +102,8 @@ pub fn run_check(kernels: &[&'static dyn Kernel], file: &CheckFile, backend: &Ba
         .iter()
         .find(|k| k.id() == file.kernel)
         .ok_or_else(|| Error::InvalidParams(format!("no kernel `{}` (see `mllm-kernels verify`)", file.kernel)))?;
-    let (outs, _status) = execute(*kernel, backend, &file.params, &file.inputs)?;
+    let plan = kernel.prepare(&file.params)?;
+    let (outs, _status) = execute(&*plan, backend, &file.inputs)?;
     let mut res = Vec::new();
     let by_name: BTreeMap<_, _> = outs.iter().collect();
     for (name, want) in &file.expected {

@@ -16,20 +16,57 @@ use serde_json::Value;
 use crate::backend::{Backend, Status};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::plan::{Plan, Role, TensorSpec};
 
 pub use tensor::{get, host, take, DevMap, DevTensor, HostTensor, TensorMap};
 
-/// One verify or bench case: a params JSON (the plan's params) and a label for the table.
+/// One verify or bench case: the plan's params exactly (what a `check` file carries), the
+/// fixture that shapes its random inputs, and a label for the table.
 #[derive(Debug, Clone)]
 pub struct Case {
     pub label: String,
     pub dtype: DType,
     pub params: Value,
+    pub fixture: Fixture,
 }
 
 impl Case {
-    pub fn new(label: impl Into<String>, dtype: DType, params: Value) -> Case {
-        Case { label: label.into(), dtype, params }
+    /// A case from a table row. A `"fixture"` member of `params` (an object of input knobs, or a
+    /// string naming one flag) is moved out into [`Case::fixture`]: fixtures are declared beside
+    /// the case but never reach the plan.
+    pub fn new(label: impl Into<String>, dtype: DType, mut params: Value) -> Case {
+        let fixture = match params.as_object_mut().and_then(|o| o.remove("fixture")) {
+            Some(Value::String(flag)) => Fixture(serde_json::json!({ flag: true })),
+            Some(v) => Fixture(v),
+            None => Fixture::default(),
+        };
+        Case { label: label.into(), dtype, params, fixture }
+    }
+}
+
+/// Knobs for a case's random inputs (bad slots, short `cu_seqlens`, sequence lengths): test
+/// data, not kernel parameters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fixture(pub Value);
+
+impl From<Value> for Fixture {
+    fn from(v: Value) -> Self {
+        Fixture(v)
+    }
+}
+
+impl Fixture {
+    /// Whether flag `name` is set.
+    pub fn is(&self, name: &str) -> bool {
+        self.0.get(name).and_then(Value::as_bool).unwrap_or(false)
+    }
+    /// The list of sizes `name` (empty when absent).
+    pub fn sizes(&self, name: &str) -> Vec<usize> {
+        self.0
+            .get(name)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_u64).map(|v| v as usize).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -45,6 +82,18 @@ pub struct Expected {
     /// Per-output max-abs overrides (relative to `max(|reference|, 1)`), e.g. for an f32 output
     /// computed from intermediates rounded to a 16-bit dtype.
     pub atol: BTreeMap<String, f64>,
+}
+
+impl Expected {
+    /// One expected output.
+    pub fn with(name: &str, values: Vec<f64>) -> Self {
+        Expected::default().and(name, values)
+    }
+    /// Another expected output.
+    pub fn and(mut self, name: &str, values: Vec<f64>) -> Self {
+        self.outputs.insert(name.into(), values);
+        self
+    }
 }
 
 /// Bytes moved and flops done by one launch, for GB/s, TFLOP/s and the roofline share.
@@ -68,7 +117,7 @@ impl Launch<'_> {
     }
 }
 
-/// A kernel as the tool sees it. Each family implements this for each of its kernels.
+/// A kernel as the tool sees it: a name, its case tables, and a way to build its plan.
 pub trait Kernel: Sync {
     fn family(&self) -> &'static str;
     fn name(&self) -> &'static str;
@@ -80,37 +129,102 @@ pub trait Kernel: Sync {
     fn cases(&self) -> Vec<Case>;
     /// Shapes `bench` runs.
     fn bench_cases(&self) -> Vec<Case>;
-    /// Fresh random inputs for `params`.
-    fn inputs(&self, params: &Value, rng: &mut Rng) -> Result<TensorMap>;
-    /// The outputs to poison before a run: name, dtype, shape. An output that is also an input
-    /// (a state updated in place) is not poisoned.
-    fn outputs(&self, params: &Value) -> Result<Vec<(String, DType, Vec<usize>)>>;
-    /// The f64 oracle on the inputs exactly as the device saw them.
-    fn oracle(&self, params: &Value, inputs: &TensorMap) -> Result<Expected>;
-    /// Records or launches the kernel on the tensors in `t` (inputs and outputs by name).
-    fn launch(&self, l: &mut Launch, params: &Value, t: &mut DevMap, status: &mut Status) -> Result<()>;
-    fn cost(&self, params: &Value) -> Result<Cost>;
-    /// Compares the device's outputs with the oracle. The default compares every expected
-    /// output elementwise; kernels whose integer results hinge on rounding ties, or whose
-    /// outputs must be checked against the device's own intermediates, override it.
-    fn check(&self, _params: &Value, _inputs: &TensorMap, expected: &Expected, outputs: &TensorMap) -> Vec<Comparison> {
-        expected
-            .outputs
-            .iter()
-            .map(|(name, want)| match outputs.get(name) {
-                Some(got) => {
-                    compare(name, got, want, expected.rtol.get(name).copied(), expected.atol.get(name).copied())
-                }
-                None => Comparison {
-                    name: name.clone(),
-                    rel_l2: 0.0,
-                    max_abs: 0.0,
-                    ok: false,
-                    note: format!("no output `{name}`"),
-                },
-            })
-            .collect()
+    /// Validates `params` into the kernel's plan, once per case.
+    fn prepare(&self, params: &Value) -> Result<Box<dyn Prepared>>;
+}
+
+/// A kernel's plan for one case, as the harness drives it.
+pub trait Prepared {
+    /// The plan's tensors: outputs and scratch are allocated and poisoned from this list.
+    fn tensors(&self) -> Vec<TensorSpec>;
+    /// Fresh random inputs (every `In` and `InOut` tensor).
+    fn inputs(&self, fixture: &Fixture, rng: &mut Rng) -> Result<TensorMap>;
+    /// The f64 oracle on the inputs exactly as the device saw them; it decides the expected
+    /// status from the inputs too, so `check` files with bad inputs are judged the same way.
+    fn oracle(&self, inputs: &TensorMap) -> Result<Expected>;
+    /// Records or launches the kernel on the tensors in `t` (by name).
+    fn launch(&self, l: &mut Launch, t: &mut DevMap, status: &mut Status) -> Result<()>;
+    fn cost(&self) -> Cost;
+    /// Compares the device's outputs with the oracle (every expected output, elementwise).
+    fn check(&self, inputs: &TensorMap, expected: &Expected, outputs: &TensorMap) -> Vec<Comparison>;
+}
+
+/// A plan in the registry: everything a kernel adds besides its plan and `run_*` methods. The
+/// harness gets the rest (parsing, allocation, poisoning, comparison) from [`Reg`].
+pub trait Registered: Plan {
+    const FAMILY: &'static str;
+    fn cases() -> Vec<Case>;
+    fn bench_cases() -> Vec<Case> {
+        vec![]
     }
+    fn inputs(&self, fixture: &Fixture, rng: &mut Rng) -> Result<TensorMap>;
+    fn oracle(&self, inputs: &TensorMap) -> Result<Expected>;
+    /// The named-tensor adapter: usually one [`launch!`](crate::launch) line.
+    fn launch(&self, l: &mut Launch, t: &mut DevMap, status: &mut Status) -> Result<()>;
+    fn cost(&self) -> Cost;
+    /// Kernels whose integer results hinge on rounding ties, or whose outputs must be checked
+    /// against the device's own intermediates, override this.
+    fn check(&self, _inputs: &TensorMap, expected: &Expected, outputs: &TensorMap) -> Vec<Comparison> {
+        compare_all(expected, outputs)
+    }
+}
+
+impl<P: Registered> Prepared for P {
+    fn tensors(&self) -> Vec<TensorSpec> {
+        Plan::tensors(self)
+    }
+    fn inputs(&self, fixture: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
+        Registered::inputs(self, fixture, rng)
+    }
+    fn oracle(&self, inputs: &TensorMap) -> Result<Expected> {
+        Registered::oracle(self, inputs)
+    }
+    fn launch(&self, l: &mut Launch, t: &mut DevMap, status: &mut Status) -> Result<()> {
+        Registered::launch(self, l, t, status)
+    }
+    fn cost(&self) -> Cost {
+        Registered::cost(self)
+    }
+    fn check(&self, inputs: &TensorMap, expected: &Expected, outputs: &TensorMap) -> Vec<Comparison> {
+        Registered::check(self, inputs, expected, outputs)
+    }
+}
+
+/// The registry entry of plan `P`: `&Reg::<RmsNorm>::NEW` is a `&'static dyn Kernel`.
+pub struct Reg<P>(std::marker::PhantomData<fn() -> P>);
+
+impl<P> Reg<P> {
+    pub const NEW: Self = Reg(std::marker::PhantomData);
+}
+
+impl<P: Registered> Kernel for Reg<P> {
+    fn family(&self) -> &'static str {
+        P::FAMILY
+    }
+    fn name(&self) -> &'static str {
+        P::NAME
+    }
+    fn cases(&self) -> Vec<Case> {
+        P::cases()
+    }
+    fn bench_cases(&self) -> Vec<Case> {
+        P::bench_cases()
+    }
+    fn prepare(&self, params: &Value) -> Result<Box<dyn Prepared>> {
+        Ok(Box::new(P::build(parse(params)?)?))
+    }
+}
+
+/// Every expected output against the device's, elementwise.
+pub fn compare_all(expected: &Expected, outputs: &TensorMap) -> Vec<Comparison> {
+    expected
+        .outputs
+        .iter()
+        .map(|(name, want)| match outputs.get(name) {
+            Some(got) => compare(name, got, want, expected.rtol.get(name).copied(), expected.atol.get(name).copied()),
+            None => Comparison::failed(name, format!("no output `{name}`")),
+        })
+        .collect()
 }
 
 /// The families of `kernels`, in order.
@@ -183,43 +297,68 @@ pub fn fresh_seed() -> u64 {
 // ---------------------------------------------------------------------------------------------
 // Running and comparing
 
-/// Uploads the inputs, poisons the outputs, launches, waits, reads the outputs and the status.
-pub fn execute(kernel: &dyn Kernel, backend: &Backend, params: &Value, inputs: &TensorMap) -> Result<(TensorMap, u32)> {
-    let specs = kernel.outputs(params)?;
-    let mut dev = DevMap::new();
-    for (name, t) in inputs {
-        dev.insert(name.clone(), DevTensor::upload(backend, t)?);
-    }
-    for (name, dtype, shape) in &specs {
-        if !inputs.contains_key(name) {
-            dev.insert(name.clone(), DevTensor::upload(backend, &HostTensor::poison(*dtype, shape))?);
-        }
-    }
+/// Uploads the inputs, poisons every output and scratch tensor the plan lists, launches,
+/// waits, and reads back everything the kernel may have written, with the status.
+pub fn execute(plan: &dyn Prepared, backend: &Backend, inputs: &TensorMap) -> Result<(TensorMap, u32)> {
+    let specs = plan.tensors();
+    let mut dev = stage(plan, backend, inputs)?;
     let mut status = Status::new(backend)?;
-    launch_once(kernel, backend, params, &mut dev, &mut status)?;
+    launch_once(plan, backend, &mut dev, &mut status)?;
     backend.synchronize()?;
     let bits = status.take_bits(backend)?;
     let mut out = TensorMap::new();
-    for (name, _, _) in specs {
-        let t = get(&dev, &name)?.download(backend)?;
-        out.insert(name, t);
+    for s in specs.iter().filter(|s| s.role != Role::In) {
+        out.insert(s.name.to_string(), get(&dev, s.name)?.download(backend)?);
     }
     Ok((out, bits))
 }
 
-/// One launch, with a wgpu encoder submitted at once.
-pub fn launch_once(
+/// `kernel`'s plan for `params`, run once on `backend` on `inputs` (see [`execute`]).
+pub fn run_kernel(
     kernel: &dyn Kernel,
     backend: &Backend,
     params: &Value,
-    dev: &mut DevMap,
-    status: &mut Status,
-) -> Result<()> {
+    inputs: &TensorMap,
+) -> Result<(TensorMap, u32)> {
+    execute(&*kernel.prepare(params)?, backend, inputs)
+}
+
+/// Random inputs of `kernel` for `params` and `fixture`, from `seed`.
+pub fn random_inputs(kernel: &dyn Kernel, params: &Value, fixture: &Fixture, seed: u64) -> Result<TensorMap> {
+    kernel.prepare(params)?.inputs(fixture, &mut Rng::new(seed))
+}
+
+/// The inputs on `backend`, with every output and scratch tensor the plan lists (and the inputs
+/// do not hold) allocated and poisoned.
+pub fn stage(plan: &dyn Prepared, backend: &Backend, inputs: &TensorMap) -> Result<DevMap> {
+    let specs = plan.tensors();
+    let read = |s: &&TensorSpec| matches!(s.role, Role::In | Role::InOut);
+    if let Some(name) = inputs.keys().find(|n| !specs.iter().filter(read).any(|s| s.name == n.as_str())) {
+        let known: Vec<&str> = specs.iter().filter(read).map(|s| s.name).collect();
+        return Err(Error::InvalidParams(format!("no input tensor `{name}` (inputs: {})", known.join(", "))));
+    }
+    if let Some(s) = specs.iter().filter(read).find(|s| !inputs.contains_key(s.name)) {
+        return Err(Error::InvalidParams(format!("input tensor `{}` is missing", s.name)));
+    }
+    let mut dev = DevMap::new();
+    for (name, t) in inputs {
+        dev.insert(name.clone(), DevTensor::upload(backend, t)?);
+    }
+    for s in specs {
+        if matches!(s.role, Role::Out | Role::Scratch) && !inputs.contains_key(s.name) {
+            dev.insert(s.name.to_string(), DevTensor::upload(backend, &HostTensor::poison(s.dtype, &[s.len]))?);
+        }
+    }
+    Ok(dev)
+}
+
+/// One launch, with a wgpu encoder submitted at once.
+pub fn launch_once(plan: &dyn Prepared, backend: &Backend, dev: &mut DevMap, status: &mut Status) -> Result<()> {
     match backend {
         #[cfg(feature = "wgpu")]
         Backend::Wgpu(w) => w.run_blocking(|enc| {
             let mut l = Launch { backend, encoder: Some(enc) };
-            kernel.launch(&mut l, params, dev, status)
+            plan.launch(&mut l, dev, status)
         }),
         _ => {
             let mut l = Launch {
@@ -227,7 +366,7 @@ pub fn launch_once(
                 #[cfg(feature = "wgpu")]
                 encoder: None,
             };
-            kernel.launch(&mut l, params, dev, status)
+            plan.launch(&mut l, dev, status)
         }
     }
 }
@@ -251,6 +390,17 @@ pub struct Comparison {
     pub max_abs: f64,
     pub ok: bool,
     pub note: String,
+}
+
+impl Comparison {
+    /// A failed comparison of `name` that measured nothing.
+    pub fn failed(name: &str, note: impl Into<String>) -> Self {
+        Comparison { name: name.into(), rel_l2: 0.0, max_abs: 0.0, ok: false, note: note.into() }
+    }
+    /// A passed comparison of `name` that measured nothing (exact integer checks).
+    pub fn passed(name: &str) -> Self {
+        Comparison { name: name.into(), rel_l2: 0.0, max_abs: 0.0, ok: true, note: String::new() }
+    }
 }
 
 /// Compares a device output with the oracle. Integer outputs must be exact. Float outputs must
@@ -349,21 +499,22 @@ pub fn verify_case(kernel: &dyn Kernel, backend: &Backend, case: &Case, seed: u6
         note: String::new(),
     };
     let mut rng = Rng::new(seed);
-    let res = kernel.inputs(&case.params, &mut rng).and_then(|inputs| {
-        let expected = kernel.oracle(&case.params, &inputs)?;
-        let (outs, bits) = execute(kernel, backend, &case.params, &inputs)?;
-        Ok((inputs, expected, outs, bits))
+    let res = kernel.prepare(&case.params).and_then(|plan| {
+        let inputs = plan.inputs(&case.fixture, &mut rng)?;
+        let expected = plan.oracle(&inputs)?;
+        let (outs, bits) = execute(&*plan, backend, &inputs)?;
+        Ok((plan, inputs, expected, outs, bits))
     });
     match res {
         Err(e) => r.note = format!("error: {e}"),
-        Ok((inputs, expected, outs, bits)) => {
+        Ok((plan, inputs, expected, outs, bits)) => {
             r.ok = true;
             let mut notes = Vec::new();
             if bits != expected.status {
                 r.ok = false;
                 notes.push(format!("status 0x{bits:x}, expected 0x{:x}", expected.status));
             }
-            for c in kernel.check(&case.params, &inputs, &expected, &outs) {
+            for c in plan.check(&inputs, &expected, &outs) {
                 r.rel_l2 = r.rel_l2.max(c.rel_l2);
                 r.max_abs = r.max_abs.max(c.max_abs);
                 if !c.ok {
@@ -465,6 +616,110 @@ macro_rules! with_float {
     };
 }
 
+/// The named-tensor adapter of a registered plan: binds tensors of the map `$dev` by name to
+/// the typed arguments of the plan's `run_cpu`, `run_cuda` and `run_wgpu`, in order, and calls
+/// the one for `$l`'s backend. Each argument is `name: kind Type`, where kind is `ro` (read),
+/// `rw` (written or updated), `opt` (optional read) or `opt_rw` (optional output); `T` is the
+/// Rust type of `float $dt`. A trailing `; status` passes the status word last.
+///
+/// `launch!(self, l, dev, status; float self.params.dtype; x: ro T, w: ro T, y: rw T)`
+#[macro_export]
+macro_rules! launch {
+    ($plan:expr, $l:expr, $dev:expr, $status:expr; float $dt:expr; $($args:tt)*) => {{
+        let _ = &$status;
+        match $l.backend {
+            $crate::Backend::Cpu => $crate::with_float!($dt, T => $crate::launch!(@cpu $plan, $dev, $status; $($args)*)),
+            #[cfg(feature = "cuda")]
+            $crate::Backend::Cuda(c) => $crate::with_float!($dt, T => $crate::launch!(@cuda c, $plan, $dev, $status; $($args)*)),
+            #[cfg(feature = "wgpu")]
+            $crate::Backend::Wgpu(w) => {
+                let enc = $l.encoder()?;
+                $crate::launch!(@wgpu w, enc, $plan, $dev, $status; $($args)*)
+            }
+        }
+    }};
+    ($plan:expr, $l:expr, $dev:expr, $status:expr; any; $($args:tt)*) => {{
+        let _ = &$status;
+        match $l.backend {
+            $crate::Backend::Cpu => $crate::launch!(@cpu $plan, $dev, $status; $($args)*),
+            #[cfg(feature = "cuda")]
+            $crate::Backend::Cuda(c) => $crate::launch!(@cuda c, $plan, $dev, $status; $($args)*),
+            #[cfg(feature = "wgpu")]
+            $crate::Backend::Wgpu(w) => {
+                let enc = $l.encoder()?;
+                $crate::launch!(@wgpu w, enc, $plan, $dev, $status; $($args)*)
+            }
+        }
+    }};
+    (@cpu $plan:expr, $dev:expr, $status:expr; $($arg:ident : $kind:ident $ty:ty),* $(; $st:ident)?) => {{
+        $( $crate::launch!(@cpu_pre $kind $arg $ty, $dev); )*
+        $plan.run_cpu($( $crate::launch!(@cpu_arg $kind $arg $ty, $dev) ),* $(, $crate::launch!(@ref $st $status))?)?;
+        $( $crate::launch!(@cpu_post $kind $arg, $dev); )*
+        Ok(())
+    }};
+    (@cpu_pre ro $arg:ident $ty:ty, $dev:expr) => {};
+    (@cpu_pre opt $arg:ident $ty:ty, $dev:expr) => {};
+    (@cpu_pre rw $arg:ident $ty:ty, $dev:expr) => {
+        let mut $arg = $crate::harness::host_vec::<$ty>($dev, stringify!($arg))?;
+    };
+    (@cpu_pre opt_rw $arg:ident $ty:ty, $dev:expr) => {
+        let mut $arg = $crate::harness::host_opt::<$ty>($dev, stringify!($arg))?;
+    };
+    (@cpu_arg ro $arg:ident $ty:ty, $dev:expr) => { &$crate::harness::host_vec::<$ty>($dev, stringify!($arg))? };
+    (@cpu_arg opt $arg:ident $ty:ty, $dev:expr) => {
+        $crate::harness::host_opt::<$ty>($dev, stringify!($arg))?.as_deref()
+    };
+    (@cpu_arg rw $arg:ident $ty:ty, $dev:expr) => { &mut $arg };
+    (@cpu_arg opt_rw $arg:ident $ty:ty, $dev:expr) => { $arg.as_deref_mut() };
+    (@cpu_post ro $arg:ident, $dev:expr) => {};
+    (@cpu_post opt $arg:ident, $dev:expr) => {};
+    (@cpu_post rw $arg:ident, $dev:expr) => { $crate::harness::host_store($dev, stringify!($arg), &$arg)? };
+    (@cpu_post opt_rw $arg:ident, $dev:expr) => {
+        if let Some(v) = &$arg {
+            $crate::harness::host_store($dev, stringify!($arg), v)?
+        }
+    };
+    (@cuda $c:ident, $plan:expr, $dev:expr, $status:expr; $($arg:ident : $kind:ident $ty:ty),* $(; $st:ident)?) => {{
+        $( $crate::launch!(@cuda_pre $kind $arg, $dev); )*
+        let shared: &$crate::harness::DevMap = &*$dev;
+        let r = (|| -> $crate::Result<()> {
+            $plan.run_cuda($c, $c.stream(), $( $crate::launch!(@cuda_arg $kind $arg $ty, shared) ),* $(, $crate::launch!(@mut $st $status))?)
+        })();
+        $( $crate::launch!(@cuda_post $kind $arg, $dev); )*
+        r
+    }};
+    (@cuda_pre ro $arg:ident, $dev:expr) => {};
+    (@cuda_pre opt $arg:ident, $dev:expr) => {};
+    (@cuda_pre rw $arg:ident, $dev:expr) => { let mut $arg = $crate::harness::take($dev, stringify!($arg))?; };
+    (@cuda_pre opt_rw $arg:ident, $dev:expr) => { let mut $arg = $dev.remove(stringify!($arg)); };
+    (@cuda_arg ro $arg:ident $ty:ty, $m:expr) => { $crate::harness::cuda_slice::<$ty>($m, stringify!($arg))? };
+    (@cuda_arg opt $arg:ident $ty:ty, $m:expr) => { $crate::harness::cuda_opt::<$ty>($m, stringify!($arg))? };
+    (@cuda_arg rw $arg:ident $ty:ty, $m:expr) => { $crate::harness::cuda_slice_mut::<$ty>(&mut $arg, stringify!($arg))? };
+    (@cuda_arg opt_rw $arg:ident $ty:ty, $m:expr) => {
+        match $arg.as_mut() {
+            Some(a) => Some($crate::harness::cuda_slice_mut::<$ty>(a, stringify!($arg))?),
+            None => None,
+        }
+    };
+    (@cuda_post ro $arg:ident, $dev:expr) => {};
+    (@cuda_post opt $arg:ident, $dev:expr) => {};
+    (@cuda_post rw $arg:ident, $dev:expr) => { $dev.insert(stringify!($arg).into(), $arg); };
+    (@cuda_post opt_rw $arg:ident, $dev:expr) => {
+        if let Some(v) = $arg {
+            $dev.insert(stringify!($arg).into(), v);
+        }
+    };
+    (@wgpu $w:ident, $enc:ident, $plan:expr, $dev:expr, $status:expr; $($arg:ident : $kind:ident $ty:ty),* $(; $st:ident)?) => {
+        $plan.run_wgpu($w, $enc, $( $crate::launch!(@wgpu_arg $kind $arg, $dev) ),* $(, $crate::launch!(@ref $st $status))?)
+    };
+    (@wgpu_arg ro $arg:ident, $dev:expr) => { $crate::harness::wgpu_view($dev, stringify!($arg))? };
+    (@wgpu_arg rw $arg:ident, $dev:expr) => { $crate::harness::wgpu_view($dev, stringify!($arg))? };
+    (@wgpu_arg opt $arg:ident, $dev:expr) => { $crate::harness::wgpu_opt($dev, stringify!($arg))? };
+    (@wgpu_arg opt_rw $arg:ident, $dev:expr) => { $crate::harness::wgpu_opt($dev, stringify!($arg))? };
+    (@ref status $status:expr) => { &*$status };
+    (@mut status $status:expr) => { &mut *$status };
+}
+
 /// Takes the tensors `names` out of the map, runs `f` on the rest and them, and puts them back
 /// (so a launch can borrow inputs shared and outputs mutably).
 pub fn with_taken<R>(
@@ -500,6 +755,15 @@ pub fn host_vec<T: bytemuck::Pod>(t: &DevMap, name: &str) -> Result<Vec<T>> {
     }
 }
 
+/// Host tensor contents as `T` if the map holds `name`.
+pub fn host_opt<T: bytemuck::Pod>(t: &DevMap, name: &str) -> Result<Option<Vec<T>>> {
+    if t.contains_key(name) {
+        host_vec(t, name).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 /// Stores `v` into the host tensor `name`.
 pub fn host_store<T: bytemuck::Pod>(t: &mut DevMap, name: &str, v: &[T]) -> Result<()> {
     match t.get_mut(name) {
@@ -517,6 +781,16 @@ pub fn wgpu_view<'a>(t: &'a DevMap, name: &str) -> Result<crate::backend::wgpu::
     match get(t, name)? {
         DevTensor::Wgpu { buffer, .. } => Ok(buffer.into()),
         _ => Err(Error::InvalidParams(format!("`{name}` is not a wgpu tensor"))),
+    }
+}
+
+/// The wgpu view of `name` if the map holds it.
+#[cfg(feature = "wgpu")]
+pub fn wgpu_opt<'a>(t: &'a DevMap, name: &str) -> Result<Option<crate::backend::wgpu::WgpuTensor<'a>>> {
+    if t.contains_key(name) {
+        wgpu_view(t, name).map(Some)
+    } else {
+        Ok(None)
     }
 }
 
@@ -566,6 +840,16 @@ pub fn cuda_slice<'a, T: CudaElem>(t: &'a DevMap, name: &str) -> Result<&'a cuda
     match get(t, name)? {
         DevTensor::Cuda(c) => T::slice(c).ok_or_else(|| Error::DType(format!("`{name}` has another dtype"))),
         _ => Err(Error::InvalidParams(format!("`{name}` is not a CUDA tensor"))),
+    }
+}
+
+/// The CUDA slice behind `name` if the map holds it.
+#[cfg(feature = "cuda")]
+pub fn cuda_opt<'a, T: CudaElem>(t: &'a DevMap, name: &str) -> Result<Option<&'a cudarc::driver::CudaSlice<T>>> {
+    if t.contains_key(name) {
+        cuda_slice(t, name).map(Some)
+    } else {
+        Ok(None)
     }
 }
 

@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{fits_u32, model_eps, nonzero, one, oracle, padded_k, words_per_row, GEMV_MAX_M};
 use crate::dtype::{float_dtype, same_dtype, to_f64, DType, Float};
-use crate::error::{ensure_len, invalid, Result};
+use crate::error::{invalid, Result};
 use crate::layout::Rows;
+use crate::plan::{Plan, TensorSpec};
 
 // ---------------------------------------------------------------------------------------------
 // Activations
@@ -70,10 +71,10 @@ impl RmsNormQuant {
     pub fn run_cpu<T: Float>(&self, x: &[T], w: &[T], q: &mut [i8], s: &mut [f32]) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
         let p = &self.params;
-        ensure_len("rmsnorm_quant x", self.x.span(), x.len())?;
-        ensure_len("rmsnorm_quant w", p.projections * p.k, w.len())?;
-        ensure_len("rmsnorm_quant q", self.q_len(), q.len())?;
-        ensure_len("rmsnorm_quant s", self.s_len(), s.len())?;
+        self.check_len("x", x.len())?;
+        self.check_len("norm_w", w.len())?;
+        self.check_len("q", q.len())?;
+        self.check_len("s", s.len())?;
         let xin = self.input_f64(x);
         let per = p.m * padded_k(p.k);
         for pr in 0..p.projections {
@@ -169,12 +170,13 @@ impl TernaryMatmul {
         (j / p.n) * p.partitions + (j % p.n) / (p.n / p.partitions)
     }
 
-    pub(super) fn check_lens(&self, q: usize, s: usize, packed: usize, gamma: usize, out: usize) -> Result<()> {
-        ensure_len("ternary_matmul q", self.q_len(), q)?;
-        ensure_len("ternary_matmul s", self.s_len(), s)?;
-        ensure_len("ternary_matmul packed", self.packed_len(), packed)?;
-        ensure_len("ternary_matmul gamma", self.gamma_len(), gamma)?;
-        ensure_len("ternary_matmul out", self.out.span(), out)
+    /// The operand lengths (every tensor but the optional `acc`).
+    pub(super) fn check_operands(&self, q: usize, s: usize, packed: usize, gamma: usize, out: usize) -> Result<()> {
+        self.check_len("q", q)?;
+        self.check_len("s", s)?;
+        self.check_len("packed", packed)?;
+        self.check_len("gamma", gamma)?;
+        self.check_len("out", out)
     }
 
     /// The exact accumulators `[m, projections * n]` of the oracle.
@@ -221,7 +223,7 @@ impl TernaryMatmul {
         acc_out: Option<&mut [i32]>,
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
-        self.check_lens(q.len(), s.len(), packed.len(), gamma.len(), out.len())?;
+        self.check_operands(q.len(), s.len(), packed.len(), gamma.len(), out.len())?;
         let acc = self.accumulate_cpu(q, packed);
         let mut vals = self.dequantize_cpu(&acc, s, gamma);
         if self.params.accumulate {
@@ -234,7 +236,7 @@ impl TernaryMatmul {
         self.out.scatter(&typed, out);
         if self.params.write_acc {
             let a = acc_out.ok_or_else(|| invalid("write_acc is set but no accumulator buffer was given"))?;
-            ensure_len("ternary_matmul acc", self.acc_len(), a.len())?;
+            self.check_len("acc", a.len())?;
             for (d, v) in a.iter_mut().zip(acc) {
                 *d = v as i32;
             }
@@ -328,5 +330,79 @@ impl BitLinear {
     ) -> Result<()> {
         self.quant.run_cpu(x, norm_w, q, s)?;
         self.matmul.run_cpu(q, s, packed, gamma, out, None)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tensors of each plan, declared once.
+
+impl Plan for RmsNormQuant {
+    type Params = RmsNormQuantParams;
+    const NAME: &'static str = "rmsnorm_quant";
+    fn build(p: RmsNormQuantParams) -> Result<Self> {
+        Self::new(p)
+    }
+    fn params(&self) -> &RmsNormQuantParams {
+        &self.params
+    }
+    fn tensors(&self) -> Vec<TensorSpec> {
+        let p = &self.params;
+        vec![
+            TensorSpec::input("x", p.dtype, self.x.span()),
+            TensorSpec::input("norm_w", p.dtype, p.projections * p.k),
+            TensorSpec::output("q", DType::I8, self.q_len()),
+            TensorSpec::output("s", DType::F32, self.s_len()),
+        ]
+    }
+}
+
+impl Plan for TernaryMatmul {
+    type Params = TernaryMatmulParams;
+    const NAME: &'static str = "matmul";
+    fn build(p: TernaryMatmulParams) -> Result<Self> {
+        Self::new(p)
+    }
+    fn params(&self) -> &TernaryMatmulParams {
+        &self.params
+    }
+    fn tensors(&self) -> Vec<TensorSpec> {
+        let p = &self.params;
+        let out = if p.accumulate { TensorSpec::in_out } else { TensorSpec::output };
+        let mut v = vec![
+            TensorSpec::input("q", DType::I8, self.q_len()),
+            TensorSpec::input("s", DType::F32, self.s_len()),
+            TensorSpec::input("packed", DType::U32, self.packed_len()),
+            TensorSpec::input("gamma", DType::F32, self.gamma_len()),
+            out("out", p.dtype, self.out.span()),
+        ];
+        if p.write_acc {
+            v.push(TensorSpec::output("acc", DType::I32, self.acc_len()));
+        }
+        v
+    }
+}
+
+impl Plan for BitLinear {
+    type Params = BitLinearParams;
+    const NAME: &'static str = "bitlinear";
+    fn build(p: BitLinearParams) -> Result<Self> {
+        Self::new(p)
+    }
+    fn params(&self) -> &BitLinearParams {
+        &self.params
+    }
+    fn tensors(&self) -> Vec<TensorSpec> {
+        let (q, mm) = (&self.quant, &self.matmul);
+        let (dt, out) =
+            (self.params.dtype, if self.params.accumulate { TensorSpec::in_out } else { TensorSpec::output });
+        vec![
+            TensorSpec::input("x", dt, q.x.span()),
+            TensorSpec::input("norm_w", dt, q.params.projections * q.params.k),
+            TensorSpec::input("packed", DType::U32, mm.packed_len()),
+            TensorSpec::input("gamma", DType::F32, mm.gamma_len()),
+            TensorSpec::scratch("q", DType::I8, q.q_len()),
+            TensorSpec::scratch("s", DType::F32, q.s_len()),
+            out("out", dt, mm.out.span()),
+        ]
     }
 }

@@ -4,11 +4,14 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg, SyncOnDrop};
 
-use super::{words_per_row, BitLinear, MlgruScan, MlgruStep, Pack, QuantizeWeights, RmsNormQuant, TernaryMatmul};
+use super::{
+    words_per_row, BitLinear, MlgruScan, MlgruStep, Pack, QuantizeWeights, RmsNormQuant, TernaryMatmul, Unpack,
+};
 use crate::backend::cuda::{cuda_err, grid_1d, CudaBackend, CudaFloat};
 use crate::backend::Status;
 use crate::dtype::same_dtype;
-use crate::error::{ensure_len, Error, Result};
+use crate::error::{Error, Result};
+use crate::plan::Plan;
 
 /// Largest dynamic shared memory the fused BitLinear asks for: under the 48 KiB that needs no
 /// opt-in, with room for the kernel's static shared memory (reduction scratch, scales).
@@ -54,10 +57,10 @@ impl QuantizeWeights {
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
         let p = &self.params;
-        ensure_len("quantize_weights w", p.n * p.k, w.len())?;
-        ensure_len("quantize_weights ws", self.workspace_len(), ws.len())?;
-        ensure_len("quantize_weights packed", self.packed_len(), packed.len())?;
-        ensure_len("quantize_weights gamma", p.partitions, gamma.len())?;
+        self.check_len("w", w.len())?;
+        self.check_len("ws", ws.len())?;
+        self.check_len("packed", packed.len())?;
+        self.check_len("gamma", gamma.len())?;
         let (st, _sg) = status_ptr(status, stream)?;
         let (n, k, kw, rpp) = (p.n as i32, p.k as i32, words_per_row(p.k) as i32, (p.n / p.partitions) as i32);
         let (wp, _a) = w.device_ptr(stream);
@@ -93,15 +96,14 @@ impl Pack {
         packed: &mut impl DevicePtrMut<u32>,
         status: &mut Status,
     ) -> Result<()> {
-        ensure_len("pack t", self.values_len(), t.len())?;
-        ensure_len("pack packed", self.packed_len(), packed.len())?;
+        self.check_len("t", t.len())?;
+        self.check_len("packed", packed.len())?;
         let (tp, _a) = t.device_ptr(stream);
         let (pp, _b) = packed.device_ptr_mut(stream);
         self.launch_pair(cuda, stream, "ternary_pack", tp, pp, status)
     }
 
-    /// Unpacks to padded i8 rows; code 3 reads as 0 and raises `BAD_TERNARY_CODE`.
-    pub fn unpack_cuda(
+    fn unpack_cuda(
         &self,
         cuda: &CudaBackend,
         stream: &Arc<CudaStream>,
@@ -109,8 +111,8 @@ impl Pack {
         t: &mut impl DevicePtrMut<i8>,
         status: &mut Status,
     ) -> Result<()> {
-        ensure_len("unpack packed", self.packed_len(), packed.len())?;
-        ensure_len("unpack t", self.values_len(), t.len())?;
+        self.check_len("packed", packed.len())?;
+        self.check_len("t", t.len())?;
         let (pp, _a) = packed.device_ptr(stream);
         let (tp, _b) = t.device_ptr_mut(stream);
         aligned16("unpack t", tp)?;
@@ -138,6 +140,20 @@ impl Pack {
     }
 }
 
+impl Unpack {
+    /// Unpacks to padded i8 rows; code 3 reads as 0 and raises `BAD_TERNARY_CODE`.
+    pub fn run_cuda(
+        &self,
+        cuda: &CudaBackend,
+        stream: &Arc<CudaStream>,
+        packed: &impl DevicePtr<u32>,
+        t: &mut impl DevicePtrMut<i8>,
+        status: &mut Status,
+    ) -> Result<()> {
+        self.pack.unpack_cuda(cuda, stream, packed, t, status)
+    }
+}
+
 impl RmsNormQuant {
     pub fn run_cuda<T: CudaFloat>(
         &self,
@@ -150,10 +166,10 @@ impl RmsNormQuant {
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
         let p = &self.params;
-        ensure_len("rmsnorm_quant x", self.x.span(), x.len())?;
-        ensure_len("rmsnorm_quant w", p.projections * p.k, w.len())?;
-        ensure_len("rmsnorm_quant q", self.q_len(), q.len())?;
-        ensure_len("rmsnorm_quant s", self.s_len(), s.len())?;
+        self.check_len("x", x.len())?;
+        self.check_len("norm_w", w.len())?;
+        self.check_len("q", q.len())?;
+        self.check_len("s", s.len())?;
         let f = cuda.function("ternary", &format!("ternary_rmsnorm_quant_{}", T::DTYPE))?;
         let (m, k, kp, xs, eps, glu) =
             (p.m as i32, p.k as i32, super::padded_k(p.k) as i32, self.x.stride as i64, p.eps, i32::from(p.glu));
@@ -185,7 +201,7 @@ impl TernaryMatmul {
         acc_out: Option<&mut cudarc::driver::CudaSlice<i32>>,
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
-        self.check_lens(q.len(), s.len(), packed.len(), gamma.len(), out.len())?;
+        self.check_operands(q.len(), s.len(), packed.len(), gamma.len(), out.len())?;
         let p = &self.params;
         let (qp, _a) = q.device_ptr(stream);
         aligned16("ternary_matmul q", qp)?;
@@ -197,7 +213,7 @@ impl TernaryMatmul {
         let ap: u64 = match (p.write_acc, acc_out) {
             (false, _) => 0,
             (true, Some(a)) => {
-                ensure_len("ternary_matmul acc", self.acc_len(), a.len())?;
+                self.check_len("acc", a.len())?;
                 let (ptr, g) = a.device_ptr_mut(stream);
                 acc_guard = Some(g);
                 ptr
@@ -259,11 +275,11 @@ impl BitLinear {
         }
         same_dtype::<T>(self.params.dtype)?;
         let p = &self.params;
-        ensure_len("bitlinear x", self.quant.x.span(), x.len())?;
-        ensure_len("bitlinear norm_w", p.projections * p.k, norm_w.len())?;
-        ensure_len("bitlinear q", self.quant.q_len(), q.len())?;
-        ensure_len("bitlinear s", self.quant.s_len(), s.len())?;
-        self.matmul.check_lens(self.quant.q_len(), self.quant.s_len(), packed.len(), gamma.len(), out.len())?;
+        self.check_len("x", x.len())?;
+        self.check_len("norm_w", norm_w.len())?;
+        self.check_len("q", q.len())?;
+        self.check_len("s", s.len())?;
+        self.matmul.check_operands(self.quant.q_len(), self.quant.s_len(), packed.len(), gamma.len(), out.len())?;
         let f = cuda.function("ternary", &format!("ternary_bitlinear_gemv_{}", T::DTYPE))?;
         let smem = (p.m * super::padded_k(p.k)) as u32;
         let (xp, _a) = x.device_ptr(stream);
@@ -303,13 +319,13 @@ impl MlgruStep {
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
         let p = &self.params;
-        ensure_len("mlgru fcg", self.fcg.span(), fcg.len())?;
-        ensure_len("mlgru state", p.slots * p.d, state.len())?;
-        ensure_len("mlgru slot_ids", p.batch, slot_ids.len())?;
-        ensure_len("mlgru w", p.d, w.len())?;
-        ensure_len("mlgru o", p.batch * p.d, o.len())?;
+        self.check_len("fcg", fcg.len())?;
+        self.check_len("state", state.len())?;
+        self.check_len("slot_ids", slot_ids.len())?;
+        self.check_len("w", w.len())?;
+        self.check_len("o", o.len())?;
         let (st, _sg) = status_ptr(status, stream)?;
-        let (lbp, _lg) = lb_ptr(p.lower_bound, lb, p.d, stream)?;
+        let (lbp, _lg) = lb_ptr(p.lower_bound, lb, self, stream)?;
         let f = cuda.function("ternary", &format!("ternary_mlgru_step_{}", T::DTYPE))?;
         let (fp, _a) = fcg.device_ptr(stream);
         let (hp, _b) = state.device_ptr_mut(stream);
@@ -329,13 +345,13 @@ impl MlgruStep {
 fn lb_ptr<'a>(
     wanted: bool,
     lb: Option<&'a cudarc::driver::CudaSlice<f32>>,
-    d: usize,
+    plan: &impl Plan,
     stream: &'a Arc<CudaStream>,
 ) -> Result<(u64, Option<SyncOnDrop<'a>>)> {
     match (wanted, lb) {
         (false, _) => Ok((0, None)),
         (true, Some(l)) => {
-            ensure_len("mlgru lower bound", d, l.len())?;
+            plan.check_len("lb", l.len())?;
             let (ptr, g) = l.device_ptr(stream);
             Ok((ptr, Some(g)))
         }
@@ -363,15 +379,15 @@ impl MlgruScan {
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
         let p = &self.params;
-        ensure_len("mlgru_scan fcg", self.fcg.span(), fcg.len())?;
-        ensure_len("mlgru_scan cu_seqlens", p.seqs + 1, cu.len())?;
-        ensure_len("mlgru_scan state", p.slots * p.d, state.len())?;
-        ensure_len("mlgru_scan slot_ids", p.seqs, slot_ids.len())?;
-        ensure_len("mlgru_scan w", p.d, w.len())?;
-        ensure_len("mlgru_scan ws", self.workspace_len(), ws.len())?;
-        ensure_len("mlgru_scan o", p.tokens * p.d, o.len())?;
+        self.check_len("fcg", fcg.len())?;
+        self.check_len("cu_seqlens", cu.len())?;
+        self.check_len("state", state.len())?;
+        self.check_len("slot_ids", slot_ids.len())?;
+        self.check_len("w", w.len())?;
+        self.check_len("ws", ws.len())?;
+        self.check_len("o", o.len())?;
         let (st, _sg) = status_ptr(status, stream)?;
-        let (lbp, _lg) = lb_ptr(p.lower_bound, lb, p.d, stream)?;
+        let (lbp, _lg) = lb_ptr(p.lower_bound, lb, self, stream)?;
         let chunks = self.chunks();
         let (fp, _a) = fcg.device_ptr(stream);
         let (cp, _b) = cu.device_ptr(stream);

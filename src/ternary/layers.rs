@@ -1,53 +1,35 @@
 //! Layers made of the family's kernels: the GLU channel mixer and a whole MatMul-free block
 //! (MLGRU token mixer + GLU channel mixer, pre-norm residual, as the reference HGRNBit block).
 //!
-//! They run on any backend over named tensors (`harness::DevMap`), launching the same kernels
-//! the registry verifies one by one, so the composition itself is what is tested here.
+//! Each is a plan over child plans ([`BitLinear`], [`RmsNorm`], [`MlgruStep`]) with typed
+//! `run_cpu` / `run_cuda` / `run_wgpu` over the engine's own buffers, which launch the same
+//! kernels the registry verifies one by one; the composition is what the layer cases test.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
-use super::padded_k;
+use super::{model_eps, padded_k, BitLinear, BitLinearParams, MlgruParams, MlgruStep};
 use crate::backend::Status;
-use crate::dtype::DType;
-use crate::error::{invalid, Error, Result};
-use crate::harness::{take, DevMap, Kernel, Launch};
+use crate::core::{RmsNorm, RmsNormParams};
+use crate::dtype::{float_dtype, DType, Float};
+use crate::error::{invalid, Result};
+use crate::plan::{Plan, TensorSpec};
 
-fn by_id(id: &str) -> Result<&'static dyn Kernel> {
-    super::registry::kernels()
-        .into_iter()
-        .chain(crate::core::registry::kernels())
-        .find(|k| k.id() == id)
-        .ok_or_else(|| Error::InvalidParams(format!("no kernel {id}")))
+fn check_eps(what: &str, eps: f32) -> Result<()> {
+    if eps.is_finite() && eps >= 0.0 {
+        Ok(())
+    } else {
+        Err(invalid(format!("{what} must be finite and >= 0, got {eps}")))
+    }
 }
 
-/// Launches kernel `id` with its tensor names bound to the map's names (`(kernel's, ours)`),
-/// moving the tensors in and back out so nothing is copied.
-fn launch_as(
-    id: &str,
-    l: &mut Launch,
-    params: Value,
-    t: &mut DevMap,
-    names: &[(&str, &str)],
-    status: &mut Status,
-) -> Result<()> {
-    let k = by_id(id)?;
-    let mut sub = DevMap::new();
-    for (theirs, ours) in names {
-        sub.insert(theirs.to_string(), take(t, ours)?);
-    }
-    let r = k.launch(l, &params, &mut sub, status);
-    for (theirs, ours) in names {
-        if let Some(v) = sub.remove(*theirs) {
-            t.insert(ours.to_string(), v);
-        }
-    }
-    r
+fn yes() -> bool {
+    true
 }
 
 // ---------------------------------------------------------------------------------------------
 
-/// `y = down(silu(g) * u)` with `[g, u] = gate_up(x)`, both BitLinear.
+/// `y = down(silu(g) * u)` with `[g, u] = gate_up(x)`, both BitLinear; with `accumulate`,
+/// `y += ...` (the block's residual stream).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GluMlpParams {
     pub m: usize,
@@ -55,13 +37,17 @@ pub struct GluMlpParams {
     pub inner: usize,
     pub dtype: DType,
     /// The BitLinears' norm epsilon (the model's `FusedBitLinear`: 1e-6).
-    #[serde(default = "super::model_eps")]
+    #[serde(default = "model_eps")]
     pub bitlinear_eps: f32,
+    #[serde(default)]
+    pub accumulate: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct GluMlp {
     pub params: GluMlpParams,
+    pub up: BitLinear,
+    pub down: BitLinear,
 }
 
 impl GluMlp {
@@ -69,77 +55,46 @@ impl GluMlp {
         if p.m == 0 || p.d == 0 || p.inner == 0 {
             return Err(invalid("glu_mlp needs m, d, inner >= 1"));
         }
-        if !p.dtype.is_float() {
-            return Err(Error::DType(format!("{} is not a float dtype", p.dtype)));
-        }
+        float_dtype(p.dtype)?;
         check_eps("glu_mlp bitlinear_eps", p.bitlinear_eps)?;
-        Ok(Self { params: p })
+        let bl = |n, k, glu, accumulate| BitLinearParams {
+            m: p.m,
+            n,
+            k,
+            projections: 1,
+            partitions: 1,
+            eps: p.bitlinear_eps,
+            dtype: p.dtype,
+            glu,
+            x_stride: None,
+            out_stride: None,
+            accumulate,
+        };
+        let up = BitLinear::new(bl(2 * p.inner, p.d, false, false))?;
+        let down = BitLinear::new(bl(p.d, p.inner, true, p.accumulate))?;
+        Ok(Self { params: p, up, down })
     }
 
-    /// Tensors: `x [m, d]`, `up_norm [d]`, `up_packed`, `up_gamma [1]`, `down_norm [inner]`,
-    /// `down_packed`, `down_gamma [1]`; out `y [m, d]`; scratch `gu [m, 2 inner]`, `q1`, `s1`,
-    /// `q2`, `s2` (sizes from [`GluMlp::scratch`]).
-    pub fn run(&self, l: &mut Launch, t: &mut DevMap, status: &mut Status) -> Result<()> {
-        self.run_named(l, t, status, "x", "y", false)
-    }
-
-    /// As [`GluMlp::run`] with the input and output tensors named; `accumulate` adds the result
-    /// to the output (a residual stream) instead of overwriting it.
-    pub fn run_named(
+    /// Tensors in [`Plan::tensors`] order; `gu`, `q1`, `s1`, `q2`, `s2` are scratch.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cpu<T: Float>(
         &self,
-        l: &mut Launch,
-        t: &mut DevMap,
-        status: &mut Status,
-        input: &str,
-        output: &str,
-        accumulate: bool,
+        x: &[T],
+        up_norm: &[T],
+        up_packed: &[u32],
+        up_gamma: &[f32],
+        down_norm: &[T],
+        down_packed: &[u32],
+        down_gamma: &[f32],
+        y: &mut [T],
+        gu: &mut [T],
+        q1: &mut [i8],
+        s1: &mut [f32],
+        q2: &mut [i8],
+        s2: &mut [f32],
     ) -> Result<()> {
-        let p = &self.params;
-        let dt = p.dtype;
-        launch_as(
-            "ternary.bitlinear",
-            l,
-            json!({"m": p.m, "n": 2 * p.inner, "k": p.d, "dtype": dt, "eps": p.bitlinear_eps}),
-            t,
-            &[
-                ("x", input),
-                ("norm_w", "up_norm"),
-                ("packed", "up_packed"),
-                ("gamma", "up_gamma"),
-                ("q", "q1"),
-                ("s", "s1"),
-                ("out", "gu"),
-            ],
-            status,
-        )?;
-        launch_as(
-            "ternary.bitlinear",
-            l,
-            json!({"m": p.m, "n": p.d, "k": p.inner, "dtype": dt, "eps": p.bitlinear_eps, "glu": true, "accumulate": accumulate}),
-            t,
-            &[
-                ("x", "gu"),
-                ("norm_w", "down_norm"),
-                ("packed", "down_packed"),
-                ("gamma", "down_gamma"),
-                ("q", "q2"),
-                ("s", "s2"),
-                ("out", output),
-            ],
-            status,
-        )
-    }
-
-    /// Scratch tensors: name, dtype, length.
-    pub fn scratch(&self) -> Vec<(&'static str, DType, usize)> {
-        let p = &self.params;
-        vec![
-            ("gu", p.dtype, p.m * 2 * p.inner),
-            ("q1", DType::I8, p.m * padded_k(p.d)),
-            ("s1", DType::F32, p.m),
-            ("q2", DType::I8, p.m * padded_k(p.inner)),
-            ("s2", DType::F32, p.m),
-        ]
+        self.up.run_cpu(x, up_norm, up_packed, up_gamma, q1, s1, gu)?;
+        self.down.run_cpu(gu, down_norm, down_packed, down_gamma, q2, s2, y)
     }
 }
 
@@ -157,34 +112,26 @@ pub struct MatmulFreeBlockParams {
     pub slots: usize,
     pub dtype: DType,
     /// The block's pre-norms (`attn_norm`, `mlp_norm`).
-    #[serde(default = "super::model_eps")]
+    #[serde(default = "model_eps")]
     pub norm_eps: f32,
     /// The MLGRU's output gate norm (`g_norm`).
-    #[serde(default = "super::model_eps")]
+    #[serde(default = "model_eps")]
     pub gate_eps: f32,
     /// The norm inside every BitLinear.
-    #[serde(default = "super::model_eps")]
+    #[serde(default = "model_eps")]
     pub bitlinear_eps: f32,
     /// Apply the layer's forget-gate lower bound `lb` (the model skips it in layer 0).
     #[serde(default = "yes")]
     pub lower_bound: bool,
 }
 
-fn yes() -> bool {
-    true
-}
-
-fn check_eps(what: &str, eps: f32) -> Result<()> {
-    if eps.is_finite() && eps >= 0.0 {
-        Ok(())
-    } else {
-        Err(invalid(format!("{what} must be finite and >= 0, got {eps}")))
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct MatmulFreeBlock {
     pub params: MatmulFreeBlockParams,
+    pub norm: RmsNorm,
+    pub fcg: BitLinear,
+    pub step: MlgruStep,
+    pub o_proj: BitLinear,
     pub mlp: GluMlp,
 }
 
@@ -195,93 +142,362 @@ impl MatmulFreeBlock {
         }
         check_eps("block norm_eps", p.norm_eps)?;
         check_eps("block gate_eps", p.gate_eps)?;
-        let mlp = GluMlp::new(GluMlpParams {
-            m: p.m,
-            d: p.d,
-            inner: p.inner,
-            dtype: p.dtype,
-            bitlinear_eps: p.bitlinear_eps,
+        let (m, d, dtype, eps) = (p.m, p.d, p.dtype, p.bitlinear_eps);
+        let norm =
+            RmsNorm::new(RmsNormParams { rows: m, cols: d, eps: p.norm_eps, dtype, x_stride: None, y_stride: None })?;
+        let bl = |projections, accumulate| BitLinearParams {
+            m,
+            n: d,
+            k: d,
+            projections,
+            partitions: 1,
+            eps,
+            dtype,
+            glu: false,
+            x_stride: None,
+            out_stride: None,
+            accumulate,
+        };
+        let step = MlgruStep::new(MlgruParams {
+            batch: m,
+            d,
+            slots: p.slots,
+            dtype,
+            lower_bound: p.lower_bound,
+            eps: p.gate_eps,
+            fcg_stride: None,
         })?;
-        Ok(Self { params: p, mlp })
+        let mlp = GluMlp::new(GluMlpParams { m, d, inner: p.inner, dtype, bitlinear_eps: eps, accumulate: true })?;
+        Ok(Self {
+            fcg: BitLinear::new(bl(3, false))?,
+            o_proj: BitLinear::new(bl(1, true))?,
+            params: p,
+            norm,
+            step,
+            mlp,
+        })
     }
 
-    /// Scratch tensors: name, dtype, length.
-    pub fn scratch(&self) -> Vec<(&'static str, DType, usize)> {
+    /// Tensors in [`Plan::tensors`] order; everything after `down_gamma` is scratch.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cpu<T: Float>(
+        &self,
+        x: &mut [T],
+        attn_norm: &[T],
+        fcg_norm: &[T],
+        fcg_packed: &[u32],
+        fcg_gamma: &[f32],
+        state: &mut [f32],
+        slot_ids: &[i32],
+        lb: Option<&[f32]>,
+        g_norm: &[T],
+        o_norm: &[T],
+        o_packed: &[u32],
+        o_gamma: &[f32],
+        mlp_norm: &[T],
+        up_norm: &[T],
+        up_packed: &[u32],
+        up_gamma: &[f32],
+        down_norm: &[T],
+        down_packed: &[u32],
+        down_gamma: &[f32],
+        a: &mut [T],
+        fcg: &mut [T],
+        o: &mut [T],
+        qa: &mut [i8],
+        sa: &mut [f32],
+        gu: &mut [T],
+        q1: &mut [i8],
+        s1: &mut [f32],
+        q2: &mut [i8],
+        s2: &mut [f32],
+        status: &Status,
+    ) -> Result<()> {
+        self.norm.run_cpu(x, attn_norm, a)?;
+        self.fcg.run_cpu(a, fcg_norm, fcg_packed, fcg_gamma, qa, sa, fcg)?;
+        self.step.run_cpu(fcg, state, slot_ids, lb, g_norm, o, status)?;
+        self.o_proj.run_cpu(o, o_norm, o_packed, o_gamma, q1, s1, x)?;
+        self.norm.run_cpu(x, mlp_norm, a)?;
+        self.mlp.run_cpu(a, up_norm, up_packed, up_gamma, down_norm, down_packed, down_gamma, x, gu, q1, s1, q2, s2)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tensors of each plan, declared once.
+
+impl Plan for GluMlp {
+    type Params = GluMlpParams;
+    const NAME: &'static str = "glu_mlp";
+    fn build(p: GluMlpParams) -> Result<Self> {
+        Self::new(p)
+    }
+    fn params(&self) -> &GluMlpParams {
+        &self.params
+    }
+    fn tensors(&self) -> Vec<TensorSpec> {
         let p = &self.params;
-        let mut v = vec![
-            ("a", p.dtype, p.m * p.d),
-            ("fcg", p.dtype, p.m * 3 * p.d),
-            ("o", p.dtype, p.m * p.d),
-            ("qa", DType::I8, 3 * p.m * padded_k(p.d)),
-            ("sa", DType::F32, 3 * p.m),
-        ];
-        v.extend(self.mlp.scratch());
+        let (dt, m) = (p.dtype, p.m);
+        let y = if p.accumulate { TensorSpec::in_out } else { TensorSpec::output };
+        let mut v = vec![TensorSpec::input("x", dt, m * p.d)];
+        v.extend(bitlinear_weights(&self.up, ["up_norm", "up_packed", "up_gamma"]));
+        v.extend(bitlinear_weights(&self.down, ["down_norm", "down_packed", "down_gamma"]));
+        v.extend([
+            y("y", dt, m * p.d),
+            TensorSpec::scratch("gu", dt, m * 2 * p.inner),
+            TensorSpec::scratch("q1", DType::I8, m * padded_k(p.d)),
+            TensorSpec::scratch("s1", DType::F32, m),
+            TensorSpec::scratch("q2", DType::I8, m * padded_k(p.inner)),
+            TensorSpec::scratch("s2", DType::F32, m),
+        ]);
         v
     }
+}
 
-    /// Tensors: `x [m, d]` (in place), `attn_norm [d]`, `fcg_norm [3d]`, `fcg_packed`,
-    /// `fcg_gamma [3]`, `state [slots, d]` f32 (in place), `slot_ids [m]`, `lb [d]` f32,
-    /// `g_norm [d]`, `o_norm [d]`, `o_packed`, `o_gamma [1]`, `mlp_norm [d]`, then the
-    /// [`GluMlp`] weights; plus the scratch tensors.
-    pub fn run(&self, l: &mut Launch, t: &mut DevMap, status: &mut Status) -> Result<()> {
+/// A BitLinear's weight tensors (norm, packed, gamma) under the layer's names.
+fn bitlinear_weights(b: &BitLinear, names: [&'static str; 3]) -> [TensorSpec; 3] {
+    let spec = |i: usize| {
+        let s = b.tensors()[i + 1];
+        TensorSpec { name: names[i], ..s }
+    };
+    [spec(0), spec(1), spec(2)]
+}
+
+impl Plan for MatmulFreeBlock {
+    type Params = MatmulFreeBlockParams;
+    const NAME: &'static str = "block";
+    fn build(p: MatmulFreeBlockParams) -> Result<Self> {
+        Self::new(p)
+    }
+    fn params(&self) -> &MatmulFreeBlockParams {
+        &self.params
+    }
+    fn tensors(&self) -> Vec<TensorSpec> {
         let p = &self.params;
         let (dt, m, d) = (p.dtype, p.m, p.d);
-        launch_as(
-            "core.rmsnorm",
-            l,
-            json!({"rows": m, "cols": d, "dtype": dt, "eps": p.norm_eps}),
-            t,
-            &[("x", "x"), ("w", "attn_norm"), ("y", "a")],
-            status,
-        )?;
-        launch_as(
-            "ternary.bitlinear",
-            l,
-            json!({"m": m, "n": d, "k": d, "projections": 3, "dtype": dt, "eps": p.bitlinear_eps}),
-            t,
-            &[
-                ("x", "a"),
-                ("norm_w", "fcg_norm"),
-                ("packed", "fcg_packed"),
-                ("gamma", "fcg_gamma"),
-                ("q", "qa"),
-                ("s", "sa"),
-                ("out", "fcg"),
-            ],
-            status,
-        )?;
-        launch_as(
-            "ternary.mlgru_step",
-            l,
-            json!({"batch": m, "d": d, "slots": p.slots, "dtype": dt, "lower_bound": p.lower_bound, "eps": p.gate_eps}),
-            t,
-            &[("fcg", "fcg"), ("state", "state"), ("slot_ids", "slot_ids"), ("lb", "lb"), ("w", "g_norm"), ("o", "o")],
-            status,
-        )?;
-        launch_as(
-            "ternary.bitlinear",
-            l,
-            json!({"m": m, "n": d, "k": d, "dtype": dt, "eps": p.bitlinear_eps, "accumulate": true}),
-            t,
-            &[
-                ("x", "o"),
-                ("norm_w", "o_norm"),
-                ("packed", "o_packed"),
-                ("gamma", "o_gamma"),
-                ("q", "q1"),
-                ("s", "s1"),
-                ("out", "x"),
-            ],
-            status,
-        )?;
-        launch_as(
-            "core.rmsnorm",
-            l,
-            json!({"rows": m, "cols": d, "dtype": dt, "eps": p.norm_eps}),
-            t,
-            &[("x", "x"), ("w", "mlp_norm"), ("y", "a")],
-            status,
-        )?;
-        self.mlp.run_named(l, t, status, "a", "x", true)
+        let mut v = vec![TensorSpec::in_out("x", dt, m * d), TensorSpec::input("attn_norm", dt, d)];
+        v.extend(bitlinear_weights(&self.fcg, ["fcg_norm", "fcg_packed", "fcg_gamma"]));
+        v.extend([TensorSpec::in_out("state", DType::F32, p.slots * d), TensorSpec::input("slot_ids", DType::I32, m)]);
+        if p.lower_bound {
+            v.push(TensorSpec::input("lb", DType::F32, d));
+        }
+        v.push(TensorSpec::input("g_norm", dt, d));
+        v.extend(bitlinear_weights(&self.o_proj, ["o_norm", "o_packed", "o_gamma"]));
+        v.push(TensorSpec::input("mlp_norm", dt, d));
+        let mlp = self.mlp.tensors();
+        v.extend(mlp.iter().filter(|s| s.name.starts_with("up_") || s.name.starts_with("down_")));
+        v.extend([
+            TensorSpec::scratch("a", dt, m * d),
+            TensorSpec::scratch("fcg", dt, m * 3 * d),
+            TensorSpec::scratch("o", dt, m * d),
+            TensorSpec::scratch("qa", DType::I8, 3 * m * padded_k(d)),
+            TensorSpec::scratch("sa", DType::F32, 3 * m),
+        ]);
+        v.extend(mlp.iter().filter(|s| s.role == crate::plan::Role::Scratch));
+        v
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CUDA: the same composition on the caller's stream.
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use std::sync::Arc;
+
+    use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
+
+    use super::{GluMlp, MatmulFreeBlock};
+    use crate::backend::cuda::{CudaBackend, CudaFloat};
+    use crate::backend::Status;
+    use crate::error::Result;
+
+    impl GluMlp {
+        /// Tensors in [`crate::plan::Plan::tensors`] order; `gu`, `q1`, `s1`, `q2`, `s2` are scratch.
+        #[allow(clippy::too_many_arguments)]
+        pub fn run_cuda<T: CudaFloat>(
+            &self,
+            cuda: &CudaBackend,
+            stream: &Arc<CudaStream>,
+            x: &impl DevicePtr<T>,
+            up_norm: &impl DevicePtr<T>,
+            up_packed: &impl DevicePtr<u32>,
+            up_gamma: &impl DevicePtr<f32>,
+            down_norm: &impl DevicePtr<T>,
+            down_packed: &impl DevicePtr<u32>,
+            down_gamma: &impl DevicePtr<f32>,
+            y: &mut impl DevicePtrMut<T>,
+            gu: &mut (impl DevicePtr<T> + DevicePtrMut<T>),
+            q1: &mut (impl DevicePtr<i8> + DevicePtrMut<i8>),
+            s1: &mut (impl DevicePtr<f32> + DevicePtrMut<f32>),
+            q2: &mut (impl DevicePtr<i8> + DevicePtrMut<i8>),
+            s2: &mut (impl DevicePtr<f32> + DevicePtrMut<f32>),
+        ) -> Result<()> {
+            self.up.run_cuda(cuda, stream, x, up_norm, up_packed, up_gamma, q1, s1, gu)?;
+            self.down.run_cuda(cuda, stream, &*gu, down_norm, down_packed, down_gamma, q2, s2, y)
+        }
+    }
+
+    impl MatmulFreeBlock {
+        /// Tensors in [`crate::plan::Plan::tensors`] order; everything after `down_gamma` is scratch.
+        #[allow(clippy::too_many_arguments)]
+        pub fn run_cuda<T: CudaFloat>(
+            &self,
+            cuda: &CudaBackend,
+            stream: &Arc<CudaStream>,
+            x: &mut (impl DevicePtr<T> + DevicePtrMut<T>),
+            attn_norm: &impl DevicePtr<T>,
+            fcg_norm: &impl DevicePtr<T>,
+            fcg_packed: &impl DevicePtr<u32>,
+            fcg_gamma: &impl DevicePtr<f32>,
+            state: &mut impl DevicePtrMut<f32>,
+            slot_ids: &impl DevicePtr<i32>,
+            lb: Option<&CudaSlice<f32>>,
+            g_norm: &impl DevicePtr<T>,
+            o_norm: &impl DevicePtr<T>,
+            o_packed: &impl DevicePtr<u32>,
+            o_gamma: &impl DevicePtr<f32>,
+            mlp_norm: &impl DevicePtr<T>,
+            up_norm: &impl DevicePtr<T>,
+            up_packed: &impl DevicePtr<u32>,
+            up_gamma: &impl DevicePtr<f32>,
+            down_norm: &impl DevicePtr<T>,
+            down_packed: &impl DevicePtr<u32>,
+            down_gamma: &impl DevicePtr<f32>,
+            a: &mut (impl DevicePtr<T> + DevicePtrMut<T>),
+            fcg: &mut (impl DevicePtr<T> + DevicePtrMut<T>),
+            o: &mut (impl DevicePtr<T> + DevicePtrMut<T>),
+            qa: &mut (impl DevicePtr<i8> + DevicePtrMut<i8>),
+            sa: &mut (impl DevicePtr<f32> + DevicePtrMut<f32>),
+            gu: &mut (impl DevicePtr<T> + DevicePtrMut<T>),
+            q1: &mut (impl DevicePtr<i8> + DevicePtrMut<i8>),
+            s1: &mut (impl DevicePtr<f32> + DevicePtrMut<f32>),
+            q2: &mut (impl DevicePtr<i8> + DevicePtrMut<i8>),
+            s2: &mut (impl DevicePtr<f32> + DevicePtrMut<f32>),
+            status: &mut Status,
+        ) -> Result<()> {
+            self.norm.run_cuda(cuda, stream, &*x, attn_norm, a)?;
+            self.fcg.run_cuda(cuda, stream, &*a, fcg_norm, fcg_packed, fcg_gamma, qa, sa, fcg)?;
+            self.step.run_cuda(cuda, stream, &*fcg, state, slot_ids, lb, g_norm, o, status)?;
+            self.o_proj.run_cuda(cuda, stream, &*o, o_norm, o_packed, o_gamma, q1, s1, x)?;
+            self.norm.run_cuda(cuda, stream, &*x, mlp_norm, a)?;
+            let mlp = &self.mlp;
+            mlp.run_cuda(
+                cuda,
+                stream,
+                &*a,
+                up_norm,
+                up_packed,
+                up_gamma,
+                down_norm,
+                down_packed,
+                down_gamma,
+                x,
+                gu,
+                q1,
+                s1,
+                q2,
+                s2,
+            )
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// wgpu: the same composition recorded into the caller's encoder.
+
+#[cfg(feature = "wgpu")]
+mod wgpu_impl {
+    use super::{GluMlp, MatmulFreeBlock};
+    use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
+    use crate::backend::Status;
+    use crate::error::Result;
+
+    impl GluMlp {
+        /// Tensors in [`crate::plan::Plan::tensors`] order; `gu`, `q1`, `s1`, `q2`, `s2` are scratch.
+        #[allow(clippy::too_many_arguments)]
+        pub fn run_wgpu(
+            &self,
+            gpu: &WgpuBackend,
+            enc: &mut wgpu::CommandEncoder,
+            x: WgpuTensor,
+            up_norm: WgpuTensor,
+            up_packed: WgpuTensor,
+            up_gamma: WgpuTensor,
+            down_norm: WgpuTensor,
+            down_packed: WgpuTensor,
+            down_gamma: WgpuTensor,
+            y: WgpuTensor,
+            gu: WgpuTensor,
+            q1: WgpuTensor,
+            s1: WgpuTensor,
+            q2: WgpuTensor,
+            s2: WgpuTensor,
+        ) -> Result<()> {
+            self.up.run_wgpu(gpu, enc, x, up_norm, up_packed, up_gamma, q1, s1, gu)?;
+            self.down.run_wgpu(gpu, enc, gu, down_norm, down_packed, down_gamma, q2, s2, y)
+        }
+    }
+
+    impl MatmulFreeBlock {
+        /// Tensors in [`crate::plan::Plan::tensors`] order; everything after `down_gamma` is scratch.
+        #[allow(clippy::too_many_arguments)]
+        pub fn run_wgpu(
+            &self,
+            gpu: &WgpuBackend,
+            enc: &mut wgpu::CommandEncoder,
+            x: WgpuTensor,
+            attn_norm: WgpuTensor,
+            fcg_norm: WgpuTensor,
+            fcg_packed: WgpuTensor,
+            fcg_gamma: WgpuTensor,
+            state: WgpuTensor,
+            slot_ids: WgpuTensor,
+            lb: Option<WgpuTensor>,
+            g_norm: WgpuTensor,
+            o_norm: WgpuTensor,
+            o_packed: WgpuTensor,
+            o_gamma: WgpuTensor,
+            mlp_norm: WgpuTensor,
+            up_norm: WgpuTensor,
+            up_packed: WgpuTensor,
+            up_gamma: WgpuTensor,
+            down_norm: WgpuTensor,
+            down_packed: WgpuTensor,
+            down_gamma: WgpuTensor,
+            a: WgpuTensor,
+            fcg: WgpuTensor,
+            o: WgpuTensor,
+            qa: WgpuTensor,
+            sa: WgpuTensor,
+            gu: WgpuTensor,
+            q1: WgpuTensor,
+            s1: WgpuTensor,
+            q2: WgpuTensor,
+            s2: WgpuTensor,
+            status: &Status,
+        ) -> Result<()> {
+            self.norm.run_wgpu(gpu, enc, x, attn_norm, a)?;
+            self.fcg.run_wgpu(gpu, enc, a, fcg_norm, fcg_packed, fcg_gamma, qa, sa, fcg)?;
+            self.step.run_wgpu(gpu, enc, fcg, state, slot_ids, lb, g_norm, o, status)?;
+            self.o_proj.run_wgpu(gpu, enc, o, o_norm, o_packed, o_gamma, q1, s1, x)?;
+            self.norm.run_wgpu(gpu, enc, x, mlp_norm, a)?;
+            self.mlp.run_wgpu(
+                gpu,
+                enc,
+                a,
+                up_norm,
+                up_packed,
+                up_gamma,
+                down_norm,
+                down_packed,
+                down_gamma,
+                x,
+                gu,
+                q1,
+                s1,
+                q2,
+                s2,
+            )
+        }
     }
 }

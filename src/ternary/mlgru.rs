@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 use super::{default_chunk, fits_u32, model_eps, nonzero, oracle};
 use crate::backend::{Status, StatusBits};
 use crate::dtype::{float_dtype, same_dtype, to_f64, DType, Float};
-use crate::error::{ensure_len, invalid, Error, Result};
+use crate::error::{invalid, Error, Result};
 use crate::layout::Rows;
+use crate::plan::{Plan, TensorSpec};
 
 // ---------------------------------------------------------------------------------------------
 // MLGRU
@@ -84,13 +85,13 @@ impl MlgruStep {
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
         let p = &self.params;
-        ensure_len("mlgru fcg", self.fcg.span(), fcg.len())?;
-        ensure_len("mlgru state", p.slots * p.d, state.len())?;
-        ensure_len("mlgru slot_ids", p.batch, slot_ids.len())?;
-        ensure_len("mlgru w", p.d, w.len())?;
-        ensure_len("mlgru o", p.batch * p.d, o.len())?;
+        self.check_len("fcg", fcg.len())?;
+        self.check_len("state", state.len())?;
+        self.check_len("slot_ids", slot_ids.len())?;
+        self.check_len("w", w.len())?;
+        self.check_len("o", o.len())?;
         if p.lower_bound {
-            ensure_len("mlgru lower bound", p.d, lb.map_or(0, <[f32]>::len))?;
+            self.check_len("lb", lb.map_or(0, <[f32]>::len))?;
         }
         let x = to_f64(&self.fcg.gather(fcg));
         let wf = to_f64(&w[..p.d]);
@@ -192,7 +193,7 @@ impl MlgruScan {
     /// sequence is longer than `max_len`. The kernels flag violations instead of reading past.
     pub fn validate_cu_seqlens(&self, cu: &[i32]) -> Result<()> {
         let p = &self.params;
-        ensure_len("mlgru_scan cu_seqlens", p.seqs + 1, cu.len())?;
+        self.check_len("cu_seqlens", cu.len())?;
         if cu[0] != 0 || cu[p.seqs] as i64 != p.tokens as i64 {
             return Err(Error::InvalidInput(format!(
                 "cu_seqlens must run from 0 to {}, got {} .. {}",
@@ -208,7 +209,8 @@ impl MlgruScan {
         Ok(())
     }
 
-    /// The sequential recurrence (the oracle for the chunked kernels).
+    /// The sequential recurrence (the oracle for the chunked kernels). `ws` is unused here (the
+    /// GPU paths' chunk carries); it is checked so one call shape serves every backend.
     #[allow(clippy::too_many_arguments)]
     pub fn run_cpu<T: Float>(
         &self,
@@ -218,13 +220,17 @@ impl MlgruScan {
         slot_ids: &[i32],
         lb: Option<&[f32]>,
         w: &[T],
+        ws: &mut [f32],
         o: &mut [T],
         status: &Status,
     ) -> Result<()> {
         let p = &self.params;
-        ensure_len("mlgru_scan fcg", self.fcg.span(), fcg.len())?;
-        ensure_len("mlgru_scan o", p.tokens * p.d, o.len())?;
-        ensure_len("mlgru_scan slot_ids", p.seqs, slot_ids.len())?;
+        for (name, len) in [("fcg", fcg.len()), ("state", state.len()), ("slot_ids", slot_ids.len())] {
+            self.check_len(name, len)?;
+        }
+        for (name, len) in [("w", w.len()), ("ws", ws.len()), ("o", o.len())] {
+            self.check_len(name, len)?;
+        }
         if self.validate_cu_seqlens(cu).is_err() {
             status.raise(StatusBits::INDEX_OUT_OF_RANGE)?;
             return Ok(());
@@ -259,5 +265,60 @@ impl MlgruScan {
             }
         }
         Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tensors of each plan, declared once.
+
+impl Plan for MlgruStep {
+    type Params = MlgruParams;
+    const NAME: &'static str = "mlgru_step";
+    fn build(p: MlgruParams) -> Result<Self> {
+        Self::new(p)
+    }
+    fn params(&self) -> &MlgruParams {
+        &self.params
+    }
+    fn tensors(&self) -> Vec<TensorSpec> {
+        let p = &self.params;
+        let mut v = vec![
+            TensorSpec::input("fcg", p.dtype, self.fcg.span()),
+            TensorSpec::in_out("state", DType::F32, p.slots * p.d),
+            TensorSpec::input("slot_ids", DType::I32, p.batch),
+        ];
+        if p.lower_bound {
+            v.push(TensorSpec::input("lb", DType::F32, p.d));
+        }
+        v.push(TensorSpec::input("w", p.dtype, p.d));
+        v.push(TensorSpec::output("o", p.dtype, p.batch * p.d));
+        v
+    }
+}
+
+impl Plan for MlgruScan {
+    type Params = MlgruScanParams;
+    const NAME: &'static str = "mlgru_scan";
+    fn build(p: MlgruScanParams) -> Result<Self> {
+        Self::new(p)
+    }
+    fn params(&self) -> &MlgruScanParams {
+        &self.params
+    }
+    fn tensors(&self) -> Vec<TensorSpec> {
+        let p = &self.params;
+        let mut v = vec![
+            TensorSpec::input("fcg", p.dtype, self.fcg.span()),
+            TensorSpec::input("cu_seqlens", DType::I32, p.seqs + 1),
+            TensorSpec::in_out("state", DType::F32, p.slots * p.d),
+            TensorSpec::input("slot_ids", DType::I32, p.seqs),
+        ];
+        if p.lower_bound {
+            v.push(TensorSpec::input("lb", DType::F32, p.d));
+        }
+        v.push(TensorSpec::input("w", p.dtype, p.d));
+        v.push(TensorSpec::scratch("ws", DType::F32, self.workspace_len()));
+        v.push(TensorSpec::output("o", p.dtype, p.tokens * p.d));
+        v
     }
 }

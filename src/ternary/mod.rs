@@ -32,7 +32,7 @@ pub use bitlinear::{BitLinear, BitLinearParams, RmsNormQuant, RmsNormQuantParams
 pub use layers::{GluMlp, GluMlpParams, MatmulFreeBlock, MatmulFreeBlockParams};
 pub use mlgru::{MlgruParams, MlgruScan, MlgruScanParams, MlgruStep};
 pub use oracle::{padded_k, words_per_row};
-pub use weights::{Pack, PackParams, QuantizeWeights, QuantizeWeightsParams};
+pub use weights::{Pack, PackParams, QuantizeWeights, QuantizeWeightsParams, Unpack};
 
 fn nonzero(what: &str, v: usize) -> Result<()> {
     if v == 0 {

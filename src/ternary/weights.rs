@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 use super::{fits_u32, nonzero, one, oracle, padded_k, words_per_row};
 use crate::backend::{Status, StatusBits};
 use crate::dtype::{float_dtype, same_dtype, to_f64, DType, Float};
-use crate::error::{ensure_len, invalid, Error, Result};
+use crate::error::{invalid, Error, Result};
+use crate::plan::{Plan, TensorSpec};
 
 // ---------------------------------------------------------------------------------------------
 // Weights
@@ -57,13 +58,23 @@ impl QuantizeWeights {
         }
     }
 
-    pub fn run_cpu<T: Float>(&self, w: &[T], packed: &mut [u32], gamma: &mut [f32]) -> Result<()> {
+    /// As the GPU paths: non-finite weights raise `StatusBits::VALUE_OUT_OF_RANGE` and leave
+    /// the outputs unwritten. `ws` is unused here (the GPU paths' per-row sums); it is checked
+    /// so one call shape serves every backend.
+    pub fn run_cpu<T: Float>(
+        &self,
+        w: &[T],
+        ws: &mut [f32],
+        packed: &mut [u32],
+        gamma: &mut [f32],
+        status: &Status,
+    ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
         let p = &self.params;
-        ensure_len("quantize_weights w", p.n * p.k, w.len())?;
-        ensure_len("quantize_weights packed", self.packed_len(), packed.len())?;
-        ensure_len("quantize_weights gamma", p.partitions, gamma.len())?;
-        self.validate_weights(&w[..p.n * p.k])?;
+        self.check_lens(&[w.len(), ws.len(), packed.len(), gamma.len()])?;
+        if self.validate_weights(&w[..p.n * p.k]).is_err() {
+            return status.raise(StatusBits::VALUE_OUT_OF_RANGE);
+        }
         let wf = to_f64(&w[..p.n * p.k]);
         let g = oracle::absmean_gammas(&wf, p.n, p.k, p.partitions);
         let t = oracle::ternarize(&wf, p.n, p.k, &g);
@@ -105,8 +116,8 @@ impl Pack {
 
     /// Values outside {-1, 0, 1} are clamped and raise `StatusBits::VALUE_OUT_OF_RANGE`.
     pub fn run_cpu(&self, t: &[i8], packed: &mut [u32], status: &Status) -> Result<()> {
-        ensure_len("pack t", self.values_len(), t.len())?;
-        ensure_len("pack packed", self.packed_len(), packed.len())?;
+        self.check_len("t", t.len())?;
+        self.check_len("packed", packed.len())?;
         let (n, k, kp) = (self.params.n, self.params.k, padded_k(self.params.k));
         if (0..n).any(|r| t[r * kp..r * kp + k].iter().any(|v| !(-1..=1).contains(v))) {
             status.raise(StatusBits::VALUE_OUT_OF_RANGE)?;
@@ -116,9 +127,9 @@ impl Pack {
     }
 
     /// Unpacks to padded i8 rows; code 3 reads as 0 and raises `StatusBits::BAD_TERNARY_CODE`.
-    pub fn unpack_cpu(&self, packed: &[u32], t: &mut [i8], status: &Status) -> Result<()> {
-        ensure_len("unpack packed", self.packed_len(), packed.len())?;
-        ensure_len("unpack t", self.values_len(), t.len())?;
+    pub(super) fn unpack_cpu(&self, packed: &[u32], t: &mut [i8], status: &Status) -> Result<()> {
+        self.check_len("packed", packed.len())?;
+        self.check_len("t", t.len())?;
         let (v, bad) = oracle::unpack(packed, self.params.n, self.params.k);
         t[..v.len()].copy_from_slice(&v);
         if bad {
@@ -129,7 +140,7 @@ impl Pack {
 
     /// Host-side check that packed weights hold no code 3 and padding is code 1.
     pub fn validate_packed(&self, packed: &[u32]) -> Result<()> {
-        ensure_len("packed", self.packed_len(), packed.len())?;
+        self.check_len("packed", packed.len())?;
         let (k, kw) = (self.params.k, words_per_row(self.params.k));
         for (i, &w) in packed[..self.packed_len()].iter().enumerate() {
             for c in 0..16 {
@@ -143,5 +154,80 @@ impl Pack {
             }
         }
         Ok(())
+    }
+}
+
+/// Unpacking, the inverse of [`Pack`]: packed words to padded i8 rows.
+#[derive(Debug, Clone)]
+pub struct Unpack {
+    pub params: PackParams,
+    pub(super) pack: Pack,
+}
+
+impl Unpack {
+    pub fn new(p: PackParams) -> Result<Self> {
+        Ok(Self { pack: Pack::new(p.clone())?, params: p })
+    }
+
+    /// Code 3 reads as 0 and raises `StatusBits::BAD_TERNARY_CODE`.
+    pub fn run_cpu(&self, packed: &[u32], t: &mut [i8], status: &Status) -> Result<()> {
+        self.pack.unpack_cpu(packed, t, status)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tensors of each plan, declared once.
+
+impl Plan for QuantizeWeights {
+    type Params = QuantizeWeightsParams;
+    const NAME: &'static str = "quantize_weights";
+    fn build(p: QuantizeWeightsParams) -> Result<Self> {
+        Self::new(p)
+    }
+    fn params(&self) -> &QuantizeWeightsParams {
+        &self.params
+    }
+    fn tensors(&self) -> Vec<TensorSpec> {
+        let p = &self.params;
+        vec![
+            TensorSpec::input("w", p.dtype, p.n * p.k),
+            TensorSpec::scratch("ws", DType::F32, self.workspace_len()),
+            TensorSpec::output("packed", DType::U32, self.packed_len()),
+            TensorSpec::output("gamma", DType::F32, p.partitions),
+        ]
+    }
+}
+
+impl Plan for Pack {
+    type Params = PackParams;
+    const NAME: &'static str = "pack";
+    fn build(p: PackParams) -> Result<Self> {
+        Self::new(p)
+    }
+    fn params(&self) -> &PackParams {
+        &self.params
+    }
+    fn tensors(&self) -> Vec<TensorSpec> {
+        vec![
+            TensorSpec::input("t", DType::I8, self.values_len()),
+            TensorSpec::output("packed", DType::U32, self.packed_len()),
+        ]
+    }
+}
+
+impl Plan for Unpack {
+    type Params = PackParams;
+    const NAME: &'static str = "unpack";
+    fn build(p: PackParams) -> Result<Self> {
+        Self::new(p)
+    }
+    fn params(&self) -> &PackParams {
+        &self.params
+    }
+    fn tensors(&self) -> Vec<TensorSpec> {
+        vec![
+            TensorSpec::input("packed", DType::U32, self.pack.packed_len()),
+            TensorSpec::output("t", DType::I8, self.pack.values_len()),
+        ]
     }
 }

@@ -7,10 +7,12 @@ use super::uniforms::{
 };
 use super::{
     padded_k, words_per_row, BitLinear, MlgruScan, MlgruStep, Pack, QuantizeWeights, RmsNormQuant, TernaryMatmul,
+    Unpack,
 };
 use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::plan::Plan;
 use crate::Status;
 
 /// Workgroup bytes the fused BitLinear shader holds for quantized rows (3456 words).
@@ -42,10 +44,10 @@ impl QuantizeWeights {
     ) -> Result<()> {
         let (p, mb) = (&self.params, gpu.max_binding());
         let offs = [
-            w.check("quantize_weights w", p.dtype, p.n * p.k, mb)?,
-            ws.check("quantize_weights ws", DType::F32, self.workspace_len(), mb)?,
-            packed.check("quantize_weights packed", DType::U32, self.packed_len(), mb)?,
-            gamma.check("quantize_weights gamma", DType::F32, p.partitions, mb)?,
+            self.bind(&w, "w", mb)?,
+            self.bind(&ws, "ws", mb)?,
+            self.bind(&packed, "packed", mb)?,
+            self.bind(&gamma, "gamma", mb)?,
         ];
         if offs.iter().any(|&o| o != 0) {
             return Err(Error::InvalidParams("quantize_weights takes whole buffers (offset 0) on wgpu".into()));
@@ -98,7 +100,7 @@ impl Pack {
         )
     }
 
-    pub fn unpack_wgpu(
+    fn unpack_wgpu(
         &self,
         gpu: &WgpuBackend,
         enc: &mut wgpu::CommandEncoder,
@@ -136,6 +138,20 @@ impl Pack {
     }
 }
 
+impl Unpack {
+    /// Unpacks to padded i8 rows; code 3 reads as 0 and raises `BAD_TERNARY_CODE`.
+    pub fn run_wgpu(
+        &self,
+        gpu: &WgpuBackend,
+        enc: &mut wgpu::CommandEncoder,
+        packed: WgpuTensor,
+        t: WgpuTensor,
+        status: &Status,
+    ) -> Result<()> {
+        self.pack.unpack_wgpu(gpu, enc, packed, t, status)
+    }
+}
+
 impl RmsNormQuant {
     pub fn run_wgpu(
         &self,
@@ -147,11 +163,8 @@ impl RmsNormQuant {
         s: WgpuTensor,
     ) -> Result<()> {
         let (p, mb) = (&self.params, gpu.max_binding());
-        let x_off = x.check("rmsnorm_quant x", p.dtype, self.x.span(), mb)?;
-        if w.check("rmsnorm_quant w", p.dtype, p.projections * p.k, mb)? != 0
-            || q.check("rmsnorm_quant q", DType::I8, self.q_len(), mb)? != 0
-            || s.check("rmsnorm_quant s", DType::F32, self.s_len(), mb)? != 0
-        {
+        let x_off = self.bind(&x, "x", mb)?;
+        if self.bind(&w, "norm_w", mb)? != 0 || self.bind(&q, "q", mb)? != 0 || self.bind(&s, "s", mb)? != 0 {
             return Err(Error::InvalidParams("rmsnorm_quant: w, q and s must start at offset 0 on wgpu".into()));
         }
         let u = QuantUniform {
@@ -190,12 +203,12 @@ impl TernaryMatmul {
         acc_out: Option<WgpuTensor>,
     ) -> Result<()> {
         let (p, mb) = (&self.params, gpu.max_binding());
-        let out_off = out.check("ternary_matmul out", p.dtype, self.out.span(), mb)?;
+        let out_off = self.bind(&out, "out", mb)?;
         let zero = [
-            q.check("ternary_matmul q", DType::I8, self.q_len(), mb)?,
-            s.check("ternary_matmul s", DType::F32, self.s_len(), mb)?,
-            packed.check("ternary_matmul packed", DType::U32, self.packed_len(), mb)?,
-            gamma.check("ternary_matmul gamma", DType::F32, self.gamma_len(), mb)?,
+            self.bind(&q, "q", mb)?,
+            self.bind(&s, "s", mb)?,
+            self.bind(&packed, "packed", mb)?,
+            self.bind(&gamma, "gamma", mb)?,
         ];
         if zero.iter().any(|&o| o != 0) {
             return Err(Error::InvalidParams(
@@ -206,7 +219,7 @@ impl TernaryMatmul {
         let acc_buf = match (p.write_acc, acc_out) {
             (false, _) => &dummy,
             (true, Some(a)) => {
-                if a.check("ternary_matmul acc", DType::I32, self.acc_len(), mb)? != 0 {
+                if self.bind(&a, "acc", mb)? != 0 {
                     return Err(Error::InvalidParams("ternary_matmul acc must start at offset 0".into()));
                 }
                 a.buffer
@@ -264,14 +277,14 @@ impl BitLinear {
             return self.matmul.run_wgpu(gpu, enc, q, s, packed, gamma, out, None);
         }
         let (p, mb, mm) = (&self.params, gpu.max_binding(), &self.matmul);
-        let x_off = x.check("bitlinear x", p.dtype, self.quant.x.span(), mb)?;
-        let out_off = out.check("bitlinear out", p.dtype, mm.out.span(), mb)?;
+        let x_off = self.bind(&x, "x", mb)?;
+        let out_off = self.bind(&out, "out", mb)?;
         let zero = [
-            norm_w.check("bitlinear norm_w", p.dtype, p.projections * p.k, mb)?,
-            packed.check("bitlinear packed", DType::U32, mm.packed_len(), mb)?,
-            gamma.check("bitlinear gamma", DType::F32, mm.gamma_len(), mb)?,
-            q.check("bitlinear q", DType::I8, self.quant.q_len(), mb)?,
-            s.check("bitlinear s", DType::F32, self.quant.s_len(), mb)?,
+            self.bind(&norm_w, "norm_w", mb)?,
+            self.bind(&packed, "packed", mb)?,
+            self.bind(&gamma, "gamma", mb)?,
+            self.bind(&q, "q", mb)?,
+            self.bind(&s, "s", mb)?,
         ];
         if zero.iter().any(|&o| o != 0) {
             return Err(Error::InvalidParams("bitlinear: weights, q and s must start at offset 0 on wgpu".into()));
@@ -305,14 +318,14 @@ impl BitLinear {
 fn lb_buffer<'a>(
     wanted: bool,
     lb: Option<WgpuTensor<'a>>,
-    d: usize,
+    plan: &impl Plan,
     mb: u64,
     dummy: &'a wgpu::Buffer,
 ) -> Result<&'a wgpu::Buffer> {
     match (wanted, lb) {
         (false, _) => Ok(dummy),
         (true, Some(l)) => {
-            if l.check("mlgru lower bound", DType::F32, d, mb)? != 0 {
+            if plan.bind(&l, "lb", mb)? != 0 {
                 return Err(Error::InvalidParams("mlgru lower bound must start at offset 0".into()));
             }
             Ok(l.buffer)
@@ -336,12 +349,12 @@ impl MlgruStep {
         status: &Status,
     ) -> Result<()> {
         let (p, mb) = (&self.params, gpu.max_binding());
-        let fcg_off = fcg.check("mlgru fcg", p.dtype, self.fcg.span(), mb)?;
+        let fcg_off = self.bind(&fcg, "fcg", mb)?;
         let zero = [
-            state.check("mlgru state", DType::F32, p.slots * p.d, mb)?,
-            slot_ids.check("mlgru slot_ids", DType::I32, p.batch, mb)?,
-            w.check("mlgru w", p.dtype, p.d, mb)?,
-            o.check("mlgru o", p.dtype, p.batch * p.d, mb)?,
+            self.bind(&state, "state", mb)?,
+            self.bind(&slot_ids, "slot_ids", mb)?,
+            self.bind(&w, "w", mb)?,
+            self.bind(&o, "o", mb)?,
         ];
         if zero.iter().any(|&v| v != 0) {
             return Err(Error::InvalidParams(
@@ -349,7 +362,7 @@ impl MlgruStep {
             ));
         }
         let dummy = gpu.dummy()?;
-        let lbb = lb_buffer(p.lower_bound, lb, p.d, mb, &dummy)?;
+        let lbb = lb_buffer(p.lower_bound, lb, self, mb, &dummy)?;
         let u = StepUniform {
             batch: p.batch as u32,
             d: p.d as u32,
@@ -387,21 +400,21 @@ impl MlgruScan {
         status: &Status,
     ) -> Result<()> {
         let (p, mb) = (&self.params, gpu.max_binding());
-        let fcg_off = fcg.check("mlgru_scan fcg", p.dtype, self.fcg.span(), mb)?;
+        let fcg_off = self.bind(&fcg, "fcg", mb)?;
         let zero = [
-            cu.check("mlgru_scan cu_seqlens", DType::I32, p.seqs + 1, mb)?,
-            state.check("mlgru_scan state", DType::F32, p.slots * p.d, mb)?,
-            slot_ids.check("mlgru_scan slot_ids", DType::I32, p.seqs, mb)?,
-            w.check("mlgru_scan w", p.dtype, p.d, mb)?,
-            ws.check("mlgru_scan ws", DType::F32, self.workspace_len(), mb)?,
-            o.check("mlgru_scan o", p.dtype, p.tokens * p.d, mb)?,
+            self.bind(&cu, "cu_seqlens", mb)?,
+            self.bind(&state, "state", mb)?,
+            self.bind(&slot_ids, "slot_ids", mb)?,
+            self.bind(&w, "w", mb)?,
+            self.bind(&ws, "ws", mb)?,
+            self.bind(&o, "o", mb)?,
         ];
         if zero.iter().any(|&v| v != 0) {
             return Err(Error::InvalidParams("mlgru_scan: every tensor but fcg must start at offset 0 on wgpu".into()));
         }
         let st = status_buf(status)?;
         let dummy = gpu.dummy()?;
-        let lbb = lb_buffer(p.lower_bound, lb, p.d, mb, &dummy)?;
+        let lbb = lb_buffer(p.lower_bound, lb, self, mb, &dummy)?;
         let chunks = self.chunks();
         let a_off = (p.tokens * p.d) as u32;
         let h_off = a_off + (p.seqs * chunks * p.d) as u32;

@@ -1,0 +1,100 @@
+//! What every kernel plan declares once: its tensors. A plan (`RmsNorm`, `BitLinear`, ...) is
+//! built from its params by `new`, which validates them; [`Plan::tensors`] then lists every
+//! buffer a run touches with its dtype, the elements it must hold and its role. The size checks
+//! of `run_cpu` (slices), `run_cuda` (device views) and `run_wgpu` (bindings), and the harness's
+//! allocation and poisoning of outputs and scratch, all read this one list.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::dtype::DType;
+use crate::error::{ensure_len, Error, Result};
+
+/// What a run does with a tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Read only.
+    In,
+    /// Written (every element of the span that the kernel owns; gaps of strided views untouched).
+    Out,
+    /// Read and updated in place (a state pool, a residual stream, `+=` outputs).
+    InOut,
+    /// Workspace the caller provides; its contents before and after mean nothing.
+    Scratch,
+}
+
+/// One tensor of a plan: a name the docs, errors and the harness use, its dtype, the elements it
+/// must hold (a strided view's span), and its role. A tensor the params switch off (no lower
+/// bound, no `acc` output) is absent from the list rather than marked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TensorSpec {
+    pub name: &'static str,
+    pub dtype: DType,
+    pub len: usize,
+    pub role: Role,
+}
+
+impl TensorSpec {
+    pub fn input(name: &'static str, dtype: DType, len: usize) -> Self {
+        TensorSpec { name, dtype, len, role: Role::In }
+    }
+    pub fn output(name: &'static str, dtype: DType, len: usize) -> Self {
+        TensorSpec { name, dtype, len, role: Role::Out }
+    }
+    pub fn in_out(name: &'static str, dtype: DType, len: usize) -> Self {
+        TensorSpec { name, dtype, len, role: Role::InOut }
+    }
+    pub fn scratch(name: &'static str, dtype: DType, len: usize) -> Self {
+        TensorSpec { name, dtype, len, role: Role::Scratch }
+    }
+}
+
+/// A validated kernel launch shape. `NAME` prefixes every error about its tensors.
+pub trait Plan: Sized + Sync + Send + 'static {
+    type Params: Serialize + DeserializeOwned + Clone;
+    const NAME: &'static str;
+
+    /// Validates `params` (the inherent `new`).
+    fn build(params: Self::Params) -> Result<Self>;
+    fn params(&self) -> &Self::Params;
+    /// Every tensor a run touches, in the order of the `run_*` arguments.
+    fn tensors(&self) -> Vec<TensorSpec>;
+
+    /// The tensor `name`.
+    fn spec(&self, name: &str) -> Result<TensorSpec> {
+        self.tensors()
+            .into_iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| Error::InvalidParams(format!("{} has no tensor `{name}`", Self::NAME)))
+    }
+
+    /// A buffer of `len` elements is large enough for tensor `name`.
+    fn check_len(&self, name: &str, len: usize) -> Result<()> {
+        ensure_len(&format!("{} {name}", Self::NAME), self.spec(name)?.len, len)
+    }
+
+    /// Buffers of `lens` elements, one per tensor in [`Plan::tensors`] order, are large enough.
+    fn check_lens(&self, lens: &[usize]) -> Result<()> {
+        let specs = self.tensors();
+        if specs.len() != lens.len() {
+            return Err(Error::InvalidParams(format!(
+                "{}: {} buffers for {} tensors",
+                Self::NAME,
+                lens.len(),
+                specs.len()
+            )));
+        }
+        for (s, &len) in specs.iter().zip(lens) {
+            ensure_len(&format!("{} {}", Self::NAME, s.name), s.len, len)?;
+        }
+        Ok(())
+    }
+
+    /// The wgpu binding `t` holds tensor `name` (dtype, size, alignment, the device's binding
+    /// limit); returns its offset in elements for the uniform.
+    #[cfg(feature = "wgpu")]
+    fn bind(&self, t: &crate::backend::wgpu::WgpuTensor, name: &str, max_binding: u64) -> Result<u32> {
+        let s = self.spec(name)?;
+        t.check(&format!("{} {name}", Self::NAME), s.dtype, s.len, max_binding)
+    }
+}
