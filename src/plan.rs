@@ -73,21 +73,19 @@ pub trait Plan: Sized + Sync + Send + 'static {
         ensure_len(&format!("{} {name}", Self::NAME), self.spec(name)?.len, len)
     }
 
-    /// Buffers of `lens` elements, one per tensor in [`Plan::tensors`] order, are large enough.
-    fn check_lens(&self, lens: &[usize]) -> Result<()> {
+    /// Buffers of the given lengths, by tensor name, are large enough, and every tensor of the
+    /// plan is among them (a buffer the params call for but the call left out is an error too).
+    fn check_lens(&self, given: &[(&str, usize)]) -> Result<()> {
         let specs = self.tensors();
-        if specs.len() != lens.len() {
-            return Err(Error::InvalidParams(format!(
-                "{}: {} buffers for {} tensors",
-                Self::NAME,
-                lens.len(),
-                specs.len()
-            )));
+        for &(name, len) in given {
+            let s = specs.iter().find(|s| s.name == name);
+            let s = s.ok_or_else(|| Error::InvalidParams(format!("{} takes no `{name}`", Self::NAME)))?;
+            ensure_len(&format!("{} {name}", Self::NAME), s.len, len)?;
         }
-        for (s, &len) in specs.iter().zip(lens) {
-            ensure_len(&format!("{} {}", Self::NAME, s.name), s.len, len)?;
+        match specs.iter().find(|s| !given.iter().any(|g| g.0 == s.name)) {
+            Some(s) => Err(Error::InvalidParams(format!("{}: no `{}` buffer was given", Self::NAME, s.name))),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// The wgpu binding `t` holds tensor `name` (dtype, size, alignment, the device's binding

@@ -47,6 +47,9 @@ struct NoLaunch;
 struct Idle(Box<dyn Prepared>);
 
 impl Prepared for Idle {
+    fn params(&self) -> Value {
+        self.0.params()
+    }
     fn tensors(&self) -> Vec<TensorSpec> {
         self.0.tensors()
     }
@@ -166,4 +169,47 @@ fn the_tool_verifies_every_backend_present() {
     let bad =
         std::process::Command::new(tool()).args(["verify", "--family", "nope"]).output().expect("run mllm-kernels");
     assert!(!bad.status.success());
+}
+
+/// The README's `check` table names every kernel with its params and tensors as the plans
+/// declare them (so a file written from the table is accepted).
+#[test]
+fn readme_check_table_matches_the_plans() {
+    use mllm_kernels::Role;
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let quoted = |cell: &str| -> Vec<String> {
+        cell.split('`').skip(1).step_by(2).flat_map(|q| q.split([',', ' ', '['])).map(str::to_string).collect()
+    };
+    for k in mllm_kernels::registry::kernels() {
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{}` |", k.id())))
+            .unwrap_or_else(|| panic!("README check table has no row for {}", k.id()));
+        let cells: Vec<&str> = row.split(" | ").collect();
+        let (params, inputs, outputs) = (quoted(cells[1]), quoted(cells[2]), quoted(cells[3]));
+        for case in k.cases() {
+            let plan = k.prepare(&case.params).unwrap();
+            for key in plan.params().as_object().unwrap().keys() {
+                assert!(params.contains(key), "{}: param `{key}` is not in the README row", k.id());
+            }
+            for s in plan.tensors() {
+                let col = match s.role {
+                    Role::In => &inputs,
+                    Role::Out => &outputs,
+                    Role::InOut => {
+                        assert!(inputs.iter().any(|n| n == s.name), "{}: in-out `{}` not among inputs", k.id(), s.name);
+                        &outputs
+                    }
+                    Role::Scratch => continue,
+                };
+                assert!(
+                    col.iter().any(|n| n == s.name),
+                    "{}: tensor `{}` ({:?}) not in the README row",
+                    k.id(),
+                    s.name,
+                    s.role
+                );
+            }
+        }
+    }
 }

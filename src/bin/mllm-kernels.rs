@@ -348,7 +348,7 @@ fn main() -> ExitCode {
         "check" => cmd_check(&o),
         "list" => {
             for k in kernels() {
-                println!("{}", k.id());
+                println!("{}", mllm_kernels::harness::describe(k));
             }
             ExitCode::SUCCESS
         }

@@ -24,7 +24,7 @@ impl RmsNorm {
         y: &mut impl DevicePtrMut<T>,
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
-        self.check_lens(&[x.len(), w.len(), y.len()])?;
+        self.check_lens(&[("x", x.len()), ("w", w.len()), ("y", y.len())])?;
         let f = cuda.function("core", &format!("core_rmsnorm_{}", T::DTYPE))?;
         let cfg = grid_1d(self.params.rows, THREADS)?;
         let (cols, xs, ys, eps) =
@@ -56,7 +56,14 @@ impl MergeStates {
         l: &mut impl DevicePtrMut<f32>,
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
-        self.check_lens(&[o1.len(), l1.len(), o2.len(), l2.len(), o.len(), l.len()])?;
+        self.check_lens(&[
+            ("o1", o1.len()),
+            ("lse1", l1.len()),
+            ("o2", o2.len()),
+            ("lse2", l2.len()),
+            ("o", o.len()),
+            ("lse", l.len()),
+        ])?;
         let f = cuda.function("core", &format!("core_merge_states_{}", T::DTYPE))?;
         let cfg = grid_1d(self.params.states, 64)?;
         let dim = self.params.dim as i32;
@@ -87,7 +94,7 @@ impl GatherRows {
         status: &mut Status,
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
-        self.check_lens(&[src.len(), idx.len(), out.len()])?;
+        self.check_lens(&[("src", src.len()), ("idx", idx.len()), ("out", out.len())])?;
         let Status::Cuda(st) = status else {
             return Err(Error::InvalidParams("gather_rows: the status word is not a CUDA one".into()));
         };

@@ -69,7 +69,7 @@ impl RmsNorm {
     /// The oracle on host slices (f64 inside, rounded to `T` on the way out).
     pub fn run_cpu<T: Float>(&self, x: &[T], w: &[T], y: &mut [T]) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
-        self.check_lens(&[x.len(), w.len(), y.len()])?;
+        self.check_lens(&[("x", x.len()), ("w", w.len()), ("y", y.len())])?;
         let p = &self.params;
         let out = oracle::rmsnorm(&to_f64(&self.x.gather(x)), &to_f64(&w[..p.cols]), p.rows, p.cols, f64::from(p.eps));
         self.y.scatter(&from_f64::<T>(&out), y);
@@ -126,7 +126,14 @@ impl MergeStates {
         l: &mut [f32],
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
-        self.check_lens(&[o1.len(), l1.len(), o2.len(), l2.len(), o.len(), l.len()])?;
+        self.check_lens(&[
+            ("o1", o1.len()),
+            ("lse1", l1.len()),
+            ("o2", o2.len()),
+            ("lse2", l2.len()),
+            ("o", o.len()),
+            ("lse", l.len()),
+        ])?;
         let n = self.params.states;
         let lf = |v: &[f32]| v[..n].iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
         let (out, lse) = oracle::merge_states(
@@ -205,7 +212,7 @@ impl GatherRows {
         status: &crate::backend::Status,
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
-        self.check_lens(&[src.len(), idx.len(), out.len()])?;
+        self.check_lens(&[("src", src.len()), ("idx", idx.len()), ("out", out.len())])?;
         let p = &self.params;
         let (o, bad) = oracle::gather_rows(&to_f64(&self.src.gather(src)), &idx[..p.rows], p.src_rows, p.cols);
         self.out.scatter(&from_f64::<T>(&o), out);

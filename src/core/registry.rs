@@ -7,8 +7,8 @@ use crate::backend::{Status, StatusBits};
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::harness::{
-    float_cases, host, random_view, strided_expected, view_values, Case, Cost, DevMap, Expected, Fixture, HostTensor,
-    Kernel, Launch, Reg, Registered, Rng, TensorMap,
+    float_cases, host, random_view, strided_expected, view_values, Case, DevMap, Expected, Fixture, HostTensor, Kernel,
+    Launch, Reg, Registered, Rng, TensorMap,
 };
 use crate::launch;
 
@@ -53,10 +53,8 @@ impl Registered for RmsNorm {
     fn launch(&self, l: &mut Launch, dev: &mut DevMap, status: &mut Status) -> Result<()> {
         launch!(self, l, dev, status; float self.params.dtype; x: ro T, w: ro T, y: rw T)
     }
-    fn cost(&self) -> Cost {
-        let p = &self.params;
-        let n = (p.rows * p.cols) as f64;
-        Cost { bytes: (2.0 * n + p.cols as f64) * p.dtype.size() as f64, flops: 4.0 * n }
+    fn flops(&self) -> f64 {
+        4.0 * (self.params.rows * self.params.cols) as f64
     }
 }
 
@@ -107,10 +105,8 @@ impl Registered for MergeStates {
         launch!(self, l, dev, status; float self.params.dtype;
             o1: ro T, lse1: ro f32, o2: ro T, lse2: ro f32, o: rw T, lse: rw f32)
     }
-    fn cost(&self) -> Cost {
-        let p = &self.params;
-        let n = (p.states * p.dim) as f64;
-        Cost { bytes: 3.0 * n * p.dtype.size() as f64 + 12.0 * p.states as f64, flops: 3.0 * n }
+    fn flops(&self) -> f64 {
+        3.0 * (self.params.states * self.params.dim) as f64
     }
 }
 
@@ -154,9 +150,5 @@ impl Registered for GatherRows {
     }
     fn launch(&self, l: &mut Launch, dev: &mut DevMap, status: &mut Status) -> Result<()> {
         launch!(self, l, dev, status; float self.params.dtype; src: ro T, idx: ro i32, out: rw T; status)
-    }
-    fn cost(&self) -> Cost {
-        let p = &self.params;
-        Cost { bytes: (2 * p.rows * p.cols * p.dtype.size() + 4 * p.rows) as f64, flops: 0.0 }
     }
 }

@@ -135,6 +135,8 @@ pub trait Kernel: Sync {
 
 /// A kernel's plan for one case, as the harness drives it.
 pub trait Prepared {
+    /// The plan's params with every default filled in (what a `check` file may carry).
+    fn params(&self) -> Value;
     /// The plan's tensors: outputs and scratch are allocated and poisoned from this list.
     fn tensors(&self) -> Vec<TensorSpec>;
     /// Fresh random inputs (every `In` and `InOut` tensor).
@@ -161,7 +163,11 @@ pub trait Registered: Plan {
     fn oracle(&self, inputs: &TensorMap) -> Result<Expected>;
     /// The named-tensor adapter: usually one [`launch!`](crate::launch) line.
     fn launch(&self, l: &mut Launch, t: &mut DevMap, status: &mut Status) -> Result<()>;
-    fn cost(&self) -> Cost;
+    /// Floating-point (or integer multiply-add) operations of one launch; the bytes come from
+    /// the tensor list.
+    fn flops(&self) -> f64 {
+        0.0
+    }
     /// Kernels whose integer results hinge on rounding ties, or whose outputs must be checked
     /// against the device's own intermediates, override this.
     fn check(&self, _inputs: &TensorMap, expected: &Expected, outputs: &TensorMap) -> Vec<Comparison> {
@@ -170,6 +176,9 @@ pub trait Registered: Plan {
 }
 
 impl<P: Registered> Prepared for P {
+    fn params(&self) -> Value {
+        serde_json::to_value(Plan::params(self)).unwrap_or(Value::Null)
+    }
     fn tensors(&self) -> Vec<TensorSpec> {
         Plan::tensors(self)
     }
@@ -182,8 +191,18 @@ impl<P: Registered> Prepared for P {
     fn launch(&self, l: &mut Launch, t: &mut DevMap, status: &mut Status) -> Result<()> {
         Registered::launch(self, l, t, status)
     }
+    /// Bytes: every tensor read once and written once (in-out tensors both), scratch excluded:
+    /// the traffic a kernel that never re-reads would move, the roofline's denominator.
     fn cost(&self) -> Cost {
-        Registered::cost(self)
+        let bytes: usize = Plan::tensors(self)
+            .iter()
+            .map(|s| match s.role {
+                Role::In | Role::Out => s.len * s.dtype.size(),
+                Role::InOut => 2 * s.len * s.dtype.size(),
+                Role::Scratch => 0,
+            })
+            .sum();
+        Cost { bytes: bytes as f64, flops: Registered::flops(self) }
     }
     fn check(&self, inputs: &TensorMap, expected: &Expected, outputs: &TensorMap) -> Vec<Comparison> {
         Registered::check(self, inputs, expected, outputs)
@@ -225,6 +244,30 @@ pub fn compare_all(expected: &Expected, outputs: &TensorMap) -> Vec<Comparison> 
             None => Comparison::failed(name, format!("no output `{name}`")),
         })
         .collect()
+}
+
+/// A kernel's params and tensors for its first case, for `mllm-kernels list`.
+pub fn describe(kernel: &dyn Kernel) -> String {
+    let cases = kernel.cases();
+    let mut out = format!("{} ({} cases)", kernel.id(), cases.len());
+    let Some(case) = cases.first() else { return out };
+    match kernel.prepare(&case.params) {
+        Ok(plan) => {
+            out += &format!("\n  params: {}", plan.params());
+            for s in plan.tensors() {
+                out += &format!(
+                    "\n  {:<8} {:<12} {:<5} {}",
+                    format!("{:?}", s.role).to_lowercase(),
+                    s.name,
+                    s.dtype.name(),
+                    s.len
+                );
+            }
+            out += &format!("\n  (tensor lengths for case \"{}\")", case.label);
+        }
+        Err(e) => out += &format!("\n  first case does not build: {e}"),
+    }
+    out
 }
 
 /// The families of `kernels`, in order.
@@ -403,6 +446,34 @@ impl Comparison {
     }
 }
 
+/// Whether `v` sits within 1e-4 (relative) of a round-half boundary, where f32 on a device and
+/// f64 in the oracle may round apart.
+pub fn near_tie(v: f64) -> bool {
+    (v.abs().fract() - 0.5).abs() < 1e-4 * v.abs().max(1.0)
+}
+
+/// Integer outputs (quantized values, selected indices) equal, except by one where `tie[i]`.
+pub fn compare_ints_with_ties(name: &str, got: &[i64], want: &[i64], tie: &[bool]) -> Comparison {
+    if got.len() < want.len() {
+        return Comparison::failed(name, format!("{name}: {} values, expected {}", got.len(), want.len()));
+    }
+    let mut ties = 0;
+    for i in 0..want.len() {
+        match (got[i] - want[i]).abs() {
+            0 => {}
+            1 if tie[i] => ties += 1,
+            _ => {
+                return Comparison::failed(name, format!("{name}[{i}] = {}, expected {} (not a tie)", got[i], want[i]))
+            }
+        }
+    }
+    let mut c = Comparison::passed(name);
+    if ties > 0 {
+        c.note = format!("{ties} rounding ties");
+    }
+    c
+}
+
 /// Compares a device output with the oracle. Integer outputs must be exact. Float outputs must
 /// be finite where the reference is, equal where it is infinite, poisoned (NaN) in gaps, and
 /// within the relative-L2 and max-abs tolerances.
@@ -559,6 +630,26 @@ pub fn float_cases(shapes: &[(&str, Value)]) -> Vec<Case> {
         }
     }
     v
+}
+
+/// Cases of a kernel with no float tensor, under one dtype tag for the table.
+pub fn tagged_cases(dtype: DType, rows: &[(&str, Value)]) -> Vec<Case> {
+    rows.iter().map(|(l, p)| Case::new(*l, dtype, p.clone())).collect()
+}
+
+/// bf16 cases (the bench's dtype): `params` gets its `dtype` filled in.
+pub fn bf16_cases(rows: impl IntoIterator<Item = (String, Value)>) -> Vec<Case> {
+    rows.into_iter()
+        .map(|(l, mut p)| {
+            p["dtype"] = serde_json::json!(DType::BF16);
+            Case::new(l, DType::BF16, p)
+        })
+        .collect()
+}
+
+/// Integers (codes, indices, accumulators) as the f64 an [`Expected`] output holds.
+pub fn as_f64(v: impl IntoIterator<Item = impl Into<f64>>) -> Vec<f64> {
+    v.into_iter().map(Into::into).collect()
 }
 
 /// Expected output over a strided view: values at the view's elements, NaN (must stay

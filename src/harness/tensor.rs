@@ -33,6 +33,16 @@ impl HostTensor {
         HostTensor { dtype, shape: shape.to_vec(), bytes }
     }
 
+    /// A 1-D i8 tensor.
+    pub fn from_i8(v: &[i8]) -> HostTensor {
+        HostTensor { dtype: DType::I8, shape: vec![v.len()], bytes: bytemuck::cast_slice(v).to_vec() }
+    }
+
+    /// A 1-D f32 tensor of `v` rounded.
+    pub fn f32s(v: &[f64]) -> HostTensor {
+        HostTensor::from_f64(DType::F32, &[v.len()], v)
+    }
+
     pub fn from_i32(shape: &[usize], v: &[i32]) -> HostTensor {
         HostTensor { dtype: DType::I32, shape: shape.to_vec(), bytes: bytemuck::cast_slice(v).to_vec() }
     }

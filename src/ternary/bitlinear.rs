@@ -71,10 +71,7 @@ impl RmsNormQuant {
     pub fn run_cpu<T: Float>(&self, x: &[T], w: &[T], q: &mut [i8], s: &mut [f32]) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
         let p = &self.params;
-        self.check_len("x", x.len())?;
-        self.check_len("norm_w", w.len())?;
-        self.check_len("q", q.len())?;
-        self.check_len("s", s.len())?;
+        self.check_lens(&[("x", x.len()), ("norm_w", w.len()), ("q", q.len()), ("s", s.len())])?;
         let xin = self.input_f64(x);
         let per = p.m * padded_k(p.k);
         for pr in 0..p.projections {
@@ -170,13 +167,19 @@ impl TernaryMatmul {
         (j / p.n) * p.partitions + (j % p.n) / (p.n / p.partitions)
     }
 
-    /// The operand lengths (every tensor but the optional `acc`).
-    pub(super) fn check_operands(&self, q: usize, s: usize, packed: usize, gamma: usize, out: usize) -> Result<()> {
-        self.check_len("q", q)?;
-        self.check_len("s", s)?;
-        self.check_len("packed", packed)?;
-        self.check_len("gamma", gamma)?;
-        self.check_len("out", out)
+    /// The buffer lengths; `acc` must be given exactly when `write_acc` is set.
+    pub(super) fn check_buffers(
+        &self,
+        q: usize,
+        s: usize,
+        packed: usize,
+        gamma: usize,
+        out: usize,
+        acc: Option<usize>,
+    ) -> Result<()> {
+        let mut v = vec![("q", q), ("s", s), ("packed", packed), ("gamma", gamma), ("out", out)];
+        v.extend(acc.map(|a| ("acc", a)));
+        self.check_lens(&v)
     }
 
     /// The exact accumulators `[m, projections * n]` of the oracle.
@@ -223,7 +226,7 @@ impl TernaryMatmul {
         acc_out: Option<&mut [i32]>,
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
-        self.check_operands(q.len(), s.len(), packed.len(), gamma.len(), out.len())?;
+        self.check_buffers(q.len(), s.len(), packed.len(), gamma.len(), out.len(), acc_out.as_ref().map(|a| a.len()))?;
         let acc = self.accumulate_cpu(q, packed);
         let mut vals = self.dequantize_cpu(&acc, s, gamma);
         if self.params.accumulate {
@@ -234,9 +237,7 @@ impl TernaryMatmul {
         }
         let typed: Vec<T> = vals.iter().map(|&v| T::from_f32(v as f32)).collect();
         self.out.scatter(&typed, out);
-        if self.params.write_acc {
-            let a = acc_out.ok_or_else(|| invalid("write_acc is set but no accumulator buffer was given"))?;
-            self.check_len("acc", a.len())?;
+        if let Some(a) = acc_out {
             for (d, v) in a.iter_mut().zip(acc) {
                 *d = v as i32;
             }

@@ -57,10 +57,7 @@ impl QuantizeWeights {
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
         let p = &self.params;
-        self.check_len("w", w.len())?;
-        self.check_len("ws", ws.len())?;
-        self.check_len("packed", packed.len())?;
-        self.check_len("gamma", gamma.len())?;
+        self.check_lens(&[("w", w.len()), ("ws", ws.len()), ("packed", packed.len()), ("gamma", gamma.len())])?;
         let (st, _sg) = status_ptr(status, stream)?;
         let (n, k, kw, rpp) = (p.n as i32, p.k as i32, words_per_row(p.k) as i32, (p.n / p.partitions) as i32);
         let (wp, _a) = w.device_ptr(stream);
@@ -96,8 +93,7 @@ impl Pack {
         packed: &mut impl DevicePtrMut<u32>,
         status: &mut Status,
     ) -> Result<()> {
-        self.check_len("t", t.len())?;
-        self.check_len("packed", packed.len())?;
+        self.check_lens(&[("t", t.len()), ("packed", packed.len())])?;
         let (tp, _a) = t.device_ptr(stream);
         let (pp, _b) = packed.device_ptr_mut(stream);
         self.launch_pair(cuda, stream, "ternary_pack", tp, pp, status)
@@ -111,8 +107,7 @@ impl Pack {
         t: &mut impl DevicePtrMut<i8>,
         status: &mut Status,
     ) -> Result<()> {
-        self.check_len("packed", packed.len())?;
-        self.check_len("t", t.len())?;
+        self.check_lens(&[("packed", packed.len()), ("t", t.len())])?;
         let (pp, _a) = packed.device_ptr(stream);
         let (tp, _b) = t.device_ptr_mut(stream);
         aligned16("unpack t", tp)?;
@@ -166,10 +161,7 @@ impl RmsNormQuant {
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
         let p = &self.params;
-        self.check_len("x", x.len())?;
-        self.check_len("norm_w", w.len())?;
-        self.check_len("q", q.len())?;
-        self.check_len("s", s.len())?;
+        self.check_lens(&[("x", x.len()), ("norm_w", w.len()), ("q", q.len()), ("s", s.len())])?;
         let f = cuda.function("ternary", &format!("ternary_rmsnorm_quant_{}", T::DTYPE))?;
         let (m, k, kp, xs, eps, glu) =
             (p.m as i32, p.k as i32, super::padded_k(p.k) as i32, self.x.stride as i64, p.eps, i32::from(p.glu));
@@ -201,7 +193,7 @@ impl TernaryMatmul {
         acc_out: Option<&mut cudarc::driver::CudaSlice<i32>>,
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
-        self.check_operands(q.len(), s.len(), packed.len(), gamma.len(), out.len())?;
+        self.check_buffers(q.len(), s.len(), packed.len(), gamma.len(), out.len(), acc_out.as_ref().map(|a| a.len()))?;
         let p = &self.params;
         let (qp, _a) = q.device_ptr(stream);
         aligned16("ternary_matmul q", qp)?;
@@ -210,16 +202,12 @@ impl TernaryMatmul {
         let (gp, _d) = gamma.device_ptr(stream);
         let (op, _e) = out.device_ptr_mut(stream);
         let mut acc_guard = None;
-        let ap: u64 = match (p.write_acc, acc_out) {
-            (false, _) => 0,
-            (true, Some(a)) => {
-                self.check_len("acc", a.len())?;
+        let ap: u64 = match acc_out {
+            None => 0,
+            Some(a) => {
                 let (ptr, g) = a.device_ptr_mut(stream);
                 acc_guard = Some(g);
                 ptr
-            }
-            (true, None) => {
-                return Err(Error::InvalidParams("write_acc is set but no accumulator buffer was given".into()))
             }
         };
         let (m, n, kw, pr, parts) =
@@ -275,11 +263,15 @@ impl BitLinear {
         }
         same_dtype::<T>(self.params.dtype)?;
         let p = &self.params;
-        self.check_len("x", x.len())?;
-        self.check_len("norm_w", norm_w.len())?;
-        self.check_len("q", q.len())?;
-        self.check_len("s", s.len())?;
-        self.matmul.check_operands(self.quant.q_len(), self.quant.s_len(), packed.len(), gamma.len(), out.len())?;
+        self.check_lens(&[
+            ("x", x.len()),
+            ("norm_w", norm_w.len()),
+            ("packed", packed.len()),
+            ("gamma", gamma.len()),
+            ("q", q.len()),
+            ("s", s.len()),
+            ("out", out.len()),
+        ])?;
         let f = cuda.function("ternary", &format!("ternary_bitlinear_gemv_{}", T::DTYPE))?;
         let smem = (p.m * super::padded_k(p.k)) as u32;
         let (xp, _a) = x.device_ptr(stream);
@@ -319,13 +311,11 @@ impl MlgruStep {
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
         let p = &self.params;
-        self.check_len("fcg", fcg.len())?;
-        self.check_len("state", state.len())?;
-        self.check_len("slot_ids", slot_ids.len())?;
-        self.check_len("w", w.len())?;
-        self.check_len("o", o.len())?;
+        let mut lens = vec![("fcg", fcg.len()), ("state", state.len()), ("slot_ids", slot_ids.len()), ("w", w.len())];
+        lens.extend([("o", o.len())].into_iter().chain(lb.map(|l| ("lb", l.len()))));
+        self.check_lens(&lens)?;
         let (st, _sg) = status_ptr(status, stream)?;
-        let (lbp, _lg) = lb_ptr(p.lower_bound, lb, self, stream)?;
+        let (lbp, _lg) = lb_ptr(lb, stream);
         let f = cuda.function("ternary", &format!("ternary_mlgru_step_{}", T::DTYPE))?;
         let (fp, _a) = fcg.device_ptr(stream);
         let (hp, _b) = state.device_ptr_mut(stream);
@@ -342,20 +332,18 @@ impl MlgruStep {
     }
 }
 
+/// The lower bound's pointer, or null; `check_lens` made sure it is given exactly when the plan
+/// has a lower bound.
 fn lb_ptr<'a>(
-    wanted: bool,
     lb: Option<&'a cudarc::driver::CudaSlice<f32>>,
-    plan: &impl Plan,
     stream: &'a Arc<CudaStream>,
-) -> Result<(u64, Option<SyncOnDrop<'a>>)> {
-    match (wanted, lb) {
-        (false, _) => Ok((0, None)),
-        (true, Some(l)) => {
-            plan.check_len("lb", l.len())?;
+) -> (u64, Option<SyncOnDrop<'a>>) {
+    match lb {
+        None => (0, None),
+        Some(l) => {
             let (ptr, g) = l.device_ptr(stream);
-            Ok((ptr, Some(g)))
+            (ptr, Some(g))
         }
-        (true, None) => Err(Error::InvalidParams("lower_bound is set but no lb buffer was given".into())),
     }
 }
 
@@ -379,15 +367,12 @@ impl MlgruScan {
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
         let p = &self.params;
-        self.check_len("fcg", fcg.len())?;
-        self.check_len("cu_seqlens", cu.len())?;
-        self.check_len("state", state.len())?;
-        self.check_len("slot_ids", slot_ids.len())?;
-        self.check_len("w", w.len())?;
-        self.check_len("ws", ws.len())?;
-        self.check_len("o", o.len())?;
+        let mut lens =
+            vec![("fcg", fcg.len()), ("cu_seqlens", cu.len()), ("state", state.len()), ("slot_ids", slot_ids.len())];
+        lens.extend([("w", w.len()), ("ws", ws.len()), ("o", o.len())].into_iter().chain(lb.map(|l| ("lb", l.len()))));
+        self.check_lens(&lens)?;
         let (st, _sg) = status_ptr(status, stream)?;
-        let (lbp, _lg) = lb_ptr(p.lower_bound, lb, self, stream)?;
+        let (lbp, _lg) = lb_ptr(lb, stream);
         let chunks = self.chunks();
         let (fp, _a) = fcg.device_ptr(stream);
         let (cp, _b) = cu.device_ptr(stream);

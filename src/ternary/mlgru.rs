@@ -85,14 +85,9 @@ impl MlgruStep {
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
         let p = &self.params;
-        self.check_len("fcg", fcg.len())?;
-        self.check_len("state", state.len())?;
-        self.check_len("slot_ids", slot_ids.len())?;
-        self.check_len("w", w.len())?;
-        self.check_len("o", o.len())?;
-        if p.lower_bound {
-            self.check_len("lb", lb.map_or(0, <[f32]>::len))?;
-        }
+        let mut lens = vec![("fcg", fcg.len()), ("state", state.len()), ("slot_ids", slot_ids.len()), ("w", w.len())];
+        lens.extend([("o", o.len())].into_iter().chain(lb.map(|l| ("lb", l.len()))));
+        self.check_lens(&lens)?;
         let x = to_f64(&self.fcg.gather(fcg));
         let wf = to_f64(&w[..p.d]);
         let lbf: Option<Vec<f64>> =
@@ -225,12 +220,10 @@ impl MlgruScan {
         status: &Status,
     ) -> Result<()> {
         let p = &self.params;
-        for (name, len) in [("fcg", fcg.len()), ("state", state.len()), ("slot_ids", slot_ids.len())] {
-            self.check_len(name, len)?;
-        }
-        for (name, len) in [("w", w.len()), ("ws", ws.len()), ("o", o.len())] {
-            self.check_len(name, len)?;
-        }
+        let mut lens =
+            vec![("fcg", fcg.len()), ("cu_seqlens", cu.len()), ("state", state.len()), ("slot_ids", slot_ids.len())];
+        lens.extend([("w", w.len()), ("ws", ws.len()), ("o", o.len())].into_iter().chain(lb.map(|l| ("lb", l.len()))));
+        self.check_lens(&lens)?;
         if self.validate_cu_seqlens(cu).is_err() {
             status.raise(StatusBits::INDEX_OUT_OF_RANGE)?;
             return Ok(());

@@ -22,6 +22,7 @@ pub(crate) mod uniforms;
 mod wgpu;
 
 mod bitlinear;
+mod fixtures;
 mod layers;
 mod mlgru;
 mod weights;

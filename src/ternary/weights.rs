@@ -71,7 +71,7 @@ impl QuantizeWeights {
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
         let p = &self.params;
-        self.check_lens(&[w.len(), ws.len(), packed.len(), gamma.len()])?;
+        self.check_lens(&[("w", w.len()), ("ws", ws.len()), ("packed", packed.len()), ("gamma", gamma.len())])?;
         if self.validate_weights(&w[..p.n * p.k]).is_err() {
             return status.raise(StatusBits::VALUE_OUT_OF_RANGE);
         }
@@ -116,8 +116,7 @@ impl Pack {
 
     /// Values outside {-1, 0, 1} are clamped and raise `StatusBits::VALUE_OUT_OF_RANGE`.
     pub fn run_cpu(&self, t: &[i8], packed: &mut [u32], status: &Status) -> Result<()> {
-        self.check_len("t", t.len())?;
-        self.check_len("packed", packed.len())?;
+        self.check_lens(&[("t", t.len()), ("packed", packed.len())])?;
         let (n, k, kp) = (self.params.n, self.params.k, padded_k(self.params.k));
         if (0..n).any(|r| t[r * kp..r * kp + k].iter().any(|v| !(-1..=1).contains(v))) {
             status.raise(StatusBits::VALUE_OUT_OF_RANGE)?;
@@ -128,8 +127,7 @@ impl Pack {
 
     /// Unpacks to padded i8 rows; code 3 reads as 0 and raises `StatusBits::BAD_TERNARY_CODE`.
     pub(super) fn unpack_cpu(&self, packed: &[u32], t: &mut [i8], status: &Status) -> Result<()> {
-        self.check_len("packed", packed.len())?;
-        self.check_len("t", t.len())?;
+        self.check_lens(&[("packed", packed.len()), ("t", t.len())])?;
         let (v, bad) = oracle::unpack(packed, self.params.n, self.params.k);
         t[..v.len()].copy_from_slice(&v);
         if bad {

@@ -323,7 +323,8 @@ fn lb_buffer<'a>(
     dummy: &'a wgpu::Buffer,
 ) -> Result<&'a wgpu::Buffer> {
     match (wanted, lb) {
-        (false, _) => Ok(dummy),
+        (false, None) => Ok(dummy),
+        (false, Some(_)) => Err(Error::InvalidParams("lb was given but the plan has no lower bound".into())),
         (true, Some(l)) => {
             if plan.bind(&l, "lb", mb)? != 0 {
                 return Err(Error::InvalidParams("mlgru lower bound must start at offset 0".into()));
