@@ -4,7 +4,7 @@
 //! `cargo run --example bitlinear_wgpu`
 
 use mllm_kernels::ternary::{BitLinear, BitLinearParams, QuantizeWeights, QuantizeWeightsParams};
-use mllm_kernels::{DType, Status, WgpuBackend};
+use mllm_kernels::{DType, Plan, Status, WgpuBackend};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let gpu = match WgpuBackend::new() {
@@ -23,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
     let quant = QuantizeWeights::new(QuantizeWeightsParams { n, k, partitions: 1, dtype: DType::F32 })?;
     let wb = gpu.upload(bytemuck::cast_slice(&w));
-    let ws = gpu.upload(&vec![0u8; 4 * quant.workspace_len()]);
+    let ws = gpu.upload(&vec![0u8; 4 * quant.spec("ws")?.len]);
     let packed = gpu.upload(&vec![0u8; 4 * quant.packed_len()]);
     let gamma = gpu.upload(&[0u8; 4]);
     let mut status = Status::new(&backend)?;
@@ -39,14 +39,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         k,
         projections: 1,
         partitions: 1,
-        eps: 1e-8,
+        eps: mllm_kernels::ternary::MODEL_EPS,
         dtype: DType::F32,
         glu: false,
         x_stride: None,
         out_stride: None,
         accumulate: false,
     })?;
-    let (q_len, s_len) = layer.workspace_lens();
+    // Scratch sizes come from the plan's tensor list (`Plan::scratch`).
+    let (q_len, s_len) = (layer.spec("q")?.len, layer.spec("s")?.len);
     let x: Vec<f32> = (0..k).map(|i| (i as f32 * 0.13).sin()).collect();
     let norm_w = vec![1.0f32; k];
     let (xb, nb) = (gpu.upload(bytemuck::cast_slice(&x)), gpu.upload(bytemuck::cast_slice(&norm_w)));

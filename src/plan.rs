@@ -60,6 +60,11 @@ pub trait Plan: Sized + Sync + Send + 'static {
     /// Every tensor a run touches, in the order of the `run_*` arguments.
     fn tensors(&self) -> Vec<TensorSpec>;
 
+    /// The scratch tensors a run needs from the caller (workspace, intermediates), with sizes.
+    fn scratch(&self) -> Vec<TensorSpec> {
+        self.tensors().into_iter().filter(|t| t.role == Role::Scratch).collect()
+    }
+
     /// The tensor `name`.
     fn spec(&self, name: &str) -> Result<TensorSpec> {
         self.tensors()

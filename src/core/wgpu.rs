@@ -90,7 +90,7 @@ impl GatherRows {
         out: WgpuTensor,
         status: &crate::Status,
     ) -> Result<()> {
-        let crate::Status::Wgpu(st) = status else {
+        let crate::backend::Status::Wgpu(st) = status else {
             return Err(Error::InvalidParams("gather_rows: the status word is not a wgpu one".into()));
         };
         let (p, dt, mb) = (&self.params, self.params.dtype, gpu.max_binding());

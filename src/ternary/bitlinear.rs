@@ -307,11 +307,6 @@ impl BitLinear {
         Ok(Self { params: p, quant, matmul })
     }
 
-    /// i8 and f32 scratch the layer needs (q, s): the engine allocates them once.
-    pub fn workspace_lens(&self) -> (usize, usize) {
-        (self.quant.q_len(), self.quant.s_len())
-    }
-
     /// Whether the fused single-launch path applies: M <= 8 and the quantized rows of one
     /// projection fit in `smem` bytes.
     pub fn fused(&self, smem: usize) -> bool {

@@ -42,7 +42,7 @@ fn grid(x: usize, y: usize, z: usize, threads: u32, smem: u32) -> Result<LaunchC
 }
 
 impl QuantizeWeights {
-    /// Three launches: row |W| sums into `ws` (f32, `workspace_len`), gammas, packing.
+    /// Three launches: row |W| sums into the `ws` scratch, gammas, packing.
     /// Non-finite weights raise `StatusBits::VALUE_OUT_OF_RANGE`.
     #[allow(clippy::too_many_arguments)]
     pub fn run_cuda<T: CudaFloat>(
@@ -349,7 +349,7 @@ fn lb_ptr<'a>(
 
 impl MlgruScan {
     /// Four launches: chunk-local scans, the carry across chunks (updating the pool), the
-    /// carry applied per token, the output gate. `ws` is f32 of `workspace_len`.
+    /// carry applied per token, the output gate. `ws` is the f32 scratch of `Plan::scratch`.
     #[allow(clippy::too_many_arguments)]
     pub fn run_cuda<T: CudaFloat>(
         &self,

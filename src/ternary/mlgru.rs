@@ -179,7 +179,7 @@ impl MlgruScan {
     }
 
     /// f32 workspace: per-token h `[tokens, d]`, then per-chunk decay and state `[seqs, chunks, d]` x 2.
-    pub fn workspace_len(&self) -> usize {
+    pub(crate) fn workspace_len(&self) -> usize {
         let p = &self.params;
         p.tokens * p.d + 2 * p.seqs * self.chunks() * p.d
     }

@@ -307,7 +307,7 @@ impl Registered for BitLinear {
         let mut v = check_q_s(&self.quant, i, outputs);
         let want = match (outputs.get("q"), outputs.get("s").map(|s| s.to_vec::<f32>())) {
             (Some(q), Some(Ok(s))) => matmul_expected(&self.matmul, &q.to_i8(), &s, i),
-            _ => Err(crate::Error::InvalidInput("missing q or s".into())),
+            _ => Err(crate::error::Error::InvalidInput("missing q or s".into())),
         };
         v.push(match (want, outputs.get("out")) {
             (Ok((_, want)), Some(o)) => compare("out", o, &want, None, None),

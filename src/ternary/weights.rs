@@ -44,7 +44,7 @@ impl QuantizeWeights {
     }
 
     /// f32 scratch the GPU paths need (one partial sum per row).
-    pub fn workspace_len(&self) -> usize {
+    pub(crate) fn workspace_len(&self) -> usize {
         self.params.n
     }
 

@@ -10,10 +10,10 @@ use super::{
     Unpack,
 };
 use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
+use crate::backend::Status;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::plan::Plan;
-use crate::Status;
 
 /// Workgroup bytes the fused BitLinear shader holds for quantized rows (3456 words).
 pub const FUSED_WG_BYTES: usize = 3456 * 4;
