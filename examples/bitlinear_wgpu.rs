@@ -22,10 +22,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Load time: dense f32 weights -> packed ternary + gamma, on the device.
     let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
     let quant = QuantizeWeights::new(QuantizeWeightsParams { n, k, partitions: 1, dtype: DType::F32 })?;
-    let wb = gpu.upload(bytemuck::cast_slice(&w));
-    let ws = gpu.upload(&vec![0u8; 4 * quant.spec("ws")?.len]);
-    let packed = gpu.upload(&vec![0u8; 4 * quant.packed_len()]);
-    let gamma = gpu.upload(&[0u8; 4]);
+    let wb = gpu.upload(bytemuck::cast_slice(&w))?;
+    let ws = gpu.upload(&vec![0u8; 4 * quant.spec("ws")?.len])?;
+    let packed = gpu.upload(&vec![0u8; 4 * quant.packed_len()])?;
+    let gamma = gpu.upload(&[0u8; 4])?;
     let mut status = Status::new(&backend)?;
     gpu.run_blocking(|enc| {
         quant.run_wgpu(gpu, enc, (&wb).into(), (&ws).into(), (&packed).into(), (&gamma).into(), &status)
@@ -50,9 +50,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (q_len, s_len) = (layer.spec("q")?.len, layer.spec("s")?.len);
     let x: Vec<f32> = (0..k).map(|i| (i as f32 * 0.13).sin()).collect();
     let norm_w = vec![1.0f32; k];
-    let (xb, nb) = (gpu.upload(bytemuck::cast_slice(&x)), gpu.upload(bytemuck::cast_slice(&norm_w)));
+    let (xb, nb) = (gpu.upload(bytemuck::cast_slice(&x))?, gpu.upload(bytemuck::cast_slice(&norm_w))?);
     let (qb, sb, ob) =
-        (gpu.upload(&vec![0u8; q_len]), gpu.upload(&vec![0u8; 4 * s_len]), gpu.upload(&vec![0u8; 4 * n]));
+        (gpu.upload(&vec![0u8; q_len])?, gpu.upload(&vec![0u8; 4 * s_len])?, gpu.upload(&vec![0u8; 4 * n])?);
     gpu.run_blocking(|enc| {
         layer.run_wgpu(
             gpu,

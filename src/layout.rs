@@ -2,6 +2,27 @@
 
 use crate::error::{invalid, Result};
 
+/// The most elements any tensor may hold: kernels index with 32-bit signed integers (CUDA `int`,
+/// WGSL `i32`/`u32` offsets), so every length a plan computes stays at or below 2^31 - 1.
+pub const MAX_ELEMENTS: usize = i32::MAX as usize;
+
+/// A size parameter: at least 1 and at most [`MAX_ELEMENTS`].
+pub fn dim(what: &str, v: usize) -> Result<usize> {
+    match v {
+        0 => Err(invalid(format!("{what} must be >= 1"))),
+        v if v > MAX_ELEMENTS => Err(invalid(format!("{what} = {v} exceeds {MAX_ELEMENTS} (32-bit indexing)"))),
+        v => Ok(v),
+    }
+}
+
+/// The product of `factors` as an element count, or an error naming `what` when it overflows or
+/// exceeds [`MAX_ELEMENTS`]: plans call this for every tensor length before computing it plainly.
+pub fn elements(what: &str, factors: &[usize]) -> Result<usize> {
+    factors.iter().try_fold(1usize, |acc, &f| acc.checked_mul(f)).filter(|&n| n <= MAX_ELEMENTS).ok_or_else(|| {
+        invalid(format!("{what} ({factors:?} multiplied) exceeds {MAX_ELEMENTS} elements (32-bit indexing)"))
+    })
+}
+
 /// `rows` rows of `cols` elements, `stride` elements apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rows {
@@ -11,8 +32,8 @@ pub struct Rows {
 }
 
 impl Rows {
-    /// A view; `stride` defaults to `cols` (dense). The span must fit u32 indexing, which the
-    /// WGSL kernels use (and wgpu's binding limits are far below that anyway).
+    /// A view; `stride` defaults to `cols` (dense). The span must fit [`MAX_ELEMENTS`] (32-bit
+    /// indexing in every kernel).
     pub fn new(what: &str, rows: usize, cols: usize, stride: Option<usize>) -> Result<Rows> {
         let stride = stride.unwrap_or(cols);
         if stride < cols {
@@ -21,7 +42,7 @@ impl Rows {
         let r = Rows { rows, cols, stride };
         let span =
             rows.checked_sub(1).and_then(|n| n.checked_mul(stride)).and_then(|n| n.checked_add(cols)).unwrap_or(0);
-        if rows > 0 && (span == 0 && cols > 0 || span > u32::MAX as usize) {
+        if rows > 0 && (span == 0 && cols > 0 || span > MAX_ELEMENTS) {
             return Err(invalid(format!("{what}: {rows} rows of stride {stride} overflow 32-bit indexing")));
         }
         Ok(r)

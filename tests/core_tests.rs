@@ -122,14 +122,14 @@ fn bad_buffers_are_errors_on_wgpu() {
     let Backend::Wgpu(w) = &b else { unreachable!() };
     let p = RmsNorm::new(rms(3, 5, DType::BF16)).unwrap();
     // 15 bf16 = 30 bytes -> 32-byte buffers; 28 bytes is one element short.
-    let full = w.upload(&[0u8; 32]);
-    let short = w.upload(&[0u8; 28]);
-    let wts = w.upload(&[0u8; 12]);
+    let full = w.upload(&[0u8; 32]).unwrap();
+    let short = w.upload(&[0u8; 28]).unwrap();
+    let wts = w.upload(&[0u8; 12]).unwrap();
     let r = w.run_blocking(|enc| p.run_wgpu(w, enc, (&short).into(), (&wts).into(), (&full).into()));
     expect_shape(r, "short x");
     let r = w.run_blocking(|enc| p.run_wgpu(w, enc, (&full).into(), (&wts).into(), (&short).into()));
     expect_shape(r, "short y");
-    let tiny_w = w.upload(&[0u8; 8]);
+    let tiny_w = w.upload(&[0u8; 8]).unwrap();
     let r = w.run_blocking(|enc| p.run_wgpu(w, enc, (&full).into(), (&tiny_w).into(), (&full).into()));
     expect_shape(r, "short w");
     // An offset that pushes the view past the end.
@@ -148,11 +148,11 @@ fn bad_buffers_are_errors_on_wgpu() {
     assert!(matches!(r, Err(Error::InvalidParams(_))), "{r:?}");
 
     let m = MergeStates::new(merge(4, 3, DType::F32)).unwrap();
-    let o = w.upload(&[0u8; 48]);
-    let o_out = w.upload(&[0u8; 48]);
-    let l = w.upload(&[0u8; 16]);
-    let l_short = w.upload(&[0u8; 12]);
-    let l_out = w.upload(&[0u8; 16]);
+    let o = w.upload(&[0u8; 48]).unwrap();
+    let o_out = w.upload(&[0u8; 48]).unwrap();
+    let l = w.upload(&[0u8; 16]).unwrap();
+    let l_short = w.upload(&[0u8; 12]).unwrap();
+    let l_out = w.upload(&[0u8; 16]).unwrap();
     let r = w.run_blocking(|enc| {
         m.run_wgpu(w, enc, (&o).into(), (&l_short).into(), (&o).into(), (&l).into(), (&o_out).into(), (&l_out).into())
     });

@@ -68,6 +68,9 @@ impl Prepared for Idle {
     fn check(&self, i: &TensorMap, e: &Expected, o: &TensorMap) -> Vec<Comparison> {
         self.0.check(i, e, o)
     }
+    fn validate_inputs(&self, i: &TensorMap) -> Result<()> {
+        self.0.validate_inputs(i)
+    }
 }
 
 impl Kernel for NoLaunch {
@@ -113,20 +116,20 @@ fn check_files_round_trip_on_every_backend() {
     let case = k.cases().into_iter().find(|c| c.dtype == DType::BF16 && c.label.contains("strided")).unwrap();
     let inputs = random_inputs(k, &case.params, &Fixture::default(), 3).unwrap();
     let (outs, _) = run_kernel(k, &Backend::Cpu, &case.params, &inputs).unwrap();
-    let bytes = check::write_file(&k.id(), &case.params, &inputs, &outs).unwrap();
+    let bytes = check::write_file(&k.id(), &case.params, &inputs, &outs, &[]).unwrap();
     let file = check::parse_file(&bytes).unwrap();
     assert_eq!(file.kernel, "core.merge_states");
     assert_eq!(file.inputs, inputs);
     for b in backends() {
         let cmps = check::run_check(&mllm_kernels::registry::kernels(), &file, &b).unwrap();
-        assert_eq!(cmps.len(), 2);
+        assert_eq!(cmps.len(), 3, "o, lse and the status word");
         assert!(cmps.iter().all(|c| c.ok), "{}: {cmps:?}", b.describe());
     }
     // A tampered expectation must fail.
     let mut bad = outs.clone();
     let o = bad.get_mut("lse").unwrap();
     o.bytes[4..8].copy_from_slice(&1.5f32.to_le_bytes());
-    let file = check::parse_file(&check::write_file(&k.id(), &case.params, &inputs, &bad).unwrap()).unwrap();
+    let file = check::parse_file(&check::write_file(&k.id(), &case.params, &inputs, &bad, &[]).unwrap()).unwrap();
     let cmps = check::run_check(&mllm_kernels::registry::kernels(), &file, &Backend::Cpu).unwrap();
     assert!(cmps.iter().any(|c| !c.ok));
     assert!(check::parse_file(b"not a safetensors file").is_err());

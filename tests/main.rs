@@ -4,6 +4,7 @@
 //! Under `CI=true` a missing wgpu adapter or PTX is a failure; elsewhere a missing backend is
 //! skipped with a message saying what is missing and how to get it.
 
+mod bad_files;
 mod common;
 mod core_tests;
 mod harness_tests;

@@ -25,6 +25,21 @@ impl StatusBits {
     /// Two rows of one step or scan named the same state slot: those rows are skipped.
     pub const SLOT_REPEATED: u32 = bits::SLOT_REPEATED;
 
+    /// Bits from text: a number (`0`, `24`, `0x18`) or names joined by `|` (`SLOT_REPEATED|
+    /// INDEX_OUT_OF_RANGE`).
+    pub fn parse(s: &str) -> Option<u32> {
+        let s = s.trim();
+        if let Some(hex) = s.strip_prefix("0x") {
+            return u32::from_str_radix(hex, 16).ok();
+        }
+        if let Ok(v) = s.parse::<u32>() {
+            return Some(v);
+        }
+        s.split('|').try_fold(0, |acc, name| {
+            bits::STATUS_TABLE.iter().find(|(n, _, _)| *n == name.trim()).map(|(_, b, _)| acc | b)
+        })
+    }
+
     /// What the raised bits mean, in words.
     pub fn describe(bits: u32) -> String {
         let mut v: Vec<&str> =
@@ -54,7 +69,7 @@ impl Status {
             #[cfg(feature = "cuda")]
             Backend::Cuda(c) => Ok(Status::Cuda(c.stream().alloc_zeros::<u32>(1).map_err(super::cuda::cuda_err)?)),
             #[cfg(feature = "wgpu")]
-            Backend::Wgpu(w) => Ok(Status::Wgpu(w.upload(&[0u8; 4]))),
+            Backend::Wgpu(w) => Ok(Status::Wgpu(w.upload(&[0u8; 4])?)),
         }
     }
 

@@ -131,7 +131,10 @@ impl WgpuBackend {
     /// (created once; the shader never touches it then).
     pub(crate) fn dummy(&self) -> Result<wgpu::Buffer> {
         let mut d = self.dummy.lock().map_err(|_| Error::Wgpu("dummy buffer lock poisoned".into()))?;
-        Ok(d.get_or_insert_with(|| self.upload(&[0u8; 16])).clone())
+        if d.is_none() {
+            *d = Some(self.upload(&[0u8; 16])?);
+        }
+        d.clone().ok_or_else(|| Error::Wgpu("dummy buffer missing".into()))
     }
 
     pub(crate) fn max_binding(&self) -> u64 {
@@ -282,14 +285,23 @@ impl WgpuBackend {
     }
 
     /// A storage buffer holding `bytes` (padded to whole words).
-    pub fn upload(&self, bytes: &[u8]) -> wgpu::Buffer {
+    /// A storage buffer holding `bytes` (padded to whole words). Larger than the device's
+    /// `max_buffer_size` is an error naming the limit, not a wgpu validation panic.
+    pub fn upload(&self, bytes: &[u8]) -> Result<wgpu::Buffer> {
+        let size = bytes.len().div_ceil(4).max(1) * 4;
+        let limit = self.device.limits().max_buffer_size;
+        if size as u64 > limit {
+            return Err(Error::Wgpu(format!(
+                "a {size}-byte buffer exceeds this device's max_buffer_size ({limit} bytes); split the tensor"
+            )));
+        }
         let mut padded = bytes.to_vec();
-        padded.resize(bytes.len().div_ceil(4).max(1) * 4, 0);
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        padded.resize(size, 0);
+        Ok(self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("mllm tensor"),
             contents: &padded,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-        })
+        }))
     }
 
     /// Copies a buffer back to the host (submits and waits).

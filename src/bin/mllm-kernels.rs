@@ -1,80 +1,102 @@
 //! `mllm-kernels`: list devices, verify every kernel against its oracle, bench, check files.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
 
 use mllm_kernels::harness::{bench, check, fresh_seed, proof, verify, CaseReport};
 use mllm_kernels::registry::{families, kernels};
 use mllm_kernels::{devices, Backend, BackendKind};
 
-const USAGE: &str = "\
-usage: mllm-kernels <command> [options]
-  devices                          what this machine has of each backend, and why not
-  verify [--backend cpu|wgpu|cuda] [--family NAME] [--seed N] [--proof FILE --commit C --card NAME]
-                                   every kernel case against its oracle (default: every backend present);
-                                   --proof writes GPU_VERIFIED.md lines for families that all passed on CUDA
-  bench  [--backend ..] [--family NAME] [--iters N] [--json FILE]
-                                   time, GB/s, TFLOP/s, share of measured copy bandwidth
-  check FILE.safetensors [--backend ..]
-                                   run a kernel on a file's inputs, compare with its outputs
-  list                             registered kernels
-families: core, ternary (mla, mom, visual to come)";
-
-struct Opts {
-    backend: Option<BackendKind>,
-    family: Option<String>,
-    seed: Option<u64>,
-    iters: usize,
-    json: Option<String>,
-    proof: Option<String>,
-    commit: String,
-    card: Option<String>,
-    positional: Vec<String>,
+/// Verify, bench and check the crate's GPU kernels on every backend present.
+#[derive(Parser)]
+#[command(name = "mllm-kernels", version, after_help = "families: see `mllm-kernels list`")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
 }
 
-fn parse(args: &[String]) -> Result<Opts, String> {
-    let mut o = Opts {
-        backend: None,
-        family: None,
-        seed: None,
-        iters: 50,
-        json: None,
-        proof: None,
-        commit: "unknown".into(),
-        card: None,
-        positional: Vec::new(),
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
-        match a.as_str() {
-            "--backend" => {
-                let v = val("--backend")?;
-                o.backend = Some(BackendKind::parse(&v).ok_or_else(|| format!("unknown backend `{v}`"))?);
-            }
-            "--family" => {
-                let v = val("--family")?;
-                if !families().contains(&v.as_str()) {
-                    return Err(format!("unknown family `{v}` (registered: {})", families().join(", ")));
-                }
-                o.family = Some(v);
-            }
-            "--seed" => o.seed = Some(val("--seed")?.parse().map_err(|e| format!("--seed: {e}"))?),
-            "--iters" => o.iters = val("--iters")?.parse().map_err(|e| format!("--iters: {e}"))?,
-            "--json" => o.json = Some(val("--json")?),
-            "--proof" => o.proof = Some(val("--proof")?),
-            "--commit" => o.commit = val("--commit")?,
-            "--card" => o.card = Some(val("--card")?),
-            "-h" | "--help" => return Err(String::new()),
-            s if s.starts_with("--") => return Err(format!("unknown option `{s}`")),
-            s => o.positional.push(s.to_string()),
-        }
+#[derive(Subcommand)]
+enum Cmd {
+    /// What this machine has of each backend, and why not.
+    Devices,
+    /// Every kernel case against its oracle (default: every backend present).
+    Verify(VerifyArgs),
+    /// Time, GB/s, TFLOP/s and share of measured copy bandwidth for the bench cases.
+    Bench(BenchArgs),
+    /// Run a kernel on a safetensors file's inputs and compare with the outputs it holds.
+    Check(CheckArgs),
+    /// Every registered kernel with its params and tensors.
+    List,
+}
+
+/// Which backends and kernels.
+#[derive(Args)]
+struct Select {
+    /// cpu, wgpu or cuda (absent: every backend present).
+    #[arg(long, value_parser = parse_backend)]
+    backend: Option<BackendKind>,
+    /// Only this family's kernels.
+    #[arg(long, value_parser = parse_family)]
+    family: Option<String>,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    sel: Select,
+    /// Seed of the random inputs (printed on every run; default from the clock).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Write GPU_VERIFIED.md lines for the families whose every case passed on CUDA.
+    #[arg(long, requires = "commit")]
+    proof: Option<PathBuf>,
+    /// The commit the proof lines name.
+    #[arg(long)]
+    commit: Option<String>,
+    /// The card the proof lines name (default: the backend's description).
+    #[arg(long)]
+    card: Option<String>,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    sel: Select,
+    /// Timed launches per case.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    iters: u32,
+    /// Also write the rows as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// A safetensors file: metadata `kernel`, `params` (, `rtol`, `atol`, `status`), tensors
+    /// `in.<name>` and `out.<name>`.
+    file: PathBuf,
+    /// cpu, wgpu or cuda (absent: every backend present).
+    #[arg(long, value_parser = parse_backend)]
+    backend: Option<BackendKind>,
+}
+
+fn parse_backend(s: &str) -> Result<BackendKind, String> {
+    BackendKind::parse(s).ok_or_else(|| format!("unknown backend `{s}` (cpu, wgpu, cuda)"))
+}
+
+fn parse_family(s: &str) -> Result<String, String> {
+    if families().contains(&s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("unknown family `{s}` (registered: {})", families().join(", ")))
     }
-    Ok(o)
 }
 
 /// The backends to run: the one asked for (absent is an error), or every one present.
-fn backends(o: &Opts) -> Result<Vec<Backend>, String> {
-    if let Some(k) = o.backend {
+fn backends(backend: Option<BackendKind>) -> Result<Vec<Backend>, String> {
+    if let Some(k) = backend {
         return Backend::open(k).map(|b| vec![b]).map_err(|e| format!("{} backend: {e}", k.name()));
     }
     let mut v = Vec::new();
@@ -108,8 +130,8 @@ fn print_row(r: &CaseReport) {
     );
 }
 
-fn cmd_verify(o: &Opts) -> ExitCode {
-    let bks = match backends(o) {
+fn cmd_verify(o: &VerifyArgs) -> ExitCode {
+    let bks = match backends(o.sel.backend) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("{e}");
@@ -117,7 +139,7 @@ fn cmd_verify(o: &Opts) -> ExitCode {
         }
     };
     // Only the oracle checking itself proves nothing: that run counts as a failure.
-    let no_gpu = !bks.iter().any(|b| b.kind() != BackendKind::Cpu) && o.backend.is_none();
+    let no_gpu = !bks.iter().any(|b| b.kind() != BackendKind::Cpu) && o.sel.backend.is_none();
     if no_gpu {
         println!("no GPU backend present: only the CPU oracle runs, which verifies no kernel. For wgpu on a");
         println!("machine without a GPU, install Mesa's lavapipe (apt-get install mesa-vulkan-drivers); for CUDA,");
@@ -130,7 +152,7 @@ fn cmd_verify(o: &Opts) -> ExitCode {
     let mut cuda_rows = Vec::new();
     for b in &bks {
         println!("-- {}: {}", b.kind().name(), b.describe());
-        for r in verify(&kernels(), b, o.family.as_deref(), seed) {
+        for r in verify(&kernels(), b, o.sel.family.as_deref(), seed) {
             print_row(&r);
             if b.kind() == BackendKind::Cuda {
                 cuda_rows.push((r.kernel.clone(), r.ok));
@@ -162,8 +184,10 @@ fn cmd_verify(o: &Opts) -> ExitCode {
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_default();
-        if let Err(e) = std::fs::write(path, proof::lines_for(&fams, &o.commit, &date, &card)) {
-            eprintln!("cannot write {path}: {e}");
+        let commit = o.commit.as_deref().unwrap_or("unknown");
+        if let Err(e) = std::fs::write(path, proof::lines_for(&fams, commit, &date, &card)) {
+            eprintln!("cannot write {}: {e}", path.display());
+            fail += 1;
         }
     }
     if pass + fail == 0 {
@@ -182,10 +206,10 @@ fn cmd_verify(o: &Opts) -> ExitCode {
     }
 }
 
-fn cmd_bench(o: &Opts) -> ExitCode {
+fn cmd_bench(o: &BenchArgs) -> ExitCode {
     // The CPU oracle is f64 reference code: timing it only when asked.
-    let bks = match backends(o).map(|v| {
-        if o.backend.is_none() {
+    let bks = match backends(o.sel.backend).map(|v| {
+        if o.sel.backend.is_none() {
             v.into_iter().filter(|b| b.kind() != BackendKind::Cpu).collect::<Vec<_>>()
         } else {
             v
@@ -204,7 +228,7 @@ fn cmd_bench(o: &Opts) -> ExitCode {
     let mut all = Vec::new();
     let mut failed = false;
     for b in &bks {
-        match bench::bench(&kernels(), b, o.family.as_deref(), o.iters.max(1)) {
+        match bench::bench(&kernels(), b, o.sel.family.as_deref(), o.iters as usize) {
             Err(e) => {
                 eprintln!("{}: {e}", b.kind().name());
                 failed = true;
@@ -256,7 +280,7 @@ fn cmd_bench(o: &Opts) -> ExitCode {
     }
     if let Some(path) = &o.json {
         if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&all).unwrap_or_default()) {
-            eprintln!("cannot write {path}: {e}");
+            eprintln!("cannot write {}: {e}", path.display());
             failed = true;
         }
     }
@@ -267,12 +291,9 @@ fn cmd_bench(o: &Opts) -> ExitCode {
     }
 }
 
-fn cmd_check(o: &Opts) -> ExitCode {
-    let Some(path) = o.positional.first() else {
-        eprintln!("check needs a FILE.safetensors");
-        return ExitCode::FAILURE;
-    };
-    let file = match std::fs::read(path)
+fn cmd_check(o: &CheckArgs) -> ExitCode {
+    let path = o.file.display();
+    let file = match std::fs::read(&o.file)
         .map_err(|e| e.to_string())
         .and_then(|b| check::parse_file(&b).map_err(|e| e.to_string()))
     {
@@ -282,7 +303,7 @@ fn cmd_check(o: &Opts) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let bks = match backends(o) {
+    let bks = match backends(o.backend) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("{e}");
@@ -326,35 +347,16 @@ fn cmd_check(o: &Opts) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some((cmd, rest)) = args.split_first() else {
-        eprintln!("{USAGE}");
-        return ExitCode::FAILURE;
-    };
-    let o = match parse(rest) {
-        Ok(o) => o,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("{e}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match cmd.as_str() {
-        "devices" => cmd_devices(),
-        "verify" => cmd_verify(&o),
-        "bench" => cmd_bench(&o),
-        "check" => cmd_check(&o),
-        "list" => {
+    match Cli::parse().cmd {
+        Cmd::Devices => cmd_devices(),
+        Cmd::Verify(a) => cmd_verify(&a),
+        Cmd::Bench(a) => cmd_bench(&a),
+        Cmd::Check(a) => cmd_check(&a),
+        Cmd::List => {
             for k in kernels() {
                 println!("{}", mllm_kernels::harness::describe(k));
             }
             ExitCode::SUCCESS
-        }
-        _ => {
-            eprintln!("{USAGE}");
-            ExitCode::FAILURE
         }
     }
 }

@@ -30,6 +30,7 @@ fn default_eps() -> f32 {
 
 /// `y = x / sqrt(mean(x^2) + eps) * w` over rows of `cols`; x, w and y share the dtype.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RmsNormParams {
     pub rows: usize,
     pub cols: usize,
@@ -82,6 +83,7 @@ impl RmsNorm {
 /// Merge `(o1, lse1)` and `(o2, lse2)`, partial attention over disjoint keys, into `(o, lse)`.
 /// `states` rows of `dim` (e.g. tokens x heads); lse is f32, natural log, contiguous.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MergeStatesParams {
     pub states: usize,
     pub dim: usize,
@@ -156,6 +158,7 @@ impl MergeStates {
 /// `out[i] = src[idx[i]]` for `rows` indices into `src_rows` rows of `cols`.
 /// An index out of range writes a zero row and raises `StatusBits::INDEX_OUT_OF_RANGE`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GatherRowsParams {
     pub rows: usize,
     pub src_rows: usize,

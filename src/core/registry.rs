@@ -151,4 +151,7 @@ impl Registered for GatherRows {
     fn launch(&self, l: &mut Launch, dev: &mut DevMap, status: &mut Status) -> Result<()> {
         launch!(self, l, dev, status; float self.params.dtype; src: ro T, idx: ro i32, out: rw T; status)
     }
+    fn validate_inputs(&self, i: &TensorMap) -> Result<()> {
+        self.validate_indices(&host(i, "idx")?.to_i32())
+    }
 }

@@ -2,16 +2,18 @@
 //! compare with the outputs it wrote.
 //!
 //! Convention: metadata `kernel` (`family.kernel`), `params` (JSON of the plan's params),
-//! optional `rtol` / `atol`; tensors `in.<name>` and `out.<name>`.
-
-use std::collections::BTreeMap;
+//! optional `rtol` / `atol` (finite, >= 0) and `status` (the status bits the run must raise, as a
+//! number or names joined by `|`; default none); tensors `in.<name>` (every input the plan
+//! reads, of its dtype and at least its length) and `out.<name>` (outputs of the plan, of their
+//! dtype and exactly their length).
 
 use safetensors::{Dtype as StDtype, SafeTensors};
 
-use super::{compare, execute, Comparison, HostTensor, Kernel, TensorMap};
-use crate::backend::Backend;
+use super::{check_tensor, compare, execute, Comparison, HostTensor, Kernel, TensorMap};
+use crate::backend::{Backend, StatusBits};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::plan::Role;
 
 /// A parsed check file.
 #[derive(Debug, Clone)]
@@ -22,6 +24,8 @@ pub struct CheckFile {
     pub expected: TensorMap,
     pub rtol: Option<f64>,
     pub atol: Option<f64>,
+    /// The status bits the run must raise (0: none).
+    pub status: u32,
 }
 
 fn dtype_of(d: StDtype) -> Result<DType> {
@@ -59,6 +63,16 @@ pub fn parse_file(bytes: &[u8]) -> Result<CheckFile> {
         md.get(k).map(|v| v.parse::<f64>().map_err(|e| Error::Io(format!("metadata `{k}`: {e}")))).transpose()
     };
     let (rtol, atol) = (num("rtol")?, num("atol")?);
+    for (k, v) in [("rtol", rtol), ("atol", atol)] {
+        if let Some(v) = v.filter(|v| !(v.is_finite() && *v >= 0.0)) {
+            return Err(Error::Io(format!("metadata `{k}` = {v}: tolerances must be finite and >= 0")));
+        }
+    }
+    let status = match md.get("status") {
+        None => 0,
+        Some(s) => StatusBits::parse(s)
+            .ok_or_else(|| Error::Io(format!("metadata `status` = `{s}`: a number or status names joined by `|`")))?,
+    };
     let mut inputs = TensorMap::new();
     let mut expected = TensorMap::new();
     for (name, view) in st.tensors() {
@@ -72,15 +86,17 @@ pub fn parse_file(bytes: &[u8]) -> Result<CheckFile> {
             return Err(Error::Io(format!("tensor `{name}` is neither `in.*` nor `out.*`")));
         }
     }
-    Ok(CheckFile { kernel, params, inputs, expected, rtol, atol })
+    Ok(CheckFile { kernel, params, inputs, expected, rtol, atol, status })
 }
 
-/// Writes a check file: inputs, expected outputs and metadata (the tests write their own).
+/// Writes a check file: inputs, expected outputs and metadata (`kernel`, `params`, plus `meta`
+/// pairs such as `rtol` or `status`). The tests write their own, good and bad.
 pub fn write_file(
     kernel: &str,
     params: &serde_json::Value,
     inputs: &TensorMap,
     expected: &TensorMap,
+    meta: &[(&str, &str)],
 ) -> Result<Vec<u8>> {
     let mut views = Vec::new();
     for (prefix, map) in [("in.", inputs), ("out.", expected)] {
@@ -93,22 +109,52 @@ pub fn write_file(
     let mut md = std::collections::HashMap::new();
     md.insert("kernel".to_string(), kernel.to_string());
     md.insert("params".to_string(), params.to_string());
+    for (k, v) in meta {
+        md.insert(k.to_string(), v.to_string());
+    }
     safetensors::serialize(views, Some(md)).map_err(|e| Error::Io(format!("serialize: {e}")))
 }
 
-/// Runs the file's kernel (found in `kernels`) on `backend` and compares every expected output.
+/// Runs the file's kernel (found in `kernels`) on `backend` and compares every expected output
+/// and the status word. Every tensor is checked against the plan's list (names, dtypes, lengths)
+/// before anything is allocated.
 pub fn run_check(kernels: &[&'static dyn Kernel], file: &CheckFile, backend: &Backend) -> Result<Vec<Comparison>> {
     let kernel = kernels
         .iter()
         .find(|k| k.id() == file.kernel)
-        .ok_or_else(|| Error::InvalidParams(format!("no kernel `{}` (see `mllm-kernels verify`)", file.kernel)))?;
+        .ok_or_else(|| Error::InvalidParams(format!("no kernel `{}` (see `mllm-kernels list`)", file.kernel)))?;
     let plan = kernel.prepare(&file.params)?;
-    let (outs, _status) = execute(&*plan, backend, &file.inputs)?;
-    let mut res = Vec::new();
-    let by_name: BTreeMap<_, _> = outs.iter().collect();
+    let specs = plan.tensors();
     for (name, want) in &file.expected {
-        let got = by_name.get(name).ok_or_else(|| Error::InvalidParams(format!("kernel has no output `{name}`")))?;
+        let spec = specs.iter().find(|s| s.name == name.as_str() && s.role != Role::In).ok_or_else(|| {
+            let outs: Vec<&str> = specs.iter().filter(|s| s.role != Role::In).map(|s| s.name).collect();
+            Error::InvalidParams(format!("out.{name}: the kernel has no such output (outputs: {})", outs.join(", ")))
+        })?;
+        check_tensor(&format!("out.{name}"), want, spec, true)?;
+    }
+    if file.expected.is_empty() && file.status == 0 {
+        return Err(Error::InvalidParams(
+            "the file has no `out.*` tensor and expects no status: nothing to check".into(),
+        ));
+    }
+    let (outs, bits) = execute(&*plan, backend, &file.inputs)?;
+    let mut res = Vec::new();
+    for (name, want) in &file.expected {
+        let got = outs.get(name).ok_or_else(|| Error::InvalidParams(format!("kernel has no output `{name}`")))?;
         res.push(compare(name, got, &want.to_f64(), file.rtol, file.atol));
+    }
+    if bits != file.status {
+        let why = plan.validate_inputs(&file.inputs).err().map(|e| format!("; {e}")).unwrap_or_default();
+        let expected = if file.status == 0 { "none".to_string() } else { StatusBits::describe(file.status) };
+        res.push(Comparison::failed(
+            "status",
+            format!(
+                "raised {}, the file expects {expected}{why}",
+                if bits == 0 { "none".into() } else { StatusBits::describe(bits) }
+            ),
+        ));
+    } else {
+        res.push(Comparison::passed("status"));
     }
     Ok(res)
 }

@@ -149,6 +149,9 @@ pub trait Prepared {
     fn cost(&self) -> Cost;
     /// Compares the device's outputs with the oracle (every expected output, elementwise).
     fn check(&self, inputs: &TensorMap, expected: &Expected, outputs: &TensorMap) -> Vec<Comparison>;
+    /// Host-side checks of input contents (indices, lengths, codes) naming the first bad element:
+    /// what `check` reports when a run raised the status word.
+    fn validate_inputs(&self, inputs: &TensorMap) -> Result<()>;
 }
 
 /// A plan in the registry: everything a kernel adds besides its plan and `run_*` methods. The
@@ -172,6 +175,10 @@ pub trait Registered: Plan {
     /// against the device's own intermediates, override this.
     fn check(&self, _inputs: &TensorMap, expected: &Expected, outputs: &TensorMap) -> Vec<Comparison> {
         compare_all(expected, outputs)
+    }
+    /// Kernels that raise the status word name the bad input element here.
+    fn validate_inputs(&self, _inputs: &TensorMap) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -206,6 +213,9 @@ impl<P: Registered> Prepared for P {
     }
     fn check(&self, inputs: &TensorMap, expected: &Expected, outputs: &TensorMap) -> Vec<Comparison> {
         Registered::check(self, inputs, expected, outputs)
+    }
+    fn validate_inputs(&self, inputs: &TensorMap) -> Result<()> {
+        Registered::validate_inputs(self, inputs)
     }
 }
 
@@ -277,8 +287,17 @@ pub fn families(kernels: &[&'static dyn Kernel]) -> Vec<&'static str> {
     f
 }
 
+/// A plan's params from JSON; errors name the field (`params.d: invalid type ...`), unknown
+/// fields are errors (every params struct denies them), and so is anything but an object.
 pub(crate) fn parse<T: serde::de::DeserializeOwned>(params: &Value) -> Result<T> {
-    serde_json::from_value(params.clone()).map_err(|e| Error::InvalidParams(format!("params: {e}")))
+    if !params.is_object() {
+        return Err(Error::InvalidParams(format!("params must be a JSON object, got {params}")));
+    }
+    serde_path_to_error::deserialize(params.clone()).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." { String::new() } else { format!(".{path}") };
+        Error::InvalidParams(format!("params{at}: {}", e.inner()))
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -380,8 +399,10 @@ pub fn stage(plan: &dyn Prepared, backend: &Backend, inputs: &TensorMap) -> Resu
         let known: Vec<&str> = specs.iter().filter(read).map(|s| s.name).collect();
         return Err(Error::InvalidParams(format!("no input tensor `{name}` (inputs: {})", known.join(", "))));
     }
-    if let Some(s) = specs.iter().filter(read).find(|s| !inputs.contains_key(s.name)) {
-        return Err(Error::InvalidParams(format!("input tensor `{}` is missing", s.name)));
+    for s in specs.iter().filter(read) {
+        let t =
+            inputs.get(s.name).ok_or_else(|| Error::InvalidParams(format!("input tensor `{}` is missing", s.name)))?;
+        check_tensor(&format!("input `{}`", s.name), t, s, false)?;
     }
     let mut dev = DevMap::new();
     for (name, t) in inputs {
@@ -393,6 +414,19 @@ pub fn stage(plan: &dyn Prepared, backend: &Backend, inputs: &TensorMap) -> Resu
         }
     }
     Ok(dev)
+}
+
+/// `t` is of the spec's dtype and holds at least (or with `exact`, exactly) its elements.
+pub fn check_tensor(what: &str, t: &HostTensor, spec: &TensorSpec, exact: bool) -> Result<()> {
+    if t.dtype != spec.dtype {
+        return Err(Error::DType(format!("{what} is {}, the kernel takes {}", t.dtype, spec.dtype)));
+    }
+    let n = t.bytes.len() / t.dtype.size();
+    if !t.bytes.len().is_multiple_of(t.dtype.size()) || (if exact { n != spec.len } else { n < spec.len }) {
+        let rule = if exact { "exactly" } else { "at least" };
+        return Err(Error::Shape { what: format!("{what} (elements, {rule})"), expected: spec.len, got: n });
+    }
+    Ok(())
 }
 
 /// One launch, with a wgpu encoder submitted at once.
@@ -487,12 +521,20 @@ pub fn compare(name: &str, got: &HostTensor, want: &[f64], rtol: Option<f64>, at
     }
     let (dr, da) = tolerance(got.dtype);
     let (rtol, atol_rel) = (rtol.unwrap_or(dr), atol.unwrap_or(da));
+    if !(rtol.is_finite() && rtol >= 0.0 && atol_rel.is_finite() && atol_rel >= 0.0) {
+        c.ok = false;
+        c.note = format!("{name}: tolerances must be finite and >= 0 (rtol {rtol}, atol {atol_rel})");
+        return c;
+    }
     let (mut num, mut den, mut max_ref) = (0.0f64, 0.0f64, 0.0f64);
     let mut bad = None;
     for (i, (&gv, &wv)) in g.iter().zip(want).enumerate() {
         if wv.is_nan() {
             if !gv.is_nan() && bad.is_none() {
-                bad = Some(format!("{name}[{i}] is outside the view but was written ({gv})"));
+                bad = Some(format!(
+                    "{name}[{i}] = {gv}, expected NaN: a NaN expectation marks an element the kernel must not \
+                     write (a gap of a strided output)"
+                ));
             }
             continue;
         }

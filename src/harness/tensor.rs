@@ -142,7 +142,7 @@ impl DevTensor {
             }
             #[cfg(feature = "wgpu")]
             Backend::Wgpu(w) => {
-                Ok(DevTensor::Wgpu { buffer: w.upload(&t.bytes), dtype: t.dtype, shape: t.shape.clone() })
+                Ok(DevTensor::Wgpu { buffer: w.upload(&t.bytes)?, dtype: t.dtype, shape: t.shape.clone() })
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{fits_u32, model_eps, nonzero, one, oracle, padded_k, words_per_row, GEMV_MAX_M};
+use super::{dim, elements, model_eps, one, oracle, padded_k, words_per_row, GEMV_MAX_M};
 use crate::dtype::{float_dtype, same_dtype, to_f64, DType, Float};
 use crate::error::{invalid, Result};
 use crate::layout::Rows;
@@ -15,6 +15,7 @@ use crate::plan::{Plan, TensorSpec};
 /// Fused RMSNorm + per-row absmax int8 quantization, for `projections` norm weights at once.
 /// With `glu`, each row of x is `[g, u]` (2k wide) and the normalized input is `silu(g) * u`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RmsNormQuantParams {
     pub m: usize,
     pub k: usize,
@@ -38,15 +39,15 @@ pub struct RmsNormQuant {
 impl RmsNormQuant {
     pub fn new(p: RmsNormQuantParams) -> Result<Self> {
         float_dtype(p.dtype)?;
-        nonzero("rmsnorm_quant m", p.m)?;
-        nonzero("rmsnorm_quant k", p.k)?;
-        nonzero("rmsnorm_quant projections", p.projections)?;
+        dim("rmsnorm_quant m", p.m)?;
+        dim("rmsnorm_quant k", p.k)?;
+        dim("rmsnorm_quant projections", p.projections)?;
         if !(p.eps.is_finite() && p.eps >= 0.0) {
             return Err(invalid(format!("eps must be finite and >= 0, got {}", p.eps)));
         }
         let cols = if p.glu { 2 * p.k } else { p.k };
         let x = Rows::new("rmsnorm_quant x", p.m, cols, p.x_stride)?;
-        fits_u32("projections * m * k", p.projections * p.m * padded_k(p.k))?;
+        elements("rmsnorm_quant q", &[p.projections, p.m, padded_k(p.k)])?;
         Ok(Self { params: p, x })
     }
 
@@ -92,6 +93,7 @@ impl RmsNormQuant {
 /// `out[m, j] = (sum_k q[p, m, k] t[j, k]) * gamma[p, part(j)] / s[p, m]` over `projections`
 /// stacked weight blocks of `n` rows (`j = p * n + row`), exact i32 accumulation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TernaryMatmulParams {
     pub m: usize,
     pub n: usize,
@@ -124,7 +126,7 @@ impl TernaryMatmul {
         float_dtype(p.dtype)?;
         for (w, v) in [("m", p.m), ("n", p.n), ("k", p.k), ("projections", p.projections), ("partitions", p.partitions)]
         {
-            nonzero(&format!("ternary_matmul {w}"), v)?;
+            dim(&format!("matmul {w}"), v)?;
         }
         if !p.n.is_multiple_of(p.partitions) {
             return Err(invalid(format!("{} partitions do not divide n = {}", p.partitions, p.n)));
@@ -134,8 +136,8 @@ impl TernaryMatmul {
             return Err(invalid(format!("k = {} exceeds 131072, where i32 sums stay exact in f32", p.k)));
         }
         let out = Rows::new("ternary_matmul out", p.m, p.projections * p.n, p.out_stride)?;
-        fits_u32("projections * n * k", p.projections * p.n * padded_k(p.k))?;
-        fits_u32("projections * m * k", p.projections * p.m * padded_k(p.k))?;
+        elements("matmul packed", &[p.projections, p.n, padded_k(p.k)])?;
+        elements("matmul q", &[p.projections, p.m, padded_k(p.k)])?;
         Ok(Self { params: p, out })
     }
 
@@ -252,6 +254,7 @@ impl TernaryMatmul {
 /// A BitLinear layer's shape: `projections` stacked `[n, k]` ternary blocks, each with its own
 /// RMSNorm weight and gammas, applied to the same input (MLGRU's f, c, g in one launch).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BitLinearParams {
     pub m: usize,
     pub n: usize,

@@ -12,6 +12,7 @@ use crate::backend::Status;
 use crate::core::{RmsNorm, RmsNormParams};
 use crate::dtype::{float_dtype, DType, Float};
 use crate::error::{invalid, Result};
+use crate::layout::dim;
 use crate::plan::{Plan, TensorSpec};
 
 fn check_eps(what: &str, eps: f32) -> Result<()> {
@@ -31,6 +32,7 @@ fn yes() -> bool {
 /// `y = down(silu(g) * u)` with `[g, u] = gate_up(x)`, both BitLinear; with `accumulate`,
 /// `y += ...` (the block's residual stream).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GluMlpParams {
     pub m: usize,
     pub d: usize,
@@ -52,8 +54,8 @@ pub struct GluMlp {
 
 impl GluMlp {
     pub fn new(p: GluMlpParams) -> Result<Self> {
-        if p.m == 0 || p.d == 0 || p.inner == 0 {
-            return Err(invalid("glu_mlp needs m, d, inner >= 1"));
+        for (what, v) in [("glu_mlp m", p.m), ("glu_mlp d", p.d), ("glu_mlp inner", p.inner)] {
+            dim(what, v)?;
         }
         float_dtype(p.dtype)?;
         check_eps("glu_mlp bitlinear_eps", p.bitlinear_eps)?;
@@ -105,6 +107,7 @@ impl GluMlp {
 /// `x` (the residual stream) and the state pool are updated in place.
 /// Epsilons default to the model's (`HGRNBitConfig.rms_norm_eps` and `FusedBitLinear`: 1e-6).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MatmulFreeBlockParams {
     pub m: usize,
     pub d: usize,
@@ -137,8 +140,8 @@ pub struct MatmulFreeBlock {
 
 impl MatmulFreeBlock {
     pub fn new(p: MatmulFreeBlockParams) -> Result<Self> {
-        if p.slots == 0 {
-            return Err(invalid("block needs slots >= 1"));
+        for (what, v) in [("block m", p.m), ("block d", p.d), ("block inner", p.inner), ("block slots", p.slots)] {
+            dim(what, v)?;
         }
         check_eps("block norm_eps", p.norm_eps)?;
         check_eps("block gate_eps", p.gate_eps)?;

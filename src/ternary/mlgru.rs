@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{default_chunk, fits_u32, model_eps, nonzero, oracle};
+use super::{default_chunk, dim, elements, model_eps, oracle};
 use crate::backend::{Status, StatusBits};
 use crate::dtype::{float_dtype, same_dtype, to_f64, DType, Float};
 use crate::error::{invalid, Error, Result};
@@ -24,6 +24,25 @@ pub(crate) fn slot_of(slot_ids: &[i32], b: usize, slots: usize) -> std::result::
     Ok(slot)
 }
 
+/// Host-side check of `rows` slot ids: each in `[0, slots)` and no two equal; names the first
+/// bad row (the kernels skip such rows and raise the status instead).
+fn check_slot_ids(ids: &[i32], rows: usize, slots: usize) -> Result<()> {
+    if ids.len() < rows {
+        return Err(Error::Shape { what: "slot_ids (elements, at least)".into(), expected: rows, got: ids.len() });
+    }
+    for b in 0..rows {
+        if let Err(bit) = slot_of(&ids[..rows], b, slots) {
+            let why = if bit == StatusBits::SLOT_REPEATED {
+                "is named by another row too".to_string()
+            } else {
+                format!("is outside the pool [0, {slots})")
+            };
+            return Err(Error::InvalidInput(format!("slot_ids[{b}] = {} {why}", ids[b])));
+        }
+    }
+    Ok(())
+}
+
 /// One decode step of the MLGRU token mixer for `batch` sequences, each with a slot in the
 /// f32 state pool `[slots, d]` (updated in place). `fcg` rows hold `[f_raw, c_raw, g_raw]`
 /// (the stacked f, c, g BitLinear outputs); `o = rmsnorm(g_raw) * w * silu(h)`.
@@ -31,6 +50,7 @@ pub(crate) fn slot_of(slot_ids: &[i32], b: usize, slots: usize) -> std::result::
 /// outside the pool or repeated are skipped on every backend (output 0, slot untouched) and
 /// raise `SLOT_OUT_OF_RANGE` or `SLOT_REPEATED`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MlgruParams {
     pub batch: usize,
     pub d: usize,
@@ -52,13 +72,13 @@ pub struct MlgruStep {
 
 fn mlgru_common(p: &MlgruParams, rows: usize) -> Result<Rows> {
     float_dtype(p.dtype)?;
-    nonzero("mlgru batch", p.batch)?;
-    nonzero("mlgru d", p.d)?;
-    nonzero("mlgru slots", p.slots)?;
+    dim("mlgru batch", p.batch)?;
+    dim("mlgru d", p.d)?;
+    dim("mlgru slots", p.slots)?;
     if p.slots > i32::MAX as usize {
         return Err(invalid("mlgru slots exceed i32 ids"));
     }
-    fits_u32("slots * d", p.slots * p.d)?;
+    elements("mlgru state", &[p.slots, p.d])?;
     if !(p.eps.is_finite() && p.eps >= 0.0) {
         return Err(invalid(format!("eps must be finite and >= 0, got {}", p.eps)));
     }
@@ -69,6 +89,11 @@ impl MlgruStep {
     pub fn new(p: MlgruParams) -> Result<Self> {
         let fcg = mlgru_common(&p, p.batch)?;
         Ok(Self { params: p, fcg })
+    }
+
+    /// Every slot id in the pool and distinct, checked on the host (an error names the row).
+    pub fn validate_slot_ids(&self, ids: &[i32]) -> Result<()> {
+        check_slot_ids(ids, self.params.batch, self.params.slots)
     }
 
     /// Slot ids out of range or repeated skip the row (output 0) and raise their status bit.
@@ -131,6 +156,7 @@ impl MlgruStep {
 /// pool, or one that another sequence also names, runs its sequence from a zero state, drops the
 /// final state and raises `SLOT_OUT_OF_RANGE` or `SLOT_REPEATED`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MlgruScanParams {
     pub seqs: usize,
     pub tokens: usize,
@@ -165,12 +191,16 @@ impl MlgruScan {
             eps: p.eps,
             fcg_stride: p.fcg_stride,
         };
-        nonzero("mlgru_scan tokens", p.tokens)?;
-        nonzero("mlgru_scan max_len", p.max_len)?;
-        nonzero("mlgru_scan chunk", p.chunk)?;
+        dim("mlgru_scan tokens", p.tokens)?;
+        dim("mlgru_scan max_len", p.max_len)?;
+        dim("mlgru_scan chunk", p.chunk)?;
+        if p.max_len > p.tokens {
+            return Err(invalid(format!("mlgru_scan max_len = {} exceeds tokens = {}", p.max_len, p.tokens)));
+        }
         let fcg = mlgru_common(&common, p.tokens)?;
-        fits_u32("tokens * d", p.tokens * p.d)?;
-        fits_u32("seqs * chunks * d", p.seqs * p.max_len.div_ceil(p.chunk) * p.d)?;
+        let carries = elements("mlgru_scan ws carries", &[2, p.seqs, p.max_len.div_ceil(p.chunk), p.d])?;
+        let h = elements("mlgru_scan ws h", &[p.tokens, p.d])?;
+        elements("mlgru_scan ws", &[h.saturating_add(carries)])?;
         Ok(Self { params: p, fcg })
     }
 
@@ -184,21 +214,33 @@ impl MlgruScan {
         p.tokens * p.d + 2 * p.seqs * self.chunks() * p.d
     }
 
+    /// Every slot id in the pool and distinct, checked on the host (an error names the sequence).
+    pub fn validate_slot_ids(&self, ids: &[i32]) -> Result<()> {
+        check_slot_ids(ids, self.params.seqs, self.params.slots)
+    }
+
     /// Checks `cu_seqlens` on the host: starts at 0, never decreases, ends at `tokens`, and no
     /// sequence is longer than `max_len`. The kernels flag violations instead of reading past.
     pub fn validate_cu_seqlens(&self, cu: &[i32]) -> Result<()> {
         let p = &self.params;
         self.check_len("cu_seqlens", cu.len())?;
-        if cu[0] != 0 || cu[p.seqs] as i64 != p.tokens as i64 {
+        if cu[0] != 0 {
+            return Err(Error::InvalidInput(format!("cu_seqlens[0] = {}, must be 0", cu[0])));
+        }
+        if cu[p.seqs] as i64 != p.tokens as i64 {
             return Err(Error::InvalidInput(format!(
-                "cu_seqlens must run from 0 to {}, got {} .. {}",
-                p.tokens, cu[0], cu[p.seqs]
+                "cu_seqlens[{}] = {}, must be tokens = {}",
+                p.seqs, cu[p.seqs], p.tokens
             )));
         }
         for b in 0..p.seqs {
             let len = i64::from(cu[b + 1]) - i64::from(cu[b]);
             if len < 0 || len > p.max_len as i64 {
-                return Err(Error::InvalidInput(format!("sequence {b} has length {len} (max_len {})", p.max_len)));
+                return Err(Error::InvalidInput(format!(
+                    "cu_seqlens[{}] - cu_seqlens[{b}] = {len}: sequence {b}'s length must be in [0, max_len = {}]",
+                    b + 1,
+                    p.max_len
+                )));
             }
         }
         Ok(())

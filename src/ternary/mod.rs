@@ -27,29 +27,13 @@ mod layers;
 mod mlgru;
 mod weights;
 
-use crate::error::{invalid, Result};
-
 pub use bitlinear::{BitLinear, BitLinearParams, RmsNormQuant, RmsNormQuantParams, TernaryMatmul, TernaryMatmulParams};
 pub use layers::{GluMlp, GluMlpParams, MatmulFreeBlock, MatmulFreeBlockParams};
 pub use mlgru::{MlgruParams, MlgruScan, MlgruScanParams, MlgruStep};
 pub use oracle::{padded_k, words_per_row};
 pub use weights::{Pack, PackParams, QuantizeWeights, QuantizeWeightsParams, Unpack};
 
-fn nonzero(what: &str, v: usize) -> Result<()> {
-    if v == 0 {
-        Err(invalid(format!("{what} must be >= 1")))
-    } else {
-        Ok(())
-    }
-}
-
-fn fits_u32(what: &str, v: usize) -> Result<usize> {
-    if v > u32::MAX as usize / 2 {
-        Err(invalid(format!("{what} = {v} exceeds 32-bit indexing")))
-    } else {
-        Ok(v)
-    }
-}
+use crate::layout::{dim, elements};
 
 fn one() -> usize {
     1

@@ -104,6 +104,12 @@ impl Registered for QuantizeWeights {
     fn launch(&self, l: &mut Launch, dev: &mut DevMap, status: &mut Status) -> Result<()> {
         launch!(self, l, dev, status; float self.params.dtype; w: ro T, ws: rw f32, packed: rw u32, gamma: rw f32; status)
     }
+    fn validate_inputs(&self, i: &TensorMap) -> Result<()> {
+        match host(i, "w")?.to_f64().iter().position(|v| !v.is_finite()) {
+            Some(j) => Err(crate::error::Error::InvalidInput(format!("w[{j}] is not finite"))),
+            None => Ok(()),
+        }
+    }
     fn flops(&self) -> f64 {
         3.0 * (self.params.n * self.params.k) as f64
     }
@@ -140,6 +146,9 @@ impl Registered for Pack {
     fn launch(&self, l: &mut Launch, dev: &mut DevMap, status: &mut Status) -> Result<()> {
         launch!(self, l, dev, status; any; t: ro i8, packed: rw u32; status)
     }
+    fn validate_inputs(&self, i: &TensorMap) -> Result<()> {
+        self.validate_values(&host(i, "t")?.to_i8())
+    }
 }
 
 impl Registered for Unpack {
@@ -170,6 +179,9 @@ impl Registered for Unpack {
     }
     fn launch(&self, l: &mut Launch, dev: &mut DevMap, status: &mut Status) -> Result<()> {
         launch!(self, l, dev, status; any; packed: ro u32, t: rw i8; status)
+    }
+    fn validate_inputs(&self, i: &TensorMap) -> Result<()> {
+        self.pack.validate_packed(&host(i, "packed")?.to_u32())
     }
 }
 
@@ -378,6 +390,9 @@ impl Registered for MlgruStep {
         launch!(self, l, dev, status; float self.params.dtype;
             fcg: ro T, state: rw f32, slot_ids: ro i32, lb: opt f32, w: ro T, o: rw T; status)
     }
+    fn validate_inputs(&self, i: &TensorMap) -> Result<()> {
+        self.validate_slot_ids(&host(i, "slot_ids")?.to_i32())
+    }
     fn flops(&self) -> f64 {
         20.0 * (self.params.batch * self.params.d) as f64
     }
@@ -447,6 +462,10 @@ impl Registered for MlgruScan {
         launch!(self, l, dev, status; float self.params.dtype;
             fcg: ro T, cu_seqlens: ro i32, state: rw f32, slot_ids: ro i32, lb: opt f32, w: ro T, ws: rw f32, o: rw T;
             status)
+    }
+    fn validate_inputs(&self, i: &TensorMap) -> Result<()> {
+        self.validate_cu_seqlens(&host(i, "cu_seqlens")?.to_i32())?;
+        self.validate_slot_ids(&host(i, "slot_ids")?.to_i32())
     }
     fn flops(&self) -> f64 {
         30.0 * (self.params.tokens * self.params.d) as f64

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{fits_u32, nonzero, one, oracle, padded_k, words_per_row};
+use super::{dim, elements, one, oracle, padded_k, words_per_row};
 use crate::backend::{Status, StatusBits};
 use crate::dtype::{float_dtype, same_dtype, to_f64, DType, Float};
 use crate::error::{invalid, Error, Result};
@@ -13,6 +13,7 @@ use crate::plan::{Plan, TensorSpec};
 
 /// Absmean ternarization of `w [n, k]` into packed words and `partitions` gammas.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct QuantizeWeightsParams {
     pub n: usize,
     pub k: usize,
@@ -29,13 +30,13 @@ pub struct QuantizeWeights {
 impl QuantizeWeights {
     pub fn new(p: QuantizeWeightsParams) -> Result<Self> {
         float_dtype(p.dtype)?;
-        nonzero("quantize_weights n", p.n)?;
-        nonzero("quantize_weights k", p.k)?;
-        nonzero("quantize_weights partitions", p.partitions)?;
+        dim("quantize_weights n", p.n)?;
+        dim("quantize_weights k", p.k)?;
+        dim("quantize_weights partitions", p.partitions)?;
         if !p.n.is_multiple_of(p.partitions) {
             return Err(invalid(format!("{} partitions do not divide n = {}", p.partitions, p.n)));
         }
-        fits_u32("n * k", p.n * padded_k(p.k))?;
+        elements("quantize_weights n * padded k", &[p.n, padded_k(p.k)])?;
         Ok(Self { params: p })
     }
 
@@ -88,6 +89,7 @@ impl QuantizeWeights {
 
 /// Packs i8 rows `[n, padded_k]` of {-1, 0, 1} into 2-bit words (or back, with [`Unpack`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PackParams {
     pub n: usize,
     pub k: usize,
@@ -100,9 +102,9 @@ pub struct Pack {
 
 impl Pack {
     pub fn new(p: PackParams) -> Result<Self> {
-        nonzero("pack n", p.n)?;
-        nonzero("pack k", p.k)?;
-        fits_u32("n * k", p.n * padded_k(p.k))?;
+        dim("pack n", p.n)?;
+        dim("pack k", p.k)?;
+        elements("pack n * padded k", &[p.n, padded_k(p.k)])?;
         Ok(Self { params: p })
     }
 
@@ -136,6 +138,22 @@ impl Pack {
         Ok(())
     }
 
+    /// Host-side check that every value is -1, 0 or 1 (the kernels clamp and raise the status).
+    pub fn validate_values(&self, t: &[i8]) -> Result<()> {
+        self.check_len("t", t.len())?;
+        let (k, kp) = (self.params.k, padded_k(self.params.k));
+        for r in 0..self.params.n {
+            if let Some(c) = t[r * kp..r * kp + k].iter().position(|v| !(-1..=1).contains(v)) {
+                return Err(Error::InvalidInput(format!(
+                    "t[{}] = {} (row {r}) is not -1, 0 or 1",
+                    r * kp + c,
+                    t[r * kp + c]
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Host-side check that packed weights hold no code 3 and padding is code 1.
     pub fn validate_packed(&self, packed: &[u32]) -> Result<()> {
         self.check_len("packed", packed.len())?;
@@ -146,7 +164,8 @@ impl Pack {
                 let pad = (i % kw) * 16 + c >= k;
                 if code == 3 || (pad && code != 1) {
                     return Err(Error::InvalidInput(format!(
-                        "packed word {i} holds code {code} at lane {c} (padding: {pad})"
+                        "packed[{i}] holds code {code} at lane {c}{}",
+                        if pad { " (padding, which must be code 1)" } else { "" }
                     )));
                 }
             }
