@@ -38,6 +38,7 @@ pub mod dtype;
 pub mod error;
 pub mod harness;
 pub mod layout;
+pub mod mla;
 pub mod plan;
 pub mod registry;
 pub mod sources;

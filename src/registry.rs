@@ -8,6 +8,7 @@ pub fn kernels() -> Vec<&'static dyn Kernel> {
     let mut v: Vec<&'static dyn Kernel> = Vec::new();
     v.extend(crate::core::registry::kernels());
     v.extend(crate::ternary::registry::kernels());
+    v.extend(crate::mla::registry::kernels());
     v
 }
 

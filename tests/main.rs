@@ -8,5 +8,6 @@ mod bad_files;
 mod common;
 mod core_tests;
 mod harness_tests;
+mod mla_tests;
 mod ptx;
 mod ternary_tests;

@@ -1,0 +1,133 @@
+// MLA latent attention: paged absorbed decode into split-KV partial states, and their combine.
+#include "common.cuh"
+
+// Keys per tile = threads per block; a thread owns latent dims tid, tid + TILE, ... (L <= 2048).
+#define MLA_TILE 128
+#define MLA_MAX_PER_THREAD 16
+
+// One block per (query row, split, sequence). The block loads its query row, walks its split's
+// keys a tile at a time (thread k scores key k of the tile), keeps an online softmax, and writes
+// the split's normalized output and log-sum-exp (f32) to the workspace. Keys past the row's
+// causal position, and tokens on a page id outside [0, pages), get no weight; a seq_len outside
+// [0, max_pages * P] is clamped. Both raise ST_INDEX_OUT_OF_RANGE.
+template <typename T>
+__device__ void mla_decode(const T* __restrict__ q, const T* __restrict__ kv, const T* __restrict__ pe,
+                           const int* __restrict__ table, const int* __restrict__ seq_lens, float* __restrict__ ws,
+                           unsigned int* status, int sq, int heads, int L, int R, int P, int pages, int max_pages,
+                           int splits, i64 kv_stride, i64 pe_stride, float scale) {
+    __shared__ float qs[2048 + 128];
+    __shared__ float wt[MLA_TILE];
+    __shared__ i64 rows[MLA_TILE];
+    const int row = blockIdx.x, j = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
+    const int W = L + R, i = row / heads, nrows = sq * heads;
+    const T* qr = q + ((i64)b * nrows + row) * W;
+    for (int d = tid; d < W; d += MLA_TILE) qs[d] = to_f32(qr[d]);
+    const int cap = max_pages * P;
+    int len = seq_lens[b];
+    if (len < 0 || len > cap) {
+        if (tid == 0 && row == 0 && j == 0) raise_status(status, ST_INDEX_OUT_OF_RANGE);
+        len = len < 0 ? 0 : cap;
+    }
+    const int visible = len - sq + i + 1;  // keys t < visible (none when <= 0)
+    const int chunk = (len + splits - 1) / splits;
+    const int t0 = j * chunk, t1 = min(t0 + chunk, visible);
+    float m = NEG_INF, l = 0.f, acc[MLA_MAX_PER_THREAD];
+#pragma unroll
+    for (int k = 0; k < MLA_MAX_PER_THREAD; ++k) acc[k] = 0.f;
+    __syncthreads();
+    for (int base = t0; base < t1; base += MLA_TILE) {
+        const int t = base + tid;
+        float s = NEG_INF;
+        i64 crow = -1;
+        if (t < t1) {
+            const int page = table[(i64)b * max_pages + t / P];
+            if (page >= 0 && page < pages) {
+                crow = (i64)page * P + t % P;
+                const T* c = kv + crow * kv_stride;
+                const T* r = pe + crow * pe_stride;
+                float dot = 0.f;
+                for (int d = 0; d < L; ++d) dot += qs[d] * to_f32(c[d]);
+                for (int d = 0; d < R; ++d) dot += qs[L + d] * to_f32(r[d]);
+                s = scale * dot;
+            } else {
+                raise_status(status, ST_INDEX_OUT_OF_RANGE);
+            }
+        }
+        const float mnew = fmaxf(m, block_max(s));
+        // With every key so far hidden, mnew is -inf: weights and the rescale stay 0, never NaN.
+        const float alpha = m == NEG_INF ? 0.f : expf(m - mnew);
+        const float w = s == NEG_INF ? 0.f : expf(s - mnew);
+        wt[tid] = w;
+        rows[tid] = crow;
+        l = l * alpha + block_sum(w);
+        m = mnew;
+        const int n = min(MLA_TILE, t1 - base);
+#pragma unroll
+        for (int k = 0; k < MLA_MAX_PER_THREAD; ++k) acc[k] *= alpha;
+        for (int kk = 0; kk < n; ++kk) {
+            const float wk = wt[kk];
+            if (wk == 0.f) continue;
+            const T* c = kv + rows[kk] * kv_stride;
+#pragma unroll
+            for (int k = 0; k < MLA_MAX_PER_THREAD; ++k) {
+                const int d = tid + k * MLA_TILE;
+                if (d < L) acc[k] += wk * to_f32(c[d]);
+            }
+        }
+        __syncthreads();  // the next tile overwrites wt and rows
+    }
+    const i64 total = (i64)gridDim.z * nrows;
+    const i64 prow = (i64)j * total + (i64)b * nrows + row;
+    float* po = ws + prow * L;
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+#pragma unroll
+    for (int k = 0; k < MLA_MAX_PER_THREAD; ++k) {
+        const int d = tid + k * MLA_TILE;
+        if (d < L) po[d] = acc[k] * inv;
+    }
+    if (tid == 0) ws[(i64)splits * total * L + prow] = l > 0.f ? m + logf(l) : NEG_INF;
+}
+
+// Merges a row's split partials into o (dtype) and lse, written [B, H, Sq]. A split with no key
+// has lse = -inf and weight 0; a row with none at all gets o = 0, lse = -inf.
+template <typename T>
+__device__ void mla_combine(const float* __restrict__ ws, T* __restrict__ o, float* __restrict__ lse, int sq,
+                            int heads, int L, int splits, i64 total) {
+    const i64 r = blockIdx.x + (i64)blockIdx.y * gridDim.x;
+    if (r >= total) return;
+    const float* part_lse = ws + (i64)splits * total * L;
+    float m = NEG_INF;
+    for (int j = 0; j < splits; ++j) m = fmaxf(m, part_lse[(i64)j * total + r]);
+    float sum = 0.f;
+    for (int j = 0; j < splits; ++j) {
+        const float v = part_lse[(i64)j * total + r];
+        sum += v == NEG_INF ? 0.f : expf(v - m);
+    }
+    for (int d = threadIdx.x; d < L; d += blockDim.x) {
+        float v = 0.f;
+        for (int j = 0; j < splits; ++j) {
+            const float lj = part_lse[(i64)j * total + r];
+            if (lj != NEG_INF) v += expf(lj - m) * ws[((i64)j * total + r) * L + d];
+        }
+        o[r * L + d] = from_f32<T>(m == NEG_INF ? 0.f : v / sum);
+    }
+    if (threadIdx.x == 0) {
+        const i64 nrows = (i64)sq * heads, b = r / nrows, rem = r % nrows, i = rem / heads, h = rem % heads;
+        lse[(b * heads + h) * sq + i] = m == NEG_INF ? NEG_INF : m + logf(sum);
+    }
+}
+
+#define MLA_ENTRIES(SUF, T)                                                                                      \
+    extern "C" __global__ void __launch_bounds__(MLA_TILE)                                                       \
+        mla_decode_##SUF(const T* q, const T* kv, const T* pe, const int* table, const int* lens, float* ws,      \
+                         unsigned int* status, int sq, int heads, int L, int R, int P, int pages, int max_pages, \
+                         int splits, i64 kv_stride, i64 pe_stride, float scale) {                                \
+        mla_decode<T>(q, kv, pe, table, lens, ws, status, sq, heads, L, R, P, pages, max_pages, splits,         \
+                      kv_stride, pe_stride, scale);                                                              \
+    }                                                                                                            \
+    extern "C" __global__ void __launch_bounds__(128)                                                            \
+        mla_combine_##SUF(const float* ws, T* o, float* lse, int sq, int heads, int L, int splits, i64 total) { \
+        mla_combine<T>(ws, o, lse, sq, heads, L, splits, total);                                                 \
+    }
+
+FOR_EACH_FLOAT(MLA_ENTRIES)

@@ -1,0 +1,133 @@
+// Paged absorbed MLA decode into split-KV partial states: one workgroup per (query row, split,
+// sequence). The workgroup holds its query row, scores a tile of 64 keys at a time (invocation k
+// scores key k), keeps an online softmax, and writes the split's normalized output and
+// log-sum-exp to the f32 workspace. Keys past the row's causal position and tokens on a page id
+// outside [0, pages) get no weight; a seq_len outside [0, max_pages * P] is clamped; both raise
+// ST_INDEX_OUT_OF_RANGE. Params (binding 0) is DecodeUniform in src/mla/uniforms.rs.
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<{{E}}>;
+@group(0) @binding(2) var<storage, read> kv: array<{{E}}>;
+@group(0) @binding(3) var<storage, read> pe: array<{{E}}>;
+@group(0) @binding(4) var<storage, read> table: array<i32>;
+@group(0) @binding(5) var<storage, read> lens: array<i32>;
+@group(0) @binding(6) var<storage, read_write> ws: array<f32>;
+@group(0) @binding(7) var<storage, read_write> status: array<atomic<u32>>;
+
+const WG: u32 = 64u;
+const PER: u32 = 32u;  // latent dims an invocation owns: L <= 2048 = 32 * 64
+
+var<workgroup> qs: array<f32, 2176>;
+var<workgroup> wt: array<f32, 64>;
+var<workgroup> crow: array<u32, 64>;
+var<workgroup> red: array<f32, 64>;
+var<workgroup> len_w: i32;
+
+fn wg_max(v: f32, tid: u32) -> f32 {
+    red[tid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (tid < s) { red[tid] = max(red[tid], red[tid + s]); }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn wg_sum(v: f32, tid: u32) -> f32 {
+    red[tid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (tid < s) { red[tid] = red[tid] + red[tid + s]; }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) tid: u32) {
+    let nrows = p.sq * p.heads;
+    let total = p.batch * nrows;
+    let g = wid.x + wid.y * nwg.x;
+    if (g >= total * p.splits) { return; }
+    let j = g / total;
+    let b = (g % total) / nrows;
+    let row = g % nrows;
+    let i = row / p.heads;
+    let w = p.latent + p.rope;
+    let qb = p.q_off + (b * nrows + row) * w;
+    for (var d = tid; d < w; d += WG) { qs[d] = ld_q(qb + d); }
+    // -inf built at run time: a constant infinity is a WGSL creation error.
+    let neg_inf = bitcast<f32>(0xff800000u | (p.batch & 0u));
+    let cap = i32(p.max_pages * p.page_size);
+    if (tid == 0u) {
+        var n = lens[p.lens_off + b];
+        if (n < 0 || n > cap) {
+            if (row == 0u && j == 0u) { atomicOr(&status[0], ST_INDEX_OUT_OF_RANGE); }
+            n = select(cap, 0, n < 0);
+        }
+        len_w = n;
+    }
+    let len = workgroupUniformLoad(&len_w);
+    let visible = len - i32(p.sq) + i32(i) + 1;
+    let chunk = (len + i32(p.splits) - 1) / i32(p.splits);
+    let t0 = i32(j) * chunk;
+    let t1 = min(t0 + chunk, visible);
+    var m = neg_inf;
+    var l = 0.0;
+    var acc: array<f32, 32>;
+    for (var k = 0u; k < PER; k++) { acc[k] = 0.0; }
+    for (var base = t0; base < t1; base += i32(WG)) {
+        let t = base + i32(tid);
+        var s = neg_inf;
+        var cr = 0u;
+        if (t < t1) {
+            let page = table[p.table_off + b * p.max_pages + u32(t) / p.page_size];
+            if (page >= 0 && u32(page) < p.pages) {
+                cr = u32(page) * p.page_size + u32(t) % p.page_size;
+                let cb = p.kv_off + cr * p.kv_stride;
+                let rb = p.pe_off + cr * p.pe_stride;
+                var dot = 0.0;
+                for (var d = 0u; d < p.latent; d++) { dot += qs[d] * ld_kv(cb + d); }
+                for (var d = 0u; d < p.rope; d++) { dot += qs[p.latent + d] * ld_pe(rb + d); }
+                s = p.scale * dot;
+            } else {
+                atomicOr(&status[0], ST_INDEX_OUT_OF_RANGE);
+            }
+        }
+        let mnew = max(m, wg_max(s, tid));
+        // With every key so far hidden, mnew is -inf: weights and the rescale stay 0, never NaN.
+        let alpha = select(exp(m - mnew), 0.0, m == neg_inf);
+        let wk = select(exp(s - mnew), 0.0, s == neg_inf);
+        wt[tid] = wk;
+        crow[tid] = cr;
+        l = l * alpha + wg_sum(wk, tid);
+        m = mnew;
+        for (var k = 0u; k < PER; k++) { acc[k] = acc[k] * alpha; }
+        let n = u32(min(i32(WG), t1 - base));
+        for (var kk = 0u; kk < n; kk++) {
+            let wv = wt[kk];
+            if (wv != 0.0) {
+                let cb = p.kv_off + crow[kk] * p.kv_stride;
+                for (var k = 0u; k < PER; k++) {
+                    let d = tid + k * WG;
+                    if (d < p.latent) { acc[k] += wv * ld_kv(cb + d); }
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    let prow = j * total + b * nrows + row;
+    let inv = select(0.0, 1.0 / l, l > 0.0);
+    for (var k = 0u; k < PER; k++) {
+        let d = tid + k * WG;
+        if (d < p.latent) { ws[p.ws_off + prow * p.latent + d] = acc[k] * inv; }
+    }
+    if (tid == 0u) {
+        ws[p.ws_off + p.splits * total * p.latent + prow] = select(neg_inf, m + log(l), l > 0.0);
+    }
+}

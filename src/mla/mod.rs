@@ -1,0 +1,248 @@
+//! MLA latent attention (DeepSeek-V2/V3; TransMLA): decode over a paged cache of one compressed
+//! latent vector (plus a small decoupled RoPE key) per token, with the up-projections absorbed
+//! into the query and the output, so H query heads attend to a single `L + R`-wide latent head.
+//!
+//! `decode` runs on every GPU at any page size, latent width and head count (FlashMLA needs
+//! Hopper, P = 64 and L = 512). Split-KV: each of `splits` parts of a sequence's keys writes an
+//! f32 partial state into the workspace, and a combine launch merges them, so `seq_lens` never
+//! travel to the host (CUDA-graph safe); [`MlaDecode::schedule`] picks the split count.
+
+#[cfg(feature = "cuda")]
+mod cuda;
+pub mod oracle;
+pub(crate) mod registry;
+#[cfg(feature = "wgpu")]
+pub(crate) mod uniforms;
+#[cfg(feature = "wgpu")]
+mod wgpu;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Status, StatusBits};
+use crate::dtype::{float_dtype, from_f64, same_dtype, to_f64, DType, Float};
+use crate::error::{invalid, Error, Result};
+use crate::layout::{dim, elements};
+use crate::plan::{Plan, TensorSpec};
+
+fn one() -> usize {
+    1
+}
+
+/// Paged absorbed-MLA decode. Tensors: `q [B, Sq, H, L + R]`; the cache, unified
+/// `cache [pages, P, L + R]` (FlashMLA's and the default) or split `cache [pages, P, L]` +
+/// `pe_cache [pages, P, R]` (DeepSeek-V3's `kv_cache` / `pe_cache`); `block_table [B, max_pages]`
+/// and `seq_lens [B]` (i32); out `o [B, Sq, H, L]`, `lse [B, H, Sq]` (f32, natural log); scratch
+/// `ws` (f32 partial states). A `seq_len` outside `[0, max_pages * P]` is clamped into it and a
+/// page id outside `[0, pages)` hides its tokens; both raise `INDEX_OUT_OF_RANGE`. Table entries
+/// past `ceil(seq_len / P)` are never read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MlaDecodeParams {
+    pub batch: usize,
+    /// New tokens per sequence (causal among themselves).
+    pub sq: usize,
+    pub heads: usize,
+    /// Latent width L: a multiple of 64, at most 2048.
+    pub latent: usize,
+    /// Decoupled RoPE width R: 0 or a multiple of 16, at most 128.
+    pub rope: usize,
+    pub page_size: usize,
+    pub pages: usize,
+    /// Block-table entries per sequence.
+    pub max_pages: usize,
+    /// Softmax scale, required: FlashMLA defaults to `576^-1/2`, DeepSeek-V3 uses
+    /// `192^-1/2 * mscale^2`; the crate never guesses it.
+    pub scale: f32,
+    pub dtype: DType,
+    /// The split cache layout (`pe_cache` separate); default unified.
+    #[serde(default)]
+    pub split_cache: bool,
+    /// Split-KV parts per sequence (see [`MlaDecode::schedule`]).
+    #[serde(default = "one")]
+    pub splits: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct MlaDecode {
+    pub params: MlaDecodeParams,
+}
+
+/// The largest latent and rope widths the kernels hold in registers.
+pub const MAX_LATENT: usize = 2048;
+pub const MAX_ROPE: usize = 128;
+pub const MAX_HEADS: usize = 128;
+
+impl MlaDecode {
+    pub fn new(p: MlaDecodeParams) -> Result<Self> {
+        float_dtype(p.dtype)?;
+        for (what, v) in [
+            ("mla decode batch", p.batch),
+            ("mla decode sq", p.sq),
+            ("mla decode page_size", p.page_size),
+            ("mla decode pages", p.pages),
+            ("mla decode max_pages", p.max_pages),
+            ("mla decode splits", p.splits),
+        ] {
+            dim(what, v)?;
+        }
+        if p.latent == 0 || !p.latent.is_multiple_of(64) || p.latent > MAX_LATENT {
+            return Err(invalid(format!(
+                "mla decode latent = {} must be a multiple of 64 in [64, {MAX_LATENT}]",
+                p.latent
+            )));
+        }
+        if !p.rope.is_multiple_of(16) || p.rope > MAX_ROPE {
+            return Err(invalid(format!(
+                "mla decode rope = {} must be 0 or a multiple of 16 up to {MAX_ROPE}",
+                p.rope
+            )));
+        }
+        if p.heads == 0 || p.heads > MAX_HEADS {
+            return Err(invalid(format!("mla decode heads = {} must be in [1, {MAX_HEADS}]", p.heads)));
+        }
+        if !(p.scale.is_finite() && p.scale > 0.0) {
+            return Err(invalid(format!("mla decode scale = {} must be finite and > 0", p.scale)));
+        }
+        let cap = elements("mla decode max_pages * page_size", &[p.max_pages, p.page_size])?;
+        if p.splits > cap {
+            return Err(invalid(format!(
+                "mla decode splits = {} exceeds the table's capacity of {cap} tokens",
+                p.splits
+            )));
+        }
+        let w = p.latent + p.rope;
+        elements("mla decode q", &[p.batch, p.sq, p.heads, w])?;
+        elements("mla decode cache", &[p.pages, p.page_size, w])?;
+        elements("mla decode block_table", &[p.batch, p.max_pages])?;
+        elements("mla decode ws", &[p.splits, p.batch, p.sq, p.heads, p.latent + 1])?;
+        Ok(Self { params: p })
+    }
+
+    /// Split-KV parts for `batch` sequences of `sq` new tokens and `heads` heads, keys up to
+    /// `max_len`, on a device with `sm_count` multiprocessors: enough (row, part) blocks for two
+    /// waves, no part shorter than 256 keys. Decided without reading `seq_lens`.
+    pub fn schedule(batch: usize, sq: usize, heads: usize, max_len: usize, sm_count: usize) -> usize {
+        let rows = (batch * sq * heads).max(1);
+        let want = (2 * sm_count).div_ceil(rows);
+        want.clamp(1, (max_len / 256).max(1))
+    }
+
+    /// Every `seq_len` in `[0, max_pages * page_size]` and every table entry a sequence uses in
+    /// `[0, pages)`, checked on the host; the error names the first bad element (the kernels
+    /// clamp or skip instead and raise `INDEX_OUT_OF_RANGE`).
+    pub fn validate_table(&self, block_table: &[i32], seq_lens: &[i32]) -> Result<()> {
+        self.check_len("block_table", block_table.len())?;
+        self.check_len("seq_lens", seq_lens.len())?;
+        let s = self.shape();
+        for (b, &len) in seq_lens[..s.batch].iter().enumerate() {
+            let (n, clamped) = oracle::visible_len(len, &s);
+            if clamped {
+                let cap = s.max_pages * s.page_size;
+                return Err(Error::InvalidInput(format!("seq_lens[{b}] = {len} is outside [0, {cap}]")));
+            }
+            for j in 0..n.div_ceil(s.page_size) {
+                let id = block_table[b * s.max_pages + j];
+                if usize::try_from(id).map_or(true, |v| v >= s.pages) {
+                    return Err(Error::InvalidInput(format!(
+                        "block_table[{}] = {id} (sequence {b}, page {j}) is outside [0, {})",
+                        b * s.max_pages + j,
+                        s.pages
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn shape(&self) -> oracle::Shape {
+        let p = &self.params;
+        oracle::Shape {
+            batch: p.batch,
+            sq: p.sq,
+            heads: p.heads,
+            latent: p.latent,
+            rope: p.rope,
+            page_size: p.page_size,
+            pages: p.pages,
+            max_pages: p.max_pages,
+        }
+    }
+
+    /// The oracle on host slices (the split-KV workspace is unused here; it is checked so one
+    /// call shape serves every backend).
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cpu<T: Float>(
+        &self,
+        q: &[T],
+        cache: &[T],
+        pe_cache: Option<&[T]>,
+        block_table: &[i32],
+        seq_lens: &[i32],
+        o: &mut [T],
+        lse: &mut [f32],
+        ws: &mut [f32],
+        status: &Status,
+    ) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        let mut lens = vec![("q", q.len()), ("cache", cache.len()), ("block_table", block_table.len())];
+        lens.extend([("seq_lens", seq_lens.len()), ("o", o.len()), ("lse", lse.len()), ("ws", ws.len())]);
+        lens.extend(pe_cache.map(|c| ("pe_cache", c.len())));
+        self.check_lens(&lens)?;
+        let p = &self.params;
+        let tokens = p.pages * p.page_size;
+        let cf = to_f64(&cache[..self.spec("cache")?.len]);
+        let (c, r) = match pe_cache {
+            Some(pe) => (cf, to_f64(&pe[..tokens * p.rope])),
+            None if p.split_cache => (cf, vec![]),
+            None => {
+                let w = p.latent + p.rope;
+                let c = (0..tokens).flat_map(|t| cf[t * w..t * w + p.latent].to_vec()).collect();
+                let r = (0..tokens).flat_map(|t| cf[t * w + p.latent..(t + 1) * w].to_vec()).collect();
+                (c, r)
+            }
+        };
+        let qf = to_f64(&q[..self.spec("q")?.len]);
+        let (out, l, bad) = oracle::decode(&qf, &c, &r, block_table, seq_lens, &self.shape(), f64::from(p.scale));
+        o[..out.len()].copy_from_slice(&from_f64::<T>(&out));
+        for (d, v) in lse.iter_mut().zip(l) {
+            *d = v as f32;
+        }
+        if bad {
+            status.raise(StatusBits::INDEX_OUT_OF_RANGE)?;
+        }
+        Ok(())
+    }
+}
+
+impl Plan for MlaDecode {
+    type Params = MlaDecodeParams;
+    const NAME: &'static str = "mla_decode";
+    fn build(p: MlaDecodeParams) -> Result<Self> {
+        Self::new(p)
+    }
+    fn params(&self) -> &MlaDecodeParams {
+        &self.params
+    }
+    fn tensors(&self) -> Vec<TensorSpec> {
+        let p = &self.params;
+        let (dt, tokens, w) = (p.dtype, p.pages * p.page_size, p.latent + p.rope);
+        let rows = p.batch * p.sq * p.heads;
+        let mut v = vec![TensorSpec::input("q", dt, rows * w)];
+        if p.split_cache {
+            v.push(TensorSpec::input("cache", dt, tokens * p.latent));
+            if p.rope > 0 {
+                v.push(TensorSpec::input("pe_cache", dt, tokens * p.rope));
+            }
+        } else {
+            v.push(TensorSpec::input("cache", dt, tokens * w));
+        }
+        v.extend([
+            TensorSpec::input("block_table", DType::I32, p.batch * p.max_pages),
+            TensorSpec::input("seq_lens", DType::I32, p.batch),
+            TensorSpec::output("o", dt, rows * p.latent),
+            TensorSpec::output("lse", DType::F32, rows),
+            TensorSpec::scratch("ws", DType::F32, p.splits * rows * (p.latent + 1)),
+        ]);
+        v
+    }
+}

@@ -1,0 +1,157 @@
+//! The MLA kernels in the registry: case tables, random paged caches, oracle call, launch.
+
+use serde_json::json;
+
+use super::MlaDecode;
+use crate::backend::{Backend, Status};
+use crate::error::Result;
+use crate::harness::{
+    bf16_cases, float_cases, host, tolerance, Case, DevMap, Expected, Fixture, HostTensor, Kernel, Launch, Reg,
+    Registered, Rng, TensorMap,
+};
+use crate::launch;
+
+pub(crate) fn kernels() -> Vec<&'static dyn Kernel> {
+    vec![&Reg::<MlaDecode>::NEW]
+}
+
+/// A decode case: `lens` (a fixture) are the sequences' lengths; the table holds just enough
+/// pages for the longest, plus `spare` entries of garbage that must never be read.
+fn decode_case(
+    label: &str,
+    sq: usize,
+    heads: usize,
+    (latent, rope, page): (usize, usize, usize),
+    lens: &[i64],
+    extra: serde_json::Value,
+) -> (String, serde_json::Value) {
+    let longest = lens.iter().copied().max().unwrap_or(0).max(1) as usize;
+    let max_pages = longest.div_ceil(page) + 1;
+    let mut p = json!({
+        "batch": lens.len(), "sq": sq, "heads": heads, "latent": latent, "rope": rope, "page_size": page,
+        "pages": lens.len() * max_pages + 3, "max_pages": max_pages, "scale": 1.0 / ((latent + rope) as f64).sqrt(),
+        "fixture": {"lens": lens},
+    });
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        match k.strip_prefix("fixture.") {
+            Some(f) => p["fixture"][f] = v.clone(),
+            None => p[k] = v.clone(),
+        }
+    }
+    (label.to_string(), p)
+}
+
+impl Registered for MlaDecode {
+    const FAMILY: &'static str = "mla";
+    fn cases() -> Vec<Case> {
+        let rows = [
+            decode_case("P16 lens 15/17 R16", 1, 1, (64, 16, 16), &[15, 17], json!({})),
+            decode_case("P1 Sq2 lens 1/0/5 (short, empty) R0", 2, 16, (128, 0, 1), &[1, 0, 5], json!({})),
+            decode_case(
+                "P64 L512 R64 lens 63/64/65 split 3",
+                1,
+                16,
+                (512, 64, 64),
+                &[63, 64, 65],
+                json!({"splits": 3}),
+            ),
+            decode_case("P64 H128 Sq2 len 65 split 2", 2, 128, (64, 16, 64), &[65], json!({"splits": 2})),
+            decode_case(
+                "split layout P16 lens 40/33",
+                1,
+                4,
+                (64, 32, 16),
+                &[40, 33],
+                json!({"split_cache": true, "splits": 2}),
+            ),
+            decode_case("split layout R0", 2, 2, (64, 0, 16), &[7, 16], json!({"split_cache": true})),
+            decode_case("long len 1000 split 4", 1, 2, (64, 16, 16), &[1000], json!({"splits": 4})),
+            decode_case("bad page ids", 1, 3, (64, 16, 8), &[30, 20], json!({"fixture.bad_page": true})),
+            decode_case(
+                "seq_len over capacity, negative",
+                1,
+                2,
+                (64, 16, 8),
+                &[20, 9],
+                json!({"fixture.bad_len": true}),
+            ),
+        ];
+        let rows: Vec<(&str, serde_json::Value)> = rows.iter().map(|(l, p)| (l.as_str(), p.clone())).collect();
+        float_cases(&rows)
+    }
+    fn bench_cases() -> Vec<Case> {
+        let mut v = Vec::new();
+        for (b, sq, h, len) in [(64, 1, 16, 4096), (64, 1, 128, 4096), (128, 2, 64, 8192), (128, 1, 32, 8192)] {
+            // An H100's 132 multiprocessors: the split the scheduler gives there.
+            let splits = MlaDecode::schedule(b, sq, h, len, 132);
+            let label = format!("B{b} Sq{sq} H{h} len{len}");
+            v.push(decode_case(&label, sq, h, (512, 64, 64), &vec![len as i64; b], json!({"splits": splits})));
+        }
+        bf16_cases(v)
+    }
+    fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
+        let p = &self.params;
+        let mut m = TensorMap::new();
+        for s in crate::plan::Plan::tensors(self).into_iter().filter(|s| ["q", "cache", "pe_cache"].contains(&s.name)) {
+            m.insert(s.name.into(), HostTensor::from_f64(p.dtype, &[s.len], &rng.normals(s.len, 1.0)));
+        }
+        // Each sequence owns shuffled pages; entries past its pages are garbage never read.
+        let mut ids: Vec<i32> = (0..p.pages as i32).collect();
+        for i in (1..ids.len()).rev() {
+            ids.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        let mut lens: Vec<i32> = fx.sizes("lens").iter().map(|&l| l as i32).collect();
+        lens.resize(p.batch, 1);
+        let mut table = vec![0i32; p.batch * p.max_pages];
+        for b in 0..p.batch {
+            let used = (lens[b].max(0) as usize).div_ceil(p.page_size);
+            for j in 0..p.max_pages {
+                table[b * p.max_pages + j] =
+                    if j < used { ids[(b * p.max_pages + j) % ids.len()] } else { -7777 - j as i32 };
+            }
+        }
+        if fx.is("bad_page") {
+            (table[1], table[p.max_pages]) = (p.pages as i32 + 4, -1);
+        }
+        if fx.is("bad_len") {
+            (lens[0], lens[1]) = ((p.max_pages * p.page_size) as i32 + 5, -3);
+        }
+        m.insert("block_table".into(), HostTensor::from_i32(&[table.len()], &table));
+        m.insert("seq_lens".into(), HostTensor::from_i32(&[p.batch], &lens));
+        Ok(m)
+    }
+    fn oracle(&self, i: &TensorMap) -> Result<Expected> {
+        let p = &self.params;
+        let mut st = Status::new(&Backend::Cpu)?;
+        let res = crate::with_float!(p.dtype, T => {
+            let mut o = vec![T::default(); p.batch * p.sq * p.heads * p.latent];
+            let mut lse = vec![0f32; p.batch * p.sq * p.heads];
+            let pe = i.get("pe_cache").map(|t| t.to_vec::<T>()).transpose()?;
+            let mut ws = vec![0f32; crate::plan::Plan::spec(self, "ws")?.len];
+            self.run_cpu::<T>(&host(i, "q")?.to_vec()?, &host(i, "cache")?.to_vec()?, pe.as_deref(),
+                &host(i, "block_table")?.to_i32(), &host(i, "seq_lens")?.to_i32(), &mut o, &mut lse, &mut ws, &st)?;
+            Ok((crate::dtype::to_f64(&o), lse.iter().map(|&v| f64::from(v)).collect::<Vec<_>>()))
+        });
+        let (o, lse) = res?;
+        let mut e = Expected::with("o", o).and("lse", lse);
+        // Long dot products (L + R up to 2176 terms) in f32 on the device.
+        e.rtol.insert("lse".into(), 1e-5);
+        e.rtol.insert("o".into(), tolerance(p.dtype).0.max(2e-5));
+        e.status = st.take_bits(&Backend::Cpu)?;
+        Ok(e)
+    }
+    fn launch(&self, l: &mut Launch, dev: &mut DevMap, status: &mut Status) -> Result<()> {
+        launch!(self, l, dev, status; float self.params.dtype;
+            q: ro T, cache: ro T, pe_cache: opt T, block_table: ro i32, seq_lens: ro i32, o: rw T, lse: rw f32,
+            ws: rw f32; status)
+    }
+    fn validate_inputs(&self, i: &TensorMap) -> Result<()> {
+        self.validate_table(&host(i, "block_table")?.to_i32(), &host(i, "seq_lens")?.to_i32())
+    }
+    fn flops(&self) -> f64 {
+        // Per visible key: a dot of L + R and an axpy of L, per head and new token (bench lens are full).
+        let p = &self.params;
+        let keys = (p.max_pages * p.page_size) as f64;
+        2.0 * (p.batch * p.sq * p.heads) as f64 * keys * (2 * p.latent + p.rope) as f64
+    }
+}

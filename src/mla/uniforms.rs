@@ -1,0 +1,17 @@
+//! Uniform blocks of the MLA shaders. `build.rs` reads this file too: it emits each entry as
+//! the WGSL `struct Params` of the shaders listed after `for` (keep one entry to a `uniforms!`
+//! item; field types are u32, i32 or f32).
+
+uniforms! {
+    /// `mla_decode`: offsets and row strides in elements of the bound buffers; `ws` holds the
+    /// partial outputs `[splits, B * Sq * H, L]` then their log-sum-exps.
+    DecodeUniform for ["mla_decode"] {
+        batch: u32, sq: u32, heads: u32, latent: u32, rope: u32, page_size: u32, pages: u32, max_pages: u32,
+        splits: u32, q_off: u32, kv_off: u32, kv_stride: u32, pe_off: u32, pe_stride: u32, table_off: u32,
+        lens_off: u32, ws_off: u32, scale: f32,
+    }
+    /// `mla_combine`: `total = B * Sq * H` rows of `latent`; `lse` is written `[B, H, Sq]`.
+    CombineUniform for ["mla_combine"] {
+        total: u32, sq: u32, heads: u32, latent: u32, splits: u32, ws_off: u32, o_off: u32, lse_off: u32,
+    }
+}

@@ -1,0 +1,88 @@
+//! wgpu dispatches for the MLA family (`shaders/mla_*.wgsl`).
+
+use super::uniforms::{CombineUniform, DecodeUniform};
+use super::MlaDecode;
+use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
+use crate::backend::Status;
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+
+fn u32_of(what: &str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::InvalidParams(format!("mla decode {what} = {v} exceeds u32")))
+}
+
+impl MlaDecode {
+    /// Records two dispatches into `enc`: the split partials into `ws`, then their combine.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_wgpu(
+        &self,
+        gpu: &WgpuBackend,
+        enc: &mut wgpu::CommandEncoder,
+        q: WgpuTensor,
+        cache: WgpuTensor,
+        pe_cache: Option<WgpuTensor>,
+        block_table: WgpuTensor,
+        seq_lens: WgpuTensor,
+        o: WgpuTensor,
+        lse: WgpuTensor,
+        ws: WgpuTensor,
+        status: &Status,
+    ) -> Result<()> {
+        let Status::Wgpu(st) = status else {
+            return Err(Error::InvalidParams("mla decode: the status word is not a wgpu one".into()));
+        };
+        let (p, mb) = (&self.params, gpu.max_binding());
+        let w = p.latent + p.rope;
+        let cache_off = self.bind(&cache, "cache", mb)?;
+        let dummy = gpu.dummy()?;
+        // The rope keys: their own cache, or the tail of each unified row (the same buffer bound
+        // twice, read-only).
+        let (pe_buf, pe_off, kv_stride, pe_stride) = match (pe_cache, p.split_cache) {
+            (Some(pe), true) => (pe.buffer, self.bind(&pe, "pe_cache", mb)?, p.latent, p.rope),
+            (None, true) if p.rope == 0 => (&dummy, 0, p.latent, 0),
+            (None, false) => (cache.buffer, cache_off + p.latent as u32, w, w),
+            _ => return Err(Error::InvalidParams("mla decode: pe_cache goes with the split layout and R > 0".into())),
+        };
+        let o_off = self.bind(&o, "o", mb)?;
+        if p.dtype.size() == 2 && o_off % 2 != 0 {
+            return Err(Error::InvalidParams("mla decode o: a 16-bit view must start on an even element".into()));
+        }
+        let ws_off = self.bind(&ws, "ws", mb)?;
+        let u = DecodeUniform {
+            batch: u32_of("batch", p.batch)?,
+            sq: u32_of("sq", p.sq)?,
+            heads: p.heads as u32,
+            latent: p.latent as u32,
+            rope: p.rope as u32,
+            page_size: u32_of("page_size", p.page_size)?,
+            pages: u32_of("pages", p.pages)?,
+            max_pages: u32_of("max_pages", p.max_pages)?,
+            splits: u32_of("splits", p.splits)?,
+            q_off: self.bind(&q, "q", mb)?,
+            kv_off: cache_off,
+            kv_stride: kv_stride as u32,
+            pe_off,
+            pe_stride: pe_stride as u32,
+            table_off: self.bind(&block_table, "block_table", mb)?,
+            lens_off: self.bind(&seq_lens, "seq_lens", mb)?,
+            ws_off,
+            scale: p.scale,
+        };
+        let total = p.batch * p.sq * p.heads;
+        let groups = u32_of("workgroups", total * p.splits)?;
+        let bufs = [q.buffer, cache.buffer, pe_buf, block_table.buffer, seq_lens.buffer, ws.buffer, st];
+        gpu.dispatch(enc, &format!("mla_decode_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, groups)?;
+        let c = CombineUniform {
+            total: u32_of("rows", total)?,
+            sq: u.sq,
+            heads: u.heads,
+            latent: u.latent,
+            splits: u.splits,
+            ws_off,
+            o_off,
+            lse_off: self.bind(&lse, "lse", mb)?,
+        };
+        let bufs = [ws.buffer, o.buffer, lse.buffer];
+        gpu.dispatch(enc, &format!("mla_combine_{}", p.dtype), bytemuck::bytes_of(&c), &bufs, c.total)
+    }
+}
