@@ -117,6 +117,28 @@ __device__ void mla_combine(const float* __restrict__ ws, T* __restrict__ o, flo
     }
 }
 
+// One block per new token: it checks its slot against every other token's (all tokens on a
+// shared slot are skipped, so no two blocks ever write one cache row), then copies its latent
+// row and rope key into the cache.
+template <typename T>
+__device__ void mla_append(const T* __restrict__ kv_new, const T* __restrict__ pe_new, const int* __restrict__ slots,
+                           T* kv_dst, T* pe_dst, unsigned int* status, int tokens, int L, int R, int n_slots,
+                           i64 kv_stride, i64 pe_stride) {
+    const i64 t = blockIdx.x + (i64)blockIdx.y * gridDim.x;
+    if (t >= tokens) return;
+    const int id = slots[t];
+    int dup = 0;
+    for (int u = threadIdx.x; u < tokens; u += blockDim.x) dup |= (u != t && slots[u] == id);
+    const bool shared = __syncthreads_or(dup) != 0;
+    const bool in_range = id >= 0 && id < n_slots;
+    if (!in_range || shared) {
+        if (threadIdx.x == 0) raise_status(status, in_range ? ST_SLOT_REPEATED : ST_SLOT_OUT_OF_RANGE);
+        return;
+    }
+    for (int d = threadIdx.x; d < L; d += blockDim.x) kv_dst[(i64)id * kv_stride + d] = kv_new[t * L + d];
+    for (int d = threadIdx.x; d < R; d += blockDim.x) pe_dst[(i64)id * pe_stride + d] = pe_new[t * R + d];
+}
+
 #define MLA_ENTRIES(SUF, T)                                                                                      \
     extern "C" __global__ void __launch_bounds__(MLA_TILE)                                                       \
         mla_decode_##SUF(const T* q, const T* kv, const T* pe, const int* table, const int* lens, float* ws,      \
@@ -128,6 +150,11 @@ __device__ void mla_combine(const float* __restrict__ ws, T* __restrict__ o, flo
     extern "C" __global__ void __launch_bounds__(128)                                                            \
         mla_combine_##SUF(const float* ws, T* o, float* lse, int sq, int heads, int L, int splits, i64 total) { \
         mla_combine<T>(ws, o, lse, sq, heads, L, splits, total);                                                 \
+    }                                                                                                            \
+    extern "C" __global__ void __launch_bounds__(128)                                                            \
+        mla_append_##SUF(const T* kv_new, const T* pe_new, const int* slots, T* kv_dst, T* pe_dst,                \
+                         unsigned int* status, int tokens, int L, int R, int n_slots, i64 kvs, i64 pes) {        \
+        mla_append<T>(kv_new, pe_new, slots, kv_dst, pe_dst, status, tokens, L, R, n_slots, kvs, pes);          \
     }
 
 FOR_EACH_FLOAT(MLA_ENTRIES)

@@ -23,6 +23,18 @@ pub fn elements(what: &str, factors: &[usize]) -> Result<usize> {
     })
 }
 
+/// Row b's pool slot, or the status bit that keeps it away from the pool: the id is outside
+/// `[0, slots)`, or another row names the same slot. Every row of a shared slot is skipped, so
+/// the result never depends on which row a GPU would have run last.
+pub fn slot_of(slot_ids: &[i32], b: usize, slots: usize) -> std::result::Result<usize, u32> {
+    let id = slot_ids[b];
+    let slot = usize::try_from(id).ok().filter(|&s| s < slots).ok_or(crate::backend::StatusBits::SLOT_OUT_OF_RANGE)?;
+    if slot_ids.iter().enumerate().any(|(j, &o)| j != b && o == id) {
+        return Err(crate::backend::StatusBits::SLOT_REPEATED);
+    }
+    Ok(slot)
+}
+
 /// `rows` rows of `cols` elements, `stride` elements apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rows {

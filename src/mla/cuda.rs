@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 
-use super::MlaDecode;
+use super::{AppendCache, MlaDecode};
 use crate::backend::cuda::{cuda_err, CudaBackend, CudaFloat};
 use crate::backend::Status;
 use crate::dtype::same_dtype;
@@ -89,6 +89,64 @@ impl MlaDecode {
         let cfg = LaunchConfig { grid_dim: (gx, gy, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
         // SAFETY: matches mla_combine_<dtype>; ws holds splits * total * (L + 1) f32 (checked),
         // o holds total * L, lse total; blocks past `total` return at once.
+        unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+        Ok(())
+    }
+}
+
+impl AppendCache {
+    /// One launch on `stream`; bad or shared slots are skipped and raise their status bit.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cuda<T: CudaFloat>(
+        &self,
+        cuda: &CudaBackend,
+        stream: &Arc<CudaStream>,
+        kv_new: &impl DevicePtr<T>,
+        pe_new: Option<&CudaSlice<T>>,
+        slots: &impl DevicePtr<i32>,
+        cache: &mut impl DevicePtrMut<T>,
+        pe_cache: Option<&mut CudaSlice<T>>,
+        status: &mut Status,
+    ) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        let mut lens = vec![("kv_new", kv_new.len()), ("slots", slots.len()), ("cache", cache.len())];
+        lens.extend(pe_new.map(|v| ("pe_new", v.len())));
+        lens.extend(pe_cache.as_ref().map(|v| ("pe_cache", v.len())));
+        self.check_lens(&lens)?;
+        let p = &self.params;
+        let Status::Cuda(st) = status else {
+            return Err(Error::InvalidParams("the status word is not a CUDA one".into()));
+        };
+        let (stp, _sg) = st.device_ptr_mut(stream);
+        let (kp, _a) = kv_new.device_ptr(stream);
+        let (sp, _b) = slots.device_ptr(stream);
+        let (cp, _c) = cache.device_ptr_mut(stream);
+        let (_g1, pp) = match pe_new {
+            Some(v) => {
+                let (ptr, g) = v.device_ptr(stream);
+                (Some(g), ptr)
+            }
+            None => (None, kp),
+        };
+        let w = (p.latent + p.rope) as i64;
+        let (_g2, dst_pe, kv_stride, pe_stride) = match pe_cache {
+            Some(pc) => {
+                let (ptr, g) = pc.device_ptr_mut(stream);
+                (Some(g), ptr, p.latent as i64, p.rope as i64)
+            }
+            None if p.split_cache => (None, cp, p.latent as i64, 0),
+            None => (None, cp + (p.latent * T::DTYPE.size()) as u64, w, w),
+        };
+        let ints = [p.tokens, p.latent, p.rope, self.slots()].map(|v| v as i32);
+        let [tokens, l, r, n_slots] = ints;
+        let f = cuda.function("mla", &format!("mla_append_{}", T::DTYPE))?;
+        let mut b = stream.launch_builder(&f);
+        b.arg(&kp).arg(&pp).arg(&sp).arg(&cp).arg(&dst_pe).arg(&stp);
+        b.arg(&tokens).arg(&l).arg(&r).arg(&n_slots).arg(&kv_stride).arg(&pe_stride);
+        let (gx, gy) = (p.tokens.min(65535) as u32, p.tokens.div_ceil(65535) as u32);
+        let cfg = LaunchConfig { grid_dim: (gx, gy, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: matches mla_append_<dtype>; lengths were checked against the tensor list; a
+        // slot is range-checked (and checked against every other token's) before any write.
         unsafe { b.launch(cfg) }.map_err(cuda_err)?;
         Ok(())
     }

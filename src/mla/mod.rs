@@ -7,6 +7,7 @@
 //! f32 partial state into the workspace, and a combine launch merges them, so `seq_lens` never
 //! travel to the host (CUDA-graph safe); [`MlaDecode::schedule`] picks the split count.
 
+mod cache;
 #[cfg(feature = "cuda")]
 mod cuda;
 pub mod oracle;
@@ -17,6 +18,8 @@ pub(crate) mod uniforms;
 mod wgpu;
 
 use serde::{Deserialize, Serialize};
+
+pub use cache::{AppendCache, AppendCacheParams};
 
 use crate::backend::{Status, StatusBits};
 use crate::dtype::{float_dtype, from_f64, same_dtype, to_f64, DType, Float};

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::MlaDecode;
+use super::{AppendCache, MlaDecode};
 use crate::backend::{Backend, Status};
 use crate::error::Result;
 use crate::harness::{
@@ -12,7 +12,7 @@ use crate::harness::{
 use crate::launch;
 
 pub(crate) fn kernels() -> Vec<&'static dyn Kernel> {
-    vec![&Reg::<MlaDecode>::NEW]
+    vec![&Reg::<MlaDecode>::NEW, &Reg::<AppendCache>::NEW]
 }
 
 /// A decode case: `lens` (a fixture) are the sequences' lengths; the table holds just enough
@@ -153,5 +153,72 @@ impl Registered for MlaDecode {
         let p = &self.params;
         let keys = (p.max_pages * p.page_size) as f64;
         2.0 * (p.batch * p.sq * p.heads) as f64 * keys * (2 * p.latent + p.rope) as f64
+    }
+}
+
+impl Registered for AppendCache {
+    const FAMILY: &'static str = "mla";
+    fn cases() -> Vec<Case> {
+        float_cases(&[
+            ("1 token P1", json!({"tokens": 1, "latent": 64, "rope": 16, "page_size": 1, "pages": 3})),
+            ("9 tokens P16 L512 R64", json!({"tokens": 9, "latent": 512, "rope": 64, "page_size": 16, "pages": 4})),
+            (
+                "5 tokens split layout",
+                json!({"tokens": 5, "latent": 128, "rope": 32, "page_size": 4, "pages": 3, "split_cache": true}),
+            ),
+            ("4 tokens R0", json!({"tokens": 4, "latent": 64, "rope": 0, "page_size": 8, "pages": 2})),
+            (
+                "6 tokens bad and shared slots",
+                json!({"tokens": 6, "latent": 64, "rope": 16, "page_size": 4, "pages": 3, "fixture": "bad"}),
+            ),
+        ])
+    }
+    fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
+        let p = &self.params;
+        let mut m = TensorMap::new();
+        for s in crate::plan::Plan::tensors(self).into_iter().filter(|s| s.name != "slots") {
+            m.insert(s.name.into(), HostTensor::from_f64(p.dtype, &[s.len], &rng.normals(s.len, 1.0)));
+        }
+        // Distinct slots in shuffled order (tokens of one step land anywhere in the pages).
+        let mut ids: Vec<i32> = (0..self.slots() as i32).collect();
+        for i in (1..ids.len()).rev() {
+            ids.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        ids.truncate(p.tokens);
+        if fx.is("bad") {
+            // Out of range both ways, and two tokens on one slot; the rest must land exactly.
+            (ids[1], ids[2], ids[4]) = (self.slots() as i32, -2, ids[3]);
+        }
+        m.insert("slots".into(), HostTensor::from_i32(&[p.tokens], &ids));
+        Ok(m)
+    }
+    fn oracle(&self, i: &TensorMap) -> Result<Expected> {
+        let p = &self.params;
+        let mut st = Status::new(&Backend::Cpu)?;
+        let (cache, pe_cache) = crate::with_float!(p.dtype, T => {
+            let mut cache = host(i, "cache")?.to_vec::<T>()?;
+            let mut pe_cache = i.get("pe_cache").map(|t| t.to_vec::<T>()).transpose()?;
+            let pe_new = i.get("pe_new").map(|t| t.to_vec::<T>()).transpose()?;
+            self.run_cpu::<T>(&host(i, "kv_new")?.to_vec()?, pe_new.as_deref(), &host(i, "slots")?.to_i32(),
+                &mut cache, pe_cache.as_deref_mut(), &st)?;
+            Ok((crate::dtype::to_f64(&cache), pe_cache.map(|v| crate::dtype::to_f64(&v))))
+        })?;
+        let mut e = Expected::with("cache", cache);
+        if let Some(pc) = pe_cache {
+            e = e.and("pe_cache", pc);
+        }
+        for name in ["cache", "pe_cache"] {
+            e.rtol.insert(name.into(), 0.0);
+            e.atol.insert(name.into(), 0.0);
+        }
+        e.status = st.take_bits(&Backend::Cpu)?;
+        Ok(e)
+    }
+    fn launch(&self, l: &mut Launch, dev: &mut DevMap, status: &mut Status) -> Result<()> {
+        launch!(self, l, dev, status; float self.params.dtype;
+            kv_new: ro T, pe_new: opt T, slots: ro i32, cache: rw T, pe_cache: opt_rw T; status)
+    }
+    fn validate_inputs(&self, i: &TensorMap) -> Result<()> {
+        self.validate_slots(&host(i, "slots")?.to_i32())
     }
 }

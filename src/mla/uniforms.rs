@@ -14,4 +14,10 @@ uniforms! {
     CombineUniform for ["mla_combine"] {
         total: u32, sq: u32, heads: u32, latent: u32, splits: u32, ws_off: u32, o_off: u32, lse_off: u32,
     }
+    /// `mla_append`: `unified` puts the rope key at the end of each `cache` row (the
+    /// `pe_cache` binding is a placeholder then).
+    AppendUniform for ["mla_append"] {
+        tokens: u32, latent: u32, rope: u32, n_slots: u32, unified: u32, kv_off: u32, pe_off: u32, slots_off: u32,
+        cache_off: u32, pe_cache_off: u32,
+    }
 }

@@ -1,7 +1,7 @@
 //! wgpu dispatches for the MLA family (`shaders/mla_*.wgsl`).
 
-use super::uniforms::{CombineUniform, DecodeUniform};
-use super::MlaDecode;
+use super::uniforms::{AppendUniform, CombineUniform, DecodeUniform};
+use super::{AppendCache, MlaDecode};
 use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
 use crate::backend::Status;
 use crate::error::{Error, Result};
@@ -84,5 +84,56 @@ impl MlaDecode {
         };
         let bufs = [ws.buffer, o.buffer, lse.buffer];
         gpu.dispatch(enc, &format!("mla_combine_{}", p.dtype), bytemuck::bytes_of(&c), &bufs, c.total)
+    }
+}
+
+impl AppendCache {
+    /// Records one dispatch into `enc`; bad or shared slots are skipped and raise their bit.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_wgpu(
+        &self,
+        gpu: &WgpuBackend,
+        enc: &mut wgpu::CommandEncoder,
+        kv_new: WgpuTensor,
+        pe_new: Option<WgpuTensor>,
+        slots: WgpuTensor,
+        cache: WgpuTensor,
+        pe_cache: Option<WgpuTensor>,
+        status: &Status,
+    ) -> Result<()> {
+        let Status::Wgpu(st) = status else {
+            return Err(Error::InvalidParams("append_cache: the status word is not a wgpu one".into()));
+        };
+        let (p, mb) = (&self.params, gpu.max_binding());
+        let dummy = gpu.dummy()?;
+        let cache_off = self.bind(&cache, "cache", mb)?;
+        let (pe_new_buf, pe_off) = match pe_new {
+            Some(v) => (v.buffer, self.bind(&v, "pe_new", mb)?),
+            // Nothing is read through it; kv_new stands in (a second read-only binding of a
+            // buffer is allowed, the placeholder is bound writable below).
+            None if p.rope == 0 => (kv_new.buffer, 0),
+            None => return Err(Error::InvalidParams("append_cache: pe_new is missing (R > 0)".into())),
+        };
+        let (pe_cache_buf, pe_cache_off) = match pe_cache {
+            Some(v) => (v.buffer, self.bind(&v, "pe_cache", mb)?),
+            None => (&dummy, 0),
+        };
+        if p.dtype.size() == 2 && (cache_off % 2 != 0 || pe_cache_off % 2 != 0) {
+            return Err(Error::InvalidParams("append_cache: 16-bit cache views must start on an even element".into()));
+        }
+        let u = AppendUniform {
+            tokens: u32_of("tokens", p.tokens)?,
+            latent: p.latent as u32,
+            rope: p.rope as u32,
+            n_slots: u32_of("slots", self.slots())?,
+            unified: u32::from(!p.split_cache),
+            kv_off: self.bind(&kv_new, "kv_new", mb)?,
+            pe_off,
+            slots_off: self.bind(&slots, "slots", mb)?,
+            cache_off,
+            pe_cache_off,
+        };
+        let bufs = [kv_new.buffer, pe_new_buf, slots.buffer, cache.buffer, pe_cache_buf, st];
+        gpu.dispatch(enc, &format!("mla_append_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, u.tokens)
     }
 }

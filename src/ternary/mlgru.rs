@@ -6,23 +6,11 @@ use super::{default_chunk, dim, elements, model_eps, oracle};
 use crate::backend::{Status, StatusBits};
 use crate::dtype::{float_dtype, same_dtype, to_f64, DType, Float};
 use crate::error::{invalid, Error, Result};
-use crate::layout::Rows;
+use crate::layout::{slot_of, Rows};
 use crate::plan::{Plan, TensorSpec};
 
 // ---------------------------------------------------------------------------------------------
 // MLGRU
-
-/// Row b's pool slot, or the status bit that keeps it away from the pool: the id is outside
-/// `[0, slots)`, or another row names the same slot. Every row of a shared slot is skipped, so
-/// the result never depends on which row a GPU would have run last.
-pub(crate) fn slot_of(slot_ids: &[i32], b: usize, slots: usize) -> std::result::Result<usize, u32> {
-    let id = slot_ids[b];
-    let slot = usize::try_from(id).ok().filter(|&s| s < slots).ok_or(StatusBits::SLOT_OUT_OF_RANGE)?;
-    if slot_ids.iter().enumerate().any(|(j, &o)| j != b && o == id) {
-        return Err(StatusBits::SLOT_REPEATED);
-    }
-    Ok(slot)
-}
 
 /// Host-side check of `rows` slot ids: each in `[0, slots)` and no two equal; names the first
 /// bad row (the kernels skip such rows and raise the status instead).

@@ -1,0 +1,155 @@
+//! Appending new tokens to the paged latent cache.
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::Status;
+use crate::dtype::{float_dtype, same_dtype, DType, Float};
+use crate::error::{invalid, Error, Result};
+use crate::layout::{dim, elements, slot_of};
+use crate::plan::{Plan, TensorSpec};
+
+/// Writes `tokens` new cache rows: `kv_new [T, L]` (the compressed `c_kv` after its norm) and
+/// `pe_new [T, R]` (the rotated decoupled key) at flat slots `slots [T]` (`page * P + offset`) of
+/// the cache, unified `cache [pages, P, L + R]` or split `cache [pages, P, L]` + `pe_cache
+/// [pages, P, R]`. A slot outside `[0, pages * P)` or named by two tokens is skipped (every
+/// token on a shared slot, so no two blocks ever write one row) and raises `SLOT_OUT_OF_RANGE`
+/// or `SLOT_REPEATED`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppendCacheParams {
+    pub tokens: usize,
+    /// A multiple of 64 up to 2048 (as `decode`), so 16-bit rows start on whole words.
+    pub latent: usize,
+    /// 0 or a multiple of 16 up to 128.
+    pub rope: usize,
+    pub page_size: usize,
+    pub pages: usize,
+    pub dtype: DType,
+    #[serde(default)]
+    pub split_cache: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppendCache {
+    pub params: AppendCacheParams,
+}
+
+impl AppendCache {
+    pub fn new(p: AppendCacheParams) -> Result<Self> {
+        float_dtype(p.dtype)?;
+        for (what, v) in [("append tokens", p.tokens), ("append page_size", p.page_size), ("append pages", p.pages)] {
+            dim(what, v)?;
+        }
+        if p.latent == 0 || !p.latent.is_multiple_of(64) || p.latent > super::MAX_LATENT {
+            return Err(invalid(format!("append latent = {} must be a multiple of 64 up to 2048", p.latent)));
+        }
+        if !p.rope.is_multiple_of(16) || p.rope > super::MAX_ROPE {
+            return Err(invalid(format!("append rope = {} must be 0 or a multiple of 16 up to 128", p.rope)));
+        }
+        elements("append cache", &[p.pages, p.page_size, p.latent + p.rope])?;
+        elements("append kv_new", &[p.tokens, p.latent + p.rope])?;
+        if p.pages * p.page_size > i32::MAX as usize {
+            return Err(invalid("append: pages * page_size exceeds i32 slot ids"));
+        }
+        Ok(Self { params: p })
+    }
+
+    /// Slots in the cache.
+    pub fn slots(&self) -> usize {
+        self.params.pages * self.params.page_size
+    }
+
+    /// Every slot in range and distinct, checked on the host (an error names the token).
+    pub fn validate_slots(&self, slots: &[i32]) -> Result<()> {
+        self.check_len("slots", slots.len())?;
+        for t in 0..self.params.tokens {
+            if let Err(bit) = slot_of(&slots[..self.params.tokens], t, self.slots()) {
+                let why = if bit == crate::backend::StatusBits::SLOT_REPEATED {
+                    "is named by another token too".to_string()
+                } else {
+                    format!("is outside [0, {})", self.slots())
+                };
+                return Err(Error::InvalidInput(format!("slots[{t}] = {} {why}", slots[t])));
+            }
+        }
+        Ok(())
+    }
+
+    /// The reference on host slices.
+    pub fn run_cpu<T: Float>(
+        &self,
+        kv_new: &[T],
+        pe_new: Option<&[T]>,
+        slots: &[i32],
+        cache: &mut [T],
+        mut pe_cache: Option<&mut [T]>,
+        status: &Status,
+    ) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        let mut lens = vec![("kv_new", kv_new.len()), ("slots", slots.len()), ("cache", cache.len())];
+        lens.extend(pe_new.map(|v| ("pe_new", v.len())));
+        lens.extend(pe_cache.as_ref().map(|v| ("pe_cache", v.len())));
+        self.check_lens(&lens)?;
+        let p = &self.params;
+        let (l, r) = (p.latent, p.rope);
+        let mut bits = 0;
+        for t in 0..p.tokens {
+            let slot = match slot_of(&slots[..p.tokens], t, self.slots()) {
+                Ok(s) => s,
+                Err(bit) => {
+                    bits |= bit;
+                    continue;
+                }
+            };
+            let src = &kv_new[t * l..(t + 1) * l];
+            match (p.split_cache, pe_cache.as_deref_mut(), pe_new) {
+                (false, _, pe) => {
+                    let row = &mut cache[slot * (l + r)..(slot + 1) * (l + r)];
+                    row[..l].copy_from_slice(src);
+                    if let Some(pe) = pe {
+                        row[l..].copy_from_slice(&pe[t * r..(t + 1) * r]);
+                    }
+                }
+                (true, pc, pe) => {
+                    cache[slot * l..(slot + 1) * l].copy_from_slice(src);
+                    if let (Some(pc), Some(pe)) = (pc, pe) {
+                        pc[slot * r..(slot + 1) * r].copy_from_slice(&pe[t * r..(t + 1) * r]);
+                    }
+                }
+            }
+        }
+        if bits != 0 {
+            status.raise(bits)?;
+        }
+        Ok(())
+    }
+}
+
+impl Plan for AppendCache {
+    type Params = AppendCacheParams;
+    const NAME: &'static str = "append_cache";
+    fn build(p: AppendCacheParams) -> Result<Self> {
+        Self::new(p)
+    }
+    fn params(&self) -> &AppendCacheParams {
+        &self.params
+    }
+    fn tensors(&self) -> Vec<TensorSpec> {
+        let p = &self.params;
+        let (dt, n) = (p.dtype, self.slots());
+        let mut v = vec![TensorSpec::input("kv_new", dt, p.tokens * p.latent)];
+        if p.rope > 0 {
+            v.push(TensorSpec::input("pe_new", dt, p.tokens * p.rope));
+        }
+        v.push(TensorSpec::input("slots", DType::I32, p.tokens));
+        if p.split_cache {
+            v.push(TensorSpec::in_out("cache", dt, n * p.latent));
+            if p.rope > 0 {
+                v.push(TensorSpec::in_out("pe_cache", dt, n * p.rope));
+            }
+        } else {
+            v.push(TensorSpec::in_out("cache", dt, n * (p.latent + p.rope)));
+        }
+        v
+    }
+}
