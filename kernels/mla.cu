@@ -139,6 +139,24 @@ __device__ void mla_append(const T* __restrict__ kv_new, const T* __restrict__ p
     for (int d = threadIdx.x; d < R; d += blockDim.x) pe_dst[(i64)id * pe_stride + d] = pe_new[t * R + d];
 }
 
+// Rotary embedding in place, one block per token; a thread rotates pairs (a, b) to
+// (a cos - b sin, a sin + b cos). Pairs are (2i, 2i+1) when interleaved, else (i, i + dim/2).
+template <typename T>
+__device__ void mla_rope(T* x, const float* __restrict__ cos_t, const float* __restrict__ sin_t, int heads, int dim,
+                         int interleaved, i64 head_stride, i64 token_stride) {
+    const i64 t = blockIdx.x + (i64)blockIdx.y * gridDim.x;
+    const int half = dim / 2;
+    for (int k = threadIdx.x; k < heads * half; k += blockDim.x) {
+        const int h = k / half, i = k % half;
+        T* base = x + t * token_stride + h * head_stride;
+        const int ia = interleaved ? 2 * i : i, ib = interleaved ? 2 * i + 1 : i + half;
+        const float a = to_f32(base[ia]), b = to_f32(base[ib]);
+        const float c = cos_t[t * half + i], s = sin_t[t * half + i];
+        base[ia] = from_f32<T>(a * c - b * s);
+        base[ib] = from_f32<T>(a * s + b * c);
+    }
+}
+
 #define MLA_ENTRIES(SUF, T)                                                                                      \
     extern "C" __global__ void __launch_bounds__(MLA_TILE)                                                       \
         mla_decode_##SUF(const T* q, const T* kv, const T* pe, const int* table, const int* lens, float* ws,      \
@@ -155,6 +173,11 @@ __device__ void mla_append(const T* __restrict__ kv_new, const T* __restrict__ p
         mla_append_##SUF(const T* kv_new, const T* pe_new, const int* slots, T* kv_dst, T* pe_dst,                \
                          unsigned int* status, int tokens, int L, int R, int n_slots, i64 kvs, i64 pes) {        \
         mla_append<T>(kv_new, pe_new, slots, kv_dst, pe_dst, status, tokens, L, R, n_slots, kvs, pes);          \
+    }                                                                                                            \
+    extern "C" __global__ void __launch_bounds__(128) mla_rope_##SUF(T* x, const float* c, const float* s,       \
+                                                                     int heads, int dim, int inter, i64 hs,      \
+                                                                     i64 ts) {                                    \
+        mla_rope<T>(x, c, s, heads, dim, inter, hs, ts);                                                         \
     }
 
 FOR_EACH_FLOAT(MLA_ENTRIES)

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 
-use super::{AppendCache, MlaDecode};
+use super::{AppendCache, MlaDecode, Rope};
 use crate::backend::cuda::{cuda_err, CudaBackend, CudaFloat};
 use crate::backend::Status;
 use crate::dtype::same_dtype;
@@ -147,6 +147,40 @@ impl AppendCache {
         let cfg = LaunchConfig { grid_dim: (gx, gy, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
         // SAFETY: matches mla_append_<dtype>; lengths were checked against the tensor list; a
         // slot is range-checked (and checked against every other token's) before any write.
+        unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+        Ok(())
+    }
+}
+
+impl Rope {
+    /// One launch on `stream`, rotating `x` in place.
+    pub fn run_cuda<T: CudaFloat>(
+        &self,
+        cuda: &CudaBackend,
+        stream: &Arc<CudaStream>,
+        x: &mut impl DevicePtrMut<T>,
+        cos: &impl DevicePtr<f32>,
+        sin: &impl DevicePtr<f32>,
+    ) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        self.check_lens(&[("x", x.len()), ("cos", cos.len()), ("sin", sin.len())])?;
+        let p = &self.params;
+        let (xp, _a) = x.device_ptr_mut(stream);
+        let (cp, _b) = cos.device_ptr(stream);
+        let (sp, _c) = sin.device_ptr(stream);
+        let (heads, d, inter) = (p.heads as i32, p.dim as i32, i32::from(p.interleaved));
+        let (hs, ts) = (self.head_stride as i64, self.token_stride as i64);
+        let f = cuda.function("mla", &format!("mla_rope_{}", T::DTYPE))?;
+        let mut b = stream.launch_builder(&f);
+        b.arg(&xp).arg(&cp).arg(&sp).arg(&heads).arg(&d).arg(&inter).arg(&hs).arg(&ts);
+        let (gx, gy) = (p.tokens.min(65535) as u32, p.tokens.div_ceil(65535) as u32);
+        if gx as usize * gy as usize != p.tokens {
+            return Err(Error::InvalidParams(format!("rope: {} tokens do not tile a 65535-wide grid", p.tokens)));
+        }
+        let cfg = LaunchConfig { grid_dim: (gx, gy, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: matches mla_rope_<dtype>; x spans every token, head and pair (checked), the
+        // tables tokens * dim/2; `new` made the head and token views disjoint, so no two threads
+        // touch one element.
         unsafe { b.launch(cfg) }.map_err(cuda_err)?;
         Ok(())
     }

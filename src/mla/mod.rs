@@ -12,6 +12,7 @@ mod cache;
 mod cuda;
 pub mod oracle;
 pub(crate) mod registry;
+mod rope;
 #[cfg(feature = "wgpu")]
 pub(crate) mod uniforms;
 #[cfg(feature = "wgpu")]
@@ -20,6 +21,7 @@ mod wgpu;
 use serde::{Deserialize, Serialize};
 
 pub use cache::{AppendCache, AppendCacheParams};
+pub use rope::{Rope, RopeParams};
 
 use crate::backend::{Status, StatusBits};
 use crate::dtype::{float_dtype, from_f64, same_dtype, to_f64, DType, Float};

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{AppendCache, MlaDecode};
+use super::{AppendCache, MlaDecode, Rope};
 use crate::backend::{Backend, Status};
 use crate::error::Result;
 use crate::harness::{
@@ -12,7 +12,7 @@ use crate::harness::{
 use crate::launch;
 
 pub(crate) fn kernels() -> Vec<&'static dyn Kernel> {
-    vec![&Reg::<MlaDecode>::NEW, &Reg::<AppendCache>::NEW]
+    vec![&Reg::<MlaDecode>::NEW, &Reg::<AppendCache>::NEW, &Reg::<Rope>::NEW]
 }
 
 /// A decode case: `lens` (a fixture) are the sequences' lengths; the table holds just enough
@@ -220,5 +220,57 @@ impl Registered for AppendCache {
     }
     fn validate_inputs(&self, i: &TensorMap) -> Result<()> {
         self.validate_slots(&host(i, "slots")?.to_i32())
+    }
+}
+
+impl Registered for Rope {
+    const FAMILY: &'static str = "mla";
+    fn cases() -> Vec<Case> {
+        float_cases(&[
+            ("1 token 1 head dim 2", json!({"tokens": 1, "heads": 1, "dim": 2, "interleaved": true})),
+            ("5x3 dim 64 interleaved", json!({"tokens": 5, "heads": 3, "dim": 64, "interleaved": true})),
+            ("4x2 dim 64 half-split", json!({"tokens": 4, "heads": 2, "dim": 64, "interleaved": false})),
+            // The rope part of q [T, H, L + R] at offset L: odd strides share 16-bit words.
+            (
+                "q's rope part, odd strides",
+                json!({"tokens": 3, "heads": 4, "dim": 6, "interleaved": true, "head_stride": 9, "token_stride": 37}),
+            ),
+            (
+                "half-split odd strides",
+                json!({"tokens": 2, "heads": 3, "dim": 10, "interleaved": false, "head_stride": 11, "token_stride": 35}),
+            ),
+        ])
+    }
+    fn inputs(&self, _: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
+        let p = &self.params;
+        let n = crate::plan::Plan::spec(self, "x")?.len;
+        let half = p.tokens * p.dim / 2;
+        // Angles of a real model: position times a geometric frequency.
+        let ang: Vec<f64> = (0..half)
+            .map(|k| {
+                (k / (p.dim / 2)) as f64 * 10000f64.powf(-((k % (p.dim / 2)) as f64) * 2.0 / p.dim as f64)
+                    + rng.range(0.0, 0.1)
+            })
+            .collect();
+        Ok([
+            ("x".into(), HostTensor::from_f64(p.dtype, &[n], &rng.normals(n, 1.0))),
+            ("cos".into(), HostTensor::f32s(&ang.iter().map(|a| a.cos()).collect::<Vec<_>>())),
+            ("sin".into(), HostTensor::f32s(&ang.iter().map(|a| a.sin()).collect::<Vec<_>>())),
+        ]
+        .into())
+    }
+    fn oracle(&self, i: &TensorMap) -> Result<Expected> {
+        let x = crate::with_float!(self.params.dtype, T => {
+            let mut x = host(i, "x")?.to_vec::<T>()?;
+            self.run_cpu::<T>(&mut x, &host(i, "cos")?.to_vec()?, &host(i, "sin")?.to_vec()?)?;
+            Ok(crate::dtype::to_f64(&x))
+        })?;
+        Ok(Expected::with("x", x))
+    }
+    fn launch(&self, l: &mut Launch, dev: &mut DevMap, status: &mut Status) -> Result<()> {
+        launch!(self, l, dev, status; float self.params.dtype; x: rw T, cos: ro f32, sin: ro f32)
+    }
+    fn flops(&self) -> f64 {
+        3.0 * (self.params.tokens * self.params.heads * self.params.dim) as f64
     }
 }

@@ -20,4 +20,9 @@ uniforms! {
         tokens: u32, latent: u32, rope: u32, n_slots: u32, unified: u32, kv_off: u32, pe_off: u32, slots_off: u32,
         cache_off: u32, pe_cache_off: u32,
     }
+    /// `mla_rope`: `x_off`, strides in elements of x; the tables are `[tokens, dim/2]` f32.
+    RopeUniform for ["mla_rope"] {
+        tokens: u32, heads: u32, dim: u32, interleaved: u32, x_off: u32, head_stride: u32, token_stride: u32,
+        cos_off: u32, sin_off: u32,
+    }
 }

@@ -1,7 +1,7 @@
 //! wgpu dispatches for the MLA family (`shaders/mla_*.wgsl`).
 
-use super::uniforms::{AppendUniform, CombineUniform, DecodeUniform};
-use super::{AppendCache, MlaDecode};
+use super::uniforms::{AppendUniform, CombineUniform, DecodeUniform, RopeUniform};
+use super::{AppendCache, MlaDecode, Rope};
 use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
 use crate::backend::Status;
 use crate::error::{Error, Result};
@@ -135,5 +135,32 @@ impl AppendCache {
         };
         let bufs = [kv_new.buffer, pe_new_buf, slots.buffer, cache.buffer, pe_cache_buf, st];
         gpu.dispatch(enc, &format!("mla_append_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, u.tokens)
+    }
+}
+
+impl Rope {
+    /// Records one dispatch into `enc`, rotating `x` in place.
+    pub fn run_wgpu(
+        &self,
+        gpu: &WgpuBackend,
+        enc: &mut wgpu::CommandEncoder,
+        x: WgpuTensor,
+        cos: WgpuTensor,
+        sin: WgpuTensor,
+    ) -> Result<()> {
+        let (p, mb) = (&self.params, gpu.max_binding());
+        let u = RopeUniform {
+            tokens: u32_of("tokens", p.tokens)?,
+            heads: u32_of("heads", p.heads)?,
+            dim: u32_of("dim", p.dim)?,
+            interleaved: u32::from(p.interleaved),
+            x_off: self.bind(&x, "x", mb)?,
+            head_stride: u32_of("head_stride", self.head_stride)?,
+            token_stride: u32_of("token_stride", self.token_stride)?,
+            cos_off: self.bind(&cos, "cos", mb)?,
+            sin_off: self.bind(&sin, "sin", mb)?,
+        };
+        let bufs = [x.buffer, cos.buffer, sin.buffer];
+        gpu.dispatch(enc, &format!("mla_rope_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, u.tokens)
     }
 }
