@@ -157,6 +157,29 @@ __device__ void mla_rope(T* x, const float* __restrict__ cos_t, const float* __r
     }
 }
 
+// out[t, h, j] = sum_k a[t, h, k] w[h, k, j], one block per (token, head) with the a row staged
+// in shared memory (k <= 4096); every stride is explicit (absorb_q reads W_UK row-major,
+// project_out reads W_UV transposed).
+template <typename T>
+__device__ void mla_head_product(const T* __restrict__ a, const T* __restrict__ w, T* __restrict__ out, int tokens,
+                                 int heads, int K, int N, i64 a_ts, i64 a_hs, i64 o_ts, i64 o_hs, i64 w_hs,
+                                 i64 w_ks, i64 w_js) {
+    __shared__ float as[4096];
+    const i64 g = blockIdx.x + (i64)blockIdx.y * gridDim.x;
+    if (g >= (i64)tokens * heads) return;
+    const i64 t = g / heads, h = g % heads;
+    const T* ar = a + t * a_ts + h * a_hs;
+    for (int k = threadIdx.x; k < K; k += blockDim.x) as[k] = to_f32(ar[k]);
+    __syncthreads();
+    const T* wh = w + h * w_hs;
+    T* orow = out + t * o_ts + h * o_hs;
+    for (int j = threadIdx.x; j < N; j += blockDim.x) {
+        float s = 0.f;
+        for (int k = 0; k < K; ++k) s += as[k] * to_f32(wh[k * w_ks + j * w_js]);
+        orow[j] = from_f32<T>(s);
+    }
+}
+
 #define MLA_ENTRIES(SUF, T)                                                                                      \
     extern "C" __global__ void __launch_bounds__(MLA_TILE)                                                       \
         mla_decode_##SUF(const T* q, const T* kv, const T* pe, const int* table, const int* lens, float* ws,      \
@@ -178,6 +201,11 @@ __device__ void mla_rope(T* x, const float* __restrict__ cos_t, const float* __r
                                                                      int heads, int dim, int inter, i64 hs,      \
                                                                      i64 ts) {                                    \
         mla_rope<T>(x, c, s, heads, dim, inter, hs, ts);                                                         \
+    }                                                                                                            \
+    extern "C" __global__ void __launch_bounds__(128)                                                            \
+        mla_head_product_##SUF(const T* a, const T* w, T* out, int tokens, int heads, int K, int N, i64 a_ts,    \
+                               i64 a_hs, i64 o_ts, i64 o_hs, i64 w_hs, i64 w_ks, i64 w_js) {                     \
+        mla_head_product<T>(a, w, out, tokens, heads, K, N, a_ts, a_hs, o_ts, o_hs, w_hs, w_ks, w_js);           \
     }
 
 FOR_EACH_FLOAT(MLA_ENTRIES)

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 
-use super::{AppendCache, MlaDecode, Rope};
+use super::{AbsorbQ, AppendCache, HeadProduct, MlaDecode, ProjectOut, Rope};
 use crate::backend::cuda::{cuda_err, CudaBackend, CudaFloat};
 use crate::backend::Status;
 use crate::dtype::same_dtype;
@@ -183,5 +183,73 @@ impl Rope {
         // touch one element.
         unsafe { b.launch(cfg) }.map_err(cuda_err)?;
         Ok(())
+    }
+}
+
+impl HeadProduct {
+    fn launch_cuda<T: CudaFloat>(
+        &self,
+        cuda: &CudaBackend,
+        stream: &Arc<CudaStream>,
+        a: &impl DevicePtr<T>,
+        w: &impl DevicePtr<T>,
+        out: &mut impl DevicePtrMut<T>,
+    ) -> Result<()> {
+        let (ap, _a) = a.device_ptr(stream);
+        let (wp, _b) = w.device_ptr(stream);
+        let (op, _c) = out.device_ptr_mut(stream);
+        let ints = [self.tokens, self.heads, self.k, self.n].map(|v| v as i32);
+        let [tokens, heads, k, n] = ints;
+        let (wh, wk, wj) = self.w;
+        let longs = [self.a.0, self.a.1, self.out.0, self.out.1, wh, wk, wj].map(|v| v as i64);
+        let f = cuda.function("mla", &format!("mla_head_product_{}", T::DTYPE))?;
+        let mut b = stream.launch_builder(&f);
+        b.arg(&ap).arg(&wp).arg(&op).arg(&tokens).arg(&heads).arg(&k).arg(&n);
+        for v in &longs {
+            b.arg(v);
+        }
+        let g = self.tokens * self.heads;
+        let cfg = LaunchConfig {
+            grid_dim: (g.min(65535) as u32, g.div_ceil(65535) as u32, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: matches mla_head_product_<dtype>; a, w and out hold their views' spans
+        // (checked by the caller); k <= 4096 fits the staged row; blocks past tokens * heads
+        // return at once; output rows do not overlap (checked by `new`).
+        unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+        Ok(())
+    }
+}
+
+impl AbsorbQ {
+    /// One launch on `stream`: `q`'s latent rows from `q_nope` and `w_uk`.
+    pub fn run_cuda<T: CudaFloat>(
+        &self,
+        cuda: &CudaBackend,
+        stream: &Arc<CudaStream>,
+        q_nope: &impl DevicePtr<T>,
+        w_uk: &impl DevicePtr<T>,
+        q: &mut impl DevicePtrMut<T>,
+    ) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        self.check_lens(&[("q_nope", q_nope.len()), ("w_uk", w_uk.len()), ("q", q.len())])?;
+        self.product.launch_cuda(cuda, stream, q_nope, w_uk, q)
+    }
+}
+
+impl ProjectOut {
+    /// One launch on `stream`: `out` from the latent output `o` and `w_uv`.
+    pub fn run_cuda<T: CudaFloat>(
+        &self,
+        cuda: &CudaBackend,
+        stream: &Arc<CudaStream>,
+        o: &impl DevicePtr<T>,
+        w_uv: &impl DevicePtr<T>,
+        out: &mut impl DevicePtrMut<T>,
+    ) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        self.check_lens(&[("o", o.len()), ("w_uv", w_uv.len()), ("out", out.len())])?;
+        self.product.launch_cuda(cuda, stream, o, w_uv, out)
     }
 }

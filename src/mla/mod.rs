@@ -11,6 +11,7 @@ mod cache;
 #[cfg(feature = "cuda")]
 mod cuda;
 pub mod oracle;
+mod project;
 pub(crate) mod registry;
 mod rope;
 #[cfg(feature = "wgpu")]
@@ -21,6 +22,7 @@ mod wgpu;
 use serde::{Deserialize, Serialize};
 
 pub use cache::{AppendCache, AppendCacheParams};
+pub use project::{AbsorbQ, AbsorbQParams, HeadProduct, ProjectOut, ProjectOutParams};
 pub use rope::{Rope, RopeParams};
 
 use crate::backend::{Status, StatusBits};

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{AppendCache, MlaDecode, Rope};
+use super::{AbsorbQ, AppendCache, MlaDecode, ProjectOut, Rope};
 use crate::backend::{Backend, Status};
 use crate::error::Result;
 use crate::harness::{
@@ -12,7 +12,13 @@ use crate::harness::{
 use crate::launch;
 
 pub(crate) fn kernels() -> Vec<&'static dyn Kernel> {
-    vec![&Reg::<MlaDecode>::NEW, &Reg::<AppendCache>::NEW, &Reg::<Rope>::NEW]
+    vec![
+        &Reg::<MlaDecode>::NEW,
+        &Reg::<AppendCache>::NEW,
+        &Reg::<Rope>::NEW,
+        &Reg::<AbsorbQ>::NEW,
+        &Reg::<ProjectOut>::NEW,
+    ]
 }
 
 /// A decode case: `lens` (a fixture) are the sequences' lengths; the table holds just enough
@@ -272,5 +278,84 @@ impl Registered for Rope {
     }
     fn flops(&self) -> f64 {
         3.0 * (self.params.tokens * self.params.heads * self.params.dim) as f64
+    }
+}
+
+/// Random values for every input of a plan (its tensor list), scaled `scale`.
+fn random_inputs_of(plan: &impl crate::plan::Plan, dtype: crate::dtype::DType, rng: &mut Rng, scale: f64) -> TensorMap {
+    plan.tensors()
+        .into_iter()
+        .filter(|s| s.role == crate::plan::Role::In)
+        .map(|s| (s.name.to_string(), HostTensor::from_f64(dtype, &[s.len], &rng.normals(s.len, scale))))
+        .collect()
+}
+
+/// The product's expected output: the view's rows, NaN in the gaps (they must stay poisoned).
+fn head_product_expected(hp: &super::HeadProduct, a: &[f64], w: &[f64], dtype: crate::dtype::DType) -> Vec<f64> {
+    let mut out = vec![f64::NAN; hp.out_span()];
+    hp.run_f64(a, w, &mut out);
+    out.iter().map(|&v| if v.is_nan() { v } else { dtype.round_f64(&[v])[0] }).collect()
+}
+
+impl Registered for AbsorbQ {
+    const FAMILY: &'static str = "mla";
+    fn cases() -> Vec<Case> {
+        float_cases(&[
+            ("T1 H1 Dn16 L64", json!({"tokens": 1, "heads": 1, "nope": 16, "latent": 64})),
+            ("T5 H3 Dn32 L128", json!({"tokens": 5, "heads": 3, "nope": 32, "latent": 128})),
+            // Into q [T, H, L + R] (R = 16) from a slice of wkv_b [H, Dn + Dv, L] (Dv = 24).
+            (
+                "into q's latent part, W_UK from wkv_b",
+                json!({"tokens": 3, "heads": 2, "nope": 16, "latent": 64,
+                "w_head_stride": 2560, "q_nope_strides": [40, 20], "q_strides": [160, 80]}),
+            ),
+        ])
+    }
+    fn inputs(&self, _: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
+        Ok(random_inputs_of(self, self.params.dtype, rng, 0.5))
+    }
+    fn oracle(&self, i: &TensorMap) -> Result<Expected> {
+        let (a, w) = (host(i, "q_nope")?.to_f64(), host(i, "w_uk")?.to_f64());
+        let mut e = Expected::with("q", head_product_expected(&self.product, &a, &w, self.params.dtype));
+        e.rtol.insert("q".into(), tolerance(self.params.dtype).0.max(2e-5));
+        Ok(e)
+    }
+    fn launch(&self, l: &mut Launch, dev: &mut DevMap, status: &mut Status) -> Result<()> {
+        launch!(self, l, dev, status; float self.params.dtype; q_nope: ro T, w_uk: ro T, q: rw T)
+    }
+    fn flops(&self) -> f64 {
+        let p = &self.params;
+        2.0 * (p.tokens * p.heads * p.nope * p.latent) as f64
+    }
+}
+
+impl Registered for ProjectOut {
+    const FAMILY: &'static str = "mla";
+    fn cases() -> Vec<Case> {
+        float_cases(&[
+            ("T1 H1 L64 Dv16", json!({"tokens": 1, "heads": 1, "latent": 64, "v_dim": 16})),
+            ("T4 H3 L128 Dv40", json!({"tokens": 4, "heads": 3, "latent": 128, "v_dim": 40})),
+            (
+                "W_UV from wkv_b, strided out",
+                json!({"tokens": 2, "heads": 3, "latent": 64, "v_dim": 24,
+                "w_head_stride": 2560, "out_strides": [77, 25]}),
+            ),
+        ])
+    }
+    fn inputs(&self, _: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
+        Ok(random_inputs_of(self, self.params.dtype, rng, 0.5))
+    }
+    fn oracle(&self, i: &TensorMap) -> Result<Expected> {
+        let (a, w) = (host(i, "o")?.to_f64(), host(i, "w_uv")?.to_f64());
+        let mut e = Expected::with("out", head_product_expected(&self.product, &a, &w, self.params.dtype));
+        e.rtol.insert("out".into(), tolerance(self.params.dtype).0.max(2e-5));
+        Ok(e)
+    }
+    fn launch(&self, l: &mut Launch, dev: &mut DevMap, status: &mut Status) -> Result<()> {
+        launch!(self, l, dev, status; float self.params.dtype; o: ro T, w_uv: ro T, out: rw T)
+    }
+    fn flops(&self) -> f64 {
+        let p = &self.params;
+        2.0 * (p.tokens * p.heads * p.latent * p.v_dim) as f64
     }
 }

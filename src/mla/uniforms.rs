@@ -25,4 +25,10 @@ uniforms! {
         tokens: u32, heads: u32, dim: u32, interleaved: u32, x_off: u32, head_stride: u32, token_stride: u32,
         cos_off: u32, sin_off: u32,
     }
+    /// `mla_head_product` (absorb_q, project_out): strides in elements; `w` is read at
+    /// `h * w_hs + k * w_ks + j * w_js`.
+    HeadProductUniform for ["mla_head_product"] {
+        tokens: u32, heads: u32, k: u32, n: u32, a_off: u32, a_ts: u32, a_hs: u32, o_off: u32, o_ts: u32, o_hs: u32,
+        w_off: u32, w_hs: u32, w_ks: u32, w_js: u32,
+    }
 }

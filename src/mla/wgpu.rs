@@ -1,7 +1,7 @@
 //! wgpu dispatches for the MLA family (`shaders/mla_*.wgsl`).
 
-use super::uniforms::{AppendUniform, CombineUniform, DecodeUniform, RopeUniform};
-use super::{AppendCache, MlaDecode, Rope};
+use super::uniforms::{AppendUniform, CombineUniform, DecodeUniform, HeadProductUniform, RopeUniform};
+use super::{AbsorbQ, AppendCache, HeadProduct, MlaDecode, ProjectOut, Rope};
 use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
 use crate::backend::Status;
 use crate::error::{Error, Result};
@@ -162,5 +162,72 @@ impl Rope {
         };
         let bufs = [x.buffer, cos.buffer, sin.buffer];
         gpu.dispatch(enc, &format!("mla_rope_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, u.tokens)
+    }
+}
+
+impl HeadProduct {
+    fn dispatch_wgpu(
+        &self,
+        gpu: &WgpuBackend,
+        enc: &mut wgpu::CommandEncoder,
+        dtype: crate::dtype::DType,
+        (a, a_off): (WgpuTensor, u32),
+        (w, w_off): (WgpuTensor, u32),
+        (out, o_off): (WgpuTensor, u32),
+    ) -> Result<()> {
+        let (wh, wk, wj) = self.w;
+        let u = HeadProductUniform {
+            tokens: u32_of("tokens", self.tokens)?,
+            heads: u32_of("heads", self.heads)?,
+            k: u32_of("k", self.k)?,
+            n: u32_of("n", self.n)?,
+            a_off,
+            a_ts: u32_of("stride", self.a.0)?,
+            a_hs: u32_of("stride", self.a.1)?,
+            o_off,
+            o_ts: u32_of("stride", self.out.0)?,
+            o_hs: u32_of("stride", self.out.1)?,
+            w_off,
+            w_hs: u32_of("stride", wh)?,
+            w_ks: u32_of("stride", wk)?,
+            w_js: u32_of("stride", wj)?,
+        };
+        let groups = u32_of("workgroups", self.tokens * self.heads)?;
+        let bufs = [a.buffer, w.buffer, out.buffer];
+        gpu.dispatch(enc, &format!("mla_head_product_{dtype}"), bytemuck::bytes_of(&u), &bufs, groups)
+    }
+}
+
+impl AbsorbQ {
+    /// Records one dispatch: `q`'s latent rows from `q_nope` and `w_uk`.
+    pub fn run_wgpu(
+        &self,
+        gpu: &WgpuBackend,
+        enc: &mut wgpu::CommandEncoder,
+        q_nope: WgpuTensor,
+        w_uk: WgpuTensor,
+        q: WgpuTensor,
+    ) -> Result<()> {
+        let mb = gpu.max_binding();
+        let offs = (self.bind(&q_nope, "q_nope", mb)?, self.bind(&w_uk, "w_uk", mb)?, self.bind(&q, "q", mb)?);
+        let dt = self.params.dtype;
+        self.product.dispatch_wgpu(gpu, enc, dt, (q_nope, offs.0), (w_uk, offs.1), (q, offs.2))
+    }
+}
+
+impl ProjectOut {
+    /// Records one dispatch: `out` from the latent output `o` and `w_uv`.
+    pub fn run_wgpu(
+        &self,
+        gpu: &WgpuBackend,
+        enc: &mut wgpu::CommandEncoder,
+        o: WgpuTensor,
+        w_uv: WgpuTensor,
+        out: WgpuTensor,
+    ) -> Result<()> {
+        let mb = gpu.max_binding();
+        let offs = (self.bind(&o, "o", mb)?, self.bind(&w_uv, "w_uv", mb)?, self.bind(&out, "out", mb)?);
+        let dt = self.params.dtype;
+        self.product.dispatch_wgpu(gpu, enc, dt, (o, offs.0), (w_uv, offs.1), (out, offs.2))
     }
 }
