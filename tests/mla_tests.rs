@@ -155,3 +155,94 @@ fn bad_tables_are_named_and_bad_params_refused() {
     p.as_object_mut().unwrap().remove("scale");
     assert!(serde_json::from_value::<MlaDecodeParams>(p).is_err(), "scale is required");
 }
+
+/// A GQA layer with RoPE and four query heads per kv group, converted to MLA form (TransMLA's
+/// rope repeat), gives GQA attention's outputs through the whole MLA path on every backend:
+/// `absorb_q`, `append_cache` into shuffled pages, `decode`, `project_out`.
+#[test]
+fn a_converted_gqa_layer_decodes_to_gqa_attention_on_every_backend() {
+    use mllm_kernels::harness::{fresh_seed, HostTensor, Rng, TensorMap};
+    use mllm_kernels::mla::GqaAsMla;
+    let (heads, kv, d, ctx, page) = (8usize, 2usize, 64usize, 37usize, 8usize);
+    let seed = fresh_seed();
+    let mut rng = Rng::new(seed);
+    let conv = GqaAsMla::new(heads, kv, d).unwrap();
+    let l = conv.latent;
+    // Half-split RoPE at position `pos` (the keys at 0..ctx, the query at the last position).
+    let rot = |x: &mut [f64], pos: usize| {
+        for i in 0..d / 2 {
+            let ang = pos as f64 * 10000f64.powf(-2.0 * i as f64 / d as f64);
+            let (a, b) = (x[i], x[i + d / 2]);
+            (x[i], x[i + d / 2]) = (a * ang.cos() - b * ang.sin(), a * ang.sin() + b * ang.cos());
+        }
+    };
+    let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    let mut k = f32s(&rng.normals(ctx * kv * d, 1.0)).iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
+    for (i, row) in k.chunks_mut(d).enumerate() {
+        rot(row, i / kv);
+    }
+    let (k, v) = (f32s(&k), f32s(&rng.normals(ctx * kv * d, 1.0)));
+    let mut q = rng.normals(heads * d, 1.0);
+    for row in q.chunks_mut(d) {
+        rot(row, ctx - 1);
+    }
+    let q = f32s(&q);
+    // GQA attention in f64 on the same (f32) values.
+    let mut want = vec![0.0f64; heads * d];
+    for h in 0..heads {
+        let g = h / (heads / kv);
+        let s: Vec<f64> = (0..ctx)
+            .map(|t| {
+                (0..d).map(|i| f64::from(q[h * d + i]) * f64::from(k[(t * kv + g) * d + i])).sum::<f64>()
+                    / (d as f64).sqrt()
+            })
+            .collect();
+        let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+        for t in 0..ctx {
+            for i in 0..d {
+                want[h * d + i] += (s[t] - m).exp() / z * f64::from(v[(t * kv + g) * d + i]);
+            }
+        }
+    }
+    let find = |id: &str| mllm_kernels::registry::find(id).unwrap();
+    let t32 =
+        |v: &[f32]| HostTensor::from_f64(DType::F32, &[v.len()], &v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>());
+    let pages = ctx.div_ceil(page) + 2;
+    let mut order: Vec<i32> = (0..pages as i32).collect();
+    order.reverse();
+    let table: Vec<i32> = order[..ctx.div_ceil(page)].to_vec();
+    let slots: Vec<i32> = (0..ctx).map(|t| table[t / page] * page as i32 + (t % page) as i32).collect();
+    for b in backends() {
+        let what = format!("{} (seed {seed})", b.describe());
+        let p = json!({"tokens": 1, "heads": heads, "nope": d, "latent": l, "dtype": "f32"});
+        let i: TensorMap = [("q_nope".into(), t32(&q)), ("w_uk".into(), t32(&conv.w_uk))].into();
+        let (out, _) = run_kernel(find("mla.absorb_q"), &b, &p, &i).unwrap();
+        let q_lat = out["q"].clone();
+        let p = json!({"tokens": ctx, "latent": l, "rope": 0, "page_size": page, "pages": pages, "dtype": "f32"});
+        let i: TensorMap = [
+            ("kv_new".into(), t32(&conv.latents(&k, &v).unwrap())),
+            ("slots".into(), HostTensor::from_i32(&[ctx], &slots)),
+            ("cache".into(), t32(&vec![0.0; pages * page * l])),
+        ]
+        .into();
+        let (out, bits) = run_kernel(find("mla.append_cache"), &b, &p, &i).unwrap();
+        assert_eq!(bits, 0, "{what}");
+        let p = json!({"batch": 1, "sq": 1, "heads": heads, "latent": l, "rope": 0, "page_size": page, "pages": pages,
+            "max_pages": table.len(), "scale": conv.scale, "dtype": "f32", "splits": 2});
+        let i: TensorMap = [
+            ("q".into(), q_lat),
+            ("cache".into(), out["cache"].clone()),
+            ("block_table".into(), HostTensor::from_i32(&[table.len()], &table)),
+            ("seq_lens".into(), HostTensor::from_i32(&[1], &[ctx as i32])),
+        ]
+        .into();
+        let (out, bits) = run_kernel(find("mla.mla_decode"), &b, &p, &i).unwrap();
+        assert_eq!(bits, 0, "{what}");
+        let p = json!({"tokens": 1, "heads": heads, "latent": l, "v_dim": d, "dtype": "f32"});
+        let i: TensorMap = [("o".into(), out["o"].clone()), ("w_uv".into(), t32(&conv.w_uv))].into();
+        let (out, _) = run_kernel(find("mla.project_out"), &b, &p, &i).unwrap();
+        let got = out["out"].to_f64();
+        assert!(rel(&got, &want) < 1e-5, "{what}: MLA vs GQA rel L2 {:.2e}", rel(&got, &want));
+    }
+}

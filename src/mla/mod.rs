@@ -10,6 +10,7 @@
 mod cache;
 #[cfg(feature = "cuda")]
 mod cuda;
+mod gqa;
 pub mod oracle;
 mod project;
 pub(crate) mod registry;
@@ -22,6 +23,7 @@ mod wgpu;
 use serde::{Deserialize, Serialize};
 
 pub use cache::{AppendCache, AppendCacheParams};
+pub use gqa::GqaAsMla;
 pub use project::{AbsorbQ, AbsorbQParams, HeadProduct, ProjectOut, ProjectOutParams};
 pub use rope::{Rope, RopeParams};
 
