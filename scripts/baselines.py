@@ -121,6 +121,38 @@ def main():
         us = timed(lambda i: xv @ w.t(), args.iters)
         record("ternary.dense_bf16_gemm", f"M{mm} {nn}x{kk}", "bf16", us, 2 * (nn * kk + mm * kk + mm * nn), 2 * mm * nn * kk)
 
+    # mla.mla_decode: the same absorbed decode in PyTorch over the paged cache (gathered per
+    # sequence through the block table), eager and through SDPA; P = 64, L = 512, R = 64, bf16.
+    for (bb, sq, hh, n) in [(64, 1, 16, 4096), (64, 1, 128, 4096), (128, 2, 64, 8192), (128, 1, 32, 8192)]:
+        lat, rp, pg = 512, 64, 64
+        npages = bb * (n // pg)
+        cache = torch.randn(npages, pg, lat + rp, dtype=torch.bfloat16, device=dev)
+        table = torch.randperm(npages, device=dev).view(bb, n // pg)
+        q = torch.randn(bb, sq, hh, lat + rp, dtype=torch.bfloat16, device=dev)
+        scale = (lat + rp) ** -0.5
+        nbytes = cache.numel() * 2 + q.numel() * 2 + bb * sq * hh * lat * 2
+        flops = 2 * bb * sq * hh * n * (2 * lat + rp)
+        mask = torch.ones(sq, n, dtype=torch.bool, device=dev).tril(n - sq)
+
+        def eager(i):
+            kv = cache[table].view(bb, n, lat + rp)
+            s = torch.einsum("bqhd,bnd->bhqn", q.float(), kv.float()) * scale
+            s = s.masked_fill(~mask, float("-inf"))
+            return torch.einsum("bhqn,bnd->bqhd", s.softmax(-1), kv[..., :lat].float()).bfloat16()
+
+        def sdpa(i):
+            kv = cache[table].view(bb, 1, n, lat + rp)
+            return torch.nn.functional.scaled_dot_product_attention(
+                q.transpose(1, 2), kv, kv[..., :lat], attn_mask=mask, scale=scale)
+
+        for name, fn in [("eager", eager), ("sdpa", sdpa)]:
+            try:
+                us = timed(fn, max(5, args.iters // 5))
+                record(f"mla.mla_decode (torch {name}, gathered)", f"B{bb} Sq{sq} H{hh} len{n}", "bf16", us, nbytes, flops)
+            except RuntimeError as err:  # out of memory at the largest shapes
+                print(f"baselines: mla {name} B{bb} H{hh}: {err}", file=sys.stderr)
+        del cache
+
     out = {"device": props.name, "l2_bytes": l2, "copy_gbps": copy_gbps, "rows": rows}
     if args.json:
         with open(args.json, "w") as fh:
