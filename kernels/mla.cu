@@ -10,17 +10,41 @@
 // the split's normalized output and log-sum-exp (f32) to the workspace. Keys past the row's
 // causal position, and tokens on a page id outside [0, pages), get no weight; a seq_len outside
 // [0, max_pages * P] is clamped. Both raise ST_INDEX_OUT_OF_RANGE.
+//
+// Prefill (cu != null): the grid is one "sequence" of `sq` = all new tokens; row j * H + h finds
+// its sequence b in cu_seqlens (the first range holding j) and sits at position
+// len_b - (cu[b+1] - cu[b]) + (j - cu[b]). A token in no range gets no key and raises the status.
 template <typename T>
 __device__ void mla_decode(const T* __restrict__ q, const T* __restrict__ kv, const T* __restrict__ pe,
-                           const int* __restrict__ table, const int* __restrict__ seq_lens, float* __restrict__ ws,
-                           unsigned int* status, int sq, int heads, int L, int R, int P, int pages, int max_pages,
-                           int splits, i64 kv_stride, i64 pe_stride, float scale) {
+                           const int* __restrict__ table, const int* __restrict__ seq_lens,
+                           const int* __restrict__ cu, float* __restrict__ ws, unsigned int* status, int batch,
+                           int sq, int heads, int L, int R, int P, int pages, int max_pages, int splits,
+                           i64 kv_stride, i64 pe_stride, float scale) {
     __shared__ float qs[2048 + 128];
     __shared__ float wt[MLA_TILE];
     __shared__ i64 rows[MLA_TILE];
-    const int row = blockIdx.x, j = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
-    const int W = L + R, i = row / heads, nrows = sq * heads;
-    const T* qr = q + ((i64)b * nrows + row) * W;
+    const int row = blockIdx.x, j = blockIdx.y, tid = threadIdx.x;
+    const int W = L + R, nrows = sq * heads;
+    int b = blockIdx.z, i = row / heads, sq_b = sq;
+    bool found = true;
+    if (cu) {
+        found = false;
+        for (int s = 0; s < batch && !found; ++s) {
+            if (i >= cu[s] && i < cu[s + 1]) {
+                found = true;
+                b = s;
+            }
+        }
+        if (found) {
+            sq_b = cu[b + 1] - cu[b];
+            i -= cu[b];
+        } else {
+            b = 0;
+            if (tid == 0) raise_status(status, ST_INDEX_OUT_OF_RANGE);
+        }
+        if (tid == 0 && row == 0 && j == 0 && (cu[0] != 0 || cu[batch] != sq)) raise_status(status, ST_INDEX_OUT_OF_RANGE);
+    }
+    const T* qr = q + ((i64)blockIdx.z * nrows + row) * W;
     for (int d = tid; d < W; d += MLA_TILE) qs[d] = to_f32(qr[d]);
     const int cap = max_pages * P;
     int len = seq_lens[b];
@@ -28,7 +52,7 @@ __device__ void mla_decode(const T* __restrict__ q, const T* __restrict__ kv, co
         if (tid == 0 && row == 0 && j == 0) raise_status(status, ST_INDEX_OUT_OF_RANGE);
         len = len < 0 ? 0 : cap;
     }
-    const int visible = len - sq + i + 1;  // keys t < visible (none when <= 0)
+    const int visible = found ? min(len - sq_b + i + 1, len) : 0;  // keys t < visible
     const int chunk = (len + splits - 1) / splits;
     const int t0 = j * chunk, t1 = min(t0 + chunk, visible);
     float m = NEG_INF, l = 0.f, acc[MLA_MAX_PER_THREAD];
@@ -77,7 +101,7 @@ __device__ void mla_decode(const T* __restrict__ q, const T* __restrict__ kv, co
         __syncthreads();  // the next tile overwrites wt and rows
     }
     const i64 total = (i64)gridDim.z * nrows;
-    const i64 prow = (i64)j * total + (i64)b * nrows + row;
+    const i64 prow = (i64)j * total + (i64)blockIdx.z * nrows + row;
     float* po = ws + prow * L;
     const float inv = l > 0.f ? 1.f / l : 0.f;
 #pragma unroll
@@ -182,11 +206,11 @@ __device__ void mla_head_product(const T* __restrict__ a, const T* __restrict__ 
 
 #define MLA_ENTRIES(SUF, T)                                                                                      \
     extern "C" __global__ void __launch_bounds__(MLA_TILE)                                                       \
-        mla_decode_##SUF(const T* q, const T* kv, const T* pe, const int* table, const int* lens, float* ws,      \
-                         unsigned int* status, int sq, int heads, int L, int R, int P, int pages, int max_pages, \
-                         int splits, i64 kv_stride, i64 pe_stride, float scale) {                                \
-        mla_decode<T>(q, kv, pe, table, lens, ws, status, sq, heads, L, R, P, pages, max_pages, splits,         \
-                      kv_stride, pe_stride, scale);                                                              \
+        mla_decode_##SUF(const T* q, const T* kv, const T* pe, const int* table, const int* lens, const int* cu, \
+                         float* ws, unsigned int* status, int batch, int sq, int heads, int L, int R, int P,     \
+                         int pages, int max_pages, int splits, i64 kv_stride, i64 pe_stride, float scale) {      \
+        mla_decode<T>(q, kv, pe, table, lens, cu, ws, status, batch, sq, heads, L, R, P, pages, max_pages,      \
+                      splits, kv_stride, pe_stride, scale);                                                      \
     }                                                                                                            \
     extern "C" __global__ void __launch_bounds__(128)                                                            \
         mla_combine_##SUF(const float* ws, T* o, float* lse, int sq, int heads, int L, int splits, i64 total) { \

@@ -13,6 +13,7 @@
 @group(0) @binding(5) var<storage, read> lens: array<i32>;
 @group(0) @binding(6) var<storage, read_write> ws: array<f32>;
 @group(0) @binding(7) var<storage, read_write> status: array<atomic<u32>>;
+@group(0) @binding(8) var<storage, read> cu: array<i32>;
 
 const WG: u32 = 64u;
 const PER: u32 = 32u;  // latent dims an invocation owns: L <= 2048 = 32 * 64
@@ -22,6 +23,8 @@ var<workgroup> wt: array<f32, 64>;
 var<workgroup> crow: array<u32, 64>;
 var<workgroup> red: array<f32, 64>;
 var<workgroup> len_w: i32;
+var<workgroup> vis_w: i32;
+var<workgroup> seq_w: u32;
 
 fn wg_max(v: f32, tid: u32) -> f32 {
     red[tid] = v;
@@ -55,25 +58,52 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let g = wid.x + wid.y * nwg.x;
     if (g >= total * p.splits) { return; }
     let j = g / total;
-    let b = (g % total) / nrows;
+    let gb = (g % total) / nrows;
     let row = g % nrows;
-    let i = row / p.heads;
     let w = p.latent + p.rope;
-    let qb = p.q_off + (b * nrows + row) * w;
+    let qb = p.q_off + (gb * nrows + row) * w;
     for (var d = tid; d < w; d += WG) { qs[d] = ld_q(qb + d); }
     // -inf built at run time: a constant infinity is a WGSL creation error.
     let neg_inf = bitcast<f32>(0xff800000u | (p.batch & 0u));
     let cap = i32(p.max_pages * p.page_size);
     if (tid == 0u) {
+        // Decode: the grid's sequence and row. Prefill: the first cu_seqlens range holding the
+        // token (none: no key, and the status is raised).
+        var b = gb;
+        var i = i32(row / p.heads);
+        var sq_b = i32(p.sq);
+        var found = true;
+        if (p.prefill != 0u) {
+            found = false;
+            for (var s = 0u; s < p.nseq; s++) {
+                if (!found && i >= cu[p.cu_off + s] && i < cu[p.cu_off + s + 1u]) {
+                    found = true;
+                    b = s;
+                }
+            }
+            if (found) {
+                sq_b = cu[p.cu_off + b + 1u] - cu[p.cu_off + b];
+                i = i - cu[p.cu_off + b];
+            } else {
+                b = 0u;
+                atomicOr(&status[0], ST_INDEX_OUT_OF_RANGE);
+            }
+            if (row == 0u && j == 0u && (cu[p.cu_off] != 0 || cu[p.cu_off + p.nseq] != i32(p.sq))) {
+                atomicOr(&status[0], ST_INDEX_OUT_OF_RANGE);
+            }
+        }
         var n = lens[p.lens_off + b];
         if (n < 0 || n > cap) {
             if (row == 0u && j == 0u) { atomicOr(&status[0], ST_INDEX_OUT_OF_RANGE); }
             n = select(cap, 0, n < 0);
         }
         len_w = n;
+        vis_w = select(0, min(n - sq_b + i + 1, n), found);
+        seq_w = b;
     }
     let len = workgroupUniformLoad(&len_w);
-    let visible = len - i32(p.sq) + i32(i) + 1;
+    let visible = workgroupUniformLoad(&vis_w);
+    let b = workgroupUniformLoad(&seq_w);
     let chunk = (len + i32(p.splits) - 1) / i32(p.splits);
     let t0 = i32(j) * chunk;
     let t1 = min(t0 + chunk, visible);
@@ -121,7 +151,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         workgroupBarrier();
     }
-    let prow = j * total + b * nrows + row;
+    let prow = j * total + gb * nrows + row;
     let inv = select(0.0, 1.0 / l, l > 0.0);
     for (var k = 0u; k < PER; k++) {
         let d = tid + k * WG;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 
-use super::{AbsorbQ, AppendCache, HeadProduct, MlaDecode, ProjectOut, Rope};
+use super::{AbsorbQ, AppendCache, Geometry, HeadProduct, MlaDecode, MlaPrefill, ProjectOut, Rope};
 use crate::backend::cuda::{cuda_err, CudaBackend, CudaFloat};
 use crate::backend::Status;
 use crate::dtype::same_dtype;
@@ -34,64 +34,124 @@ impl MlaDecode {
         lens.extend([("seq_lens", seq_lens.len()), ("o", o.len()), ("lse", lse.len()), ("ws", ws.len())]);
         lens.extend(pe_cache.map(|c| ("pe_cache", c.len())));
         self.check_lens(&lens)?;
-        let p = &self.params;
-        let Status::Cuda(st) = status else {
-            return Err(Error::InvalidParams("the status word is not a CUDA one".into()));
-        };
-        let (stp, _sg) = st.device_ptr_mut(stream);
-        let w = (p.latent + p.rope) as i64;
-        let (qp, _a) = q.device_ptr(stream);
-        let (cp, _b) = cache.device_ptr(stream);
-        // The rope keys: their own cache, or the tail of each unified row.
-        let (_pe_guard, pp, kv_stride, pe_stride) = match pe_cache {
-            Some(pe) => {
-                let (ptr, g) = pe.device_ptr(stream);
-                (Some(g), ptr, p.latent as i64, p.rope as i64)
-            }
-            None if p.split_cache => (None, cp, p.latent as i64, 0),
-            None => (None, cp + (p.latent * T::DTYPE.size()) as u64, w, w),
-        };
-        let (tp, _c) = block_table.device_ptr(stream);
-        let (lp, _d) = seq_lens.device_ptr(stream);
-        let (op, _e) = o.device_ptr_mut(stream);
-        let (ep, _f) = lse.device_ptr_mut(stream);
-        let (wp, _g) = ws.device_ptr_mut(stream);
-        let ints = [p.sq, p.heads, p.latent, p.rope, p.page_size, p.pages, p.max_pages, p.splits].map(|v| v as i32);
-        let [sq, heads, l, r, ps, pages, max_pages, splits] = ints;
-        let f = cuda.function("mla", &format!("mla_decode_{}", T::DTYPE))?;
-        let mut b = stream.launch_builder(&f);
-        b.arg(&qp).arg(&cp).arg(&pp).arg(&tp).arg(&lp).arg(&wp).arg(&stp);
-        b.arg(&sq).arg(&heads).arg(&l).arg(&r).arg(&ps).arg(&pages).arg(&max_pages).arg(&splits);
-        b.arg(&kv_stride).arg(&pe_stride).arg(&p.scale);
-        let rows = p.sq * p.heads;
-        if rows > i32::MAX as usize || p.splits > 65535 || p.batch > 65535 {
-            return Err(Error::InvalidParams(format!(
-                "mla decode grid {rows} x {} x {} does not fit CUDA (splits and batch at most 65535)",
-                p.splits, p.batch
-            )));
-        }
-        let cfg = LaunchConfig {
-            grid_dim: (rows as u32, p.splits as u32, p.batch as u32),
-            block_dim: (128, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: matches mla_decode_<dtype>; every buffer's length was checked against the
-        // plan's tensor list; table entries are read only below ceil(clamped len / P) <=
-        // max_pages and page ids are range-checked before any cache access; L <= 2048 and
-        // R <= 128 fit the kernel's shared query row and register tile (checked by `new`).
-        unsafe { b.launch(cfg) }.map_err(cuda_err)?;
-
-        let total = (p.batch * rows) as i64;
-        let f = cuda.function("mla", &format!("mla_combine_{}", T::DTYPE))?;
-        let mut b = stream.launch_builder(&f);
-        b.arg(&wp).arg(&op).arg(&ep).arg(&sq).arg(&heads).arg(&l).arg(&splits).arg(&total);
-        let (gx, gy) = (total.min(65535) as u32, (total as u64).div_ceil(65535) as u32);
-        let cfg = LaunchConfig { grid_dim: (gx, gy, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
-        // SAFETY: matches mla_combine_<dtype>; ws holds splits * total * (L + 1) f32 (checked),
-        // o holds total * L, lse total; blocks past `total` return at once.
-        unsafe { b.launch(cfg) }.map_err(cuda_err)?;
-        Ok(())
+        let bufs = Bufs { q, cache, pe_cache, cu: None, block_table, seq_lens };
+        attention(&self.geometry(), cuda, stream, bufs, o, lse, ws, status)
     }
+}
+
+impl MlaPrefill {
+    /// As [`MlaDecode::run_cuda`], each new token finding its sequence in `cu_seqlens`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cuda<T: CudaFloat>(
+        &self,
+        cuda: &CudaBackend,
+        stream: &Arc<CudaStream>,
+        q: &impl DevicePtr<T>,
+        cache: &impl DevicePtr<T>,
+        pe_cache: Option<&CudaSlice<T>>,
+        cu_seqlens: &CudaSlice<i32>,
+        block_table: &impl DevicePtr<i32>,
+        seq_lens: &impl DevicePtr<i32>,
+        o: &mut impl DevicePtrMut<T>,
+        lse: &mut impl DevicePtrMut<f32>,
+        ws: &mut impl DevicePtrMut<f32>,
+        status: &mut Status,
+    ) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        let mut lens = vec![("q", q.len()), ("cache", cache.len()), ("cu_seqlens", cu_seqlens.len())];
+        lens.extend([("block_table", block_table.len()), ("seq_lens", seq_lens.len()), ("o", o.len())]);
+        lens.extend([("lse", lse.len()), ("ws", ws.len())].into_iter().chain(pe_cache.map(|c| ("pe_cache", c.len()))));
+        self.check_lens(&lens)?;
+        let bufs = Bufs { q, cache, pe_cache, cu: Some(cu_seqlens), block_table, seq_lens };
+        attention(&self.geometry(), cuda, stream, bufs, o, lse, ws, status)
+    }
+}
+
+/// The read-only buffers of one attention launch.
+struct Bufs<'a, T: CudaFloat, Q, C, B, L> {
+    q: &'a Q,
+    cache: &'a C,
+    pe_cache: Option<&'a CudaSlice<T>>,
+    cu: Option<&'a CudaSlice<i32>>,
+    block_table: &'a B,
+    seq_lens: &'a L,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attention<T: CudaFloat, Q: DevicePtr<T>, C: DevicePtr<T>, B: DevicePtr<i32>, L: DevicePtr<i32>>(
+    g: &Geometry,
+    cuda: &CudaBackend,
+    stream: &Arc<CudaStream>,
+    i: Bufs<'_, T, Q, C, B, L>,
+    o: &mut impl DevicePtrMut<T>,
+    lse: &mut impl DevicePtrMut<f32>,
+    ws: &mut impl DevicePtrMut<f32>,
+    status: &mut Status,
+) -> Result<()> {
+    let Status::Cuda(st) = status else {
+        return Err(Error::InvalidParams("the status word is not a CUDA one".into()));
+    };
+    let (stp, _sg) = st.device_ptr_mut(stream);
+    let w = (g.latent + g.rope) as i64;
+    let (qp, _a) = i.q.device_ptr(stream);
+    let (cp, _b) = i.cache.device_ptr(stream);
+    // The rope keys: their own cache, or the tail of each unified row.
+    let (_pe_guard, pp, kv_stride, pe_stride) = match i.pe_cache {
+        Some(pe) => {
+            let (ptr, guard) = pe.device_ptr(stream);
+            (Some(guard), ptr, g.latent as i64, g.rope as i64)
+        }
+        None if g.split_cache => (None, cp, g.latent as i64, 0),
+        None => (None, cp + (g.latent * T::DTYPE.size()) as u64, w, w),
+    };
+    let (_cu_guard, cup) = match i.cu {
+        Some(cu) => {
+            let (ptr, guard) = cu.device_ptr(stream);
+            (Some(guard), ptr)
+        }
+        None => (None, 0u64),
+    };
+    let (tp, _c) = i.block_table.device_ptr(stream);
+    let (lp, _d) = i.seq_lens.device_ptr(stream);
+    let (op, _e) = o.device_ptr_mut(stream);
+    let (ep, _f) = lse.device_ptr_mut(stream);
+    let (wp, _g) = ws.device_ptr_mut(stream);
+    let ints = [g.nseq, g.sq, g.heads, g.latent, g.rope, g.page_size, g.pages, g.max_pages, g.splits].map(|v| v as i32);
+    let [nseq, sq, heads, l, r, ps, pages, max_pages, splits] = ints;
+    let f = cuda.function("mla", &format!("mla_decode_{}", T::DTYPE))?;
+    let mut b = stream.launch_builder(&f);
+    b.arg(&qp).arg(&cp).arg(&pp).arg(&tp).arg(&lp).arg(&cup).arg(&wp).arg(&stp).arg(&nseq);
+    b.arg(&sq).arg(&heads).arg(&l).arg(&r).arg(&ps).arg(&pages).arg(&max_pages).arg(&splits);
+    b.arg(&kv_stride).arg(&pe_stride).arg(&g.scale);
+    let rows = g.sq * g.heads;
+    if rows > i32::MAX as usize || g.splits > 65535 || g.grid_batch > 65535 {
+        return Err(Error::InvalidParams(format!(
+            "mla attention grid {rows} x {} x {} does not fit CUDA (splits and batch at most 65535)",
+            g.splits, g.grid_batch
+        )));
+    }
+    let cfg = LaunchConfig {
+        grid_dim: (rows as u32, g.splits as u32, g.grid_batch as u32),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // SAFETY: matches mla_decode_<dtype>; every buffer's length was checked against the plan's
+    // tensor list by the caller; cu_seqlens (prefill) is searched within its nseq + 1 entries;
+    // table entries are read only below ceil(clamped len / P) <= max_pages and page ids are
+    // range-checked before any cache access; L <= 2048 and R <= 128 fit the kernel's shared
+    // query row and register tile (checked by `new`).
+    unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+
+    let total = (g.grid_batch * rows) as i64;
+    let f = cuda.function("mla", &format!("mla_combine_{}", T::DTYPE))?;
+    let mut b = stream.launch_builder(&f);
+    b.arg(&wp).arg(&op).arg(&ep).arg(&sq).arg(&heads).arg(&l).arg(&splits).arg(&total);
+    let (gx, gy) = (total.min(65535) as u32, (total as u64).div_ceil(65535) as u32);
+    let cfg = LaunchConfig { grid_dim: (gx, gy, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    // SAFETY: matches mla_combine_<dtype>; ws holds splits * total * (L + 1) f32 (checked), o
+    // holds total * L, lse total; blocks past `total` return at once.
+    unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+    Ok(())
 }
 
 impl AppendCache {

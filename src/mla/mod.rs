@@ -198,18 +198,7 @@ impl MlaDecode {
         lens.extend(pe_cache.map(|c| ("pe_cache", c.len())));
         self.check_lens(&lens)?;
         let p = &self.params;
-        let tokens = p.pages * p.page_size;
-        let cf = to_f64(&cache[..self.spec("cache")?.len]);
-        let (c, r) = match pe_cache {
-            Some(pe) => (cf, to_f64(&pe[..tokens * p.rope])),
-            None if p.split_cache => (cf, vec![]),
-            None => {
-                let w = p.latent + p.rope;
-                let c = (0..tokens).flat_map(|t| cf[t * w..t * w + p.latent].to_vec()).collect();
-                let r = (0..tokens).flat_map(|t| cf[t * w + p.latent..(t + 1) * w].to_vec()).collect();
-                (c, r)
-            }
-        };
+        let (c, r) = split_cache(&self.geometry(), cache, pe_cache);
         let qf = to_f64(&q[..self.spec("q")?.len]);
         let (out, l, bad) = oracle::decode(&qf, &c, &r, block_table, seq_lens, &self.shape(), f64::from(p.scale));
         o[..out.len()].copy_from_slice(&from_f64::<T>(&out));
@@ -220,6 +209,200 @@ impl MlaDecode {
             status.raise(StatusBits::INDEX_OUT_OF_RANGE)?;
         }
         Ok(())
+    }
+}
+
+/// What one launch of the attention kernels needs. Decode runs `batch` grid sequences of `sq`
+/// rows each; prefill runs one grid sequence of all `sq` = `tokens` rows, each finding its
+/// sequence in `cu_seqlens`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Geometry {
+    pub nseq: usize,
+    pub grid_batch: usize,
+    pub sq: usize,
+    pub heads: usize,
+    pub latent: usize,
+    pub rope: usize,
+    pub page_size: usize,
+    pub pages: usize,
+    pub max_pages: usize,
+    pub splits: usize,
+    pub scale: f32,
+    pub split_cache: bool,
+    pub dtype: DType,
+}
+
+impl MlaDecode {
+    pub(crate) fn geometry(&self) -> Geometry {
+        let p = &self.params;
+        Geometry {
+            nseq: p.batch,
+            grid_batch: p.batch,
+            sq: p.sq,
+            heads: p.heads,
+            latent: p.latent,
+            rope: p.rope,
+            page_size: p.page_size,
+            pages: p.pages,
+            max_pages: p.max_pages,
+            splits: p.splits,
+            scale: p.scale,
+            split_cache: p.split_cache,
+            dtype: p.dtype,
+        }
+    }
+}
+
+/// Causal variable-length prefill (and chunked prefill, prefix caching): sequence b's new tokens
+/// are rows `cu_seqlens[b]..cu_seqlens[b + 1]` of `q [tokens, H, L + R]`; the cache already holds
+/// them (`append_cache` first), its `seq_lens[b]` counting them, and each new token sees the keys
+/// up to its own position. Out `o [tokens, H, L]`, `lse [H, tokens]` (FlashAttention's varlen
+/// layout). Bad `cu_seqlens` (not from 0 to tokens, a token in no range) raise
+/// `INDEX_OUT_OF_RANGE`, as bad pages and lengths do in [`MlaDecode`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MlaPrefillParams {
+    pub batch: usize,
+    /// New tokens over all sequences.
+    pub tokens: usize,
+    pub heads: usize,
+    pub latent: usize,
+    pub rope: usize,
+    pub page_size: usize,
+    pub pages: usize,
+    pub max_pages: usize,
+    pub scale: f32,
+    pub dtype: DType,
+    #[serde(default)]
+    pub split_cache: bool,
+    #[serde(default = "one")]
+    pub splits: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct MlaPrefill {
+    pub params: MlaPrefillParams,
+    /// The decode-shaped checks: batch 1 of `tokens` rows.
+    shape: MlaDecode,
+}
+
+impl MlaPrefill {
+    pub fn new(p: MlaPrefillParams) -> Result<Self> {
+        dim("mla prefill batch", p.batch)?;
+        let shape = MlaDecode::new(MlaDecodeParams {
+            batch: 1,
+            sq: p.tokens,
+            heads: p.heads,
+            latent: p.latent,
+            rope: p.rope,
+            page_size: p.page_size,
+            pages: p.pages,
+            max_pages: p.max_pages,
+            scale: p.scale,
+            dtype: p.dtype,
+            split_cache: p.split_cache,
+            splits: p.splits,
+        })?;
+        elements("mla prefill block_table", &[p.batch, p.max_pages])?;
+        Ok(Self { params: p, shape })
+    }
+
+    pub(crate) fn geometry(&self) -> Geometry {
+        Geometry { nseq: self.params.batch, grid_batch: 1, ..self.shape.geometry() }
+    }
+
+    /// `cu_seqlens` from 0 to `tokens`, non-decreasing, then the table as [`MlaDecode`]'s; the
+    /// error names the first bad element.
+    pub fn validate_inputs(&self, cu: &[i32], block_table: &[i32], seq_lens: &[i32]) -> Result<()> {
+        let p = &self.params;
+        self.check_len("cu_seqlens", cu.len())?;
+        if cu[0] != 0 || cu[p.batch] as i64 != p.tokens as i64 {
+            return Err(Error::InvalidInput(format!(
+                "cu_seqlens must run from 0 to tokens = {}, got {} .. {}",
+                p.tokens, cu[0], cu[p.batch]
+            )));
+        }
+        if let Some(b) = (0..p.batch).find(|&b| cu[b + 1] < cu[b]) {
+            return Err(Error::InvalidInput(format!("cu_seqlens[{}] = {} is below cu_seqlens[{b}]", b + 1, cu[b + 1])));
+        }
+        let table = MlaDecode { params: MlaDecodeParams { batch: p.batch, sq: 1, ..self.shape.params.clone() } };
+        table.validate_table(block_table, seq_lens)
+    }
+
+    /// The oracle on host slices.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cpu<T: Float>(
+        &self,
+        q: &[T],
+        cache: &[T],
+        pe_cache: Option<&[T]>,
+        cu_seqlens: &[i32],
+        block_table: &[i32],
+        seq_lens: &[i32],
+        o: &mut [T],
+        lse: &mut [f32],
+        ws: &mut [f32],
+        status: &Status,
+    ) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        let mut lens = vec![("q", q.len()), ("cache", cache.len()), ("cu_seqlens", cu_seqlens.len())];
+        lens.extend([("block_table", block_table.len()), ("seq_lens", seq_lens.len()), ("o", o.len())]);
+        lens.extend([("lse", lse.len()), ("ws", ws.len())].into_iter().chain(pe_cache.map(|c| ("pe_cache", c.len()))));
+        self.check_lens(&lens)?;
+        let g = self.geometry();
+        let (c, r) = split_cache(&g, cache, pe_cache);
+        let qf = to_f64(&q[..self.spec("q")?.len]);
+        let s = oracle::Shape { batch: g.nseq, ..self.shape.shape() };
+        let (out, l, bad) = oracle::prefill(&qf, &c, &r, cu_seqlens, block_table, seq_lens, &s, f64::from(g.scale));
+        o[..out.len()].copy_from_slice(&from_f64::<T>(&out));
+        for (d, v) in lse.iter_mut().zip(l) {
+            *d = v as f32;
+        }
+        if bad {
+            status.raise(StatusBits::INDEX_OUT_OF_RANGE)?;
+        }
+        Ok(())
+    }
+}
+
+/// The cache's latents `[pages * P, L]` and rope keys `[pages * P, R]` in f64, from either layout.
+fn split_cache<T: Float>(g: &Geometry, cache: &[T], pe_cache: Option<&[T]>) -> (Vec<f64>, Vec<f64>) {
+    let tokens = g.pages * g.page_size;
+    let w = g.latent + g.rope;
+    match pe_cache {
+        Some(pe) => (to_f64(&cache[..tokens * g.latent]), to_f64(&pe[..tokens * g.rope])),
+        None if g.split_cache => (to_f64(&cache[..tokens * g.latent]), vec![]),
+        None => {
+            let cf = to_f64(&cache[..tokens * w]);
+            let c = (0..tokens).flat_map(|t| cf[t * w..t * w + g.latent].to_vec()).collect();
+            let r = (0..tokens).flat_map(|t| cf[t * w + g.latent..(t + 1) * w].to_vec()).collect();
+            (c, r)
+        }
+    }
+}
+
+impl Plan for MlaPrefill {
+    type Params = MlaPrefillParams;
+    const NAME: &'static str = "mla_prefill";
+    fn build(p: MlaPrefillParams) -> Result<Self> {
+        Self::new(p)
+    }
+    fn params(&self) -> &MlaPrefillParams {
+        &self.params
+    }
+    fn tensors(&self) -> Vec<TensorSpec> {
+        let p = &self.params;
+        let mut v: Vec<TensorSpec> = self.shape.tensors();
+        for s in v.iter_mut() {
+            match s.name {
+                "block_table" => s.len = p.batch * p.max_pages,
+                "seq_lens" => s.len = p.batch,
+                _ => {}
+            }
+        }
+        let at = v.iter().position(|s| s.name == "block_table").unwrap_or(v.len());
+        v.insert(at, TensorSpec::input("cu_seqlens", DType::I32, p.batch + 1));
+        v
     }
 }
 

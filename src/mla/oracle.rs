@@ -27,6 +27,45 @@ pub fn visible_len(seq_len: i32, s: &Shape) -> (usize, bool) {
     }
 }
 
+/// One query row `qr [L + R]` over the cache rows `keys` it sees: `(o [L], lse)`, or `(0, -inf)`
+/// when it sees none.
+fn attend(qr: &[f64], keys: &[usize], c: &[f64], r: &[f64], s: &Shape, scale: f64) -> (Vec<f64>, f64) {
+    let (l, rd) = (s.latent, s.rope);
+    let mut o = vec![0.0; l];
+    if keys.is_empty() {
+        return (o, f64::NEG_INFINITY);
+    }
+    let sc: Vec<f64> = keys
+        .iter()
+        .map(|&row| {
+            let dot: f64 = (0..l).map(|d| qr[d] * c[row * l + d]).sum::<f64>()
+                + (0..rd).map(|d| qr[l + d] * r[row * rd + d]).sum::<f64>();
+            scale * dot
+        })
+        .collect();
+    let m = sc.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let sum: f64 = sc.iter().map(|v| (v - m).exp()).sum();
+    for (&row, &v) in keys.iter().zip(&sc) {
+        let w = (v - m).exp() / sum;
+        for d in 0..l {
+            o[d] += w * c[row * l + d];
+        }
+    }
+    (o, m + sum.ln())
+}
+
+/// The cache rows of sequence `b`'s first `len` tokens, `None` where the page id is out of range.
+fn cache_rows(b: usize, len: usize, table: &[i32], s: &Shape, bad: &mut bool) -> Vec<Option<usize>> {
+    (0..len)
+        .map(|t| {
+            let page = table[b * s.max_pages + t / s.page_size];
+            let ok = usize::try_from(page).ok().filter(|&p| p < s.pages);
+            *bad |= ok.is_none();
+            ok.map(|p| p * s.page_size + t % s.page_size)
+        })
+        .collect()
+}
+
 /// Absorbed MLA decode. Query row `i` of sequence `b` sits at position `p = len_b - sq + i` and
 /// sees keys `t <= p`: `s_t = scale * (q_lat . c_t + q_rope . r_t)`, `o = sum_t softmax(s)_t c_t`,
 /// `lse = ln sum_t exp(s_t)`. Token `t` lives in page `table[b][t / P]`, slot `t % P`; a page id
@@ -42,49 +81,56 @@ pub fn decode(
     s: &Shape,
     scale: f64,
 ) -> (Vec<f64>, Vec<f64>, bool) {
-    let (l, rd, w) = (s.latent, s.rope, s.latent + s.rope);
-    let mut o = vec![0.0; s.batch * s.sq * s.heads * l];
-    let mut lse = vec![f64::NEG_INFINITY; s.batch * s.heads * s.sq];
-    let mut bad = false;
+    let cu: Vec<i32> = (0..=s.batch).map(|b| (b * s.sq) as i32).collect();
+    let (o, lse, bad) = prefill(q, c, r, &cu, table, seq_lens, s, scale);
+    // prefill's lse is [H, B * Sq]; decode's is [B, H, Sq].
+    let mut l = vec![0.0; lse.len()];
     for b in 0..s.batch {
+        for h in 0..s.heads {
+            for i in 0..s.sq {
+                l[(b * s.heads + h) * s.sq + i] = lse[h * s.batch * s.sq + b * s.sq + i];
+            }
+        }
+    }
+    (o, l, bad)
+}
+
+/// Prefill: sequence `b`'s new tokens are rows `cu[b]..cu[b + 1]` of `q [tokens, H, L + R]`, the
+/// last of its `len_b` tokens (already in the cache), each seeing the keys up to its own position.
+/// A row in no sequence's range (bad `cu_seqlens`) gets `o = 0`, `lse = -inf` and raises the
+/// status. Returns `o [tokens, H, L]`, `lse [H, tokens]` (FlashAttention's varlen layout).
+#[allow(clippy::too_many_arguments)]
+pub fn prefill(
+    q: &[f64],
+    c: &[f64],
+    r: &[f64],
+    cu: &[i32],
+    table: &[i32],
+    seq_lens: &[i32],
+    s: &Shape,
+    scale: f64,
+) -> (Vec<f64>, Vec<f64>, bool) {
+    let (l, w) = (s.latent, s.latent + s.rope);
+    let tokens = q.len() / (s.heads * w);
+    let mut o = vec![0.0; tokens * s.heads * l];
+    let mut lse = vec![f64::NEG_INFINITY; s.heads * tokens];
+    let mut bad = cu[0] != 0 || cu[s.batch] as i64 != tokens as i64;
+    for j in 0..tokens {
+        // The first sequence whose range holds token j (the kernels search the same way).
+        let Some(b) = (0..s.batch).find(|&b| (cu[b] as i64) <= j as i64 && (j as i64) < cu[b + 1] as i64) else {
+            bad = true;
+            continue;
+        };
         let (len, clamped) = visible_len(seq_lens[b], s);
         bad |= clamped;
-        // Token rows in the cache, None where the page id is out of range.
-        let rows: Vec<Option<usize>> = (0..len)
-            .map(|t| {
-                let page = table[b * s.max_pages + t / s.page_size];
-                let ok = usize::try_from(page).ok().filter(|&p| p < s.pages);
-                bad |= ok.is_none();
-                ok.map(|p| p * s.page_size + t % s.page_size)
-            })
-            .collect();
-        for i in 0..s.sq {
-            let Some(p) = (len + i).checked_sub(s.sq) else { continue };
-            for h in 0..s.heads {
-                let qr = &q[((b * s.sq + i) * s.heads + h) * w..][..w];
-                let keys: Vec<(usize, f64)> = rows[..=p]
-                    .iter()
-                    .flatten()
-                    .map(|&row| {
-                        let dot: f64 = (0..l).map(|d| qr[d] * c[row * l + d]).sum::<f64>()
-                            + (0..rd).map(|d| qr[l + d] * r[row * rd + d]).sum::<f64>();
-                        (row, scale * dot)
-                    })
-                    .collect();
-                if keys.is_empty() {
-                    continue;
-                }
-                let m = keys.iter().map(|k| k.1).fold(f64::NEG_INFINITY, f64::max);
-                let sum: f64 = keys.iter().map(|k| (k.1 - m).exp()).sum();
-                let out = &mut o[((b * s.sq + i) * s.heads + h) * l..][..l];
-                for &(row, sc) in &keys {
-                    let wgt = (sc - m).exp() / sum;
-                    for d in 0..l {
-                        out[d] += wgt * c[row * l + d];
-                    }
-                }
-                lse[(b * s.heads + h) * s.sq + i] = m + sum.ln();
-            }
+        let rows = cache_rows(b, len, table, s, &mut bad);
+        let (i, sq_b) = (j - cu[b] as usize, (cu[b + 1] - cu[b]) as usize);
+        let visible = (len + i + 1).saturating_sub(sq_b).min(len);
+        let keys: Vec<usize> = rows[..visible].iter().flatten().copied().collect();
+        for h in 0..s.heads {
+            let (out, v) = attend(&q[(j * s.heads + h) * w..][..w], &keys, c, r, s, scale);
+            o[(j * s.heads + h) * l..][..l].copy_from_slice(&out);
+            lse[h * tokens + j] = v;
         }
     }
     (o, lse, bad)

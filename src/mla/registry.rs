@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{AbsorbQ, AppendCache, MlaDecode, ProjectOut, Rope};
+use super::{AbsorbQ, AppendCache, MlaDecode, MlaPrefill, ProjectOut, Rope};
 use crate::backend::{Backend, Status};
 use crate::error::Result;
 use crate::harness::{
@@ -14,11 +14,45 @@ use crate::launch;
 pub(crate) fn kernels() -> Vec<&'static dyn Kernel> {
     vec![
         &Reg::<MlaDecode>::NEW,
+        &Reg::<MlaPrefill>::NEW,
         &Reg::<AppendCache>::NEW,
         &Reg::<Rope>::NEW,
         &Reg::<AbsorbQ>::NEW,
         &Reg::<ProjectOut>::NEW,
     ]
+}
+
+/// A block table where each sequence owns shuffled pages (entries past its pages are garbage
+/// that must never be read), and the lengths of the `lens` fixture; `bad_page` and `bad_len`
+/// spoil one entry or length each way.
+fn paged_table(
+    batch: usize,
+    pages: usize,
+    page: usize,
+    max_pages: usize,
+    fx: &Fixture,
+    rng: &mut Rng,
+) -> (Vec<i32>, Vec<i32>) {
+    let mut ids: Vec<i32> = (0..pages as i32).collect();
+    for i in (1..ids.len()).rev() {
+        ids.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let mut lens: Vec<i32> = fx.sizes("lens").iter().map(|&l| l as i32).collect();
+    lens.resize(batch, 1);
+    let mut table = vec![0i32; batch * max_pages];
+    for b in 0..batch {
+        let used = (lens[b].max(0) as usize).div_ceil(page);
+        for j in 0..max_pages {
+            table[b * max_pages + j] = if j < used { ids[(b * max_pages + j) % ids.len()] } else { -7777 - j as i32 };
+        }
+    }
+    if fx.is("bad_page") {
+        (table[1], table[max_pages]) = (pages as i32 + 4, -1);
+    }
+    if fx.is("bad_len") {
+        (lens[0], lens[1]) = ((max_pages * page) as i32 + 5, -3);
+    }
+    (table, lens)
 }
 
 /// A decode case: `lens` (a fixture) are the sequences' lengths; the table holds just enough
@@ -101,27 +135,7 @@ impl Registered for MlaDecode {
         for s in crate::plan::Plan::tensors(self).into_iter().filter(|s| ["q", "cache", "pe_cache"].contains(&s.name)) {
             m.insert(s.name.into(), HostTensor::from_f64(p.dtype, &[s.len], &rng.normals(s.len, 1.0)));
         }
-        // Each sequence owns shuffled pages; entries past its pages are garbage never read.
-        let mut ids: Vec<i32> = (0..p.pages as i32).collect();
-        for i in (1..ids.len()).rev() {
-            ids.swap(i, rng.below(i as u64 + 1) as usize);
-        }
-        let mut lens: Vec<i32> = fx.sizes("lens").iter().map(|&l| l as i32).collect();
-        lens.resize(p.batch, 1);
-        let mut table = vec![0i32; p.batch * p.max_pages];
-        for b in 0..p.batch {
-            let used = (lens[b].max(0) as usize).div_ceil(p.page_size);
-            for j in 0..p.max_pages {
-                table[b * p.max_pages + j] =
-                    if j < used { ids[(b * p.max_pages + j) % ids.len()] } else { -7777 - j as i32 };
-            }
-        }
-        if fx.is("bad_page") {
-            (table[1], table[p.max_pages]) = (p.pages as i32 + 4, -1);
-        }
-        if fx.is("bad_len") {
-            (lens[0], lens[1]) = ((p.max_pages * p.page_size) as i32 + 5, -3);
-        }
+        let (table, lens) = paged_table(p.batch, p.pages, p.page_size, p.max_pages, fx, rng);
         m.insert("block_table".into(), HostTensor::from_i32(&[table.len()], &table));
         m.insert("seq_lens".into(), HostTensor::from_i32(&[p.batch], &lens));
         Ok(m)
@@ -357,5 +371,94 @@ impl Registered for ProjectOut {
     fn flops(&self) -> f64 {
         let p = &self.params;
         2.0 * (p.tokens * p.heads * p.latent * p.v_dim) as f64
+    }
+}
+
+impl Registered for MlaPrefill {
+    const FAMILY: &'static str = "mla";
+    fn cases() -> Vec<Case> {
+        // `lens` are the sequences' lengths with the new tokens, `new` how many are new.
+        let case = |label: &str,
+                    new: &[usize],
+                    lens: &[usize],
+                    heads: usize,
+                    (l, r, page): (usize, usize, usize),
+                    extra: serde_json::Value| {
+            let max_pages = lens.iter().copied().max().unwrap_or(1).max(1).div_ceil(page) + 1;
+            let mut p = json!({"batch": lens.len(), "tokens": new.iter().sum::<usize>(), "heads": heads, "latent": l,
+                "rope": r, "page_size": page, "pages": lens.len() * max_pages + 2, "max_pages": max_pages,
+                "scale": 1.0 / ((l + r) as f64).sqrt(), "fixture": {"lens": lens, "new": new}});
+            for (k, v) in extra.as_object().into_iter().flatten() {
+                match k.strip_prefix("fixture.") {
+                    Some(f) => p["fixture"][f] = v.clone(),
+                    None => p[k] = v.clone(),
+                }
+            }
+            (label.to_string(), p)
+        };
+        let rows = [
+            case("new 3/5 of 10/5 (chunked, fresh) P4", &[3, 5], &[10, 5], 2, (64, 16, 4), json!({})),
+            case(
+                "new 1/0/4 of 7/3/70 L512 R64 split 2",
+                &[1, 0, 4],
+                &[7, 3, 70],
+                3,
+                (512, 64, 16),
+                json!({"splits": 2}),
+            ),
+            case("split layout new 6 of 6", &[6], &[6], 4, (64, 32, 8), json!({"split_cache": true})),
+            case("new 2 of 1 (fewer keys than new tokens)", &[2], &[1], 1, (64, 0, 4), json!({})),
+            case("bad cu_seqlens", &[3, 2], &[5, 4], 2, (64, 16, 4), json!({"fixture.bad_cu": true})),
+        ];
+        let rows: Vec<(&str, serde_json::Value)> = rows.iter().map(|(l, p)| (l.as_str(), p.clone())).collect();
+        float_cases(&rows)
+    }
+    fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
+        let p = &self.params;
+        let mut m = TensorMap::new();
+        for s in crate::plan::Plan::tensors(self).into_iter().filter(|s| ["q", "cache", "pe_cache"].contains(&s.name)) {
+            m.insert(s.name.into(), HostTensor::from_f64(p.dtype, &[s.len], &rng.normals(s.len, 1.0)));
+        }
+        let (table, lens) = paged_table(p.batch, p.pages, p.page_size, p.max_pages, fx, rng);
+        let mut cu = vec![0i32];
+        for n in fx.sizes("new") {
+            cu.push(cu[cu.len() - 1] + n as i32);
+        }
+        cu.resize(p.batch + 1, p.tokens as i32);
+        if fx.is("bad_cu") {
+            cu[1] = cu[2] + 1;
+        }
+        m.insert("cu_seqlens".into(), HostTensor::from_i32(&[cu.len()], &cu));
+        m.insert("block_table".into(), HostTensor::from_i32(&[table.len()], &table));
+        m.insert("seq_lens".into(), HostTensor::from_i32(&[p.batch], &lens));
+        Ok(m)
+    }
+    fn oracle(&self, i: &TensorMap) -> Result<Expected> {
+        let p = &self.params;
+        let mut st = Status::new(&Backend::Cpu)?;
+        let (o, lse) = crate::with_float!(p.dtype, T => {
+            let mut o = vec![T::default(); p.tokens * p.heads * p.latent];
+            let mut lse = vec![0f32; p.tokens * p.heads];
+            let pe = i.get("pe_cache").map(|t| t.to_vec::<T>()).transpose()?;
+            let mut ws = vec![0f32; crate::plan::Plan::spec(self, "ws")?.len];
+            self.run_cpu::<T>(&host(i, "q")?.to_vec()?, &host(i, "cache")?.to_vec()?, pe.as_deref(),
+                &host(i, "cu_seqlens")?.to_i32(), &host(i, "block_table")?.to_i32(), &host(i, "seq_lens")?.to_i32(),
+                &mut o, &mut lse, &mut ws, &st)?;
+            Ok((crate::dtype::to_f64(&o), lse.iter().map(|&v| f64::from(v)).collect::<Vec<_>>()))
+        })?;
+        let mut e = Expected::with("o", o).and("lse", lse);
+        e.rtol.insert("lse".into(), 1e-5);
+        e.rtol.insert("o".into(), tolerance(p.dtype).0.max(2e-5));
+        e.status = st.take_bits(&Backend::Cpu)?;
+        Ok(e)
+    }
+    fn launch(&self, l: &mut Launch, dev: &mut DevMap, status: &mut Status) -> Result<()> {
+        launch!(self, l, dev, status; float self.params.dtype;
+            q: ro T, cache: ro T, pe_cache: opt T, cu_seqlens: ro i32, block_table: ro i32, seq_lens: ro i32,
+            o: rw T, lse: rw f32, ws: rw f32; status)
+    }
+    fn validate_inputs(&self, i: &TensorMap) -> Result<()> {
+        let t = |n: &str| -> Result<Vec<i32>> { Ok(host(i, n)?.to_i32()) };
+        MlaPrefill::validate_inputs(self, &t("cu_seqlens")?, &t("block_table")?, &t("seq_lens")?)
     }
 }

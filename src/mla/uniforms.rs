@@ -3,12 +3,13 @@
 //! item; field types are u32, i32 or f32).
 
 uniforms! {
-    /// `mla_decode`: offsets and row strides in elements of the bound buffers; `ws` holds the
-    /// partial outputs `[splits, B * Sq * H, L]` then their log-sum-exps.
+    /// `mla_decode` (and prefill, `prefill = 1`: one grid sequence of `sq` = all new tokens,
+    /// `nseq` real sequences in `cu`): offsets and row strides in elements of the bound buffers;
+    /// `ws` holds the partial outputs `[splits, B * Sq * H, L]` then their log-sum-exps.
     DecodeUniform for ["mla_decode"] {
         batch: u32, sq: u32, heads: u32, latent: u32, rope: u32, page_size: u32, pages: u32, max_pages: u32,
         splits: u32, q_off: u32, kv_off: u32, kv_stride: u32, pe_off: u32, pe_stride: u32, table_off: u32,
-        lens_off: u32, ws_off: u32, scale: f32,
+        lens_off: u32, ws_off: u32, scale: f32, prefill: u32, nseq: u32, cu_off: u32,
     }
     /// `mla_combine`: `total = B * Sq * H` rows of `latent`; `lse` is written `[B, H, Sq]`.
     CombineUniform for ["mla_combine"] {

@@ -1,7 +1,7 @@
 //! wgpu dispatches for the MLA family (`shaders/mla_*.wgsl`).
 
 use super::uniforms::{AppendUniform, CombineUniform, DecodeUniform, HeadProductUniform, RopeUniform};
-use super::{AbsorbQ, AppendCache, HeadProduct, MlaDecode, ProjectOut, Rope};
+use super::{AbsorbQ, AppendCache, Geometry, HeadProduct, MlaDecode, MlaPrefill, ProjectOut, Rope};
 use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
 use crate::backend::Status;
 use crate::error::{Error, Result};
@@ -28,63 +28,120 @@ impl MlaDecode {
         ws: WgpuTensor,
         status: &Status,
     ) -> Result<()> {
-        let Status::Wgpu(st) = status else {
-            return Err(Error::InvalidParams("mla decode: the status word is not a wgpu one".into()));
-        };
-        let (p, mb) = (&self.params, gpu.max_binding());
-        let w = p.latent + p.rope;
-        let cache_off = self.bind(&cache, "cache", mb)?;
-        let dummy = gpu.dummy()?;
-        // The rope keys: their own cache, or the tail of each unified row (the same buffer bound
-        // twice, read-only).
-        let (pe_buf, pe_off, kv_stride, pe_stride) = match (pe_cache, p.split_cache) {
-            (Some(pe), true) => (pe.buffer, self.bind(&pe, "pe_cache", mb)?, p.latent, p.rope),
-            (None, true) if p.rope == 0 => (&dummy, 0, p.latent, 0),
-            (None, false) => (cache.buffer, cache_off + p.latent as u32, w, w),
-            _ => return Err(Error::InvalidParams("mla decode: pe_cache goes with the split layout and R > 0".into())),
-        };
-        let o_off = self.bind(&o, "o", mb)?;
-        if p.dtype.size() == 2 && o_off % 2 != 0 {
-            return Err(Error::InvalidParams("mla decode o: a 16-bit view must start on an even element".into()));
-        }
-        let ws_off = self.bind(&ws, "ws", mb)?;
-        let u = DecodeUniform {
-            batch: u32_of("batch", p.batch)?,
-            sq: u32_of("sq", p.sq)?,
-            heads: p.heads as u32,
-            latent: p.latent as u32,
-            rope: p.rope as u32,
-            page_size: u32_of("page_size", p.page_size)?,
-            pages: u32_of("pages", p.pages)?,
-            max_pages: u32_of("max_pages", p.max_pages)?,
-            splits: u32_of("splits", p.splits)?,
-            q_off: self.bind(&q, "q", mb)?,
-            kv_off: cache_off,
-            kv_stride: kv_stride as u32,
-            pe_off,
-            pe_stride: pe_stride as u32,
-            table_off: self.bind(&block_table, "block_table", mb)?,
-            lens_off: self.bind(&seq_lens, "seq_lens", mb)?,
-            ws_off,
-            scale: p.scale,
-        };
-        let total = p.batch * p.sq * p.heads;
-        let groups = u32_of("workgroups", total * p.splits)?;
-        let bufs = [q.buffer, cache.buffer, pe_buf, block_table.buffer, seq_lens.buffer, ws.buffer, st];
-        gpu.dispatch(enc, &format!("mla_decode_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, groups)?;
-        let c = CombineUniform {
-            total: u32_of("rows", total)?,
-            sq: u.sq,
-            heads: u.heads,
-            latent: u.latent,
-            splits: u.splits,
-            ws_off,
-            o_off,
-            lse_off: self.bind(&lse, "lse", mb)?,
-        };
-        let bufs = [ws.buffer, o.buffer, lse.buffer];
-        gpu.dispatch(enc, &format!("mla_combine_{}", p.dtype), bytemuck::bytes_of(&c), &bufs, c.total)
+        let mb = gpu.max_binding();
+        let ins = [self.bind(&q, "q", mb)?, self.bind(&cache, "cache", mb)?, 0];
+        let pe = pe_cache.map(|t| self.bind(&t, "pe_cache", mb).map(|off| (t, off))).transpose()?;
+        let tl = [self.bind(&block_table, "block_table", mb)?, self.bind(&seq_lens, "seq_lens", mb)?];
+        let outs = [self.bind(&o, "o", mb)?, self.bind(&lse, "lse", mb)?, self.bind(&ws, "ws", mb)?];
+        let g = self.geometry();
+        attention(&g, gpu, enc, [q, cache], ins, pe, None, [block_table, seq_lens], tl, [o, lse, ws], outs, status)
     }
+}
+
+impl MlaPrefill {
+    /// As [`MlaDecode::run_wgpu`], each new token finding its sequence in `cu_seqlens`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_wgpu(
+        &self,
+        gpu: &WgpuBackend,
+        enc: &mut wgpu::CommandEncoder,
+        q: WgpuTensor,
+        cache: WgpuTensor,
+        pe_cache: Option<WgpuTensor>,
+        cu_seqlens: WgpuTensor,
+        block_table: WgpuTensor,
+        seq_lens: WgpuTensor,
+        o: WgpuTensor,
+        lse: WgpuTensor,
+        ws: WgpuTensor,
+        status: &Status,
+    ) -> Result<()> {
+        let mb = gpu.max_binding();
+        let ins = [self.bind(&q, "q", mb)?, self.bind(&cache, "cache", mb)?, 0];
+        let pe = pe_cache.map(|t| self.bind(&t, "pe_cache", mb).map(|off| (t, off))).transpose()?;
+        let cu = Some((cu_seqlens, self.bind(&cu_seqlens, "cu_seqlens", mb)?));
+        let tl = [self.bind(&block_table, "block_table", mb)?, self.bind(&seq_lens, "seq_lens", mb)?];
+        let outs = [self.bind(&o, "o", mb)?, self.bind(&lse, "lse", mb)?, self.bind(&ws, "ws", mb)?];
+        let g = self.geometry();
+        attention(&g, gpu, enc, [q, cache], ins, pe, cu, [block_table, seq_lens], tl, [o, lse, ws], outs, status)
+    }
+}
+
+/// The two dispatches of decode and prefill; every binding's offset was checked by the caller.
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    g: &Geometry,
+    gpu: &WgpuBackend,
+    enc: &mut wgpu::CommandEncoder,
+    [q, cache]: [WgpuTensor; 2],
+    [q_off, cache_off, _]: [u32; 3],
+    pe_cache: Option<(WgpuTensor, u32)>,
+    cu: Option<(WgpuTensor, u32)>,
+    [table, lens]: [WgpuTensor; 2],
+    [table_off, lens_off]: [u32; 2],
+    [o, lse, ws]: [WgpuTensor; 3],
+    [o_off, lse_off, ws_off]: [u32; 3],
+    status: &Status,
+) -> Result<()> {
+    let Status::Wgpu(st) = status else {
+        return Err(Error::InvalidParams("mla attention: the status word is not a wgpu one".into()));
+    };
+    let w = g.latent + g.rope;
+    let dummy = gpu.dummy()?;
+    // The rope keys: their own cache, or the tail of each unified row (the same buffer bound
+    // twice, read-only).
+    let (pe_buf, pe_off, kv_stride, pe_stride) = match (pe_cache, g.split_cache) {
+        (Some((pe, off)), true) => (pe.buffer, off, g.latent, g.rope),
+        (None, true) if g.rope == 0 => (&dummy, 0, g.latent, 0),
+        (None, false) => (cache.buffer, cache_off + g.latent as u32, w, w),
+        _ => return Err(Error::InvalidParams("mla attention: pe_cache goes with the split layout and R > 0".into())),
+    };
+    if g.dtype.size() == 2 && o_off % 2 != 0 {
+        return Err(Error::InvalidParams("mla attention o: a 16-bit view must start on an even element".into()));
+    }
+    let (cu_buf, cu_off) = match cu {
+        Some((t, off)) => (t.buffer, off),
+        None => (table.buffer, 0),
+    };
+    let u = DecodeUniform {
+        batch: u32_of("batch", g.grid_batch)?,
+        sq: u32_of("sq", g.sq)?,
+        heads: g.heads as u32,
+        latent: g.latent as u32,
+        rope: g.rope as u32,
+        page_size: u32_of("page_size", g.page_size)?,
+        pages: u32_of("pages", g.pages)?,
+        max_pages: u32_of("max_pages", g.max_pages)?,
+        splits: u32_of("splits", g.splits)?,
+        q_off,
+        kv_off: cache_off,
+        kv_stride: kv_stride as u32,
+        pe_off,
+        pe_stride: pe_stride as u32,
+        table_off,
+        lens_off,
+        ws_off,
+        scale: g.scale,
+        prefill: u32::from(cu.is_some()),
+        nseq: u32_of("batch", g.nseq)?,
+        cu_off,
+    };
+    let total = g.grid_batch * g.sq * g.heads;
+    let groups = u32_of("workgroups", total * g.splits)?;
+    let bufs = [q.buffer, cache.buffer, pe_buf, table.buffer, lens.buffer, ws.buffer, st, cu_buf];
+    gpu.dispatch(enc, &format!("mla_decode_{}", g.dtype), bytemuck::bytes_of(&u), &bufs, groups)?;
+    let c = CombineUniform {
+        total: u32_of("rows", total)?,
+        sq: u.sq,
+        heads: u.heads,
+        latent: u.latent,
+        splits: u.splits,
+        ws_off,
+        o_off,
+        lse_off,
+    };
+    let bufs = [ws.buffer, o.buffer, lse.buffer];
+    gpu.dispatch(enc, &format!("mla_combine_{}", g.dtype), bytemuck::bytes_of(&c), &bufs, c.total)
 }
 
 impl AppendCache {
