@@ -51,3 +51,14 @@ pub fn verify_family(family: &str, backend: &Backend) {
         failures.join("\n")
     );
 }
+
+/// A file of the repository: beside the sources this binary was built from, or, where the
+/// binary runs elsewhere (the GPU bundle runs in a copy of the tree), under the working directory.
+pub fn repo_file(rel: &str) -> std::path::PathBuf {
+    let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    if built.exists() {
+        built
+    } else {
+        std::path::PathBuf::from(rel)
+    }
+}

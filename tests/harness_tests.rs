@@ -179,7 +179,7 @@ fn the_tool_verifies_every_backend_present() {
 #[test]
 fn readme_check_table_matches_the_plans() {
     use mllm_kernels::Role;
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme = std::fs::read_to_string(crate::common::repo_file("README.md")).unwrap();
     let quoted = |cell: &str| -> Vec<String> {
         cell.split('`').skip(1).step_by(2).flat_map(|q| q.split([',', ' ', '['])).map(str::to_string).collect()
     };

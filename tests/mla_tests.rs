@@ -246,3 +246,20 @@ fn a_converted_gqa_layer_decodes_to_gqa_attention_on_every_backend() {
         assert!(rel(&got, &want) < 1e-5, "{what}: MLA vs GQA rel L2 {:.2e}", rel(&got, &want));
     }
 }
+
+/// FlashMLA's own dense-decode test reference (`ref_mla` of its tests/test_flash_mla.py),
+/// transcribed by `scripts/flashmla_reference.py` into a check file: bf16, P = 64, L = 512,
+/// R = 64, causal Sq = 2, varlen, and the cache past every seq_len filled with NaN, so a kernel
+/// that reads past a sequence's length fails.
+#[test]
+fn flashmla_reference_file_passes_on_every_backend() {
+    use mllm_kernels::harness::check;
+    let bytes = std::fs::read(crate::common::repo_file("tests/data/flashmla_decode.safetensors")).unwrap();
+    let file = check::parse_file(&bytes).unwrap();
+    assert!(file.inputs["cache"].to_f64().iter().any(|v| v.is_nan()), "the file poisons the cache past seq_len");
+    for b in backends() {
+        let cmps = check::run_check(&mllm_kernels::registry::kernels(), &file, &b).unwrap();
+        assert_eq!(cmps.len(), 3);
+        assert!(cmps.iter().all(|c| c.ok), "{}: {cmps:?}", b.describe());
+    }
+}
