@@ -150,6 +150,8 @@ fn cmd_verify(o: &VerifyArgs) -> ExitCode {
     println!("{:26} {:5} {:5} {:30} {:>10} {:>10}  verdict", "kernel", "bknd", "dtype", "shape", "rel L2", "max abs");
     let (mut pass, mut fail) = (0usize, 0usize);
     let mut cuda_rows = Vec::new();
+    // (family, backend) -> (passed, failed), for the closing table.
+    let mut table: Vec<(String, &'static str, usize, usize)> = Vec::new();
     for b in &bks {
         println!("-- {}: {}", b.kind().name(), b.describe());
         for r in verify(&kernels(), b, o.sel.family.as_deref(), seed) {
@@ -157,18 +159,40 @@ fn cmd_verify(o: &VerifyArgs) -> ExitCode {
             if b.kind() == BackendKind::Cuda {
                 cuda_rows.push((r.kernel.clone(), r.ok));
             }
+            let fam = r.kernel.split('.').next().unwrap_or_default().to_string();
+            let i = match table.iter().position(|(f, k, _, _)| *f == fam && *k == r.backend) {
+                Some(i) => i,
+                None => {
+                    table.push((fam, r.backend, 0, 0));
+                    table.len() - 1
+                }
+            };
             if r.ok {
                 pass += 1;
+                table[i].2 += 1;
             } else {
                 fail += 1;
+                table[i].3 += 1;
             }
         }
     }
-    let (unproven, total, fams) = proof::unproven(&kernels());
-    println!(
-        "{unproven} of {total} registered CUDA kernels are unproven on a GPU (families changed since GPU_VERIFIED.md: {})",
-        if fams.is_empty() { "none".to_string() } else { fams.join(", ") }
-    );
+    // The closing table: family x backend, and what no GPU has run yet.
+    let (_, _, unproven) = proof::unproven(&kernels());
+    println!("\n| family | backend | passed | failed | CUDA on a GPU |");
+    println!("|---|---|---|---|---|");
+    for (fam, backend, p, f) in &table {
+        let proven = if unproven.contains(&fam.as_str()) { "unproven" } else { "proven (GPU_VERIFIED.md)" };
+        println!("| {fam} | {backend} | {p} | {f} | {proven} |");
+    }
+    let cuda_asked = o.sel.backend.is_none_or(|k| k == BackendKind::Cuda);
+    let fams_asked: Vec<&str> =
+        unproven.iter().copied().filter(|f| o.sel.family.as_deref().is_none_or(|x| x == *f)).collect();
+    if cuda_asked && !fams_asked.is_empty() {
+        println!(
+            "CUDA kernels of {} have changed since their last GPU run (GPU_VERIFIED.md): compiled and assembled, not proven",
+            fams_asked.join(", ")
+        );
+    }
     if let Some(path) = &o.proof {
         // A family is proven when every one of its cases passed on CUDA in this run.
         let fams: Vec<&str> = families()
@@ -198,7 +222,8 @@ fn cmd_verify(o: &VerifyArgs) -> ExitCode {
         println!("FAIL: no GPU backend was verified (see above)");
         fail += 1;
     }
-    println!("{pass} passed, {fail} failed");
+    let oracle_only = table.iter().filter(|r| r.1 == "cpu").map(|r| r.2).sum::<usize>();
+    println!("{pass} passed ({oracle_only} of them the CPU oracle against itself), {fail} failed");
     if fail == 0 {
         ExitCode::SUCCESS
     } else {
