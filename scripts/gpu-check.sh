@@ -62,6 +62,33 @@ run() {
   local verify_rc=$?
   tail -n 2 "$out/verify.log"
 
+  # compute-sanitizer on verify: out-of-bounds and misaligned accesses (memcheck), shared-memory
+  # races (racecheck), reads of uninitialized device memory (initcheck). Slow, so each tool has a
+  # time box; MLLM_SANITIZE=0 skips it. A tool that finds errors exits 3.
+  local san_rc=skipped
+  : > "$out/sanitizer.log"
+  local san
+  san=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
+  if [ "${MLLM_SANITIZE:-1}" != 0 ] && [ -n "$san" ]; then
+    echo "== compute-sanitizer (memcheck, racecheck, initcheck) on verify --backend cuda"
+    san_rc=0
+    # Time boxes that keep the whole run inside one 10-minute device call; a tool cut short
+    # reports exit 124 and what it saw until then.
+    for tool in memcheck:60 racecheck:60 initcheck:45; do
+      local box=${tool#*:}
+      tool=${tool%:*}
+      echo "-- $tool" >> "$out/sanitizer.log"
+      timeout "$box" "$san" --tool "$tool" --error-exitcode 3 --print-limit 20 \
+        "$b/mllm-kernels" verify --backend cuda --seed 1 >> "$out/sanitizer.log" 2>&1
+      local rc=$?
+      echo "-- $tool exit $rc" >> "$out/sanitizer.log"
+      [ $rc = 0 ] || san_rc="$san_rc $tool:$rc"
+    done
+    grep -E "^-- |ERROR SUMMARY|RACECHECK SUMMARY" "$out/sanitizer.log"
+  else
+    echo "== compute-sanitizer skipped (MLLM_SANITIZE=0 or not installed)"
+  fi
+
   echo "== bench --backend cuda"
   timeout 180 "$b/mllm-kernels" bench --backend cuda --iters 100 --json "$out/bench.json" > "$out/bench.log" 2>&1
   local bench_rc=$?
@@ -78,11 +105,12 @@ run() {
     echo "- card: $(cat "$out/gpu.txt")"
     echo "- commit: $commit"
     echo "- date: $(date -u +%Y-%m-%d)"
-    echo "- exit codes: tests $tests_rc, verify $verify_rc, bench $bench_rc, baselines $base_rc"
+    echo "- exit codes: tests $tests_rc, verify $verify_rc, sanitizer $san_rc, bench $bench_rc, baselines $base_rc"
     echo "- wall time: $((SECONDS - t0)) s"
     echo
     echo "## Tests"; echo '```'; tail -n 30 "$out/tests.log"; echo '```'
     echo "## verify --backend cuda"; echo '```'; cat "$out/verify.log"; echo '```'
+    echo "## compute-sanitizer"; echo '```'; grep -E "^-- |ERROR SUMMARY|RACECHECK SUMMARY|Invalid|Race|Uninitialized" "$out/sanitizer.log" | head -60; echo '```'
     echo "## bench --backend cuda"; echo '```'; cat "$out/bench.log"; echo '```'
     echo "## PyTorch baselines (same card, same run)"; echo '```'; cat "$out/baselines.log"; echo '```'
     echo "## Lines for GPU_VERIFIED.md"; echo '```'; cat "$out/gpu_verified.txt" 2>/dev/null; echo '```'

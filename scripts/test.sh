@@ -8,4 +8,5 @@ cd "$(dirname "$0")/.."
 # Benches (one smoke pass each) and examples first, so the suite's summary closes the log.
 cargo test --benches --examples
 # --show-output puts each test's seed, backend and ptxas report into the log.
+cargo test --doc
 cargo test --lib --bins --tests -- --show-output "$@"

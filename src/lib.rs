@@ -8,7 +8,27 @@
 //! Every kernel follows one pattern: a params struct, a plan that validates it once
 //! (`RmsNorm::new`), and `run_cpu` / `run_cuda` / `run_wgpu` methods that check buffer sizes and
 //! launch without allocating device memory or synchronizing. Families: [`core`] (shared
-//! building blocks), [`ternary`] (MatMul-free layers).
+//! building blocks), [`ternary`] (MatMul-free layers), [`mla`] (MLA latent attention).
+//!
+//! ```
+//! use mllm_kernels::core::{RmsNorm, RmsNormParams};
+//! use mllm_kernels::{DType, Plan};
+//!
+//! // Validated once; the plan also lists its tensors (names, dtypes, lengths).
+//! let plan = RmsNorm::new(RmsNormParams { rows: 2, cols: 4, eps: 1e-6, dtype: DType::F32, x_stride: None, y_stride: None })?;
+//! assert_eq!(plan.spec("x")?.len, 8);
+//! let x = [1.0f32, 2.0, 3.0, 4.0, -1.0, 0.5, 0.0, 2.0];
+//! let mut y = [0.0f32; 8];
+//! plan.run_cpu(&x, &[1.0f32; 4], &mut y)?;
+//! assert!((y[3] - 4.0 / (7.5f32 + 1e-6).sqrt()).abs() < 1e-6);
+//! // A buffer too short is an error naming the tensor, never a fault.
+//! assert!(plan.run_cpu(&x[..7], &[1.0f32; 4], &mut y).is_err());
+//! // On a GPU the same plan takes the engine's buffers: `plan.run_cuda(&cuda, &stream, &x_dev,
+//! // &w_dev, &mut y_dev)` (`CudaBackend::from_context`) or `plan.run_wgpu(&gpu, &mut encoder,
+//! // x_buf, w_buf, y_buf)` (`WgpuBackend::from_device`); kernels that can see bad indices raise
+//! // bits in a `Status` word instead of reading out of bounds.
+//! # Ok::<(), mllm_kernels::Error>(())
+//! ```
 //!
 //! [`registry`] lists every kernel (the one place that names the families); the [`harness`]
 //! runs such a list for the `mllm-kernels` tool (`verify`, `bench`, `check`) and the tests.

@@ -216,3 +216,35 @@ fn readme_check_table_matches_the_plans() {
         }
     }
 }
+
+/// Plans and backends are shared across an engine's threads: the same plan runs from four
+/// threads at once on each backend (one status word and set of buffers per thread) and every
+/// thread gets the single-threaded result.
+#[test]
+fn plans_and_backends_run_from_several_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<mllm_kernels::core::RmsNorm>();
+    send_sync::<mllm_kernels::mla::MlaDecode>();
+    send_sync::<mllm_kernels::ternary::MatmulFreeBlock>();
+    send_sync::<Backend>();
+    for b in backends() {
+        for id in ["core.rmsnorm", "mla.mla_decode", "ternary.bitlinear"] {
+            let k = mllm_kernels::registry::find(id).unwrap();
+            let case = k.cases().into_iter().find(|c| c.dtype == DType::F32).unwrap();
+            let inputs = random_inputs(k, &case.params, &case.fixture, 9).unwrap();
+            let (want, _) = run_kernel(k, &b, &case.params, &inputs).unwrap();
+            std::thread::scope(|s| {
+                let runs: Vec<_> =
+                    (0..4).map(|_| s.spawn(|| run_kernel(k, &b, &case.params, &inputs).unwrap().0)).collect();
+                for r in runs {
+                    let got = r.join().unwrap();
+                    for (name, t) in &want {
+                        let (g, w) = (got[name].to_f64(), t.to_f64());
+                        let same = g.iter().zip(&w).all(|(a, b)| a == b || (a.is_nan() && b.is_nan()));
+                        assert!(same, "{id} {name} on {} differs across threads", b.describe());
+                    }
+                }
+            });
+        }
+    }
+}
