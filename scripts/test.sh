@@ -7,6 +7,15 @@ cd "$(dirname "$0")/.."
 . scripts/env.sh
 # Benches (one smoke pass each) and examples first, so the suite's summary closes the log.
 cargo test --benches --examples
-# --show-output puts each test's seed, backend and ptxas report into the log.
 cargo test --doc
-cargo test --lib --bins --tests -- --show-output "$@"
+# --show-output puts each test's seed, backend and ptxas report into the log.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --lib --bins --tests -- --show-output "$@" 2>&1 | tee "$log"
+# A test that found no backend to run on passes; say so where people look, after the summary.
+skips=$(grep -o "skipping the [a-z]* backend: .*" "$log" | sort | uniq -c || true)
+if [ -n "$skips" ]; then
+  echo
+  echo "SKIPPED (counted as passed above; nothing ran on these backends):"
+  echo "$skips"
+fi

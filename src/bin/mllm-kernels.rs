@@ -259,15 +259,22 @@ fn cmd_bench(o: &BenchArgs) -> ExitCode {
                 failed = true;
             }
             Ok((ceil, rows)) => {
+                let rotation = if ceil.l2_bytes == 0 {
+                    "no input rotation (no GPU cache to defeat)".to_string()
+                } else {
+                    format!("inputs rotated past {} MiB (twice the L2)", (2 * ceil.l2_bytes) >> 20)
+                };
                 println!(
-                    "-- {}: {} | copy {:.1} GB/s | launch floor {:.2} us | rotation past {} MiB | timed with {}",
+                    "-- {}: {} | copy {:.1} GB/s | launch floor {:.2} us | {rotation} | timed with {}",
                     b.kind().name(),
                     ceil.device,
                     ceil.copy_gbps,
                     ceil.launch_floor_us,
-                    (2 * ceil.l2_bytes) >> 20,
                     ceil.timing.describe()
                 );
+                if b.kind() == BackendKind::Cpu || b.describe().contains("Cpu") {
+                    println!("   a CPU runs these kernels: the times show the bench works, not how fast a GPU is");
+                }
                 println!(
                     "{:26} {:5} {:18} {:>6} {:>10} {:>9} {:>9} {:>7}",
                     "kernel", "dtype", "shape", "copies", "time us", "GB/s", "TFLOP/s", "%copy"
