@@ -118,7 +118,7 @@ fn cmd_devices() -> ExitCode {
 
 fn print_row(r: &CaseReport) {
     println!(
-        "{:26} {:5} {:5} {:30} {:>10.2e} {:>10.2e}  {}{}",
+        "{:26} {:5} {:5} {:44} {:>10.2e} {:>10.2e}  {}{}",
         r.kernel,
         r.backend,
         r.dtype.name(),
@@ -147,7 +147,7 @@ fn cmd_verify(o: &VerifyArgs) -> ExitCode {
     }
     let seed = o.seed.unwrap_or_else(fresh_seed);
     println!("seed {seed}");
-    println!("{:26} {:5} {:5} {:30} {:>10} {:>10}  verdict", "kernel", "bknd", "dtype", "shape", "rel L2", "max abs");
+    println!("{:26} {:5} {:5} {:44} {:>10} {:>10}  verdict", "kernel", "bknd", "dtype", "shape", "rel L2", "max abs");
     let (mut pass, mut fail) = (0usize, 0usize);
     let mut cuda_rows = Vec::new();
     // (family, backend) -> (passed, failed), for the closing table.
@@ -311,7 +311,15 @@ fn cmd_bench(o: &BenchArgs) -> ExitCode {
         }
     }
     if let Some(path) = &o.json {
-        if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&all).unwrap_or_default()) {
+        if let Err(e) = std::fs::write(
+            path,
+            serde_json::to_string_pretty(&serde_json::json!({
+                "command": std::env::args().collect::<Vec<_>>().join(" "),
+                "crate_version": env!("CARGO_PKG_VERSION"),
+                "runs": all,
+            }))
+            .unwrap_or_default(),
+        ) {
             eprintln!("cannot write {}: {e}", path.display());
             failed = true;
         }
