@@ -674,6 +674,18 @@ pub fn float_cases(shapes: &[(&str, Value)]) -> Vec<Case> {
     v
 }
 
+/// Adds `extra` to a case row's params: a key `fixture.NAME` sets fixture knob NAME, any other
+/// key a param (the case builders of several families share this).
+pub fn with_extra(mut params: Value, extra: &Value) -> Value {
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        match k.strip_prefix("fixture.") {
+            Some(f) => params["fixture"][f] = v.clone(),
+            None => params[k] = v.clone(),
+        }
+    }
+    params
+}
+
 /// Cases of a kernel with no float tensor, under one dtype tag for the table.
 pub fn tagged_cases(dtype: DType, rows: &[(&str, Value)]) -> Vec<Case> {
     rows.iter().map(|(l, p)| Case::new(*l, dtype, p.clone())).collect()
@@ -851,32 +863,6 @@ macro_rules! launch {
     (@wgpu_arg opt_rw $arg:ident, $dev:expr) => { $crate::harness::wgpu_opt($dev, stringify!($arg))? };
     (@ref status $status:expr) => { &*$status };
     (@mut status $status:expr) => { &mut *$status };
-}
-
-/// Takes the tensors `names` out of the map, runs `f` on the rest and them, and puts them back
-/// (so a launch can borrow inputs shared and outputs mutably).
-pub fn with_taken<R>(
-    t: &mut DevMap,
-    names: &[&str],
-    f: impl FnOnce(&DevMap, &mut [DevTensor]) -> Result<R>,
-) -> Result<R> {
-    let mut outs = Vec::with_capacity(names.len());
-    for n in names {
-        match take(t, n) {
-            Ok(v) => outs.push(v),
-            Err(e) => {
-                for (n, v) in names.iter().zip(outs) {
-                    t.insert(n.to_string(), v);
-                }
-                return Err(e);
-            }
-        }
-    }
-    let r = f(t, &mut outs);
-    for (n, v) in names.iter().zip(outs) {
-        t.insert(n.to_string(), v);
-    }
-    r
 }
 
 /// Host tensor contents as `T`, for CPU launches.

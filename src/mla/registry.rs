@@ -6,8 +6,8 @@ use super::{AbsorbQ, AppendCache, MlaDecode, MlaPrefill, ProjectOut, Rope};
 use crate::backend::{Backend, Status};
 use crate::error::Result;
 use crate::harness::{
-    bf16_cases, float_cases, host, tolerance, Case, DevMap, Expected, Fixture, HostTensor, Kernel, Launch, Reg,
-    Registered, Rng, TensorMap,
+    bf16_cases, float_cases, host, tolerance, with_extra, Case, DevMap, Expected, Fixture, HostTensor, Kernel, Launch,
+    Reg, Registered, Rng, TensorMap,
 };
 use crate::launch;
 
@@ -67,18 +67,12 @@ fn decode_case(
 ) -> (String, serde_json::Value) {
     let longest = lens.iter().copied().max().unwrap_or(0).max(1) as usize;
     let max_pages = longest.div_ceil(page) + 1;
-    let mut p = json!({
+    let p = json!({
         "batch": lens.len(), "sq": sq, "heads": heads, "latent": latent, "rope": rope, "page_size": page,
         "pages": lens.len() * max_pages + 3, "max_pages": max_pages, "scale": 1.0 / ((latent + rope) as f64).sqrt(),
         "fixture": {"lens": lens},
     });
-    for (k, v) in extra.as_object().into_iter().flatten() {
-        match k.strip_prefix("fixture.") {
-            Some(f) => p["fixture"][f] = v.clone(),
-            None => p[k] = v.clone(),
-        }
-    }
-    (label.to_string(), p)
+    (label.to_string(), with_extra(p, &extra))
 }
 
 impl Registered for MlaDecode {
@@ -385,16 +379,10 @@ impl Registered for MlaPrefill {
                     (l, r, page): (usize, usize, usize),
                     extra: serde_json::Value| {
             let max_pages = lens.iter().copied().max().unwrap_or(1).max(1).div_ceil(page) + 1;
-            let mut p = json!({"batch": lens.len(), "tokens": new.iter().sum::<usize>(), "heads": heads, "latent": l,
+            let p = json!({"batch": lens.len(), "tokens": new.iter().sum::<usize>(), "heads": heads, "latent": l,
                 "rope": r, "page_size": page, "pages": lens.len() * max_pages + 2, "max_pages": max_pages,
                 "scale": 1.0 / ((l + r) as f64).sqrt(), "fixture": {"lens": lens, "new": new}});
-            for (k, v) in extra.as_object().into_iter().flatten() {
-                match k.strip_prefix("fixture.") {
-                    Some(f) => p["fixture"][f] = v.clone(),
-                    None => p[k] = v.clone(),
-                }
-            }
-            (label.to_string(), p)
+            (label.to_string(), with_extra(p, &extra))
         };
         let rows = [
             case("new 3/5 of 10/5 (chunked, fresh) P4", &[3, 5], &[10, 5], 2, (64, 16, 4), json!({})),

@@ -11,7 +11,7 @@ use crate::dtype::DType;
 use crate::error::Result;
 use crate::harness::{
     as_f64, compare, compare_ints_with_ties, host, near_tie, random_view, strided_expected, strided_expected_in_place,
-    view_values, Comparison, Expected, HostTensor, Rng, TensorMap,
+    view_values, with_extra, Comparison, Expected, HostTensor, Rng, TensorMap,
 };
 use crate::layout::Rows;
 
@@ -134,7 +134,7 @@ pub(super) fn mlgru_expected(
 
 /// A scan case: `lens` (a fixture) sets tokens and max_len; `extra` adds params and fixtures.
 pub(super) fn scan_case<'a>(label: &'a str, lens: &[usize], d: usize, slots: usize, extra: Value) -> (&'a str, Value) {
-    let mut p = json!({
+    let p = json!({
         "seqs": lens.len(),
         "tokens": lens.iter().sum::<usize>().max(1),
         "max_len": lens.iter().copied().max().unwrap_or(1).max(1),
@@ -142,14 +142,7 @@ pub(super) fn scan_case<'a>(label: &'a str, lens: &[usize], d: usize, slots: usi
         "slots": slots,
         "fixture": {"lens": lens},
     });
-    for (k, v) in extra.as_object().into_iter().flatten() {
-        if let Some(flag) = k.strip_prefix("fixture.") {
-            p["fixture"][flag] = v.clone();
-        } else {
-            p[k] = v.clone();
-        }
-    }
-    (label, p)
+    (label, with_extra(p, &extra))
 }
 
 /// Weights of a BitLinear `[projections * n, k]` with its norm weights, under `prefix`.
