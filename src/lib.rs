@@ -59,6 +59,7 @@ pub mod error;
 pub mod harness;
 pub mod layout;
 pub mod mla;
+pub mod mom;
 pub mod plan;
 pub mod registry;
 pub mod sources;

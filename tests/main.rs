@@ -9,5 +9,6 @@ mod common;
 mod core_tests;
 mod harness_tests;
 mod mla_tests;
+mod mom_tests;
 mod ptx;
 mod ternary_tests;

@@ -84,8 +84,9 @@ impl std::fmt::Debug for WgpuBackend {
 }
 
 impl WgpuBackend {
-    /// The first high-performance adapter, with wgpu's default limits and no optional features:
-    /// every kernel runs within them.
+    /// The first high-performance adapter, with wgpu's default limits (except up to 16 storage
+    /// buffers per stage where the adapter offers them: the MoM conv and step shaders bind 10)
+    /// and no optional features.
     pub fn new() -> Result<Self> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
@@ -100,12 +101,20 @@ impl WgpuBackend {
         let info = adapter.get_info();
         // Kernels need no optional feature; GPU timestamps (for `bench`) are taken where offered.
         let timing = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("mllm-kernels"),
-            required_features: adapter.features() & timing,
-            required_limits: wgpu::Limits::default(),
-            ..Default::default()
-        }))
+        let (device, queue) = pollster::block_on(
+            adapter.request_device(&wgpu::DeviceDescriptor {
+                label: Some("mllm-kernels"),
+                required_features: adapter.features() & timing,
+                required_limits: wgpu::Limits {
+                    max_storage_buffers_per_shader_stage: adapter
+                        .limits()
+                        .max_storage_buffers_per_shader_stage
+                        .clamp(wgpu::Limits::default().max_storage_buffers_per_shader_stage, 16),
+                    ..wgpu::Limits::default()
+                },
+                ..Default::default()
+            }),
+        )
         .map_err(|e| Error::Wgpu(format!("request_device: {e}")))?;
         Ok(Self::from_device(device, queue, info))
     }
@@ -135,6 +144,18 @@ impl WgpuBackend {
             *d = Some(self.upload(&[0u8; 16])?);
         }
         d.clone().ok_or_else(|| Error::Wgpu("dummy buffer missing".into()))
+    }
+
+    /// An error naming `what` unless the device allows `n` storage buffers per shader stage.
+    pub(crate) fn require_storage_buffers(&self, n: u32, what: &str) -> Result<()> {
+        let have = self.device.limits().max_storage_buffers_per_shader_stage;
+        if have < n {
+            return Err(Error::InvalidParams(format!(
+                "{what} binds {n} storage buffers but the device allows {have}; create it with \
+                 max_storage_buffers_per_shader_stage >= {n}"
+            )));
+        }
+        Ok(())
     }
 
     pub(crate) fn max_binding(&self) -> u64 {

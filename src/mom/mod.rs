@@ -1,0 +1,221 @@
+//! Mixture-of-Memories linear attention (MoM, arXiv 2502.13685; fla's `MomAttention`).
+//!
+//! A router sends each token to its top-k of `M` memories; each memory runs the gated delta rule
+//! over its own tokens (its *stream*: a sequence's tokens routed to it, in time order), and the
+//! outputs are mixed back with the router's weights, plus an optional shared memory that sees
+//! every token. The kernels:
+//! - [`Route`]: softmax, top-k, renormalized weights;
+//! - [`Permute`] / [`Unpermute`]: the stable grouping of (token, choice) pairs into streams, and
+//!   the weighted sum back to token order;
+//! - [`ShortConv`]: gathers each stream's q, k, v through the causal short convolution (a conv
+//!   state per (memory, slot)) and its gates, for prefill;
+//! - [`GatedDeltaChunk`]: the chunked gated delta rule over variable-length streams, states in a
+//!   slot-indexed pool;
+//! - [`GatedDeltaStep`]: the decode step, fused: conv, gates, the k routed memories and the
+//!   shared one, and their weighted sum, in one launch;
+//! - [`GatedNorm`]: the output norm `rmsnorm(o) * w * silu(gate)` per head.
+//!
+//! Memories are numbered `0..M`, the shared memory `M`; `M' = M + shared`. A state pool holds
+//! `M' * slots` entries, memory `m` of slot `s` at entry `m * slots + s` (fla's `(e b)` order).
+//! The fused projection row `x [P]` of a token is `[q: H K | k: M' x H K | v: M' x H V |
+//! a: M' x H | b: M' x H]` (the raw `a` and `b` of `g = -exp(A_log) softplus(a + dt_bias)`
+//! and `beta = sigmoid(b)`); conv channels are `[q: H K | k: H K | v: H V]`.
+
+mod chunk;
+mod cuda;
+pub mod oracle;
+pub(crate) mod registry;
+mod route;
+mod step;
+pub(crate) mod uniforms;
+mod wgpu;
+
+pub use chunk::{GatedDeltaChunk, GatedDeltaChunkParams, ShortConv, ShortConvParams};
+pub use route::{GatedNorm, GatedNormParams, Permute, PermuteParams, Route, RouteParams, Unpermute, UnpermuteParams};
+pub use step::{GatedDeltaStep, GatedDeltaStepParams};
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::StatusBits;
+use crate::error::{invalid, Error, Result};
+use crate::layout::{dim, elements, slot_of};
+
+/// Largest head size: a column of the state lives in one thread's loop, q and k of a head in
+/// workgroup memory.
+pub const MAX_HEAD: usize = 256;
+/// Largest convolution width.
+pub const MAX_CONV: usize = 8;
+
+/// The recurrence each memory runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    /// The gated delta rule (MoM's default).
+    #[default]
+    Delta,
+    /// Scalar-gated linear attention, `S <- e^g S + k v^T` (beta unused).
+    Linear,
+}
+
+impl Rule {
+    pub(crate) fn oracle(self) -> oracle::Rule {
+        match self {
+            Rule::Delta => oracle::Rule::Delta,
+            Rule::Linear => oracle::Rule::Linear,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_conv() -> usize {
+    4
+}
+fn default_chunk() -> usize {
+    64
+}
+fn default_eps() -> f32 {
+    1e-6
+}
+
+/// The layer's geometry, shared by the kernels that read fused projection rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dims {
+    pub memories: usize,
+    pub topk: usize,
+    pub shared: bool,
+    pub heads: usize,
+    pub head_k: usize,
+    pub head_v: usize,
+    pub conv: usize,
+}
+
+impl Dims {
+    pub fn new(
+        memories: usize,
+        topk: usize,
+        shared: bool,
+        heads: usize,
+        head_k: usize,
+        head_v: usize,
+        conv: usize,
+    ) -> Result<Dims> {
+        routing(memories, topk)?;
+        heads_ok(heads, head_k, head_v)?;
+        if conv == 0 || conv > MAX_CONV {
+            return Err(invalid(format!("mom conv = {conv} must be in [1, {MAX_CONV}]")));
+        }
+        let d = Dims { memories, topk, shared, heads, head_k, head_v, conv };
+        elements("mom projection row", &[d.mems(), heads, 2 * head_k + head_v + 2])?;
+        Ok(d)
+    }
+    /// Memories with state: `M + shared`.
+    pub fn mems(&self) -> usize {
+        self.memories + usize::from(self.shared)
+    }
+    pub fn hk(&self) -> usize {
+        self.heads * self.head_k
+    }
+    pub fn hv(&self) -> usize {
+        self.heads * self.head_v
+    }
+    /// Conv channels of one memory: `[q | k | v]`.
+    pub fn channels(&self) -> usize {
+        2 * self.hk() + self.hv()
+    }
+    /// The fused projection row's width.
+    pub fn proj_width(&self) -> usize {
+        self.hk() + self.mems() * (self.hk() + self.hv() + 2 * self.heads)
+    }
+    /// The projection column feeding conv channel `c` of memory `m` (q is shared by all).
+    pub fn col(&self, m: usize, c: usize) -> usize {
+        let (hk, hv, mm) = (self.hk(), self.hv(), self.mems());
+        if c < hk {
+            c
+        } else if c < 2 * hk {
+            hk + m * hk + (c - hk)
+        } else {
+            hk + mm * hk + m * hv + (c - 2 * hk)
+        }
+    }
+    /// The projection column of `a` (or `b` when `beta`) for memory `m`, head `h`.
+    pub fn gate_col(&self, m: usize, h: usize, beta: bool) -> usize {
+        let base = self.hk() + self.mems() * (self.hk() + self.hv());
+        base + usize::from(beta) * self.mems() * self.heads + m * self.heads + h
+    }
+}
+
+fn routing(memories: usize, topk: usize) -> Result<()> {
+    if memories == 0 || memories > 64 {
+        return Err(invalid(format!("mom memories = {memories} must be in [1, 64]")));
+    }
+    if topk == 0 || topk > memories {
+        return Err(invalid(format!("mom topk = {topk} must be in [1, memories = {memories}]")));
+    }
+    Ok(())
+}
+
+fn heads_ok(heads: usize, head_k: usize, head_v: usize) -> Result<()> {
+    dim("mom heads", heads)?;
+    for (what, v) in [("head_k", head_k), ("head_v", head_v)] {
+        if v == 0 || v > MAX_HEAD || !v.is_multiple_of(8) {
+            return Err(invalid(format!("mom {what} = {v} must be a multiple of 8 up to {MAX_HEAD}")));
+        }
+    }
+    Ok(())
+}
+
+/// Host-side check of slot ids: each in `[0, slots)` and no two equal (an error names the row).
+pub(crate) fn check_slot_ids(ids: &[i32], rows: usize, slots: usize) -> Result<()> {
+    if ids.len() < rows {
+        return Err(Error::Shape { what: "slot_ids (elements, at least)".into(), expected: rows, got: ids.len() });
+    }
+    for b in 0..rows {
+        if let Err(bit) = slot_of(&ids[..rows], b, slots) {
+            let why = if bit == StatusBits::SLOT_REPEATED {
+                "is named by another sequence too".to_string()
+            } else {
+                format!("is outside the pool [0, {slots})")
+            };
+            return Err(Error::InvalidInput(format!("slot_ids[{b}] = {} {why}", ids[b])));
+        }
+    }
+    Ok(())
+}
+
+/// Host-side check of offsets `cu [n + 1]`: from 0, never decreasing, ending at most at `rows`
+/// (exactly at `rows` when `exact`).
+pub(crate) fn check_offsets(what: &str, cu: &[i32], n: usize, rows: usize, exact: bool) -> Result<()> {
+    if cu.len() < n + 1 {
+        return Err(Error::Shape { what: format!("{what} (elements, at least)"), expected: n + 1, got: cu.len() });
+    }
+    if cu[0] != 0 {
+        return Err(Error::InvalidInput(format!("{what}[0] = {}, must be 0", cu[0])));
+    }
+    for i in 0..n {
+        if cu[i + 1] < cu[i] {
+            return Err(Error::InvalidInput(format!("{what}[{}] = {} < {what}[{i}] = {}", i + 1, cu[i + 1], cu[i])));
+        }
+    }
+    let end = i64::from(cu[n]);
+    if end > rows as i64 || (exact && end != rows as i64) {
+        let want = if exact { "equal" } else { "be at most" };
+        return Err(Error::InvalidInput(format!("{what}[{n}] = {end} must {want} {rows}")));
+    }
+    Ok(())
+}
+
+/// `cu` as the kernels read it: valid offsets, or `None` (they raise `INDEX_OUT_OF_RANGE`).
+pub(crate) fn offsets(cu: &[i32], n: usize, rows: usize, exact: bool) -> Option<Vec<usize>> {
+    check_offsets("cu", cu, n, rows, exact).ok().map(|_| cu[..=n].iter().map(|&v| v as usize).collect())
+}
+
+/// Element `(i, c)` of a `[K, V]` state (or `[V, K]` with `v_first`, fla's layout).
+pub(crate) fn sidx(i: usize, c: usize, k: usize, v: usize, v_first: bool) -> usize {
+    if v_first {
+        c * k + i
+    } else {
+        i * v + c
+    }
+}

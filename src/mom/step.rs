@@ -1,0 +1,202 @@
+//! Decode: one token per sequence through its routed memories and the shared one, fused.
+
+use serde::{Deserialize, Serialize};
+
+use super::{check_slot_ids, default_conv, default_true, oracle, sidx, Dims, Rule};
+use crate::backend::{Status, StatusBits};
+use crate::dtype::{float_dtype, same_dtype, DType, Float};
+use crate::error::{invalid, Result};
+use crate::layout::{dim, elements, slot_of};
+use crate::plan::{Plan, TensorSpec};
+
+/// One decode step for `batch` sequences, one launch: for sequence `b`, each of its routed
+/// memories `idx [B, k]` and the shared memory (in that order) takes the projection row
+/// `x [B, P]` through the conv step (state `conv_state [M' * slots, C, W]`, f32), normalizes q
+/// and k, updates its state in `state [M' * slots, H, K, V]` at entry `m * slots +
+/// slot_ids[b]` in place, and reads `o_m = S^T q`; `o [B, H V] = sum_j weights[b, j] o_j +
+/// o_shared`. The conv outputs stay in f32 (the prefill path stores them in the input dtype).
+/// A slot outside the pool or named twice skips the sequence (`o` row 0, states untouched,
+/// `SLOT_OUT_OF_RANGE` / `SLOT_REPEATED`); a choice outside `[0, M)` or repeating an earlier
+/// one is skipped and raises `INDEX_OUT_OF_RANGE`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatedDeltaStepParams {
+    pub batch: usize,
+    pub memories: usize,
+    pub topk: usize,
+    #[serde(default = "default_true")]
+    pub shared: bool,
+    pub heads: usize,
+    pub head_k: usize,
+    pub head_v: usize,
+    #[serde(default = "default_conv")]
+    pub conv: usize,
+    pub slots: usize,
+    pub dtype: DType,
+    #[serde(default)]
+    pub rule: Rule,
+    #[serde(default)]
+    pub v_first: bool,
+    #[serde(default)]
+    pub scale: Option<f32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatedDeltaStep {
+    pub params: GatedDeltaStepParams,
+    pub dims: Dims,
+}
+
+impl GatedDeltaStep {
+    pub fn new(p: GatedDeltaStepParams) -> Result<Self> {
+        float_dtype(p.dtype)?;
+        dim("step batch", p.batch)?;
+        dim("step slots", p.slots)?;
+        let d = Dims::new(p.memories, p.topk, p.shared, p.heads, p.head_k, p.head_v, p.conv)?;
+        if let Some(s) = p.scale.filter(|s| !s.is_finite()) {
+            return Err(invalid(format!("step scale must be finite, got {s}")));
+        }
+        elements("step x", &[p.batch, d.proj_width()])?;
+        elements("step state", &[d.mems(), p.slots, p.heads, p.head_k, p.head_v])?;
+        elements("step conv_state", &[d.mems(), p.slots, d.channels(), p.conv])?;
+        Ok(Self { params: p, dims: d })
+    }
+    pub fn scale(&self) -> f32 {
+        self.params.scale.unwrap_or(1.0 / (self.params.head_k as f32).sqrt())
+    }
+
+    pub fn validate(&self, idx: &[i32], slot_ids: &[i32]) -> Result<()> {
+        let p = &self.params;
+        check_slot_ids(slot_ids, p.batch, p.slots)?;
+        for b in 0..p.batch {
+            if let Some(j) = (0..p.topk).find(|&j| oracle::choice(idx, b, j, p.topk, p.memories).is_none()) {
+                return Err(invalid(format!(
+                    "idx[{b}][{j}] = {} is outside [0, {}) or repeats an earlier choice",
+                    idx[b * p.topk + j],
+                    p.memories
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cpu<T: Float>(
+        &self,
+        x: &[T],
+        conv_w: &[T],
+        gate_params: &[f32],
+        idx: &[i32],
+        weights: &[f32],
+        slot_ids: &[i32],
+        state: &mut [f32],
+        conv_state: &mut [f32],
+        o: &mut [T],
+        status: &Status,
+    ) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        let lens = [("x", x.len()), ("conv_w", conv_w.len()), ("gate_params", gate_params.len()), ("idx", idx.len())];
+        let more = [("weights", weights.len()), ("slot_ids", slot_ids.len()), ("state", state.len())];
+        self.check_lens(&[&lens[..], &more[..], &[("conv_state", conv_state.len()), ("o", o.len())]].concat())?;
+        let (p, d) = (&self.params, &self.dims);
+        let (h_n, k_n, v_n, c_n, w_n) = (p.heads, p.head_k, p.head_v, d.channels(), p.conv);
+        let (hk, pw, scale) = (d.hk(), d.proj_width(), f64::from(self.scale()));
+        let mut bits = 0;
+        for b in 0..p.batch {
+            let orow = &mut o[b * d.hv()..(b + 1) * d.hv()];
+            orow.fill(T::from_f32(0.0));
+            let slot = match slot_of(&slot_ids[..p.batch], b, p.slots) {
+                Ok(s) => s,
+                Err(bit) => {
+                    bits |= bit;
+                    continue;
+                }
+            };
+            let xv = |col: usize| f64::from(x[b * pw + col].to_f32());
+            let mut acc = vec![0.0f64; d.hv()];
+            for j in 0..p.topk + usize::from(p.shared) {
+                let (m, wt) = if j < p.topk {
+                    match oracle::choice(idx, b, j, p.topk, p.memories) {
+                        Some(m) => (m, f64::from(weights[b * p.topk + j])),
+                        None => {
+                            bits |= StatusBits::INDEX_OUT_OF_RANGE;
+                            continue;
+                        }
+                    }
+                } else {
+                    (p.memories, 1.0)
+                };
+                let e = m * p.slots + slot;
+                let y: Vec<f64> = (0..c_n)
+                    .map(|c| {
+                        let st = &mut conv_state[(e * c_n + c) * w_n..(e * c_n + c + 1) * w_n];
+                        let mut win: Vec<f64> = st.iter().map(|&v| f64::from(v)).collect();
+                        let taps: Vec<f64> =
+                            conv_w[c * w_n..(c + 1) * w_n].iter().map(|v| f64::from(v.to_f32())).collect();
+                        let out = oracle::conv_step(&mut win, &taps, xv(d.col(m, c)));
+                        st.iter_mut().zip(&win).for_each(|(s, v)| *s = *v as f32);
+                        out
+                    })
+                    .collect();
+                for h in 0..h_n {
+                    let q: Vec<f64> = oracle::l2norm(&y[h * k_n..(h + 1) * k_n]).iter().map(|v| v * scale).collect();
+                    let k = oracle::l2norm(&y[hk + h * k_n..hk + (h + 1) * k_n]);
+                    let v = &y[2 * hk + h * v_n..2 * hk + (h + 1) * v_n];
+                    let (a_log, dt) = (f64::from(gate_params[h]), f64::from(gate_params[h_n + h]));
+                    let g = oracle::decay(xv(d.gate_col(m, h, false)), a_log, dt);
+                    let beta = oracle::sigmoid(xv(d.gate_col(m, h, true)));
+                    let base = (e * h_n + h) * k_n * v_n;
+                    let ent = &mut state[base..base + k_n * v_n];
+                    let mut st = vec![0.0; k_n * v_n];
+                    for i in 0..k_n {
+                        for c in 0..v_n {
+                            st[i * v_n + c] = f64::from(ent[sidx(i, c, k_n, v_n, p.v_first)]);
+                        }
+                    }
+                    let out = oracle::recur(&mut st, &q, &k, v, g, beta, p.rule.oracle());
+                    for i in 0..k_n {
+                        for c in 0..v_n {
+                            ent[sidx(i, c, k_n, v_n, p.v_first)] = st[i * v_n + c] as f32;
+                        }
+                    }
+                    for (c, val) in out.iter().enumerate() {
+                        acc[h * v_n + c] += wt * val;
+                    }
+                }
+            }
+            for (dst, v) in orow.iter_mut().zip(acc) {
+                *dst = T::from_f32(v as f32);
+            }
+        }
+        if bits != 0 {
+            status.raise(bits)?;
+        }
+        Ok(())
+    }
+}
+
+impl Plan for GatedDeltaStep {
+    type Params = GatedDeltaStepParams;
+    const NAME: &'static str = "gated_delta_step";
+    fn build(p: GatedDeltaStepParams) -> Result<Self> {
+        Self::new(p)
+    }
+    fn params(&self) -> &GatedDeltaStepParams {
+        &self.params
+    }
+    fn tensors(&self) -> Vec<TensorSpec> {
+        let (p, d) = (&self.params, &self.dims);
+        let entries = d.mems() * p.slots;
+        vec![
+            TensorSpec::input("x", p.dtype, p.batch * d.proj_width()),
+            TensorSpec::input("conv_w", p.dtype, d.channels() * p.conv),
+            TensorSpec::input("gate_params", DType::F32, 2 * p.heads),
+            TensorSpec::input("idx", DType::I32, p.batch * p.topk),
+            TensorSpec::input("weights", DType::F32, p.batch * p.topk),
+            TensorSpec::input("slot_ids", DType::I32, p.batch),
+            TensorSpec::in_out("state", DType::F32, entries * p.heads * p.head_k * p.head_v),
+            TensorSpec::in_out("conv_state", DType::F32, entries * d.channels() * p.conv),
+            TensorSpec::output("o", p.dtype, p.batch * d.hv()),
+        ]
+    }
+}

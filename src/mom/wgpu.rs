@@ -1,0 +1,287 @@
+//! wgpu dispatches for the MoM family (`shaders/mom_*.wgsl`). The conv and step shaders bind
+//! ten storage buffers, above wgpu's default of eight: [`WgpuBackend::new`] asks for up to 16
+//! where the adapter offers them, and an engine's own device must be created with at least 10.
+
+use super::uniforms::{
+    ChunkUniform, GatedNormUniform, PermuteUniform, RouteUniform, ShortConvUniform, StepUniform, UnpermuteUniform,
+};
+use super::{GatedDeltaChunk, GatedDeltaStep, GatedNorm, Permute, Route, Rule, ShortConv, Unpermute};
+use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
+use crate::backend::Status;
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+
+fn u32_of(what: &str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::InvalidParams(format!("mom {what} = {v} exceeds u32")))
+}
+
+fn status_buf<'a>(status: &'a Status, what: &str) -> Result<&'a wgpu::Buffer> {
+    match status {
+        Status::Wgpu(b) => Ok(b),
+        _ => Err(Error::InvalidParams(format!("{what}: the status word is not a wgpu one"))),
+    }
+}
+
+impl Route {
+    pub fn run_wgpu(
+        &self,
+        gpu: &WgpuBackend,
+        enc: &mut wgpu::CommandEncoder,
+        logits: WgpuTensor,
+        idx: WgpuTensor,
+        weights: WgpuTensor,
+        status: &Status,
+    ) -> Result<()> {
+        let (p, mb) = (&self.params, gpu.max_binding());
+        let u = RouteUniform {
+            tokens: u32_of("tokens", p.tokens)?,
+            memories: p.memories as u32,
+            topk: p.topk as u32,
+            logits_off: self.bind(&logits, "logits", mb)?,
+            idx_off: self.bind(&idx, "idx", mb)?,
+            w_off: self.bind(&weights, "weights", mb)?,
+        };
+        let bufs = [logits.buffer, idx.buffer, weights.buffer, status_buf(status, "route")?];
+        gpu.dispatch(enc, &format!("mom_route_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, u.tokens.div_ceil(64))
+    }
+}
+
+impl Permute {
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_wgpu(
+        &self,
+        gpu: &WgpuBackend,
+        enc: &mut wgpu::CommandEncoder,
+        idx: WgpuTensor,
+        cu_seqlens: WgpuTensor,
+        order: WgpuTensor,
+        inverse: WgpuTensor,
+        cu_mem: WgpuTensor,
+        counts: WgpuTensor,
+        status: &Status,
+    ) -> Result<()> {
+        let (p, mb) = (&self.params, gpu.max_binding());
+        let u = PermuteUniform {
+            tokens: u32_of("tokens", p.tokens)?,
+            seqs: u32_of("seqs", p.seqs)?,
+            memories: p.memories as u32,
+            topk: p.topk as u32,
+            has_shared: u32::from(p.shared),
+            groups: u32_of("streams", self.streams())?,
+            idx_off: self.bind(&idx, "idx", mb)?,
+            cu_off: self.bind(&cu_seqlens, "cu_seqlens", mb)?,
+            order_off: self.bind(&order, "order", mb)?,
+            inv_off: self.bind(&inverse, "inverse", mb)?,
+            cu_mem_off: self.bind(&cu_mem, "cu_mem", mb)?,
+            counts_off: self.bind(&counts, "counts", mb)?,
+        };
+        let st = status_buf(status, "permute")?;
+        let bytes = bytemuck::bytes_of(&u);
+        gpu.dispatch(
+            enc,
+            "mom_permute_count",
+            bytes,
+            &[idx.buffer, cu_seqlens.buffer, counts.buffer, inverse.buffer, st],
+            u.groups,
+        )?;
+        let bufs = [idx.buffer, cu_seqlens.buffer, counts.buffer, order.buffer, inverse.buffer, cu_mem.buffer];
+        gpu.dispatch(enc, "mom_permute_place", bytes, &bufs, u.groups)
+    }
+}
+
+impl Unpermute {
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_wgpu(
+        &self,
+        gpu: &WgpuBackend,
+        enc: &mut wgpu::CommandEncoder,
+        y: WgpuTensor,
+        inverse: WgpuTensor,
+        weights: WgpuTensor,
+        out: WgpuTensor,
+        status: &Status,
+    ) -> Result<()> {
+        let (p, mb) = (&self.params, gpu.max_binding());
+        let u = UnpermuteUniform {
+            tokens: u32_of("tokens", p.tokens)?,
+            topk: p.topk as u32,
+            n: (p.topk + usize::from(p.shared)) as u32,
+            width: u32_of("width", p.width)?,
+            rows: u32_of("rows", p.rows)?,
+            y_off: self.bind(&y, "y", mb)?,
+            inv_off: self.bind(&inverse, "inverse", mb)?,
+            w_off: self.bind(&weights, "weights", mb)?,
+            out_off: self.bind(&out, "out", mb)?,
+        };
+        let bufs = [y.buffer, inverse.buffer, weights.buffer, out.buffer, status_buf(status, "unpermute")?];
+        gpu.dispatch(enc, &format!("mom_unpermute_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, u.tokens)
+    }
+}
+
+impl ShortConv {
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_wgpu(
+        &self,
+        gpu: &WgpuBackend,
+        enc: &mut wgpu::CommandEncoder,
+        x: WgpuTensor,
+        order: WgpuTensor,
+        cu_mem: WgpuTensor,
+        slot_ids: WgpuTensor,
+        conv_w: WgpuTensor,
+        gate_params: WgpuTensor,
+        conv_state: WgpuTensor,
+        qkv: WgpuTensor,
+        gb: WgpuTensor,
+        status: &Status,
+    ) -> Result<()> {
+        gpu.require_storage_buffers(10, "mom short_conv")?;
+        let (p, d, mb) = (&self.params, &self.dims, gpu.max_binding());
+        let u = ShortConvUniform {
+            tokens: u32_of("tokens", p.tokens)?,
+            seqs: u32_of("seqs", p.seqs)?,
+            mems: d.mems() as u32,
+            heads: u32_of("heads", p.heads)?,
+            head_k: p.head_k as u32,
+            head_v: p.head_v as u32,
+            conv: p.conv as u32,
+            slots: u32_of("slots", p.slots)?,
+            rows: u32_of("rows", self.rows())?,
+            streams: u32_of("streams", self.streams())?,
+            pw: u32_of("projection width", d.proj_width())?,
+            chan: u32_of("channels", d.channels())?,
+            x_off: self.bind(&x, "x", mb)?,
+            order_off: self.bind(&order, "order", mb)?,
+            cu_off: self.bind(&cu_mem, "cu_mem", mb)?,
+            slot_off: self.bind(&slot_ids, "slot_ids", mb)?,
+            cw_off: self.bind(&conv_w, "conv_w", mb)?,
+            gp_off: self.bind(&gate_params, "gate_params", mb)?,
+            cs_off: self.bind(&conv_state, "conv_state", mb)?,
+            qkv_off: self.bind(&qkv, "qkv", mb)?,
+            gb_off: self.bind(&gb, "gb", mb)?,
+        };
+        let groups = u32_of("workgroups", (d.channels() + 2 * p.heads).div_ceil(64) * self.streams())?;
+        let bufs = [x.buffer, order.buffer, cu_mem.buffer, slot_ids.buffer, conv_w.buffer, gate_params.buffer];
+        let bufs = [&bufs[..], &[conv_state.buffer, qkv.buffer, gb.buffer, status_buf(status, "short_conv")?]].concat();
+        gpu.dispatch(enc, &format!("mom_short_conv_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, groups)
+    }
+}
+
+impl GatedDeltaChunk {
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_wgpu(
+        &self,
+        gpu: &WgpuBackend,
+        enc: &mut wgpu::CommandEncoder,
+        qkv: WgpuTensor,
+        gb: WgpuTensor,
+        cu: WgpuTensor,
+        slot_ids: WgpuTensor,
+        state: WgpuTensor,
+        o: WgpuTensor,
+        status: &Status,
+    ) -> Result<()> {
+        let (p, mb) = (&self.params, gpu.max_binding());
+        let vtiles = p.head_v.div_ceil(64);
+        let u = ChunkUniform {
+            streams: u32_of("streams", p.streams)?,
+            seqs: u32_of("seqs", p.seqs)?,
+            rows: u32_of("rows", p.rows)?,
+            heads: u32_of("heads", p.heads)?,
+            head_k: p.head_k as u32,
+            head_v: p.head_v as u32,
+            slots: u32_of("slots", p.slots)?,
+            chunk: p.chunk as u32,
+            rule: u32::from(p.rule == Rule::Linear),
+            v_first: u32::from(p.v_first),
+            scale: self.scale(),
+            vtiles: vtiles as u32,
+            qkv_off: self.bind(&qkv, "qkv", mb)?,
+            gb_off: self.bind(&gb, "gb", mb)?,
+            cu_off: self.bind(&cu, "cu", mb)?,
+            slot_off: self.bind(&slot_ids, "slot_ids", mb)?,
+            st_off: self.bind(&state, "state", mb)?,
+            o_off: self.bind(&o, "o", mb)?,
+        };
+        let groups = u32_of("workgroups", vtiles * p.heads * p.streams)?;
+        let st = status_buf(status, "gated_delta_chunk")?;
+        let bufs = [qkv.buffer, gb.buffer, cu.buffer, slot_ids.buffer, state.buffer, o.buffer, st];
+        gpu.dispatch(enc, &format!("mom_chunk_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, groups)
+    }
+}
+
+impl GatedDeltaStep {
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_wgpu(
+        &self,
+        gpu: &WgpuBackend,
+        enc: &mut wgpu::CommandEncoder,
+        x: WgpuTensor,
+        conv_w: WgpuTensor,
+        gate_params: WgpuTensor,
+        idx: WgpuTensor,
+        weights: WgpuTensor,
+        slot_ids: WgpuTensor,
+        state: WgpuTensor,
+        conv_state: WgpuTensor,
+        o: WgpuTensor,
+        status: &Status,
+    ) -> Result<()> {
+        gpu.require_storage_buffers(10, "mom gated_delta_step")?;
+        let (p, d, mb) = (&self.params, &self.dims, gpu.max_binding());
+        let u = StepUniform {
+            batch: u32_of("batch", p.batch)?,
+            memories: p.memories as u32,
+            topk: p.topk as u32,
+            has_shared: u32::from(p.shared),
+            heads: u32_of("heads", p.heads)?,
+            head_k: p.head_k as u32,
+            head_v: p.head_v as u32,
+            conv: p.conv as u32,
+            slots: u32_of("slots", p.slots)?,
+            rule: u32::from(p.rule == Rule::Linear),
+            v_first: u32::from(p.v_first),
+            scale: self.scale(),
+            pw: u32_of("projection width", d.proj_width())?,
+            x_off: self.bind(&x, "x", mb)?,
+            cw_off: self.bind(&conv_w, "conv_w", mb)?,
+            gp_off: self.bind(&gate_params, "gate_params", mb)?,
+            idx_off: self.bind(&idx, "idx", mb)?,
+            w_off: self.bind(&weights, "weights", mb)?,
+            slot_off: self.bind(&slot_ids, "slot_ids", mb)?,
+            st_off: self.bind(&state, "state", mb)?,
+            cs_off: self.bind(&conv_state, "conv_state", mb)?,
+            o_off: self.bind(&o, "o", mb)?,
+        };
+        let groups = u32_of("workgroups", p.heads * p.batch)?;
+        let bufs = [x.buffer, conv_w.buffer, gate_params.buffer, idx.buffer, weights.buffer, slot_ids.buffer];
+        let bufs =
+            [&bufs[..], &[state.buffer, conv_state.buffer, o.buffer, status_buf(status, "gated_delta_step")?]].concat();
+        gpu.dispatch(enc, &format!("mom_step_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, groups)
+    }
+}
+
+impl GatedNorm {
+    pub fn run_wgpu(
+        &self,
+        gpu: &WgpuBackend,
+        enc: &mut wgpu::CommandEncoder,
+        o: WgpuTensor,
+        gate: WgpuTensor,
+        w: WgpuTensor,
+        y: WgpuTensor,
+    ) -> Result<()> {
+        let (p, mb) = (&self.params, gpu.max_binding());
+        let u = GatedNormUniform {
+            rows: u32_of("rows", p.tokens * p.heads)?,
+            head_v: p.head_v as u32,
+            eps: p.eps,
+            o_off: self.bind(&o, "o", mb)?,
+            gate_off: self.bind(&gate, "gate", mb)?,
+            w_off: self.bind(&w, "w", mb)?,
+            y_off: self.bind(&y, "y", mb)?,
+        };
+        let bufs = [o.buffer, gate.buffer, w.buffer, y.buffer];
+        gpu.dispatch(enc, &format!("mom_gated_norm_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, u.rows)
+    }
+}
