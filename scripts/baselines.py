@@ -153,6 +153,54 @@ def main():
                 print(f"baselines: mla {name} B{bb} H{hh}: {err}", file=sys.stderr)
         del cache
 
+    # mom: the decode step as the reference layer's recurrent form in PyTorch (B sequences x
+    # (top-2 + shared) memories, H 4, K = V = 256, f32 states), and fla's Triton kernels where
+    # its pure-Python package is installed (fused_recurrent for the step, chunk for prefill).
+    hh, kd, vd = 4, 256, 256
+    for bb in [1, 64, 256]:
+        n = bb * 3
+        st = torch.randn(n, hh, kd, vd, device=dev)
+        q = torch.nn.functional.normalize(torch.randn(n, hh, kd, device=dev), dim=-1) * kd ** -0.5
+        k = torch.nn.functional.normalize(torch.randn(n, hh, kd, device=dev), dim=-1)
+        v = torch.randn(n, hh, vd, device=dev)
+        g = -torch.rand(n, hh, device=dev)
+        beta = torch.rand(n, hh, device=dev)
+        nbytes = 2 * st.numel() * 4
+
+        def recurrent(i):
+            s = st * g.exp()[..., None, None]
+            u = beta[..., None] * (v - torch.einsum("nhkv,nhk->nhv", s, k))
+            s = s + k[..., :, None] * u[..., None, :]
+            st.copy_(s)
+            return torch.einsum("nhkv,nhk->nhv", s, q)
+
+        us = timed(recurrent, args.iters)
+        record("mom.gated_delta_step (torch recurrent)", f"B{bb} M4 top2 H4 K256 V256", "f32 state", us, nbytes, 6.0 * n * hh * kd * vd)
+        try:
+            from fla.ops.gated_delta_rule import fused_recurrent_gated_delta_rule
+            qb, kb, vb = (x.bfloat16().view(1, n, hh, -1) for x in (q, k, v))
+            fn = lambda i: fused_recurrent_gated_delta_rule(qb, kb, vb, g.view(1, n, hh), beta.bfloat16().view(1, n, hh),
+                                                            initial_state=st.transpose(-1, -2).contiguous(),
+                                                            output_final_state=True, cu_seqlens=torch.arange(n + 1, device=dev))
+            us = timed(fn, args.iters)
+            record("mom.gated_delta_step (fla fused_recurrent)", f"B{bb} M4 top2 H4 K256 V256", "bf16", us, nbytes, 6.0 * n * hh * kd * vd)
+        except Exception as err:  # fla not installed, or its API moved
+            print(f"baselines: fla fused_recurrent B{bb}: {err}", file=sys.stderr)
+        del st
+    for tt in [2048, 8192, 32768]:
+        try:
+            from fla.ops.gated_delta_rule import chunk_gated_delta_rule
+            q, k, v = (torch.randn(1, tt, hh, kd, dtype=torch.bfloat16, device=dev) for _ in range(3))
+            g = -torch.rand(1, tt, hh, device=dev)
+            beta = torch.rand(1, tt, hh, dtype=torch.bfloat16, device=dev)
+            fn = lambda i: chunk_gated_delta_rule(q, k, v, g, beta, use_qk_l2norm_in_kernel=True)
+            us = timed(fn, max(5, args.iters // 5))
+            nbytes = 2 * (3 * q.numel() + 2 * g.numel())
+            record("mom.gated_delta_chunk (fla chunk)", f"T{tt} H4 K256 V256", "bf16", us, nbytes, 6.0 * tt * hh * kd * vd)
+        except Exception as err:
+            print(f"baselines: fla chunk T{tt}: {err}", file=sys.stderr)
+            break
+
     out = {"device": props.name, "l2_bytes": l2, "copy_gbps": copy_gbps, "rows": rows}
     if args.json:
         with open(args.json, "w") as fh:
