@@ -353,8 +353,10 @@ __device__ void mom_chunk(const T* qkv, const float* gb, const int* cu, const in
         return;
     }
     const unsigned fault = mom_slot_fault(slot_ids, s % seqs, seqs, slots);
-    if (fault) {
+    if (fault) {  // the stream's outputs are 0, its pool entry untouched
         if (tid == 0) raise_status(status, fault);
+        if (active)
+            for (int r = cu[s]; r < cu[s + 1]; ++r) o[(i64)r * H * V + (i64)h * V + c] = from_f32<T>(0.f);
         return;
     }
     const i64 e = (i64)(s / seqs) * slots + slot_ids[s % seqs];
@@ -439,6 +441,92 @@ __device__ void mom_chunk(const T* qkv, const float* gb, const int* cu, const in
     }
 }
 
+// Transport (sequence pieces). grid (ceil(K / 64), H, streams), 64 threads: thread c keeps
+// column c of P in the stream's `trans` entry, from I; per row: kp = k.P[:,c],
+// P[:,c] = e^g (P[:,c] - beta k kp) (no beta term for the linear rule), qt = q.P[:,c].
+template <typename T>
+__device__ void mom_transport(const T* qkv, const float* gb, const int* cu, const int* slot_ids, float* trans, T* qt,
+                              unsigned* status, int seqs, int rows, int H, int K, int V, int slots, int rule,
+                              float scale) {
+    __shared__ float qs[256], ks[256];
+    const int h = blockIdx.y, s = blockIdx.z, streams = gridDim.z, tid = threadIdx.x;
+    const int c = blockIdx.x * 64 + tid, HK = H * K, W = 2 * HK + H * V;
+    const bool live = c < K;
+    if (!mom_offsets_ok(cu, streams, rows, false)) {
+        if (tid == 0) raise_status(status, ST_INDEX_OUT_OF_RANGE);
+        return;
+    }
+    const unsigned fault = mom_slot_fault(slot_ids, s % seqs, seqs, slots);
+    if (fault) {
+        if (tid == 0) raise_status(status, fault);
+        return;
+    }
+    const i64 e = (i64)(s / seqs) * slots + slot_ids[s % seqs];
+    float* P = trans + (e * H + h) * (i64)K * K;
+    if (live)
+        for (int i = 0; i < K; ++i) P[(i64)i * K + c] = i == c ? 1.f : 0.f;
+    for (int r = cu[s]; r < cu[s + 1]; ++r) {
+        const T* row = qkv + (i64)r * W;
+        float sq = 0.f, sk = 0.f;
+        for (int i = tid; i < K; i += blockDim.x) {
+            const float a = to_f32(row[h * K + i]), b = to_f32(row[HK + h * K + i]);
+            qs[i] = a, ks[i] = b;
+            sq += a * a, sk += b * b;
+        }
+        const float rq = scale * rsqrtf(block_sum(sq) + 1e-6f);  // block_sum also publishes qs, ks
+        const float rk = rsqrtf(block_sum(sk) + 1e-6f);
+        const float eg = __expf(gb[(i64)r * 2 * H + h]), beta = gb[(i64)r * 2 * H + H + h];
+        if (live) {
+            float kp = 0.f;
+            for (int i = 0; i < K; ++i) kp += ks[i] * rk * P[(i64)i * K + c];
+            float acc = 0.f;
+            for (int i = 0; i < K; ++i) {
+                const float v = eg * (P[(i64)i * K + c] - (rule == 0 ? beta * ks[i] * rk * kp : 0.f));
+                P[(i64)i * K + c] = v;
+                acc += qs[i] * rq * v;
+            }
+            qt[(i64)r * HK + h * K + c] = from_f32<T>(acc);
+        }
+        __syncthreads();  // qs, ks are rewritten for the next row
+    }
+}
+
+// Apply an incoming state. grid (ceil(V / 64), H, streams), 64 threads: thread c owns column c
+// of the stream's entry: S[:,c] += P S_in[:,c], then o[r, c] += qt_r . S_in[:,c] for its rows.
+template <typename T>
+__device__ void mom_apply_state(const float* s_in, const float* trans, const T* qt, const int* cu, const int* slot_ids,
+                                float* state, T* o, unsigned* status, int seqs, int rows, int H, int K, int V,
+                                int slots, int v_first) {
+    const int h = blockIdx.y, s = blockIdx.z, streams = gridDim.z, tid = threadIdx.x;
+    const int c = blockIdx.x * 64 + tid;
+    if (!mom_offsets_ok(cu, streams, rows, false)) {
+        if (tid == 0) raise_status(status, ST_INDEX_OUT_OF_RANGE);
+        return;
+    }
+    const unsigned fault = mom_slot_fault(slot_ids, s % seqs, seqs, slots);
+    if (fault) {
+        if (tid == 0) raise_status(status, fault);
+        return;
+    }
+    if (c >= V) return;
+    const i64 e = (i64)(s / seqs) * slots + slot_ids[s % seqs];
+    const float* Sin = s_in + ((i64)s * H + h) * K * V;
+    const float* P = trans + (e * H + h) * (i64)K * K;
+    float* S = state + (e * H + h) * (i64)K * V;
+    for (int i = 0; i < K; ++i) {
+        float acc = S[mom_sidx(i, c, K, V, v_first)];
+        for (int j = 0; j < K; ++j) acc += P[(i64)i * K + j] * Sin[mom_sidx(j, c, K, V, v_first)];
+        S[mom_sidx(i, c, K, V, v_first)] = acc;
+    }
+    for (int r = cu[s]; r < cu[s + 1]; ++r) {
+        const T* q = qt + (i64)r * H * K + (i64)h * K;
+        float acc = 0.f;
+        for (int j = 0; j < K; ++j) acc += to_f32(q[j]) * Sin[mom_sidx(j, c, K, V, v_first)];
+        T* d = o + (i64)r * H * V + (i64)h * V + c;
+        *d = from_f32<T>(to_f32(*d) + acc);
+    }
+}
+
 // Gated output norm per head: one block per (token, head) row of V values.
 template <typename T>
 __device__ void mom_gated_norm(const T* o, const T* gate, const T* w, T* y, int rows, int V, float eps) {
@@ -493,6 +581,16 @@ extern "C" __global__ void __launch_bounds__(256)
         int seqs, int rows, int H, int K, int V, int slots, int chunk, int rule, int v_first, float scale) {      \
         mom_chunk<T>(qkv, gb, cu, slot_ids, state, o, status, seqs, rows, H, K, V, slots, chunk, rule, v_first,   \
                      scale);                                                                                      \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(64) mom_transport_##SUF(                                         \
+        const T* qkv, const float* gb, const int* cu, const int* slot_ids, float* trans, T* qt, unsigned* status, \
+        int seqs, int rows, int H, int K, int V, int slots, int rule, float scale) {                             \
+        mom_transport<T>(qkv, gb, cu, slot_ids, trans, qt, status, seqs, rows, H, K, V, slots, rule, scale);      \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(64) mom_apply_state_##SUF(                                       \
+        const float* s_in, const float* trans, const T* qt, const int* cu, const int* slot_ids, float* state,     \
+        T* o, unsigned* status, int seqs, int rows, int H, int K, int V, int slots, int v_first) {               \
+        mom_apply_state<T>(s_in, trans, qt, cu, slot_ids, state, o, status, seqs, rows, H, K, V, slots, v_first); \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(128)                                                             \
         mom_gated_norm_##SUF(const T* o, const T* gate, const T* w, T* y, int rows, int V, float eps) {           \

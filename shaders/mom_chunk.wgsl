@@ -46,6 +46,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let w = 2u * hk + p.heads * p.head_v;
     if (tid == 0u) {
         fault_w = 0u;
+        r0_w = 0u;
+        r1_w = 0u;
         if (!offsets_ok()) {
             fault_w = ST_INDEX_OUT_OF_RANGE;
         } else {
@@ -57,9 +59,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if (fault_w != 0u) { atomicOr(&status[0], fault_w); }
     }
     let fault = workgroupUniformLoad(&fault_w);
-    if (fault != 0u) { return; }
     let rs = workgroupUniformLoad(&r0_w);
     let re = workgroupUniformLoad(&r1_w);
+    if (fault != 0u) {
+        // A bad or shared slot: the stream's outputs are 0, its pool entry untouched (rows
+        // are 0..0 when cu itself is bad).
+        if (live) {
+            for (var r = rs; r < re; r++) {
+                let oe = p.o_off + r * p.heads * p.head_v + h * p.head_v + c;
+                stw_o(oe / EPW, 1u << (oe % EPW), 0.0, 0.0);
+            }
+        }
+        return;
+    }
     let e = workgroupUniformLoad(&e_w);
     let sbase = p.st_off + (e * p.heads + h) * p.head_k * p.head_v;
     let ch = min(p.chunk, CT);

@@ -266,3 +266,81 @@ fn bad_shapes_and_buffers_are_errors() {
     assert!(plan.validate(&[0, 2, 4, 6, 8], &[0, 2]).is_err(), "slot outside the pool");
     assert_eq!(plan.tensors().len(), 6);
 }
+
+/// One sequence cut into 2 and 4 pieces: each piece runs from a zero state (`gated_delta_chunk`
+/// on a zeroed pool) with its transition (`transport`); the host chains the incoming states
+/// `S_in(j+1) = P_j S_in(j) + S0_j` (what an all-gather across GPUs would exchange) and
+/// `apply_state` adds them: outputs and the final state equal one pass.
+#[test]
+fn a_sequence_in_pieces_equals_one_pass_on_every_backend() {
+    let (t, h, kd, vd) = (130usize, 2usize, 16usize, 24usize);
+    let w = h * (2 * kd + vd);
+    let mut rng = Rng::new(11);
+    let qkv = rng.normals(t * w, 1.0);
+    let gb: Vec<f64> = (0..t)
+        .flat_map(|_| [-rng.range(0.0, 0.5), -rng.range(0.0, 0.5), rng.range(0.0, 1.0), rng.range(0.0, 1.0)])
+        .collect();
+    let s0 = rng.normals(h * kd * vd, 0.5);
+    let piece = |n: usize| {
+        json!({"streams": n, "seqs": n, "rows": t, "heads": h, "head_k": kd, "head_v": vd,
+        "slots": n, "dtype": "f32"})
+    };
+    for b in backends() {
+        let mut i = TensorMap::new();
+        i.insert("qkv".into(), f32s(&qkv));
+        i.insert("gb".into(), f32s(&gb));
+        i.insert("cu".into(), i32s(&[0, t as i32]));
+        i.insert("slot_ids".into(), i32s(&[0]));
+        i.insert("state".into(), f32s(&s0));
+        let full = run("mom.gated_delta_chunk", &b, &piece(1), &i);
+        for cu in [vec![0i32, 61, 130], vec![0, 1, 64, 65, 130]] {
+            let n = cu.len() - 1;
+            let ids: Vec<i32> = (0..n as i32).collect();
+            let mut i = TensorMap::new();
+            i.insert("qkv".into(), f32s(&qkv));
+            i.insert("gb".into(), f32s(&gb));
+            i.insert("cu".into(), i32s(&cu));
+            i.insert("slot_ids".into(), i32s(&ids));
+            i.insert("state".into(), f32s(&vec![0.0; n * h * kd * vd]));
+            let zero = run("mom.gated_delta_chunk", &b, &piece(n), &i);
+            i.remove("state");
+            i.insert("trans".into(), f32s(&vec![0.0; n * h * kd * kd]));
+            let tr = run("mom.transport", &b, &piece(n), &i);
+            let (sig, pm) = (zero["state"].to_f64(), tr["trans"].to_f64());
+            // S_in(0) = s0; S_in(j+1) = P_j S_in(j) + S0_j, per head.
+            let mut s_in = s0.clone();
+            for j in 0..n - 1 {
+                let mut next = vec![0.0; h * kd * vd];
+                for hh in 0..h {
+                    for a in 0..kd {
+                        for c in 0..vd {
+                            let e = (j * h + hh) * kd * vd + a * vd + c;
+                            next[hh * kd * vd + a * vd + c] = sig[e]
+                                + (0..kd)
+                                    .map(|x| {
+                                        pm[(j * h + hh) * kd * kd + a * kd + x]
+                                            * s_in[j * h * kd * vd + hh * kd * vd + x * vd + c]
+                                    })
+                                    .sum::<f64>();
+                        }
+                    }
+                }
+                s_in.extend(next);
+            }
+            let mut a = TensorMap::new();
+            a.insert("s_in".into(), f32s(&s_in));
+            a.insert("trans".into(), tr["trans"].clone());
+            a.insert("qt".into(), tr["qt"].clone());
+            a.insert("cu".into(), i32s(&cu));
+            a.insert("slot_ids".into(), i32s(&ids));
+            a.insert("state".into(), zero["state"].clone());
+            a.insert("o".into(), zero["o"].clone());
+            let got = run("mom.apply_state", &b, &piece(n), &a);
+            let (o, want) = (got["o"].to_f64(), full["o"].to_f64());
+            assert!(rel(&o, &want) < 1e-4, "{} {n} pieces: o rel L2 {:.2e}", b.describe(), rel(&o, &want));
+            let last = &got["state"].to_f64()[(n - 1) * h * kd * vd..];
+            let sw = full["state"].to_f64();
+            assert!(rel(last, &sw) < 1e-4, "{} {n} pieces: final state rel L2 {:.2e}", b.describe(), rel(last, &sw));
+        }
+    }
+}

@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    check_offsets, check_slot_ids, default_chunk, default_conv, default_true, heads_ok, offsets, oracle, sidx, Dims,
-    Rule,
+    check_offsets, check_slot_ids, conv_channel, default_chunk, default_conv, default_true, heads_ok, load_state,
+    offsets, oracle, store_state, Dims, Rule,
 };
 use crate::backend::{Status, StatusBits};
 use crate::dtype::{float_dtype, same_dtype, DType, Float};
@@ -117,10 +117,7 @@ impl ShortConv {
                 let xv = |col: usize| t.map_or(0.0, |t| f64::from(x[t * pw + col].to_f32()));
                 for c in 0..c_n {
                     let st = &mut conv_state[(e * c_n + c) * w_n..(e * c_n + c + 1) * w_n];
-                    let mut win: Vec<f64> = st.iter().map(|&v| f64::from(v)).collect();
-                    let taps: Vec<f64> = conv_w[c * w_n..(c + 1) * w_n].iter().map(|v| f64::from(v.to_f32())).collect();
-                    let y = oracle::conv_step(&mut win, &taps, xv(d.col(m, c)));
-                    st.iter_mut().zip(&win).for_each(|(s, v)| *s = *v as f32);
+                    let y = conv_channel(st, &conv_w[c * w_n..(c + 1) * w_n], xv(d.col(m, c)));
                     qkv[r * c_n + c] = T::from_f32(y as f32);
                 }
                 for h in 0..h_n {
@@ -170,8 +167,8 @@ impl Plan for ShortConv {
 /// `1/sqrt(K)`). Within a chunk of `chunk` rows the recurrence is solved as a triangular
 /// system, so the result equals [`GatedDeltaStep`](super::GatedDeltaStep) token by token.
 /// `o [R, H V]`: rows outside every stream stay unwritten. A stream whose slot is bad or shared
-/// is skipped (rows unwritten, entry untouched) and raises its status bit; bad `cu` skips all
-/// and raises `INDEX_OUT_OF_RANGE`.
+/// is skipped (its rows 0, its entry untouched) and raises its status bit; bad `cu` skips all
+/// (nothing written) and raises `INDEX_OUT_OF_RANGE`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatedDeltaChunkParams {
@@ -259,6 +256,7 @@ impl GatedDeltaChunk {
                 Ok(v) => v,
                 Err(bit) => {
                     bits |= bit;
+                    o[cu[s] * h_n * v_n..cu[s + 1] * h_n * v_n].fill(T::from_f32(0.0));
                     continue;
                 }
             };
@@ -266,12 +264,7 @@ impl GatedDeltaChunk {
             for h in 0..h_n {
                 let base = (e * h_n + h) * k_n * v_n;
                 let ent = &mut state[base..base + k_n * v_n];
-                let mut st = vec![0.0; k_n * v_n];
-                for i in 0..k_n {
-                    for c in 0..v_n {
-                        st[i * v_n + c] = f64::from(ent[sidx(i, c, k_n, v_n, p.v_first)]);
-                    }
-                }
+                let mut st = load_state(ent, k_n, v_n, p.v_first);
                 for r in cu[s]..cu[s + 1] {
                     let row: Vec<f64> = qkv[r * w..(r + 1) * w].iter().map(|v| f64::from(v.to_f32())).collect();
                     let q: Vec<f64> = oracle::l2norm(&row[h * k_n..(h + 1) * k_n]).iter().map(|v| v * scale).collect();
@@ -283,11 +276,7 @@ impl GatedDeltaChunk {
                         o[r * h_n * v_n + h * v_n + c] = T::from_f32(*val as f32);
                     }
                 }
-                for i in 0..k_n {
-                    for c in 0..v_n {
-                        ent[sidx(i, c, k_n, v_n, p.v_first)] = st[i * v_n + c] as f32;
-                    }
-                }
+                store_state(ent, &st, k_n, v_n, p.v_first);
             }
         }
         if bits != 0 {

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 
-use super::{GatedDeltaChunk, GatedDeltaStep, GatedNorm, Permute, Route, Rule, ShortConv, Unpermute};
+use super::{
+    ApplyState, GatedDeltaChunk, GatedDeltaStep, GatedNorm, Permute, Route, Rule, ShortConv, Transport, Unpermute,
+};
 use crate::backend::cuda::{cuda_err, CudaBackend, CudaFloat};
 use crate::backend::Status;
 use crate::dtype::same_dtype;
@@ -336,6 +338,106 @@ impl GatedNorm {
         b.arg(&op).arg(&gp).arg(&wp).arg(&yp).arg(&nrows).arg(&v).arg(&p.eps);
         let cfg = LaunchConfig { grid_dim: grid, block_dim: (128, 1, 1), shared_mem_bytes: 0 };
         // SAFETY: matches mom_gated_norm_<dtype>; blocks past tokens * heads rows return, and every length was checked against the tensor list.
+        unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+        Ok(())
+    }
+}
+
+impl Transport {
+    /// One launch: a block per (64 columns of P, head, stream).
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cuda<T: CudaFloat>(
+        &self,
+        cuda: &CudaBackend,
+        stream: &Arc<CudaStream>,
+        qkv: &impl DevicePtr<T>,
+        gb: &impl DevicePtr<f32>,
+        cu: &impl DevicePtr<i32>,
+        slot_ids: &impl DevicePtr<i32>,
+        trans: &mut impl DevicePtrMut<f32>,
+        qt: &mut impl DevicePtrMut<T>,
+        status: &mut Status,
+    ) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        let lens = [("qkv", qkv.len()), ("gb", gb.len()), ("cu", cu.len()), ("slot_ids", slot_ids.len())];
+        self.check_lens(&[&lens[..], &[("trans", trans.len()), ("qt", qt.len())]].concat())?;
+        let p = &self.params;
+        let (stp, _s) = cuda_status(status)?.device_ptr_mut(stream);
+        let (qp, _a) = qkv.device_ptr(stream);
+        let (gp, _b) = gb.device_ptr(stream);
+        let (cp, _c) = cu.device_ptr(stream);
+        let (sp, _d) = slot_ids.device_ptr(stream);
+        let (tp, _e) = trans.device_ptr_mut(stream);
+        let (op, _f) = qt.device_ptr_mut(stream);
+        let [seqs, rows, h, k, v, slots] = [p.seqs, p.rows, p.heads, p.head_k, p.head_v, p.slots].map(|x| x as i32);
+        let rule = i32::from(p.rule == Rule::Linear);
+        let scale = p.scale.unwrap_or(1.0 / (p.head_k as f32).sqrt());
+        if p.streams > 65535 || p.heads > 65535 {
+            return Err(Error::InvalidParams(format!("transport: {} streams exceed CUDA's grid", p.streams)));
+        }
+        let f = cuda.function("mom", &format!("mom_transport_{}", T::DTYPE))?;
+        let mut b = stream.launch_builder(&f);
+        b.arg(&qp).arg(&gp).arg(&cp).arg(&sp).arg(&tp).arg(&op).arg(&stp);
+        b.arg(&seqs).arg(&rows).arg(&h).arg(&k).arg(&v).arg(&slots).arg(&rule).arg(&scale);
+        let cfg = LaunchConfig {
+            grid_dim: (p.head_k.div_ceil(64) as u32, p.heads as u32, p.streams as u32),
+            block_dim: (64, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: matches mom_transport_<dtype>; cu is validated in every block and slots are
+        // range- and repeat-checked, so each block owns columns of one entry and disjoint qt
+        // rows; K <= 256 fits the shared q and k rows; lengths checked.
+        unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+        Ok(())
+    }
+}
+
+impl ApplyState {
+    /// One launch: a block per (64 state columns, head, stream).
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cuda<T: CudaFloat>(
+        &self,
+        cuda: &CudaBackend,
+        stream: &Arc<CudaStream>,
+        s_in: &impl DevicePtr<f32>,
+        trans: &impl DevicePtr<f32>,
+        qt: &impl DevicePtr<T>,
+        cu: &impl DevicePtr<i32>,
+        slot_ids: &impl DevicePtr<i32>,
+        state: &mut impl DevicePtrMut<f32>,
+        o: &mut impl DevicePtrMut<T>,
+        status: &mut Status,
+    ) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        let lens = [("s_in", s_in.len()), ("trans", trans.len()), ("qt", qt.len()), ("cu", cu.len())];
+        let more = [("slot_ids", slot_ids.len()), ("state", state.len()), ("o", o.len())];
+        self.check_lens(&[&lens[..], &more[..]].concat())?;
+        let p = &self.params;
+        let (stp, _s) = cuda_status(status)?.device_ptr_mut(stream);
+        let (ip, _a) = s_in.device_ptr(stream);
+        let (tp, _b) = trans.device_ptr(stream);
+        let (qp, _c) = qt.device_ptr(stream);
+        let (cp, _d) = cu.device_ptr(stream);
+        let (sp, _e) = slot_ids.device_ptr(stream);
+        let (xp, _f) = state.device_ptr_mut(stream);
+        let (op, _g) = o.device_ptr_mut(stream);
+        let [seqs, rows, h, k, v, slots] = [p.seqs, p.rows, p.heads, p.head_k, p.head_v, p.slots].map(|x| x as i32);
+        let vf = i32::from(p.v_first);
+        if p.streams > 65535 || p.heads > 65535 {
+            return Err(Error::InvalidParams(format!("apply_state: {} streams exceed CUDA's grid", p.streams)));
+        }
+        let f = cuda.function("mom", &format!("mom_apply_state_{}", T::DTYPE))?;
+        let mut b = stream.launch_builder(&f);
+        b.arg(&ip).arg(&tp).arg(&qp).arg(&cp).arg(&sp).arg(&xp).arg(&op).arg(&stp);
+        b.arg(&seqs).arg(&rows).arg(&h).arg(&k).arg(&v).arg(&slots).arg(&vf);
+        let cfg = LaunchConfig {
+            grid_dim: (p.head_v.div_ceil(64) as u32, p.heads as u32, p.streams as u32),
+            block_dim: (64, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: matches mom_apply_state_<dtype>; cu is validated in every block and slots are
+        // range- and repeat-checked, so each block owns columns of one entry and of its own
+        // stream's o rows; lengths checked.
         unsafe { b.launch(cfg) }.map_err(cuda_err)?;
         Ok(())
     }

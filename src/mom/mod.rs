@@ -13,7 +13,10 @@
 //!   slot-indexed pool;
 //! - [`GatedDeltaStep`]: the decode step, fused: conv, gates, the k routed memories and the
 //!   shared one, and their weighted sum, in one launch;
-//! - [`GatedNorm`]: the output norm `rmsnorm(o) * w * silu(gate)` per head.
+//! - [`GatedNorm`]: the output norm `rmsnorm(o) * w * silu(gate)` per head;
+//! - [`Transport`] / [`ApplyState`]: a piece's transition and the application of the state that
+//!   reaches it, so a long sequence runs in pieces (or on several GPUs) and matches one pass;
+//! - [`MomLayer`]: the whole layer's prefill between its projections, on every backend.
 //!
 //! Memories are numbered `0..M`, the shared memory `M`; `M' = M + shared`. A state pool holds
 //! `M' * slots` entries, memory `m` of slot `s` at entry `m * slots + s` (fla's `(e b)` order).
@@ -23,15 +26,19 @@
 
 mod chunk;
 mod cuda;
+mod layer;
 pub mod oracle;
 pub(crate) mod registry;
 mod route;
+mod split;
 mod step;
 pub(crate) mod uniforms;
 mod wgpu;
 
 pub use chunk::{GatedDeltaChunk, GatedDeltaChunkParams, ShortConv, ShortConvParams};
+pub use layer::{MomLayer, MomLayerParams};
 pub use route::{GatedNorm, GatedNormParams, Permute, PermuteParams, Route, RouteParams, Unpermute, UnpermuteParams};
+pub use split::{ApplyState, PieceParams, Transport};
 pub use step::{GatedDeltaStep, GatedDeltaStepParams};
 
 use serde::{Deserialize, Serialize};
@@ -212,10 +219,32 @@ pub(crate) fn offsets(cu: &[i32], n: usize, rows: usize, exact: bool) -> Option<
 }
 
 /// Element `(i, c)` of a `[K, V]` state (or `[V, K]` with `v_first`, fla's layout).
-pub(crate) fn sidx(i: usize, c: usize, k: usize, v: usize, v_first: bool) -> usize {
+fn sidx(i: usize, c: usize, k: usize, v: usize, v_first: bool) -> usize {
     if v_first {
         c * k + i
     } else {
         i * v + c
     }
+}
+
+/// One head's pool entry as the oracle's row-major `[K][V]` f64 state.
+pub(crate) fn load_state(ent: &[f32], k: usize, v: usize, v_first: bool) -> Vec<f64> {
+    (0..k * v).map(|e| f64::from(ent[sidx(e / v, e % v, k, v, v_first)])).collect()
+}
+
+/// Writes a `[K][V]` f64 state back into its pool entry.
+pub(crate) fn store_state(ent: &mut [f32], st: &[f64], k: usize, v: usize, v_first: bool) {
+    for (e, val) in st.iter().enumerate() {
+        ent[sidx(e / v, e % v, k, v, v_first)] = *val as f32;
+    }
+}
+
+/// One conv channel's step: shifts `x` into its f32 window `st` (newest last) and returns
+/// `silu(taps . window)`.
+pub(crate) fn conv_channel<T: crate::Float>(st: &mut [f32], taps: &[T], x: f64) -> f64 {
+    let mut win: Vec<f64> = st.iter().map(|&v| f64::from(v)).collect();
+    let taps: Vec<f64> = taps.iter().map(|v| f64::from(v.to_f32())).collect();
+    let y = oracle::conv_step(&mut win, &taps, x);
+    st.iter_mut().zip(&win).for_each(|(s, v)| *s = *v as f32);
+    y
 }

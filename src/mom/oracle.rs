@@ -116,3 +116,86 @@ pub fn gated_norm(o: &[f64], gate: &[f64], w: &[f64], eps: f64) -> Vec<f64> {
     let r = 1.0 / (o.iter().map(|v| v * v).sum::<f64>() / o.len() as f64 + eps).sqrt();
     (0..o.len()).map(|c| o[c] * r * w[c] * silu(gate[c])).collect()
 }
+
+/// The small weights of a layer, in f64.
+pub struct LayerWeights<'a> {
+    /// `[C, W]` conv taps (channels `[q | k | v]`, shared by every memory).
+    pub conv_w: &'a [f64],
+    pub a_log: &'a [f64],
+    pub dt_bias: &'a [f64],
+    /// `[V]` output-norm weight.
+    pub norm_w: &'a [f64],
+}
+
+/// A whole MoM layer (fla's `MomAttention` between its projections) over packed sequences,
+/// token by token: route each token (`logits [T, M]`); each memory (and the shared one) runs
+/// over its own tokens of each sequence in time order: conv step from the (memory, slot) conv
+/// state, q/k L2-normalized (q scaled), the gated delta rule on the (memory, slot) state; the
+/// outputs mix with the routing weights (the shared memory's unweighted); then
+/// `rmsnorm(o) * w * silu(gate)` per head. `x [T, P]` is the fused projection row (see
+/// [`super::Dims`]). `slots[b]` is sequence b's pool slot, `None` for one the kernels skip
+/// (its outputs 0, its states untouched). States are `[M' * pool, H, K, V]` row-major and
+/// conv states `[M' * pool, C, W]`. `round` is the storage dtype's rounding, applied where
+/// the kernels store intermediates (the conv outputs, each memory's output, the mix).
+#[allow(clippy::too_many_arguments)]
+pub fn layer(
+    d: &super::Dims,
+    w: &LayerWeights,
+    (scale, eps, pool): (f64, f64, usize),
+    round: &dyn Fn(f64) -> f64,
+    logits: &[f64],
+    x: &[f64],
+    gate: &[f64],
+    cu: &[usize],
+    slots: &[Option<usize>],
+    state: &mut [f64],
+    conv: &mut [f64],
+) -> Vec<f64> {
+    let (h_n, k_n, v_n, c_n, w_n) = (d.heads, d.head_k, d.head_v, d.channels(), d.conv);
+    let (hk, hv, pw) = (d.hk(), d.hv(), d.proj_width());
+    let tokens = cu[cu.len() - 1];
+    let routes: Vec<(Vec<usize>, Vec<f64>)> =
+        (0..tokens).map(|t| route(&logits[t * d.memories..(t + 1) * d.memories], d.topk)).collect();
+    let mut mix = vec![0.0; tokens * hv];
+    for (b, slot) in slots.iter().enumerate() {
+        let Some(slot) = *slot else { continue };
+        for m in 0..d.mems() {
+            let e = m * pool + slot;
+            for t in cu[b]..cu[b + 1] {
+                let wt = if m == d.memories {
+                    1.0
+                } else {
+                    match routes[t].0.iter().position(|&c| c == m) {
+                        Some(j) => f64::from(routes[t].1[j] as f32),
+                        None => continue,
+                    }
+                };
+                let y: Vec<f64> = (0..c_n)
+                    .map(|c| {
+                        let win = &mut conv[(e * c_n + c) * w_n..(e * c_n + c + 1) * w_n];
+                        round(conv_step(win, &w.conv_w[c * w_n..(c + 1) * w_n], x[t * pw + d.col(m, c)]))
+                    })
+                    .collect();
+                for h in 0..h_n {
+                    let q: Vec<f64> = l2norm(&y[h * k_n..(h + 1) * k_n]).iter().map(|v| v * scale).collect();
+                    let k = l2norm(&y[hk + h * k_n..hk + (h + 1) * k_n]);
+                    let v = &y[2 * hk + h * v_n..2 * hk + (h + 1) * v_n];
+                    let g = decay(x[t * pw + d.gate_col(m, h, false)], w.a_log[h], w.dt_bias[h]);
+                    let beta = sigmoid(x[t * pw + d.gate_col(m, h, true)]);
+                    let base = (e * h_n + h) * k_n * v_n;
+                    let o = recur(&mut state[base..base + k_n * v_n], &q, &k, v, g, beta, Rule::Delta);
+                    for (c, val) in o.iter().enumerate() {
+                        mix[t * hv + h * v_n + c] += wt * round(*val);
+                    }
+                }
+            }
+        }
+    }
+    let mut out = vec![0.0; tokens * hv];
+    for r in 0..tokens * h_n {
+        let s = r * v_n..(r + 1) * v_n;
+        let o: Vec<f64> = mix[s.clone()].iter().map(|&v| round(v)).collect();
+        out[s.clone()].copy_from_slice(&gated_norm(&o, &gate[s], w.norm_w, eps));
+    }
+    out
+}

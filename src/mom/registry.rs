@@ -2,7 +2,10 @@
 
 use serde_json::{json, Value};
 
-use super::{GatedDeltaChunk, GatedDeltaStep, GatedNorm, Permute, PermuteParams, Route, ShortConv, Unpermute};
+use super::{
+    ApplyState, GatedDeltaChunk, GatedDeltaStep, GatedNorm, MomLayer, Permute, PermuteParams, Route, ShortConv,
+    Transport, Unpermute,
+};
 use crate::backend::{Backend, Status};
 use crate::dtype::{to_f64, DType};
 use crate::error::Result;
@@ -22,6 +25,9 @@ pub(crate) fn kernels() -> Vec<&'static dyn Kernel> {
         &Reg::<GatedDeltaChunk>::NEW,
         &Reg::<GatedDeltaStep>::NEW,
         &Reg::<GatedNorm>::NEW,
+        &Reg::<Transport>::NEW,
+        &Reg::<ApplyState>::NEW,
+        &Reg::<MomLayer>::NEW,
     ]
 }
 
@@ -593,5 +599,213 @@ impl Registered for GatedNorm {
     }
     fn flops(&self) -> f64 {
         (8 * self.params.tokens * self.params.heads * self.params.head_v) as f64
+    }
+}
+
+impl Registered for MomLayer {
+    const FAMILY: &'static str = "mom";
+    fn cases() -> Vec<Case> {
+        owned_cases(&[
+            layer_case("2 seqs 9/30 M4 top2 H2 K16 V16", &[9, 30], 4, 2, 2, 16, 16, json!({})),
+            layer_case("3 seqs 1/0/70 chunk 16 K32 V8", &[1, 0, 70], 4, 2, 1, 32, 8, json!({"chunk": 16})),
+            layer_case("M3 top1 no shared W3", &[12, 5], 3, 1, 2, 8, 16, json!({"shared": false, "conv": 3})),
+            layer_case(
+                "bad and repeated slots",
+                &[4, 6, 3, 5],
+                4,
+                2,
+                1,
+                8,
+                8,
+                json!({"fixture.bad_slot": true, "fixture.repeat_slot": true}),
+            ),
+        ])
+    }
+    fn bench_cases() -> Vec<Case> {
+        bf16_cases([layer_case("4 seqs T512 M4 top2 H4 K256 V256", &[512; 4], 4, 2, 4, 256, 256, json!({}))])
+    }
+    fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
+        let (p, d) = (&self.params, &self.dims);
+        let mut m = TensorMap::new();
+        normals(&mut m, rng, "logits", p.dtype, p.tokens * p.memories, 1.5);
+        normals(&mut m, rng, "x", p.dtype, p.tokens * d.proj_width(), 1.0);
+        normals(&mut m, rng, "gate", p.dtype, p.tokens * d.hv(), 1.0);
+        normals(&mut m, rng, "conv_w", p.dtype, d.channels() * p.conv, 0.5);
+        let gp = gate_params(rng, p.heads);
+        m.insert("gate_params".into(), HostTensor::from_f64(DType::F32, &[gp.len()], &gp));
+        normals(&mut m, rng, "norm_w", p.dtype, p.head_v, 1.0);
+        ints(&mut m, "cu_seqlens", &offsets(fx, p.seqs));
+        ints(&mut m, "slot_ids", &slot_ids(rng, p.seqs, p.slots, fx));
+        normals(&mut m, rng, "state", DType::F32, Plan::spec(self, "state")?.len, 0.5);
+        normals(&mut m, rng, "conv_state", DType::F32, Plan::spec(self, "conv_state")?.len, 1.0);
+        Ok(m)
+    }
+    fn oracle(&self, i: &TensorMap) -> Result<Expected> {
+        let (p, d) = (&self.params, &self.dims);
+        let f = |name: &str| -> Result<Vec<f64>> { Ok(host(i, name)?.to_f64()) };
+        let gp = f("gate_params")?;
+        let w = super::oracle::LayerWeights {
+            conv_w: &f("conv_w")?,
+            a_log: &gp[..p.heads],
+            dt_bias: &gp[p.heads..],
+            norm_w: &f("norm_w")?,
+        };
+        let ids = host(i, "slot_ids")?.to_i32();
+        let mut bits = 0;
+        let slots: Vec<Option<usize>> = (0..p.seqs)
+            .map(|b| crate::layout::slot_of(&ids[..p.seqs], b, p.slots).map_err(|bit| bits |= bit).ok())
+            .collect();
+        let cu: Vec<usize> = host(i, "cu_seqlens")?.to_i32().iter().map(|&v| v as usize).collect();
+        let (mut state, mut conv) = (f("state")?, f("conv_state")?);
+        let round = |v: f64| p.dtype.round_f64(&[v])[0];
+        let scale = 1.0 / (p.head_k as f64).sqrt();
+        let y = super::oracle::layer(
+            d,
+            &w,
+            (scale, f64::from(p.eps), p.slots),
+            &round,
+            &f("logits")?,
+            &f("x")?,
+            &f("gate")?,
+            &cu,
+            &slots,
+            &mut state,
+            &mut conv,
+        );
+        let mut e = Expected::with("y", y).and("state", state).and("conv_state", conv);
+        recurrent_tolerance(&mut e, if p.dtype == DType::F32 { &["y", "state"] } else { &["state"] });
+        e.status = bits;
+        Ok(e)
+    }
+    fn launch(&self, l: &mut Launch, dev: &mut DevMap, status: &mut Status) -> Result<()> {
+        launch!(self, l, dev, status; float self.params.dtype;
+            logits: ro T, x: ro T, gate: ro T, conv_w: ro T, gate_params: ro f32, norm_w: ro T, cu_seqlens: ro i32,
+            slot_ids: ro i32, state: rw f32, conv_state: rw f32, y: rw T, idx: rw i32, weights: rw f32,
+            order: rw i32, inverse: rw i32, cu_mem: rw i32, counts: rw i32, qkv: rw T, gb: rw f32, o_rows: rw T,
+            o_mix: rw T; status)
+    }
+    fn validate_inputs(&self, i: &TensorMap) -> Result<()> {
+        self.validate(&host(i, "cu_seqlens")?.to_i32(), &host(i, "slot_ids")?.to_i32())
+    }
+    fn flops(&self) -> f64 {
+        let p = &self.params;
+        let rows = (p.tokens * (p.topk + usize::from(p.shared))) as f64;
+        rows * p.heads as f64 * (6.0 * (p.head_k * p.head_v) as f64 + 4.0 * (p.chunk * p.head_k) as f64)
+    }
+}
+
+/// Random `gb` rows: `g` in (-1.5, 0], `beta` in [0, 1).
+fn gates(rng: &mut Rng, rows: usize, heads: usize) -> Vec<f64> {
+    (0..rows)
+        .flat_map(|_| {
+            let g: Vec<f64> = (0..heads).map(|_| -rng.range(0.0, 1.5)).collect();
+            g.into_iter().chain((0..heads).map(|_| rng.range(0.0, 1.0))).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn piece_cases() -> Vec<Case> {
+    owned_cases(&[
+        chunk_case("1 stream T1 K8 V8", &[1], 1, 1, 8, 8, json!({})),
+        chunk_case("3 pieces 17/0/40 H2 K24 V16", &[17, 0, 40], 3, 2, 24, 16, json!({})),
+        chunk_case("2 pieces K72 V8 v_first", &[9, 30], 1, 1, 72, 8, json!({"v_first": true})),
+        chunk_case("linear rule", &[12, 5], 2, 1, 16, 16, json!({"rule": "linear"})),
+        chunk_case("bad and repeated slots", &[5, 6, 7, 8], 4, 1, 8, 8, json!({"fixture.repeat_slot": true})),
+    ])
+}
+
+fn piece_inputs(p: &super::PieceParams, fx: &Fixture, rng: &mut Rng, m: &mut TensorMap) {
+    ints(m, "cu", &offsets(fx, p.streams)[..=p.streams]);
+    let mut ids = slot_ids(rng, p.seqs, p.slots, fx);
+    if fx.is("repeat_slot") {
+        ids[0] = p.slots as i32 + 1;
+    }
+    ints(m, "slot_ids", &ids);
+}
+
+impl Registered for Transport {
+    const FAMILY: &'static str = "mom";
+    fn cases() -> Vec<Case> {
+        piece_cases()
+    }
+    fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
+        let p = &self.params;
+        let mut m = TensorMap::new();
+        normals(&mut m, rng, "qkv", p.dtype, Plan::spec(self, "qkv")?.len, 1.0);
+        let gb = gates(rng, p.rows, p.heads);
+        m.insert("gb".into(), HostTensor::from_f64(DType::F32, &[gb.len()], &gb));
+        normals(&mut m, rng, "trans", DType::F32, Plan::spec(self, "trans")?.len, 1.0);
+        piece_inputs(p, fx, rng, &mut m);
+        Ok(m)
+    }
+    fn oracle(&self, i: &TensorMap) -> Result<Expected> {
+        let p = &self.params;
+        let mut st = Status::new(&Backend::Cpu)?;
+        let mut trans: Vec<f32> = host(i, "trans")?.to_vec()?;
+        let qt = with_float!(p.dtype, T => {
+            let mut qt = gaps::<T>(Plan::spec(self, "qt")?.len);
+            self.run_cpu::<T>(&host(i, "qkv")?.to_vec()?, &host(i, "gb")?.to_vec()?, &host(i, "cu")?.to_i32(),
+                &host(i, "slot_ids")?.to_i32(), &mut trans, &mut qt, &st)?;
+            Ok(to_f64(&qt))
+        })?;
+        let mut e = Expected::with("qt", qt).and("trans", to_f64(&trans));
+        recurrent_tolerance(&mut e, if p.dtype == DType::F32 { &["qt", "trans"] } else { &["trans"] });
+        e.status = st.take_bits(&Backend::Cpu)?;
+        Ok(e)
+    }
+    fn launch(&self, l: &mut Launch, dev: &mut DevMap, status: &mut Status) -> Result<()> {
+        launch!(self, l, dev, status; float self.params.dtype;
+            qkv: ro T, gb: ro f32, cu: ro i32, slot_ids: ro i32, trans: rw f32, qt: rw T; status)
+    }
+    fn validate_inputs(&self, i: &TensorMap) -> Result<()> {
+        self.validate(&host(i, "cu")?.to_i32(), &host(i, "slot_ids")?.to_i32())
+    }
+    fn flops(&self) -> f64 {
+        let p = &self.params;
+        (p.rows * p.heads) as f64 * 6.0 * (p.head_k * p.head_k) as f64
+    }
+}
+
+impl Registered for ApplyState {
+    const FAMILY: &'static str = "mom";
+    fn cases() -> Vec<Case> {
+        piece_cases()
+    }
+    fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
+        let p = &self.params;
+        let mut m = TensorMap::new();
+        for (name, dt, scale) in [("s_in", DType::F32, 1.0), ("trans", DType::F32, 0.3), ("qt", p.dtype, 1.0)] {
+            normals(&mut m, rng, name, dt, Plan::spec(self, name)?.len, scale);
+        }
+        normals(&mut m, rng, "state", DType::F32, Plan::spec(self, "state")?.len, 1.0);
+        normals(&mut m, rng, "o", p.dtype, Plan::spec(self, "o")?.len, 1.0);
+        piece_inputs(p, fx, rng, &mut m);
+        Ok(m)
+    }
+    fn oracle(&self, i: &TensorMap) -> Result<Expected> {
+        let p = &self.params;
+        let mut st = Status::new(&Backend::Cpu)?;
+        let mut state: Vec<f32> = host(i, "state")?.to_vec()?;
+        let o = with_float!(p.dtype, T => {
+            let mut o: Vec<T> = host(i, "o")?.to_vec()?;
+            self.run_cpu::<T>(&host(i, "s_in")?.to_vec()?, &host(i, "trans")?.to_vec()?, &host(i, "qt")?.to_vec()?,
+                &host(i, "cu")?.to_i32(), &host(i, "slot_ids")?.to_i32(), &mut state, &mut o, &st)?;
+            Ok(to_f64(&o))
+        })?;
+        let mut e = Expected::with("o", o).and("state", to_f64(&state));
+        recurrent_tolerance(&mut e, if p.dtype == DType::F32 { &["o", "state"] } else { &["state"] });
+        e.status = st.take_bits(&Backend::Cpu)?;
+        Ok(e)
+    }
+    fn launch(&self, l: &mut Launch, dev: &mut DevMap, status: &mut Status) -> Result<()> {
+        launch!(self, l, dev, status; float self.params.dtype;
+            s_in: ro f32, trans: ro f32, qt: ro T, cu: ro i32, slot_ids: ro i32, state: rw f32, o: rw T; status)
+    }
+    fn validate_inputs(&self, i: &TensorMap) -> Result<()> {
+        self.validate(&host(i, "cu")?.to_i32(), &host(i, "slot_ids")?.to_i32())
+    }
+    fn flops(&self) -> f64 {
+        let p = &self.params;
+        2.0 * (p.streams * p.heads * p.head_k * p.head_k * p.head_v + p.rows * p.heads * p.head_k * p.head_v) as f64
     }
 }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{check_slot_ids, default_conv, default_true, oracle, sidx, Dims, Rule};
+use super::{check_slot_ids, conv_channel, default_conv, default_true, load_state, oracle, store_state, Dims, Rule};
 use crate::backend::{Status, StatusBits};
 use crate::dtype::{float_dtype, same_dtype, DType, Float};
 use crate::error::{invalid, Result};
@@ -130,12 +130,7 @@ impl GatedDeltaStep {
                 let y: Vec<f64> = (0..c_n)
                     .map(|c| {
                         let st = &mut conv_state[(e * c_n + c) * w_n..(e * c_n + c + 1) * w_n];
-                        let mut win: Vec<f64> = st.iter().map(|&v| f64::from(v)).collect();
-                        let taps: Vec<f64> =
-                            conv_w[c * w_n..(c + 1) * w_n].iter().map(|v| f64::from(v.to_f32())).collect();
-                        let out = oracle::conv_step(&mut win, &taps, xv(d.col(m, c)));
-                        st.iter_mut().zip(&win).for_each(|(s, v)| *s = *v as f32);
-                        out
+                        conv_channel(st, &conv_w[c * w_n..(c + 1) * w_n], xv(d.col(m, c)))
                     })
                     .collect();
                 for h in 0..h_n {
@@ -147,18 +142,9 @@ impl GatedDeltaStep {
                     let beta = oracle::sigmoid(xv(d.gate_col(m, h, true)));
                     let base = (e * h_n + h) * k_n * v_n;
                     let ent = &mut state[base..base + k_n * v_n];
-                    let mut st = vec![0.0; k_n * v_n];
-                    for i in 0..k_n {
-                        for c in 0..v_n {
-                            st[i * v_n + c] = f64::from(ent[sidx(i, c, k_n, v_n, p.v_first)]);
-                        }
-                    }
+                    let mut st = load_state(ent, k_n, v_n, p.v_first);
                     let out = oracle::recur(&mut st, &q, &k, v, g, beta, p.rule.oracle());
-                    for i in 0..k_n {
-                        for c in 0..v_n {
-                            ent[sidx(i, c, k_n, v_n, p.v_first)] = st[i * v_n + c] as f32;
-                        }
-                    }
+                    store_state(ent, &st, k_n, v_n, p.v_first);
                     for (c, val) in out.iter().enumerate() {
                         acc[h * v_n + c] += wt * val;
                     }

@@ -39,4 +39,10 @@ uniforms! {
     GatedNormUniform for ["mom_gated_norm"] {
         rows: u32, head_v: u32, eps: f32, o_off: u32, gate_off: u32, w_off: u32, y_off: u32,
     }
+    /// `mom_transport` / `mom_apply_state`: one workgroup per (64 columns, head, stream).
+    PieceUniform for ["mom_transport", "mom_apply_state"] {
+        streams: u32, seqs: u32, rows: u32, heads: u32, head_k: u32, head_v: u32, slots: u32, rule: u32,
+        v_first: u32, scale: f32, qkv_off: u32, gb_off: u32, cu_off: u32, slot_off: u32, tr_off: u32, qt_off: u32,
+        sin_off: u32, st_off: u32, o_off: u32,
+    }
 }

@@ -3,9 +3,13 @@
 //! where the adapter offers them, and an engine's own device must be created with at least 10.
 
 use super::uniforms::{
-    ChunkUniform, GatedNormUniform, PermuteUniform, RouteUniform, ShortConvUniform, StepUniform, UnpermuteUniform,
+    ChunkUniform, GatedNormUniform, PermuteUniform, PieceUniform, RouteUniform, ShortConvUniform, StepUniform,
+    UnpermuteUniform,
 };
-use super::{GatedDeltaChunk, GatedDeltaStep, GatedNorm, Permute, Route, Rule, ShortConv, Unpermute};
+use super::{
+    ApplyState, GatedDeltaChunk, GatedDeltaStep, GatedNorm, Permute, PieceParams, Route, Rule, ShortConv, Transport,
+    Unpermute,
+};
 use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
 use crate::backend::Status;
 use crate::error::{Error, Result};
@@ -283,5 +287,85 @@ impl GatedNorm {
         };
         let bufs = [o.buffer, gate.buffer, w.buffer, y.buffer];
         gpu.dispatch(enc, &format!("mom_gated_norm_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, u.rows)
+    }
+}
+
+fn piece_uniform(p: &PieceParams) -> Result<PieceUniform> {
+    Ok(PieceUniform {
+        streams: u32_of("streams", p.streams)?,
+        seqs: u32_of("seqs", p.seqs)?,
+        rows: u32_of("rows", p.rows)?,
+        heads: u32_of("heads", p.heads)?,
+        head_k: p.head_k as u32,
+        head_v: p.head_v as u32,
+        slots: u32_of("slots", p.slots)?,
+        rule: u32::from(p.rule == Rule::Linear),
+        v_first: u32::from(p.v_first),
+        scale: p.scale.unwrap_or(1.0 / (p.head_k as f32).sqrt()),
+        ..PieceUniform::default()
+    })
+}
+
+impl Transport {
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_wgpu(
+        &self,
+        gpu: &WgpuBackend,
+        enc: &mut wgpu::CommandEncoder,
+        qkv: WgpuTensor,
+        gb: WgpuTensor,
+        cu: WgpuTensor,
+        slot_ids: WgpuTensor,
+        trans: WgpuTensor,
+        qt: WgpuTensor,
+        status: &Status,
+    ) -> Result<()> {
+        let (p, mb) = (&self.params, gpu.max_binding());
+        let u = PieceUniform {
+            qkv_off: self.bind(&qkv, "qkv", mb)?,
+            gb_off: self.bind(&gb, "gb", mb)?,
+            cu_off: self.bind(&cu, "cu", mb)?,
+            slot_off: self.bind(&slot_ids, "slot_ids", mb)?,
+            tr_off: self.bind(&trans, "trans", mb)?,
+            qt_off: self.bind(&qt, "qt", mb)?,
+            ..piece_uniform(p)?
+        };
+        let groups = u32_of("workgroups", p.head_k.div_ceil(64) * p.heads * p.streams)?;
+        let st = status_buf(status, "transport")?;
+        let bufs = [qkv.buffer, gb.buffer, cu.buffer, slot_ids.buffer, trans.buffer, qt.buffer, st];
+        gpu.dispatch(enc, &format!("mom_transport_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, groups)
+    }
+}
+
+impl ApplyState {
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_wgpu(
+        &self,
+        gpu: &WgpuBackend,
+        enc: &mut wgpu::CommandEncoder,
+        s_in: WgpuTensor,
+        trans: WgpuTensor,
+        qt: WgpuTensor,
+        cu: WgpuTensor,
+        slot_ids: WgpuTensor,
+        state: WgpuTensor,
+        o: WgpuTensor,
+        status: &Status,
+    ) -> Result<()> {
+        let (p, mb) = (&self.params, gpu.max_binding());
+        let u = PieceUniform {
+            sin_off: self.bind(&s_in, "s_in", mb)?,
+            tr_off: self.bind(&trans, "trans", mb)?,
+            qt_off: self.bind(&qt, "qt", mb)?,
+            cu_off: self.bind(&cu, "cu", mb)?,
+            slot_off: self.bind(&slot_ids, "slot_ids", mb)?,
+            st_off: self.bind(&state, "state", mb)?,
+            o_off: self.bind(&o, "o", mb)?,
+            ..piece_uniform(p)?
+        };
+        let groups = u32_of("workgroups", p.head_v.div_ceil(64) * p.heads * p.streams)?;
+        let st = status_buf(status, "apply_state")?;
+        let bufs = [s_in.buffer, trans.buffer, qt.buffer, cu.buffer, slot_ids.buffer, state.buffer, o.buffer, st];
+        gpu.dispatch(enc, &format!("mom_apply_state_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, groups)
     }
 }

@@ -1,0 +1,285 @@
+//! A whole MoM layer's prefill between its projections: a plan over the family's kernels whose
+//! typed runs call the children's runs on the caller's buffers, on every backend.
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    check_offsets, check_slot_ids, default_chunk, default_conv, default_eps, default_true, Dims, GatedDeltaChunk,
+    GatedDeltaChunkParams, GatedNorm, GatedNormParams, Permute, PermuteParams, Route, RouteParams, Rule, ShortConv,
+    ShortConvParams, Unpermute, UnpermuteParams,
+};
+use crate::backend::Status;
+use crate::dtype::{float_dtype, DType, Float};
+use crate::error::Result;
+use crate::layout::dim;
+use crate::plan::{Plan, TensorSpec};
+
+/// Prefill of `seqs` packed sequences (`cu_seqlens [B + 1]` over `tokens`) through a MoM layer,
+/// each sequence continuing from and ending in its pool slot: `route` (router logits
+/// `[T, M]`) -> `permute` -> `short_conv` (fused projection rows `x [T, P]`) ->
+/// `gated_delta_chunk` -> `unpermute` -> `gated_norm` (with the output gate `gate [T, H V]`,
+/// `norm_w [V]`) into `y [T, H V]`, ready for the caller's `W_o`. The decode step of the same
+/// layer is [`GatedDeltaStep`](super::GatedDeltaStep) then [`GatedNorm`], on the same pools.
+/// Everything after `y` in [`Plan::tensors`] is scratch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MomLayerParams {
+    pub tokens: usize,
+    pub seqs: usize,
+    pub memories: usize,
+    pub topk: usize,
+    #[serde(default = "default_true")]
+    pub shared: bool,
+    pub heads: usize,
+    pub head_k: usize,
+    pub head_v: usize,
+    #[serde(default = "default_conv")]
+    pub conv: usize,
+    pub slots: usize,
+    pub dtype: DType,
+    #[serde(default = "default_chunk")]
+    pub chunk: usize,
+    #[serde(default = "default_eps")]
+    pub eps: f32,
+}
+
+#[derive(Debug, Clone)]
+pub struct MomLayer {
+    pub params: MomLayerParams,
+    pub dims: Dims,
+    pub route: Route,
+    pub permute: Permute,
+    pub conv: ShortConv,
+    pub chunk: GatedDeltaChunk,
+    pub unpermute: Unpermute,
+    pub norm: GatedNorm,
+}
+
+impl MomLayer {
+    pub fn new(p: MomLayerParams) -> Result<Self> {
+        float_dtype(p.dtype)?;
+        dim("mom_layer tokens", p.tokens)?;
+        let dims = Dims::new(p.memories, p.topk, p.shared, p.heads, p.head_k, p.head_v, p.conv)?;
+        let (t, b, m, k, sh, dt) = (p.tokens, p.seqs, p.memories, p.topk, p.shared, p.dtype);
+        let route = Route::new(RouteParams { tokens: t, memories: m, topk: k, dtype: dt })?;
+        let permute = Permute::new(PermuteParams { tokens: t, seqs: b, memories: m, topk: k, shared: sh })?;
+        let conv = ShortConv::new(ShortConvParams {
+            tokens: t,
+            seqs: b,
+            memories: m,
+            topk: k,
+            shared: sh,
+            heads: p.heads,
+            head_k: p.head_k,
+            head_v: p.head_v,
+            conv: p.conv,
+            slots: p.slots,
+            dtype: dt,
+        })?;
+        let chunk = GatedDeltaChunk::new(GatedDeltaChunkParams {
+            streams: permute.streams(),
+            seqs: b,
+            rows: permute.rows(),
+            heads: p.heads,
+            head_k: p.head_k,
+            head_v: p.head_v,
+            slots: p.slots,
+            dtype: dt,
+            chunk: p.chunk,
+            rule: Rule::Delta,
+            v_first: false,
+            scale: None,
+        })?;
+        let unpermute = Unpermute::new(UnpermuteParams {
+            tokens: t,
+            topk: k,
+            shared: sh,
+            width: dims.hv(),
+            rows: permute.rows(),
+            dtype: dt,
+        })?;
+        let norm =
+            GatedNorm::new(GatedNormParams { tokens: t, heads: p.heads, head_v: p.head_v, dtype: dt, eps: p.eps })?;
+        Ok(Self { params: p, dims, route, permute, conv, chunk, unpermute, norm })
+    }
+
+    pub fn validate(&self, cu_seqlens: &[i32], slot_ids: &[i32]) -> Result<()> {
+        check_offsets("cu_seqlens", cu_seqlens, self.params.seqs, self.params.tokens, true)?;
+        check_slot_ids(slot_ids, self.params.seqs, self.params.slots)
+    }
+
+    /// Tensors in [`Plan::tensors`] order; everything after `y` is scratch.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cpu<T: Float>(
+        &self,
+        logits: &[T],
+        x: &[T],
+        gate: &[T],
+        conv_w: &[T],
+        gate_params: &[f32],
+        norm_w: &[T],
+        cu_seqlens: &[i32],
+        slot_ids: &[i32],
+        state: &mut [f32],
+        conv_state: &mut [f32],
+        y: &mut [T],
+        idx: &mut [i32],
+        weights: &mut [f32],
+        order: &mut [i32],
+        inverse: &mut [i32],
+        cu_mem: &mut [i32],
+        counts: &mut [i32],
+        qkv: &mut [T],
+        gb: &mut [f32],
+        o_rows: &mut [T],
+        o_mix: &mut [T],
+        status: &Status,
+    ) -> Result<()> {
+        self.route.run_cpu(logits, idx, weights, status)?;
+        self.permute.run_cpu(idx, cu_seqlens, order, inverse, cu_mem, counts, status)?;
+        self.conv.run_cpu(x, order, cu_mem, slot_ids, conv_w, gate_params, conv_state, qkv, gb, status)?;
+        self.chunk.run_cpu(qkv, gb, cu_mem, slot_ids, state, o_rows, status)?;
+        self.unpermute.run_cpu(o_rows, inverse, weights, o_mix, status)?;
+        self.norm.run_cpu(o_mix, gate, norm_w, y)
+    }
+}
+
+impl Plan for MomLayer {
+    type Params = MomLayerParams;
+    const NAME: &'static str = "mom_layer";
+    fn build(p: MomLayerParams) -> Result<Self> {
+        Self::new(p)
+    }
+    fn params(&self) -> &MomLayerParams {
+        &self.params
+    }
+    fn tensors(&self) -> Vec<TensorSpec> {
+        let (p, d, dt) = (&self.params, &self.dims, self.params.dtype);
+        let (rows, groups) = (self.permute.rows(), self.permute.streams());
+        let entries = d.mems() * p.slots;
+        vec![
+            TensorSpec::input("logits", dt, p.tokens * p.memories),
+            TensorSpec::input("x", dt, p.tokens * d.proj_width()),
+            TensorSpec::input("gate", dt, p.tokens * d.hv()),
+            TensorSpec::input("conv_w", dt, d.channels() * p.conv),
+            TensorSpec::input("gate_params", DType::F32, 2 * p.heads),
+            TensorSpec::input("norm_w", dt, p.head_v),
+            TensorSpec::input("cu_seqlens", DType::I32, p.seqs + 1),
+            TensorSpec::input("slot_ids", DType::I32, p.seqs),
+            TensorSpec::in_out("state", DType::F32, entries * p.heads * p.head_k * p.head_v),
+            TensorSpec::in_out("conv_state", DType::F32, entries * d.channels() * p.conv),
+            TensorSpec::output("y", dt, p.tokens * d.hv()),
+            TensorSpec::scratch("idx", DType::I32, p.tokens * p.topk),
+            TensorSpec::scratch("weights", DType::F32, p.tokens * p.topk),
+            TensorSpec::scratch("order", DType::I32, rows),
+            TensorSpec::scratch("inverse", DType::I32, rows),
+            TensorSpec::scratch("cu_mem", DType::I32, groups + 1),
+            TensorSpec::scratch("counts", DType::I32, groups),
+            TensorSpec::scratch("qkv", dt, rows * d.channels()),
+            TensorSpec::scratch("gb", DType::F32, rows * 2 * p.heads),
+            TensorSpec::scratch("o_rows", dt, rows * d.hv()),
+            TensorSpec::scratch("o_mix", dt, p.tokens * d.hv()),
+        ]
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use std::sync::Arc;
+
+    use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut};
+
+    use super::MomLayer;
+    use crate::backend::cuda::{CudaBackend, CudaFloat};
+    use crate::backend::Status;
+    use crate::error::Result;
+
+    impl MomLayer {
+        /// Six launch sequences on `stream`; nothing is read back.
+        #[allow(clippy::too_many_arguments)]
+        pub fn run_cuda<T: CudaFloat>(
+            &self,
+            cuda: &CudaBackend,
+            stream: &Arc<CudaStream>,
+            logits: &impl DevicePtr<T>,
+            x: &impl DevicePtr<T>,
+            gate: &impl DevicePtr<T>,
+            conv_w: &impl DevicePtr<T>,
+            gate_params: &impl DevicePtr<f32>,
+            norm_w: &impl DevicePtr<T>,
+            cu_seqlens: &impl DevicePtr<i32>,
+            slot_ids: &impl DevicePtr<i32>,
+            state: &mut impl DevicePtrMut<f32>,
+            conv_state: &mut impl DevicePtrMut<f32>,
+            y: &mut impl DevicePtrMut<T>,
+            idx: &mut (impl DevicePtr<i32> + DevicePtrMut<i32>),
+            weights: &mut (impl DevicePtr<f32> + DevicePtrMut<f32>),
+            order: &mut (impl DevicePtr<i32> + DevicePtrMut<i32>),
+            inverse: &mut (impl DevicePtr<i32> + DevicePtrMut<i32>),
+            cu_mem: &mut (impl DevicePtr<i32> + DevicePtrMut<i32>),
+            counts: &mut (impl DevicePtr<i32> + DevicePtrMut<i32>),
+            qkv: &mut (impl DevicePtr<T> + DevicePtrMut<T>),
+            gb: &mut (impl DevicePtr<f32> + DevicePtrMut<f32>),
+            o_rows: &mut (impl DevicePtr<T> + DevicePtrMut<T>),
+            o_mix: &mut (impl DevicePtr<T> + DevicePtrMut<T>),
+            status: &mut Status,
+        ) -> Result<()> {
+            self.route.run_cuda(cuda, stream, logits, idx, weights, status)?;
+            self.permute.run_cuda(cuda, stream, &*idx, cu_seqlens, order, inverse, cu_mem, counts, status)?;
+            let (order, cu_mem) = (&*order, &*cu_mem);
+            let c = &self.conv;
+            c.run_cuda(cuda, stream, x, order, cu_mem, slot_ids, conv_w, gate_params, conv_state, qkv, gb, status)?;
+            self.chunk.run_cuda(cuda, stream, &*qkv, &*gb, cu_mem, slot_ids, state, o_rows, status)?;
+            self.unpermute.run_cuda(cuda, stream, &*o_rows, &*inverse, &*weights, o_mix, status)?;
+            self.norm.run_cuda(cuda, stream, &*o_mix, gate, norm_w, y)
+        }
+    }
+}
+
+#[cfg(feature = "wgpu")]
+mod gpu {
+    use super::MomLayer;
+    use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
+    use crate::backend::Status;
+    use crate::error::Result;
+
+    impl MomLayer {
+        /// Records every child's dispatches into `enc`; the tensors after `y` are scratch.
+        #[allow(clippy::too_many_arguments)]
+        pub fn run_wgpu(
+            &self,
+            gpu: &WgpuBackend,
+            enc: &mut wgpu::CommandEncoder,
+            logits: WgpuTensor,
+            x: WgpuTensor,
+            gate: WgpuTensor,
+            conv_w: WgpuTensor,
+            gate_params: WgpuTensor,
+            norm_w: WgpuTensor,
+            cu_seqlens: WgpuTensor,
+            slot_ids: WgpuTensor,
+            state: WgpuTensor,
+            conv_state: WgpuTensor,
+            y: WgpuTensor,
+            idx: WgpuTensor,
+            weights: WgpuTensor,
+            order: WgpuTensor,
+            inverse: WgpuTensor,
+            cu_mem: WgpuTensor,
+            counts: WgpuTensor,
+            qkv: WgpuTensor,
+            gb: WgpuTensor,
+            o_rows: WgpuTensor,
+            o_mix: WgpuTensor,
+            status: &Status,
+        ) -> Result<()> {
+            self.route.run_wgpu(gpu, enc, logits, idx, weights, status)?;
+            self.permute.run_wgpu(gpu, enc, idx, cu_seqlens, order, inverse, cu_mem, counts, status)?;
+            let c = &self.conv;
+            c.run_wgpu(gpu, enc, x, order, cu_mem, slot_ids, conv_w, gate_params, conv_state, qkv, gb, status)?;
+            self.chunk.run_wgpu(gpu, enc, qkv, gb, cu_mem, slot_ids, state, o_rows, status)?;
+            self.unpermute.run_wgpu(gpu, enc, o_rows, inverse, weights, o_mix, status)?;
+            self.norm.run_wgpu(gpu, enc, o_mix, gate, norm_w, y)
+        }
+    }
+}
