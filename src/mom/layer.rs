@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     check_offsets, check_slot_ids, default_chunk, default_conv, default_eps, default_true, Dims, GatedDeltaChunk,
-    GatedDeltaChunkParams, GatedNorm, GatedNormParams, Permute, PermuteParams, Route, RouteParams, Rule, ShortConv,
-    ShortConvParams, Unpermute, UnpermuteParams,
+    GatedDeltaChunkParams, GatedDeltaStep, GatedDeltaStepParams, GatedNorm, GatedNormParams, Permute, PermuteParams,
+    Route, RouteParams, Rule, ShortConv, ShortConvParams, Unpermute, UnpermuteParams,
 };
 use crate::backend::Status;
 use crate::dtype::{float_dtype, DType, Float};
@@ -18,8 +18,8 @@ use crate::plan::{Plan, TensorSpec};
 /// each sequence continuing from and ending in its pool slot: `route` (router logits
 /// `[T, M]`) -> `permute` -> `short_conv` (fused projection rows `x [T, P]`) ->
 /// `gated_delta_chunk` -> `unpermute` -> `gated_norm` (with the output gate `gate [T, H V]`,
-/// `norm_w [V]`) into `y [T, H V]`, ready for the caller's `W_o`. The decode step of the same
-/// layer is [`GatedDeltaStep`](super::GatedDeltaStep) then [`GatedNorm`], on the same pools.
+/// `norm_w [V]`) into `y [T, H V]`, ready for the caller's `W_o`. [`MomLayerStep`] is the
+/// same layer's decode, on the same pools.
 /// Everything after `y` in [`Plan::tensors`] is scratch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -183,13 +183,132 @@ impl Plan for MomLayer {
     }
 }
 
+/// One decode token per sequence through a MoM layer: `route` -> [`GatedDeltaStep`] (conv,
+/// the routed and shared memories and their mix in one launch) -> `gated_norm`, into
+/// `y [B, H V]`; the pools are [`MomLayer`]'s. Everything after `y` in [`Plan::tensors`] is
+/// scratch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MomLayerStepParams {
+    pub batch: usize,
+    pub memories: usize,
+    pub topk: usize,
+    #[serde(default = "default_true")]
+    pub shared: bool,
+    pub heads: usize,
+    pub head_k: usize,
+    pub head_v: usize,
+    #[serde(default = "default_conv")]
+    pub conv: usize,
+    pub slots: usize,
+    pub dtype: DType,
+    #[serde(default = "default_eps")]
+    pub eps: f32,
+}
+
+#[derive(Debug, Clone)]
+pub struct MomLayerStep {
+    pub params: MomLayerStepParams,
+    pub dims: Dims,
+    pub route: Route,
+    pub step: GatedDeltaStep,
+    pub norm: GatedNorm,
+}
+
+impl MomLayerStep {
+    pub fn new(p: MomLayerStepParams) -> Result<Self> {
+        let route = Route::new(RouteParams { tokens: p.batch, memories: p.memories, topk: p.topk, dtype: p.dtype })?;
+        let step = GatedDeltaStep::new(GatedDeltaStepParams {
+            batch: p.batch,
+            memories: p.memories,
+            topk: p.topk,
+            shared: p.shared,
+            heads: p.heads,
+            head_k: p.head_k,
+            head_v: p.head_v,
+            conv: p.conv,
+            slots: p.slots,
+            dtype: p.dtype,
+            rule: Rule::Delta,
+            v_first: false,
+            scale: None,
+        })?;
+        let norm = GatedNorm::new(GatedNormParams {
+            tokens: p.batch,
+            heads: p.heads,
+            head_v: p.head_v,
+            dtype: p.dtype,
+            eps: p.eps,
+        })?;
+        Ok(Self { dims: step.dims, params: p, route, step, norm })
+    }
+
+    pub fn validate(&self, slot_ids: &[i32]) -> Result<()> {
+        check_slot_ids(slot_ids, self.params.batch, self.params.slots)
+    }
+
+    /// Tensors in [`Plan::tensors`] order; `idx`, `weights`, `o_mix` are scratch.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cpu<T: Float>(
+        &self,
+        logits: &[T],
+        x: &[T],
+        gate: &[T],
+        conv_w: &[T],
+        gate_params: &[f32],
+        norm_w: &[T],
+        slot_ids: &[i32],
+        state: &mut [f32],
+        conv_state: &mut [f32],
+        y: &mut [T],
+        idx: &mut [i32],
+        weights: &mut [f32],
+        o_mix: &mut [T],
+        status: &Status,
+    ) -> Result<()> {
+        self.route.run_cpu(logits, idx, weights, status)?;
+        self.step.run_cpu(x, conv_w, gate_params, idx, weights, slot_ids, state, conv_state, o_mix, status)?;
+        self.norm.run_cpu(o_mix, gate, norm_w, y)
+    }
+}
+
+impl Plan for MomLayerStep {
+    type Params = MomLayerStepParams;
+    const NAME: &'static str = "mom_layer_step";
+    fn build(p: MomLayerStepParams) -> Result<Self> {
+        Self::new(p)
+    }
+    fn params(&self) -> &MomLayerStepParams {
+        &self.params
+    }
+    fn tensors(&self) -> Vec<TensorSpec> {
+        let (p, d, dt) = (&self.params, &self.dims, self.params.dtype);
+        let entries = d.mems() * p.slots;
+        vec![
+            TensorSpec::input("logits", dt, p.batch * p.memories),
+            TensorSpec::input("x", dt, p.batch * d.proj_width()),
+            TensorSpec::input("gate", dt, p.batch * d.hv()),
+            TensorSpec::input("conv_w", dt, d.channels() * p.conv),
+            TensorSpec::input("gate_params", DType::F32, 2 * p.heads),
+            TensorSpec::input("norm_w", dt, p.head_v),
+            TensorSpec::input("slot_ids", DType::I32, p.batch),
+            TensorSpec::in_out("state", DType::F32, entries * p.heads * p.head_k * p.head_v),
+            TensorSpec::in_out("conv_state", DType::F32, entries * d.channels() * p.conv),
+            TensorSpec::output("y", dt, p.batch * d.hv()),
+            TensorSpec::scratch("idx", DType::I32, p.batch * p.topk),
+            TensorSpec::scratch("weights", DType::F32, p.batch * p.topk),
+            TensorSpec::scratch("o_mix", dt, p.batch * d.hv()),
+        ]
+    }
+}
+
 #[cfg(feature = "cuda")]
 mod cuda {
     use std::sync::Arc;
 
     use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut};
 
-    use super::MomLayer;
+    use super::{MomLayer, MomLayerStep};
     use crate::backend::cuda::{CudaBackend, CudaFloat};
     use crate::backend::Status;
     use crate::error::Result;
@@ -234,11 +353,53 @@ mod cuda {
             self.norm.run_cuda(cuda, stream, &*o_mix, gate, norm_w, y)
         }
     }
+
+    impl MomLayerStep {
+        /// Three launches on `stream`; nothing is read back.
+        #[allow(clippy::too_many_arguments)]
+        pub fn run_cuda<T: CudaFloat>(
+            &self,
+            cuda: &CudaBackend,
+            stream: &Arc<CudaStream>,
+            logits: &impl DevicePtr<T>,
+            x: &impl DevicePtr<T>,
+            gate: &impl DevicePtr<T>,
+            conv_w: &impl DevicePtr<T>,
+            gate_params: &impl DevicePtr<f32>,
+            norm_w: &impl DevicePtr<T>,
+            slot_ids: &impl DevicePtr<i32>,
+            state: &mut impl DevicePtrMut<f32>,
+            conv_state: &mut impl DevicePtrMut<f32>,
+            y: &mut impl DevicePtrMut<T>,
+            idx: &mut (impl DevicePtr<i32> + DevicePtrMut<i32>),
+            weights: &mut (impl DevicePtr<f32> + DevicePtrMut<f32>),
+            o_mix: &mut (impl DevicePtr<T> + DevicePtrMut<T>),
+            status: &mut Status,
+        ) -> Result<()> {
+            self.route.run_cuda(cuda, stream, logits, idx, weights, status)?;
+            let (i, w) = (&*idx, &*weights);
+            self.step.run_cuda(
+                cuda,
+                stream,
+                x,
+                conv_w,
+                gate_params,
+                i,
+                w,
+                slot_ids,
+                state,
+                conv_state,
+                o_mix,
+                status,
+            )?;
+            self.norm.run_cuda(cuda, stream, &*o_mix, gate, norm_w, y)
+        }
+    }
 }
 
 #[cfg(feature = "wgpu")]
 mod gpu {
-    use super::MomLayer;
+    use super::{MomLayer, MomLayerStep};
     use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
     use crate::backend::Status;
     use crate::error::Result;
@@ -279,6 +440,47 @@ mod gpu {
             c.run_wgpu(gpu, enc, x, order, cu_mem, slot_ids, conv_w, gate_params, conv_state, qkv, gb, status)?;
             self.chunk.run_wgpu(gpu, enc, qkv, gb, cu_mem, slot_ids, state, o_rows, status)?;
             self.unpermute.run_wgpu(gpu, enc, o_rows, inverse, weights, o_mix, status)?;
+            self.norm.run_wgpu(gpu, enc, o_mix, gate, norm_w, y)
+        }
+    }
+
+    impl MomLayerStep {
+        /// Records the three dispatches into `enc`; `idx`, `weights`, `o_mix` are scratch.
+        #[allow(clippy::too_many_arguments)]
+        pub fn run_wgpu(
+            &self,
+            gpu: &WgpuBackend,
+            enc: &mut wgpu::CommandEncoder,
+            logits: WgpuTensor,
+            x: WgpuTensor,
+            gate: WgpuTensor,
+            conv_w: WgpuTensor,
+            gate_params: WgpuTensor,
+            norm_w: WgpuTensor,
+            slot_ids: WgpuTensor,
+            state: WgpuTensor,
+            conv_state: WgpuTensor,
+            y: WgpuTensor,
+            idx: WgpuTensor,
+            weights: WgpuTensor,
+            o_mix: WgpuTensor,
+            status: &Status,
+        ) -> Result<()> {
+            self.route.run_wgpu(gpu, enc, logits, idx, weights, status)?;
+            self.step.run_wgpu(
+                gpu,
+                enc,
+                x,
+                conv_w,
+                gate_params,
+                idx,
+                weights,
+                slot_ids,
+                state,
+                conv_state,
+                o_mix,
+                status,
+            )?;
             self.norm.run_wgpu(gpu, enc, o_mix, gate, norm_w, y)
         }
     }

@@ -16,7 +16,8 @@
 //! - [`GatedNorm`]: the output norm `rmsnorm(o) * w * silu(gate)` per head;
 //! - [`Transport`] / [`ApplyState`]: a piece's transition and the application of the state that
 //!   reaches it, so a long sequence runs in pieces (or on several GPUs) and matches one pass;
-//! - [`MomLayer`]: the whole layer's prefill between its projections, on every backend.
+//! - [`MomLayer`] / [`MomLayerStep`]: a whole layer between its projections, prefill and decode,
+//!   on every backend.
 //!
 //! Memories are numbered `0..M`, the shared memory `M`; `M' = M + shared`. A state pool holds
 //! `M' * slots` entries, memory `m` of slot `s` at entry `m * slots + s` (fla's `(e b)` order).
@@ -36,7 +37,7 @@ pub(crate) mod uniforms;
 mod wgpu;
 
 pub use chunk::{GatedDeltaChunk, GatedDeltaChunkParams, ShortConv, ShortConvParams};
-pub use layer::{MomLayer, MomLayerParams};
+pub use layer::{MomLayer, MomLayerParams, MomLayerStep, MomLayerStepParams};
 pub use route::{GatedNorm, GatedNormParams, Permute, PermuteParams, Route, RouteParams, Unpermute, UnpermuteParams};
 pub use split::{ApplyState, PieceParams, Transport};
 pub use step::{GatedDeltaStep, GatedDeltaStepParams};

@@ -135,14 +135,15 @@ pub struct LayerWeights<'a> {
 /// `rmsnorm(o) * w * silu(gate)` per head. `x [T, P]` is the fused projection row (see
 /// [`super::Dims`]). `slots[b]` is sequence b's pool slot, `None` for one the kernels skip
 /// (its outputs 0, its states untouched). States are `[M' * pool, H, K, V]` row-major and
-/// conv states `[M' * pool, C, W]`. `round` is the storage dtype's rounding, applied where
-/// the kernels store intermediates (the conv outputs, each memory's output, the mix).
+/// conv states `[M' * pool, C, W]`. `inner` rounds the intermediates the prefill kernels store
+/// (conv outputs, each memory's output; identity for the fused step, which keeps them in f32)
+/// and `store` the mix before the norm (the storage dtype's rounding).
 #[allow(clippy::too_many_arguments)]
 pub fn layer(
     d: &super::Dims,
     w: &LayerWeights,
     (scale, eps, pool): (f64, f64, usize),
-    round: &dyn Fn(f64) -> f64,
+    (inner, store): (&dyn Fn(f64) -> f64, &dyn Fn(f64) -> f64),
     logits: &[f64],
     x: &[f64],
     gate: &[f64],
@@ -173,7 +174,7 @@ pub fn layer(
                 let y: Vec<f64> = (0..c_n)
                     .map(|c| {
                         let win = &mut conv[(e * c_n + c) * w_n..(e * c_n + c + 1) * w_n];
-                        round(conv_step(win, &w.conv_w[c * w_n..(c + 1) * w_n], x[t * pw + d.col(m, c)]))
+                        inner(conv_step(win, &w.conv_w[c * w_n..(c + 1) * w_n], x[t * pw + d.col(m, c)]))
                     })
                     .collect();
                 for h in 0..h_n {
@@ -185,7 +186,7 @@ pub fn layer(
                     let base = (e * h_n + h) * k_n * v_n;
                     let o = recur(&mut state[base..base + k_n * v_n], &q, &k, v, g, beta, Rule::Delta);
                     for (c, val) in o.iter().enumerate() {
-                        mix[t * hv + h * v_n + c] += wt * round(*val);
+                        mix[t * hv + h * v_n + c] += wt * inner(*val);
                     }
                 }
             }
@@ -194,7 +195,7 @@ pub fn layer(
     let mut out = vec![0.0; tokens * hv];
     for r in 0..tokens * h_n {
         let s = r * v_n..(r + 1) * v_n;
-        let o: Vec<f64> = mix[s.clone()].iter().map(|&v| round(v)).collect();
+        let o: Vec<f64> = mix[s.clone()].iter().map(|&v| store(v)).collect();
         out[s.clone()].copy_from_slice(&gated_norm(&o, &gate[s], w.norm_w, eps));
     }
     out
