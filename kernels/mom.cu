@@ -243,6 +243,7 @@ __device__ void mom_short_conv(const T* x, const int* order, const int* cu, cons
         const int col = HK + Mp * (HK + HV) + beta * Mp * H + m * H + h;
         for (int r = r0; r < r1; ++r) {
             const int t = order[r];
+            if (t < 0 || t >= tokens) raise_status(status, ST_INDEX_OUT_OF_RANGE);
             const float a = (t < 0 || t >= tokens) ? 0.f : to_f32(x[(i64)t * P + col]);
             gb[(i64)r * 2 * H + gi] = beta ? mom_sigmoid(a) : -__expf(gp[h]) * mom_softplus(a + gp[H + h]);
         }

@@ -64,6 +64,7 @@ pub mod plan;
 pub mod registry;
 pub mod sources;
 pub mod ternary;
+pub mod visual;
 
 #[cfg(feature = "cuda")]
 pub use backend::cuda::{CudaBackend, CudaFloat};

@@ -10,6 +10,7 @@ pub fn kernels() -> Vec<&'static dyn Kernel> {
     v.extend(crate::ternary::registry::kernels());
     v.extend(crate::mla::registry::kernels());
     v.extend(crate::mom::registry::kernels());
+    v.extend(crate::visual::registry::kernels());
     v
 }
 

@@ -12,3 +12,4 @@ mod mla_tests;
 mod mom_tests;
 mod ptx;
 mod ternary_tests;
+mod visual_tests;

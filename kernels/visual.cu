@@ -1,0 +1,312 @@
+// Sparse visual-token attention: selection, the kept tokens' layout, attention mass, and
+// attention over the kept tokens. Every output element has one owning thread (ranks and prefix
+// sums instead of atomics), so the results do not depend on scheduling.
+#include "common.cuh"
+
+#define VIS_TILE 128
+
+// Rank of candidate j by descending s, ties to the lower index.
+__device__ int vis_rank(const float* s, int n, int j) {
+    const float v = s[j];
+    int r = 0;
+    for (int i = 0; i < n; ++i) r += (s[i] > v || (s[i] == v && i < j)) ? 1 : 0;
+    return r;
+}
+
+__device__ bool vis_offsets_ok(const int* cu, int n, int end) {
+    if (cu[0] != 0) return false;
+    for (int i = 0; i < n; ++i)
+        if (cu[i + 1] < cu[i]) return false;
+    return cu[n] == end;
+}
+
+// Block-wide exclusive prefix sum of 0/1 flags over 256 threads; returns the total.
+__device__ int vis_scan256(int flag, int* scan, int& prefix) {
+    scan[threadIdx.x] = flag;
+    __syncthreads();
+    for (int off = 1; off < 256; off <<= 1) {
+        const int v = threadIdx.x >= off ? scan[threadIdx.x - off] : 0;
+        __syncthreads();
+        scan[threadIdx.x] += v;
+        __syncthreads();
+    }
+    prefix = scan[threadIdx.x] - flag;
+    const int total = scan[255];
+    __syncthreads();
+    return total;
+}
+
+// Select: one block of 256 threads per sequence. mode 0 top-k, 1 cumulative mass, 2 above mean.
+extern "C" __global__ void __launch_bounds__(256, 1) visual_select(const float* score, const int* lens, const float* order, int* idx,
+                                                     int* count, unsigned* status, int n, int mode, int k, float tau,
+                                                     int has_order) {
+    __shared__ int scan[256];
+    __shared__ int bad, keep_n;
+    __shared__ float total;
+    const int b = blockIdx.x;
+    const float* s = score + (i64)b * n;
+    const float* ord = has_order ? order + (i64)b * n : s;
+    int* out = idx + (i64)b * n;
+    const int l = lens[b];
+    if (threadIdx.x == 0) bad = (l < 0 || l > n) ? (int)ST_INDEX_OUT_OF_RANGE : 0;
+    __syncthreads();
+    if (!bad)
+        for (int j = threadIdx.x; j < l; j += 256)
+            if (!isfinite(s[j]) || !isfinite(ord[j])) atomicOr(&bad, (int)ST_VALUE_OUT_OF_RANGE);
+    __syncthreads();
+    if (bad) {
+        if (threadIdx.x == 0) {
+            raise_status(status, (unsigned)bad);
+            count[b] = 0;
+        }
+        for (int j = threadIdx.x; j < n; j += 256) out[j] = -1;
+        return;
+    }
+    if (threadIdx.x == 0) {
+        float t = 0.f;
+        for (int j = 0; j < l; ++j) t += s[j];
+        total = t;
+    }
+    __syncthreads();
+    if (mode == 1) {
+        // Masses in descending order (as float bits in idx, overwritten below), summed in order.
+        for (int j = threadIdx.x; j < l; j += 256) out[vis_rank(s, l, j)] = __float_as_int(s[j]);
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            const float need = tau * total;
+            float cum = 0.f;
+            int p = l;
+            for (int r = 0; r < l; ++r) {
+                cum += __int_as_float(out[r]);
+                if (cum >= need) {
+                    p = r + 1;
+                    break;
+                }
+            }
+            keep_n = p;
+        }
+    } else if (threadIdx.x == 0) {
+        keep_n = k;
+    }
+    __syncthreads();
+    const float mean = total / (float)l;
+    int running = 0;
+    for (int j0 = 0; j0 < n; j0 += 256) {
+        const int j = j0 + threadIdx.x;
+        int flag = 0;
+        if (j < l) flag = mode == 2 ? (s[j] > mean) : (vis_rank(ord, l, j) < keep_n);
+        int prefix;
+        const int tile = vis_scan256(flag, scan, prefix);
+        if (flag) out[running + prefix] = j;
+        running += tile;
+    }
+    __syncthreads();
+    for (int j = running + threadIdx.x; j < n; j += 256) out[j] = -1;
+    if (threadIdx.x == 0) count[b] = running;
+}
+
+// Sequence b's kept visual count, or -1 when its segment or selection is bad.
+__device__ int vis_kept(const int* cu, const int* seg, const int* idx, const int* count, int b, int n) {
+    const int s = seg[2 * b], len = seg[2 * b + 1], L = cu[b + 1] - cu[b];
+    if (s < 0 || len < 0 || s + len > L || len > n) return -2;
+    const int c = count[b];
+    if (c < 0 || c > len) return -1;
+    for (int e = 0; e < c; ++e) {
+        const int j = idx[(i64)b * n + e];
+        if (j < 0 || j >= len || (e > 0 && j <= idx[(i64)b * n + e - 1])) return -1;
+    }
+    return c;
+}
+
+// The kept tokens of sequence b: before the segment, the kept candidates, after the segment.
+__device__ int vis_new_len(const int* cu, const int* seg, const int* idx, const int* count, int b, int n) {
+    const int c = vis_kept(cu, seg, idx, count, b, n), L = cu[b + 1] - cu[b];
+    if (c == -2) return L;  // a bad segment counts as none: every token is text
+    return L - seg[2 * b + 1] + (c < 0 ? 0 : c);
+}
+
+// Compact: one block of 256 threads per sequence; its output offset is the sum of the new
+// lengths before it.
+extern "C" __global__ void __launch_bounds__(256) visual_compact(const int* cu, const int* seg, const int* idx, const int* count,
+                                                      int* rows, int* pos, int* cu_out, unsigned* status, int tokens,
+                                                      int n) {
+    __shared__ int part[8];
+    const int b = blockIdx.x, seqs = gridDim.x;
+    if (!vis_offsets_ok(cu, seqs, tokens)) {
+        if (threadIdx.x == 0) {
+            raise_status(status, ST_INDEX_OUT_OF_RANGE);
+            cu_out[b] = 0;
+            if (b == seqs - 1) cu_out[seqs] = 0;
+        }
+        for (i64 r = (i64)b * 256 + threadIdx.x; r < tokens; r += (i64)seqs * 256) rows[r] = -1, pos[r] = -1;
+        return;
+    }
+    int sum = 0;
+    for (int o = threadIdx.x; o < b; o += 256) sum += vis_new_len(cu, seg, idx, count, o, n);
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = sum;
+    __syncthreads();
+    int base = 0;
+    for (int w = 0; w < 8; ++w) base += part[w];
+    const int c = vis_kept(cu, seg, idx, count, b, n), L = cu[b + 1] - cu[b];
+    if (c < 0 && threadIdx.x == 0) raise_status(status, ST_INDEX_OUT_OF_RANGE);
+    // A bad segment counts as none: every token is text.
+    const int s = c == -2 ? L : seg[2 * b], len = c == -2 ? 0 : seg[2 * b + 1], kept = c < 0 ? 0 : c;
+    const int nl = L - len + kept;
+    if (threadIdx.x == 0) {
+        cu_out[b] = base;
+        if (b == seqs - 1) cu_out[seqs] = base + nl;
+    }
+    for (int e = threadIdx.x; e < nl; e += 256) {
+        int p;
+        if (e < s) p = e;
+        else if (e < s + kept) p = s + idx[(i64)b * n + (e - s)];
+        else p = s + len + (e - s - kept);
+        rows[base + e] = cu[b] + p;
+        pos[base + e] = p;
+    }
+    if (b == seqs - 1)
+        for (int r = base + nl + threadIdx.x; r < tokens; r += 256) rows[r] = -1, pos[r] = -1;
+}
+
+// The sequence holding token t (cu already validated).
+__device__ int vis_seq_of(const int* cu, int seqs, int t) {
+    int b = 0;
+    while (b + 1 < seqs && t >= cu[b + 1]) ++b;
+    return b;
+}
+
+// Attention mass, pass 1: the LSE of row r, head h over every key it sees. grid (R, H).
+template <typename T>
+__device__ void vis_row_lse(const T* q, const int* qpos, const T* k, const int* cu, float* ws, int seqs, int tokens,
+                            int H, int Hkv, int D, float scale) {
+    __shared__ float qs[256];
+    const int r = blockIdx.x, h = blockIdx.y, g = H / Hkv;
+    const int t = qpos[r];
+    if (t < 0 || t >= tokens || !vis_offsets_ok(cu, seqs, tokens)) return;  // ignored in pass 2
+    for (int d = threadIdx.x; d < D; d += blockDim.x) qs[d] = to_f32(q[((i64)r * H + h) * D + d]);
+    __syncthreads();
+    const int b = vis_seq_of(cu, seqs, t);
+    float m = NEG_INF, l = 0.f;
+    for (int j = cu[b] + threadIdx.x; j <= t; j += blockDim.x) {
+        const T* kr = k + ((i64)j * Hkv + h / g) * D;
+        float s = 0.f;
+        for (int d = 0; d < D; ++d) s += qs[d] * to_f32(kr[d]);
+        s *= scale;
+        const float mn = fmaxf(m, s);
+        l = l * __expf(m - mn) + __expf(s - mn);
+        m = mn;
+    }
+    const float M = block_max(m);
+    const float L = block_sum(m == NEG_INF ? 0.f : l * __expf(m - M));
+    if (threadIdx.x == 0) ws[(i64)r * H + h] = M + logf(L);
+}
+
+// Attention mass, pass 2: grid (ceil(n / 128), B); thread j owns mass[b][*][j] and loops over
+// the sequence's rows (and heads), so the sums need no atomics.
+template <typename T>
+__device__ void vis_mass(const T* q, const int* qpos, const float* qw, const T* k, const int* cu, const int* seg,
+                         const float* lse, float* mass, unsigned* status, int seqs, int tokens, int rows, int H,
+                         int Hkv, int D, int n, float scale, int reduce) {
+    const int b = blockIdx.y, j = blockIdx.x * blockDim.x + threadIdx.x, g = H / Hkv, Ho = reduce ? 1 : H;
+    if (j >= n) return;
+    if (!vis_offsets_ok(cu, seqs, tokens)) {
+        raise_status(status, ST_INDEX_OUT_OF_RANGE);
+        for (int h = 0; h < Ho; ++h) mass[((i64)b * Ho + h) * n + j] = 0.f;
+        return;
+    }
+    const int s0 = seg[2 * b], len = seg[2 * b + 1], L = cu[b + 1] - cu[b];
+    const bool seg_ok = s0 >= 0 && len >= 0 && s0 + len <= L && len <= n;
+    if (!seg_ok) raise_status(status, ST_INDEX_OUT_OF_RANGE);
+    const int key = cu[b] + s0 + j;
+    for (int ho = 0; ho < Ho; ++ho) {
+        float acc = 0.f;
+        if (seg_ok && j < len)
+            for (int r = 0; r < rows; ++r) {
+                const int t = qpos[r];
+                if (t < 0 || t >= tokens) {
+                    raise_status(status, ST_INDEX_OUT_OF_RANGE);
+                    continue;
+                }
+                if (t < cu[b] || t >= cu[b + 1] || key > t) continue;
+                for (int h = reduce ? 0 : ho; h < (reduce ? H : ho + 1); ++h) {
+                    const T* qr = q + ((i64)r * H + h) * D;
+                    const T* kr = k + ((i64)key * Hkv + h / g) * D;
+                    float s = 0.f;
+                    for (int d = 0; d < D; ++d) s += to_f32(qr[d]) * to_f32(kr[d]);
+                    acc += qw[r] * __expf(s * scale - lse[(i64)r * H + h]);
+                }
+            }
+        mass[((i64)b * Ho + ho) * n + j] = acc;
+    }
+}
+
+// Attention over the kept tokens: grid (T, H), 128 threads; keys of the query's sequence in
+// tiles of 128 with an online softmax; key j is visible iff pos[j] <= pos[i].
+template <typename T>
+__device__ void vis_sparse_attention(const T* q, const T* k, const T* v, const int* cu, const int* pos, T* o, float* lse,
+                                     unsigned* status, int seqs, int tokens, int H, int Hkv, int D, float scale) {
+    __shared__ float qs[256];
+    __shared__ float p[VIS_TILE];
+    const int i = blockIdx.x, h = blockIdx.y, g = H / Hkv, tid = threadIdx.x;
+    if (!vis_offsets_ok(cu, seqs, tokens)) {
+        if (tid == 0) raise_status(status, ST_INDEX_OUT_OF_RANGE);
+        return;
+    }
+    for (int d = tid; d < D; d += blockDim.x) qs[d] = to_f32(q[((i64)i * H + h) * D + d]);
+    __syncthreads();
+    const int b = vis_seq_of(cu, seqs, i), pi = pos[i];
+    float m = NEG_INF, l = 0.f, acc[2] = {0.f, 0.f};
+    for (int j0 = cu[b]; j0 < cu[b + 1]; j0 += VIS_TILE) {
+        const int j = j0 + tid;
+        float s = NEG_INF;
+        if (j < cu[b + 1] && pos[j] <= pi) {
+            const T* kr = k + ((i64)j * Hkv + h / g) * D;
+            s = 0.f;
+            for (int d = 0; d < D; ++d) s += qs[d] * to_f32(kr[d]);
+            s *= scale;
+        }
+        const float mn = fmaxf(m, block_max(s));
+        const float pj = s == NEG_INF ? 0.f : __expf(s - mn);
+        const float corr = m == NEG_INF ? 0.f : __expf(m - mn);
+        p[tid] = pj;
+        l = l * corr + block_sum(pj);  // block_sum's barriers also publish p
+        m = mn;
+        const int nt = min(VIS_TILE, cu[b + 1] - j0);
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            const int d = tid + e * 128;
+            if (d >= D) break;
+            float a = acc[e] * corr;
+            for (int t = 0; t < nt; ++t) a += p[t] * to_f32(v[((i64)(j0 + t) * Hkv + h / g) * D + d]);
+            acc[e] = a;
+        }
+        __syncthreads();  // p is rewritten by the next tile
+    }
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+        const int d = tid + e * 128;
+        if (d < D) o[((i64)i * H + h) * D + d] = from_f32<T>(l > 0.f ? acc[e] / l : 0.f);
+    }
+    if (tid == 0) lse[(i64)i * H + h] = l > 0.f ? m + logf(l) : NEG_INF;
+}
+
+#define VISUAL_ENTRIES(SUF, T)                                                                                    \
+    extern "C" __global__ void __launch_bounds__(128)                                                             \
+        visual_row_lse_##SUF(const T* q, const int* qpos, const T* k, const int* cu, float* ws, int seqs,         \
+                             int tokens, int H, int Hkv, int D, float scale) {                                    \
+        vis_row_lse<T>(q, qpos, k, cu, ws, seqs, tokens, H, Hkv, D, scale);                                       \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(128) visual_mass_##SUF(                                          \
+        const T* q, const int* qpos, const float* qw, const T* k, const int* cu, const int* seg, const float* lse, \
+        float* mass, unsigned* status, int seqs, int tokens, int rows, int H, int Hkv, int D, int n, float scale, \
+        int reduce) {                                                                                             \
+        vis_mass<T>(q, qpos, qw, k, cu, seg, lse, mass, status, seqs, tokens, rows, H, Hkv, D, n, scale, reduce); \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(128) visual_sparse_attention_##SUF(                              \
+        const T* q, const T* k, const T* v, const int* cu, const int* pos, T* o, float* lse, unsigned* status,    \
+        int seqs, int tokens, int H, int Hkv, int D, float scale) {                                               \
+        vis_sparse_attention<T>(q, k, v, cu, pos, o, lse, status, seqs, tokens, H, Hkv, D, scale);                \
+    }
+
+FOR_EACH_FLOAT(VISUAL_ENTRIES)

@@ -1,0 +1,237 @@
+//! CUDA launches for the visual family (`kernels/visual.cu`).
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
+
+use super::{AttnMass, Compact, Select, SelectMode, SparseAttention};
+use crate::backend::cuda::{cuda_err, CudaBackend, CudaFloat};
+use crate::backend::Status;
+use crate::dtype::same_dtype;
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+
+fn cuda_status(status: &mut Status) -> Result<&mut CudaSlice<u32>> {
+    match status {
+        Status::Cuda(st) => Ok(st),
+        _ => Err(Error::InvalidParams("visual: the status word is not a CUDA one".into())),
+    }
+}
+
+fn grid_dim(what: &str, v: usize) -> Result<u32> {
+    u32::try_from(v)
+        .ok()
+        .filter(|&v| v <= 65535 || what == "x")
+        .ok_or_else(|| Error::InvalidParams(format!("visual: {what} grid of {v} blocks exceeds CUDA's limit")))
+}
+
+impl Select {
+    /// One launch, a block per sequence.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cuda(
+        &self,
+        cuda: &CudaBackend,
+        stream: &Arc<CudaStream>,
+        score: &impl DevicePtr<f32>,
+        lens: &impl DevicePtr<i32>,
+        order: Option<&CudaSlice<f32>>,
+        idx: &mut impl DevicePtrMut<i32>,
+        count: &mut impl DevicePtrMut<i32>,
+        status: &mut Status,
+    ) -> Result<()> {
+        let mut given = vec![("score", score.len()), ("lens", lens.len()), ("idx", idx.len())];
+        given.extend([("count", count.len())].into_iter().chain(order.map(|o| ("order", o.len()))));
+        self.check_lens(&given)?;
+        let p = &self.params;
+        let (stp, _s) = cuda_status(status)?.device_ptr_mut(stream);
+        let (sp, _a) = score.device_ptr(stream);
+        let (lp, _b) = lens.device_ptr(stream);
+        let (_og, op) = match order.filter(|_| p.has_order) {
+            Some(o) => {
+                let (ptr, g) = o.device_ptr(stream);
+                (Some(g), ptr)
+            }
+            None => (None, sp),
+        };
+        let (ip, _c) = idx.device_ptr_mut(stream);
+        let (cp, _d) = count.device_ptr_mut(stream);
+        let mode = match p.mode {
+            SelectMode::TopK => 0i32,
+            SelectMode::Mass => 1,
+            SelectMode::AboveMean => 2,
+        };
+        let (n, k, ho) = (p.n as i32, p.k.min(i32::MAX as usize) as i32, i32::from(p.has_order));
+        let f = cuda.function("visual", "visual_select")?;
+        let mut b = stream.launch_builder(&f);
+        b.arg(&sp).arg(&lp).arg(&op).arg(&ip).arg(&cp).arg(&stp).arg(&n).arg(&mode).arg(&k).arg(&p.tau).arg(&ho);
+        let cfg =
+            LaunchConfig { grid_dim: (grid_dim("x", p.seqs)?, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: matches visual_select; one block per sequence reads its n scores (and order)
+        // only below lens[b] after checking 0 <= lens[b] <= n, and writes its own idx row and
+        // count; lengths checked against the tensor list.
+        unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+        Ok(())
+    }
+}
+
+impl Compact {
+    /// One launch, a block per sequence.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cuda(
+        &self,
+        cuda: &CudaBackend,
+        stream: &Arc<CudaStream>,
+        cu_seqlens: &impl DevicePtr<i32>,
+        seg: &impl DevicePtr<i32>,
+        idx: &impl DevicePtr<i32>,
+        count: &impl DevicePtr<i32>,
+        rows: &mut impl DevicePtrMut<i32>,
+        pos: &mut impl DevicePtrMut<i32>,
+        cu_out: &mut impl DevicePtrMut<i32>,
+        status: &mut Status,
+    ) -> Result<()> {
+        let given = [("cu_seqlens", cu_seqlens.len()), ("seg", seg.len()), ("idx", idx.len()), ("count", count.len())];
+        self.check_lens(&[&given[..], &[("rows", rows.len()), ("pos", pos.len()), ("cu_out", cu_out.len())]].concat())?;
+        let p = &self.params;
+        let (stp, _s) = cuda_status(status)?.device_ptr_mut(stream);
+        let (cp, _a) = cu_seqlens.device_ptr(stream);
+        let (gp, _b) = seg.device_ptr(stream);
+        let (ip, _c) = idx.device_ptr(stream);
+        let (np, _d) = count.device_ptr(stream);
+        let (rp, _e) = rows.device_ptr_mut(stream);
+        let (pp, _f) = pos.device_ptr_mut(stream);
+        let (op, _g) = cu_out.device_ptr_mut(stream);
+        let (t, n) = (p.tokens as i32, p.n as i32);
+        let f = cuda.function("visual", "visual_compact")?;
+        let mut b = stream.launch_builder(&f);
+        b.arg(&cp).arg(&gp).arg(&ip).arg(&np).arg(&rp).arg(&pp).arg(&op).arg(&stp).arg(&t).arg(&n);
+        let cfg =
+            LaunchConfig { grid_dim: (grid_dim("x", p.seqs)?, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: matches visual_compact; cu_seqlens is validated in every block, each segment
+        // and selection is checked against its sequence before use, and the new lengths sum to
+        // at most tokens, so every block writes its own range of rows and pos.
+        unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+        Ok(())
+    }
+}
+
+impl AttnMass {
+    /// Two launches (one with `has_lse`): the rows' LSE into `ws`, then the masses.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cuda<T: CudaFloat>(
+        &self,
+        cuda: &CudaBackend,
+        stream: &Arc<CudaStream>,
+        q: &impl DevicePtr<T>,
+        qpos: &impl DevicePtr<i32>,
+        qw: &impl DevicePtr<f32>,
+        k: &impl DevicePtr<T>,
+        cu_seqlens: &impl DevicePtr<i32>,
+        seg: &impl DevicePtr<i32>,
+        lse: Option<&CudaSlice<f32>>,
+        mass: &mut impl DevicePtrMut<f32>,
+        ws: &mut impl DevicePtrMut<f32>,
+        status: &mut Status,
+    ) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        let mut given = vec![("q", q.len()), ("qpos", qpos.len()), ("qw", qw.len()), ("k", k.len())];
+        given.extend([("cu_seqlens", cu_seqlens.len()), ("seg", seg.len()), ("mass", mass.len()), ("ws", ws.len())]);
+        given.extend(lse.map(|l| ("lse", l.len())));
+        self.check_lens(&given)?;
+        let p = &self.params;
+        let (stp, _s) = cuda_status(status)?.device_ptr_mut(stream);
+        let (qp, _a) = q.device_ptr(stream);
+        let (pp, _b) = qpos.device_ptr(stream);
+        let (wp, _c) = qw.device_ptr(stream);
+        let (kp, _d) = k.device_ptr(stream);
+        let (cp, _e) = cu_seqlens.device_ptr(stream);
+        let (gp, _f) = seg.device_ptr(stream);
+        let (mp, _g) = mass.device_ptr_mut(stream);
+        let (sp, _h) = ws.device_ptr_mut(stream);
+        let ints = [p.seqs, p.tokens, p.rows, p.heads, p.kv_heads, p.dim, p.n].map(|v| v as i32);
+        let [seqs, tokens, rows, h, hkv, d, n] = ints;
+        let (_lg, lp) = match lse.filter(|_| p.has_lse) {
+            Some(l) => {
+                let (ptr, g) = l.device_ptr(stream);
+                (Some(g), ptr)
+            }
+            None => {
+                let f = cuda.function("visual", &format!("visual_row_lse_{}", T::DTYPE))?;
+                let mut b = stream.launch_builder(&f);
+                b.arg(&qp).arg(&pp).arg(&kp).arg(&cp).arg(&sp).arg(&seqs).arg(&tokens).arg(&h).arg(&hkv).arg(&d);
+                b.arg(&p.scale);
+                let cfg = LaunchConfig {
+                    grid_dim: (grid_dim("x", p.rows)?, grid_dim("y", p.heads)?, 1),
+                    block_dim: (128, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                // SAFETY: matches visual_row_lse_<dtype>; rows with qpos outside the tokens or
+                // bad cu_seqlens return before reading; keys are read within the row's own
+                // sequence up to its position; D <= 256 fits the shared query row.
+                unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+                (None, sp)
+            }
+        };
+        let reduce = i32::from(p.reduce_heads);
+        let f = cuda.function("visual", &format!("visual_mass_{}", T::DTYPE))?;
+        let mut b = stream.launch_builder(&f);
+        b.arg(&qp).arg(&pp).arg(&wp).arg(&kp).arg(&cp).arg(&gp).arg(&lp).arg(&mp).arg(&stp);
+        b.arg(&seqs).arg(&tokens).arg(&rows).arg(&h).arg(&hkv).arg(&d).arg(&n).arg(&p.scale).arg(&reduce);
+        let cfg = LaunchConfig {
+            grid_dim: (grid_dim("x", p.n.div_ceil(128))?, grid_dim("y", p.seqs)?, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: matches visual_mass_<dtype>; each thread writes only its own candidate's
+        // masses, keys are read at validated segment rows, rows with a bad qpos are skipped;
+        // lengths checked.
+        unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+        Ok(())
+    }
+}
+
+impl SparseAttention {
+    /// One launch, a block per (token, head).
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cuda<T: CudaFloat>(
+        &self,
+        cuda: &CudaBackend,
+        stream: &Arc<CudaStream>,
+        q: &impl DevicePtr<T>,
+        k: &impl DevicePtr<T>,
+        v: &impl DevicePtr<T>,
+        cu_seqlens: &impl DevicePtr<i32>,
+        pos: &impl DevicePtr<i32>,
+        o: &mut impl DevicePtrMut<T>,
+        lse: &mut impl DevicePtrMut<f32>,
+        status: &mut Status,
+    ) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        let given = [("q", q.len()), ("k", k.len()), ("v", v.len()), ("cu_seqlens", cu_seqlens.len())];
+        self.check_lens(&[&given[..], &[("pos", pos.len()), ("o", o.len()), ("lse", lse.len())]].concat())?;
+        let p = &self.params;
+        let (stp, _s) = cuda_status(status)?.device_ptr_mut(stream);
+        let (qp, _a) = q.device_ptr(stream);
+        let (kp, _b) = k.device_ptr(stream);
+        let (vp, _c) = v.device_ptr(stream);
+        let (cp, _d) = cu_seqlens.device_ptr(stream);
+        let (pp, _e) = pos.device_ptr(stream);
+        let (op, _f) = o.device_ptr_mut(stream);
+        let (lp, _g) = lse.device_ptr_mut(stream);
+        let [seqs, tokens, h, hkv, d] = [p.seqs, p.tokens, p.heads, p.kv_heads, p.dim].map(|x| x as i32);
+        let f = cuda.function("visual", &format!("visual_sparse_attention_{}", T::DTYPE))?;
+        let mut b = stream.launch_builder(&f);
+        b.arg(&qp).arg(&kp).arg(&vp).arg(&cp).arg(&pp).arg(&op).arg(&lp).arg(&stp);
+        b.arg(&seqs).arg(&tokens).arg(&h).arg(&hkv).arg(&d).arg(&p.scale);
+        let cfg = LaunchConfig {
+            grid_dim: (grid_dim("x", p.tokens)?, grid_dim("y", p.heads)?, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: matches visual_sparse_attention_<dtype>; cu_seqlens is validated in every
+        // block, keys are read within the query's own sequence, D <= 256 fits the shared query
+        // row and the two accumulators per thread; lengths checked.
+        unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+        Ok(())
+    }
+}

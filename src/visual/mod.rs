@@ -1,0 +1,612 @@
+//! Sparse visual-token attention: score visual tokens by the attention they receive, keep a
+//! subset, and attend over fewer keys (FastV, SparseVLM, ZipVL, VTC-CLS, AIM).
+//!
+//! Each sequence of a packed batch (`cu_seqlens [B + 1]`) holds one visual segment
+//! `seg[b] = (start, len)` (positions within the sequence). The FastV-style pipeline at layer K:
+//! [`AttnMass`] (the attention mass each visual key receives from chosen query rows) ->
+//! [`Select`] (top-k, cumulative mass, above mean) -> [`Compact`] (the kept tokens' source rows
+//! and original positions, varlen) -> `core.gather_rows` (hidden states, K, V by those rows) ->
+//! [`SparseAttention`] (causal by original positions, GQA).
+
+mod cuda;
+pub mod oracle;
+pub(crate) mod registry;
+pub(crate) mod uniforms;
+mod wgpu;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Status, StatusBits};
+use crate::dtype::{float_dtype, same_dtype, to_f64, DType, Float};
+use crate::error::{invalid, Error, Result};
+use crate::layout::{dim, elements};
+use crate::plan::{Plan, TensorSpec};
+
+/// Largest head size (a query row lives in workgroup memory).
+pub const MAX_DIM: usize = 256;
+
+/// Offsets `cu [n + 1]` from 0, never decreasing, ending at `end`, or `None`.
+fn offsets(cu: &[i32], n: usize, end: usize) -> Option<Vec<usize>> {
+    let ok = cu[0] == 0 && (0..n).all(|i| cu[i + 1] >= cu[i]) && cu[n] as i64 == end as i64;
+    ok.then(|| cu[..=n].iter().map(|&v| v as usize).collect())
+}
+
+fn check_offsets(cu: &[i32], n: usize, end: usize) -> Result<Vec<usize>> {
+    offsets(cu, n, end).ok_or_else(|| {
+        Error::InvalidInput(format!("cu_seqlens must run from 0 to {end} without decreasing, got {:?}", &cu[..=n]))
+    })
+}
+
+/// Sequence b's visual segment as absolute rows, or `None` when it does not fit the sequence
+/// or exceeds `nmax` candidates.
+fn segment(cu: &[usize], seg: &[i32], b: usize, nmax: usize) -> Option<(usize, usize)> {
+    let (s, n) = (seg[2 * b], seg[2 * b + 1]);
+    let len = cu[b + 1] - cu[b];
+    let ok = s >= 0 && n >= 0 && (s as usize) + (n as usize) <= len && (n as usize) <= nmax;
+    ok.then(|| (cu[b] + s as usize, n as usize))
+}
+
+fn heads_ok(heads: usize, kv_heads: usize, d: usize) -> Result<()> {
+    dim("visual heads", heads)?;
+    dim("visual kv_heads", kv_heads)?;
+    if !heads.is_multiple_of(kv_heads) {
+        return Err(invalid(format!("heads = {heads} must be a multiple of kv_heads = {kv_heads} (GQA)")));
+    }
+    if d == 0 || d > MAX_DIM {
+        return Err(invalid(format!("head dim = {d} must be in [1, {MAX_DIM}]")));
+    }
+    Ok(())
+}
+
+fn default_true() -> bool {
+    true
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// How [`Select`] keeps candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectMode {
+    /// The `k` largest (ties to the lower index); [`oracle::keep_count`] turns FastV's drop
+    /// ratio into `k`.
+    #[default]
+    TopK,
+    /// ZipVL: the fewest `p` whose largest raw masses reach `tau` times the total, then the
+    /// top-`p` by `order` (the raw mass unless given).
+    Mass,
+    /// Every candidate strictly above the mean.
+    AboveMean,
+}
+
+/// Keeps candidates of `score [B, n]` (f32; the first `lens[b]` are sequence b's): `idx [B, n]`
+/// the kept indices ascending then `-1`, `count [B]`. Sums run in f32 in index order, so every
+/// backend keeps the same set. A length outside `[0, n]` or a non-finite score keeps nothing
+/// and raises `INDEX_OUT_OF_RANGE` / `VALUE_OUT_OF_RANGE`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectParams {
+    pub seqs: usize,
+    pub n: usize,
+    #[serde(default)]
+    pub mode: SelectMode,
+    #[serde(default)]
+    pub k: usize,
+    #[serde(default = "default_tau")]
+    pub tau: f32,
+    /// A separate ranking score `order [B, n]` (mass mode).
+    #[serde(default)]
+    pub has_order: bool,
+}
+
+fn default_tau() -> f32 {
+    0.9
+}
+
+#[derive(Debug, Clone)]
+pub struct Select {
+    pub params: SelectParams,
+}
+
+impl Select {
+    pub fn new(p: SelectParams) -> Result<Self> {
+        dim("select seqs", p.seqs)?;
+        dim("select n", p.n)?;
+        elements("select score", &[p.seqs, p.n])?;
+        if !(p.tau.is_finite() && (0.0..=1.0).contains(&p.tau)) {
+            return Err(invalid(format!("select tau = {} must be in [0, 1]", p.tau)));
+        }
+        Ok(Self { params: p })
+    }
+    fn keep(&self) -> oracle::Keep {
+        match self.params.mode {
+            SelectMode::TopK => oracle::Keep::TopK(self.params.k),
+            SelectMode::Mass => oracle::Keep::Mass(self.params.tau),
+            SelectMode::AboveMean => oracle::Keep::AboveMean,
+        }
+    }
+
+    pub fn validate(&self, score: &[f32], lens: &[i32]) -> Result<()> {
+        let p = &self.params;
+        for b in 0..p.seqs {
+            let l = usize::try_from(lens[b])
+                .ok()
+                .filter(|&l| l <= p.n)
+                .ok_or_else(|| Error::InvalidInput(format!("lens[{b}] = {} is outside [0, n = {}]", lens[b], p.n)))?;
+            if let Some(j) = (0..l).find(|&j| !score[b * p.n + j].is_finite()) {
+                return Err(Error::InvalidInput(format!("score[{b}][{j}] = {} is not finite", score[b * p.n + j])));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn run_cpu(
+        &self,
+        score: &[f32],
+        lens: &[i32],
+        order: Option<&[f32]>,
+        idx: &mut [i32],
+        count: &mut [i32],
+        status: &Status,
+    ) -> Result<()> {
+        let mut given = vec![("score", score.len()), ("lens", lens.len()), ("idx", idx.len())];
+        given.extend([("count", count.len())].into_iter().chain(order.map(|o| ("order", o.len()))));
+        self.check_lens(&given)?;
+        let (p, mut bits) = (&self.params, 0);
+        for b in 0..p.seqs {
+            let row = b * p.n..(b + 1) * p.n;
+            idx[row.clone()].fill(-1);
+            count[b] = 0;
+            let Some(l) = usize::try_from(lens[b]).ok().filter(|&l| l <= p.n) else {
+                bits |= StatusBits::INDEX_OUT_OF_RANGE;
+                continue;
+            };
+            let s = &score[b * p.n..b * p.n + l];
+            if s.iter().any(|v| !v.is_finite()) {
+                bits |= StatusBits::VALUE_OUT_OF_RANGE;
+                continue;
+            }
+            let ord = order.filter(|_| p.has_order).map_or(s, |o| &o[b * p.n..b * p.n + l]);
+            let kept = oracle::select(s, ord, self.keep());
+            count[b] = kept.len() as i32;
+            for (i, j) in kept.into_iter().enumerate() {
+                idx[b * p.n + i] = j as i32;
+            }
+        }
+        if bits != 0 {
+            status.raise(bits)?;
+        }
+        Ok(())
+    }
+}
+
+impl Plan for Select {
+    type Params = SelectParams;
+    const NAME: &'static str = "select";
+    fn build(p: SelectParams) -> Result<Self> {
+        Self::new(p)
+    }
+    fn params(&self) -> &SelectParams {
+        &self.params
+    }
+    fn tensors(&self) -> Vec<TensorSpec> {
+        let p = &self.params;
+        let mut v =
+            vec![TensorSpec::input("score", DType::F32, p.seqs * p.n), TensorSpec::input("lens", DType::I32, p.seqs)];
+        if p.has_order {
+            v.push(TensorSpec::input("order", DType::F32, p.seqs * p.n));
+        }
+        v.push(TensorSpec::output("idx", DType::I32, p.seqs * p.n));
+        v.push(TensorSpec::output("count", DType::I32, p.seqs));
+        v
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// The kept tokens' layout after a selection: sequence b keeps its tokens before the visual
+/// segment `seg[b] = (start, len)`, the segment's candidates `idx[b][..count[b]]` (ascending,
+/// as [`Select`] writes them), and its tokens after the segment. `rows [T]`: each kept token's
+/// row in the original packing, `pos [T]`: its original position in its sequence (for RoPE and
+/// causality), both `-1` past the last; `cu_out [B + 1]`. Gather hidden states, K and V with
+/// `core.gather_rows` by `rows`. A segment that does not fit its sequence, or a selection that is
+/// not ascending within the segment, keeps no visual token of that sequence and raises
+/// `INDEX_OUT_OF_RANGE`; bad `cu_seqlens` keep nothing at all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompactParams {
+    pub seqs: usize,
+    pub tokens: usize,
+    /// Candidates per sequence in `idx` (the selection's `n`).
+    pub n: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Compact {
+    pub params: CompactParams,
+}
+
+impl Compact {
+    pub fn new(p: CompactParams) -> Result<Self> {
+        dim("compact seqs", p.seqs)?;
+        dim("compact tokens", p.tokens)?;
+        dim("compact n", p.n)?;
+        elements("compact idx", &[p.seqs, p.n])?;
+        Ok(Self { params: p })
+    }
+
+    pub fn validate(&self, cu: &[i32], seg: &[i32], idx: &[i32], count: &[i32]) -> Result<()> {
+        let p = &self.params;
+        let cu = check_offsets(cu, p.seqs, p.tokens)?;
+        for b in 0..p.seqs {
+            let (_, n) = segment(&cu, seg, b, p.n).ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "seg[{b}] = ({}, {}) does not fit sequence {b}",
+                    seg[2 * b],
+                    seg[2 * b + 1]
+                ))
+            })?;
+            if self.kept(idx, count, b, n).is_none() {
+                return Err(Error::InvalidInput(format!(
+                    "count[{b}] = {} or idx[{b}] is not an ascending selection of [0, {n})",
+                    count[b]
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sequence b's kept candidates, or `None` when they are not an ascending selection.
+    fn kept<'a>(&self, idx: &'a [i32], count: &[i32], b: usize, n: usize) -> Option<&'a [i32]> {
+        let c = usize::try_from(count[b]).ok().filter(|&c| c <= n)?;
+        let s = &idx[b * self.params.n..b * self.params.n + c];
+        let ok = s.iter().all(|&j| j >= 0 && (j as usize) < n) && s.windows(2).all(|w| w[0] < w[1]);
+        ok.then_some(s)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cpu(
+        &self,
+        cu_seqlens: &[i32],
+        seg: &[i32],
+        idx: &[i32],
+        count: &[i32],
+        rows: &mut [i32],
+        pos: &mut [i32],
+        cu_out: &mut [i32],
+        status: &Status,
+    ) -> Result<()> {
+        let given = [("cu_seqlens", cu_seqlens.len()), ("seg", seg.len()), ("idx", idx.len()), ("count", count.len())];
+        self.check_lens(&[&given[..], &[("rows", rows.len()), ("pos", pos.len()), ("cu_out", cu_out.len())]].concat())?;
+        let p = &self.params;
+        rows[..p.tokens].fill(-1);
+        pos[..p.tokens].fill(-1);
+        cu_out[..=p.seqs].fill(0);
+        let Some(cu) = offsets(cu_seqlens, p.seqs, p.tokens) else {
+            return status.raise(StatusBits::INDEX_OUT_OF_RANGE);
+        };
+        let (mut out, mut bits) = (0usize, 0);
+        for b in 0..p.seqs {
+            cu_out[b] = out as i32;
+            let (start, kept): (usize, Vec<usize>) = match segment(&cu, seg, b, p.n) {
+                Some((s, n)) => match self.kept(idx, count, b, n) {
+                    Some(k) => (s, k.iter().map(|&j| s + j as usize).chain(s + n..cu[b + 1]).collect()),
+                    None => {
+                        bits |= StatusBits::INDEX_OUT_OF_RANGE;
+                        (s, (s + n..cu[b + 1]).collect())
+                    }
+                },
+                None => {
+                    bits |= StatusBits::INDEX_OUT_OF_RANGE;
+                    (cu[b + 1], vec![])
+                }
+            };
+            for r in (cu[b]..start).chain(kept) {
+                rows[out] = r as i32;
+                pos[out] = (r - cu[b]) as i32;
+                out += 1;
+            }
+        }
+        cu_out[p.seqs] = out as i32;
+        if bits != 0 {
+            status.raise(bits)?;
+        }
+        Ok(())
+    }
+}
+
+impl Plan for Compact {
+    type Params = CompactParams;
+    const NAME: &'static str = "compact";
+    fn build(p: CompactParams) -> Result<Self> {
+        Self::new(p)
+    }
+    fn params(&self) -> &CompactParams {
+        &self.params
+    }
+    fn tensors(&self) -> Vec<TensorSpec> {
+        let p = &self.params;
+        vec![
+            TensorSpec::input("cu_seqlens", DType::I32, p.seqs + 1),
+            TensorSpec::input("seg", DType::I32, 2 * p.seqs),
+            TensorSpec::input("idx", DType::I32, p.seqs * p.n),
+            TensorSpec::input("count", DType::I32, p.seqs),
+            TensorSpec::output("rows", DType::I32, p.tokens),
+            TensorSpec::output("pos", DType::I32, p.tokens),
+            TensorSpec::output("cu_out", DType::I32, p.seqs + 1),
+        ]
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// The attention mass each visual key receives: for sequence b and candidate j of its segment,
+/// `mass[b][h][j] = sum_r w_r softmax_r(scale q_r . K)[seg_start + j]` over the chosen query
+/// rows r of that sequence (`q [R, H, D]` at token rows `qpos [R]`, weights `qw [R]`), each
+/// row's softmax over every key it sees (causal: keys up to its own row), GQA (`k [T, Hkv, D]`).
+/// `reduce_heads` sums over heads (`mass [B, 1, n]`), else `[B, H, n]`; entries past the
+/// segment are 0. With `has_lse` the caller's natural-log LSE per (row, head) (`lse [R, H]`,
+/// from its own attention) saves the first pass. A row outside the tokens is ignored and a
+/// segment that does not fit its sequence scores 0; both raise `INDEX_OUT_OF_RANGE`. Each
+/// output is owned by one thread that loops over rows and heads: no atomics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttnMassParams {
+    pub seqs: usize,
+    pub tokens: usize,
+    pub rows: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub dim: usize,
+    pub n: usize,
+    pub scale: f32,
+    pub dtype: DType,
+    #[serde(default = "default_true")]
+    pub reduce_heads: bool,
+    #[serde(default)]
+    pub has_lse: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct AttnMass {
+    pub params: AttnMassParams,
+}
+
+impl AttnMass {
+    pub fn new(p: AttnMassParams) -> Result<Self> {
+        float_dtype(p.dtype)?;
+        for (w, v) in [("seqs", p.seqs), ("tokens", p.tokens), ("rows", p.rows), ("n", p.n)] {
+            dim(&format!("attn_mass {w}"), v)?;
+        }
+        heads_ok(p.heads, p.kv_heads, p.dim)?;
+        if !p.scale.is_finite() {
+            return Err(invalid(format!("attn_mass scale must be finite, got {}", p.scale)));
+        }
+        elements("attn_mass k", &[p.tokens, p.kv_heads, p.dim])?;
+        elements("attn_mass q", &[p.rows, p.heads, p.dim])?;
+        elements("attn_mass mass", &[p.seqs, p.heads, p.n])?;
+        Ok(Self { params: p })
+    }
+    fn out_heads(&self) -> usize {
+        if self.params.reduce_heads {
+            1
+        } else {
+            self.params.heads
+        }
+    }
+
+    pub fn validate(&self, qpos: &[i32], cu: &[i32], seg: &[i32]) -> Result<()> {
+        let p = &self.params;
+        let cu = check_offsets(cu, p.seqs, p.tokens)?;
+        if let Some(r) = (0..p.rows).find(|&r| qpos[r] < 0 || qpos[r] as usize >= p.tokens) {
+            return Err(Error::InvalidInput(format!("qpos[{r}] = {} is outside [0, {})", qpos[r], p.tokens)));
+        }
+        if let Some(b) = (0..p.seqs).find(|&b| segment(&cu, seg, b, p.n).is_none()) {
+            return Err(Error::InvalidInput(format!(
+                "seg[{b}] = ({}, {}) does not fit its sequence",
+                seg[2 * b],
+                seg[2 * b + 1]
+            )));
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cpu<T: Float>(
+        &self,
+        q: &[T],
+        qpos: &[i32],
+        qw: &[f32],
+        k: &[T],
+        cu_seqlens: &[i32],
+        seg: &[i32],
+        lse: Option<&[f32]>,
+        mass: &mut [f32],
+        ws: &mut [f32],
+        status: &Status,
+    ) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        let mut given = vec![("q", q.len()), ("qpos", qpos.len()), ("qw", qw.len()), ("k", k.len())];
+        given.extend([("cu_seqlens", cu_seqlens.len()), ("seg", seg.len()), ("mass", mass.len()), ("ws", ws.len())]);
+        given.extend(lse.map(|l| ("lse", l.len())));
+        self.check_lens(&given)?;
+        let p = &self.params;
+        mass[..p.seqs * self.out_heads() * p.n].fill(0.0);
+        let Some(cu) = offsets(cu_seqlens, p.seqs, p.tokens) else {
+            return status.raise(StatusBits::INDEX_OUT_OF_RANGE);
+        };
+        let (qf, kf) = (to_f64(q), to_f64(k));
+        let (hd, g) = (p.dim, p.heads / p.kv_heads);
+        let key = |t: usize, h: usize| &kf[(t * p.kv_heads + h / g) * hd..(t * p.kv_heads + h / g + 1) * hd];
+        let score = |r: usize, h: usize, t: usize| {
+            f64::from(p.scale)
+                * qf[(r * p.heads + h) * hd..(r * p.heads + h + 1) * hd]
+                    .iter()
+                    .zip(key(t, h))
+                    .map(|(a, b)| a * b)
+                    .sum::<f64>()
+        };
+        let (mut bits, mut acc) = (0, vec![0.0f64; mass.len()]);
+        for r in 0..p.rows {
+            let Some(t) = usize::try_from(qpos[r]).ok().filter(|&t| t < p.tokens) else {
+                bits |= StatusBits::INDEX_OUT_OF_RANGE;
+                continue;
+            };
+            let b = (0..p.seqs).find(|&b| t < cu[b + 1]).unwrap_or(0);
+            let Some((s0, n)) = segment(&cu, seg, b, p.n) else {
+                bits |= StatusBits::INDEX_OUT_OF_RANGE;
+                continue;
+            };
+            for h in 0..p.heads {
+                let l = match lse {
+                    Some(l) => f64::from(l[r * p.heads + h]),
+                    None => {
+                        let s: Vec<f64> = (cu[b]..=t).map(|j| score(r, h, j)).collect();
+                        let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                        m + s.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+                    }
+                };
+                let oh = if p.reduce_heads { 0 } else { h };
+                for j in 0..n.min((t + 1).saturating_sub(s0)) {
+                    acc[(b * self.out_heads() + oh) * p.n + j] += f64::from(qw[r]) * (score(r, h, s0 + j) - l).exp();
+                }
+            }
+        }
+        mass.iter_mut().zip(acc).for_each(|(m, a)| *m = a as f32);
+        if bits != 0 {
+            status.raise(bits)?;
+        }
+        Ok(())
+    }
+}
+
+impl Plan for AttnMass {
+    type Params = AttnMassParams;
+    const NAME: &'static str = "attn_mass";
+    fn build(p: AttnMassParams) -> Result<Self> {
+        Self::new(p)
+    }
+    fn params(&self) -> &AttnMassParams {
+        &self.params
+    }
+    fn tensors(&self) -> Vec<TensorSpec> {
+        let (p, dt) = (&self.params, self.params.dtype);
+        let mut v = vec![
+            TensorSpec::input("q", dt, p.rows * p.heads * p.dim),
+            TensorSpec::input("qpos", DType::I32, p.rows),
+            TensorSpec::input("qw", DType::F32, p.rows),
+            TensorSpec::input("k", dt, p.tokens * p.kv_heads * p.dim),
+            TensorSpec::input("cu_seqlens", DType::I32, p.seqs + 1),
+            TensorSpec::input("seg", DType::I32, 2 * p.seqs),
+        ];
+        if p.has_lse {
+            v.push(TensorSpec::input("lse", DType::F32, p.rows * p.heads));
+        }
+        v.push(TensorSpec::output("mass", DType::F32, p.seqs * self.out_heads() * p.n));
+        v.push(TensorSpec::scratch("ws", DType::F32, p.rows * p.heads));
+        v
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Prefill attention over the kept tokens (as [`Compact`] lays them out, with K and V gathered):
+/// query i of sequence b sees key j of b iff `pos[j] <= pos[i]` (causal by original position),
+/// GQA (`q [T, H, D]`, `k`, `v [T, Hkv, D]`), `o [T, H, D]` and the natural-log `lse [T, H]`
+/// (f32; a row that sees nothing gets `o = 0`, `lse = -inf`). Every token kept: dense causal
+/// attention. Bad `cu_seqlens` write nothing and raise `INDEX_OUT_OF_RANGE`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SparseAttentionParams {
+    pub seqs: usize,
+    pub tokens: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub dim: usize,
+    pub scale: f32,
+    pub dtype: DType,
+}
+
+#[derive(Debug, Clone)]
+pub struct SparseAttention {
+    pub params: SparseAttentionParams,
+}
+
+impl SparseAttention {
+    pub fn new(p: SparseAttentionParams) -> Result<Self> {
+        float_dtype(p.dtype)?;
+        dim("sparse_attention seqs", p.seqs)?;
+        dim("sparse_attention tokens", p.tokens)?;
+        heads_ok(p.heads, p.kv_heads, p.dim)?;
+        if !p.scale.is_finite() {
+            return Err(invalid(format!("sparse_attention scale must be finite, got {}", p.scale)));
+        }
+        elements("sparse_attention q", &[p.tokens, p.heads, p.dim])?;
+        Ok(Self { params: p })
+    }
+
+    pub fn validate(&self, cu: &[i32]) -> Result<()> {
+        check_offsets(cu, self.params.seqs, self.params.tokens).map(|_| ())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cpu<T: Float>(
+        &self,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        cu_seqlens: &[i32],
+        pos: &[i32],
+        o: &mut [T],
+        lse: &mut [f32],
+        status: &Status,
+    ) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        let given = [("q", q.len()), ("k", k.len()), ("v", v.len()), ("cu_seqlens", cu_seqlens.len())];
+        self.check_lens(&[&given[..], &[("pos", pos.len()), ("o", o.len()), ("lse", lse.len())]].concat())?;
+        let p = &self.params;
+        let Some(cu) = offsets(cu_seqlens, p.seqs, p.tokens) else {
+            return status.raise(StatusBits::INDEX_OUT_OF_RANGE);
+        };
+        let (qf, kf, vf) = (to_f64(q), to_f64(k), to_f64(v));
+        let (hd, g, kvh) = (p.dim, p.heads / p.kv_heads, p.kv_heads);
+        for b in 0..p.seqs {
+            for i in cu[b]..cu[b + 1] {
+                let keys: Vec<usize> = (cu[b]..cu[b + 1]).filter(|&j| pos[j] <= pos[i]).collect();
+                for h in 0..p.heads {
+                    let row = |x: &[f64], t: usize| x[(t * kvh + h / g) * hd..(t * kvh + h / g + 1) * hd].to_vec();
+                    let qr = &qf[(i * p.heads + h) * hd..(i * p.heads + h + 1) * hd];
+                    let (out, l) = oracle::attend(qr, &|t| row(&kf, t), &|t| row(&vf, t), &keys, f64::from(p.scale));
+                    for (d, x) in o[(i * p.heads + h) * hd..(i * p.heads + h + 1) * hd].iter_mut().zip(out) {
+                        *d = T::from_f32(x as f32);
+                    }
+                    lse[i * p.heads + h] = l as f32;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Plan for SparseAttention {
+    type Params = SparseAttentionParams;
+    const NAME: &'static str = "sparse_attention";
+    fn build(p: SparseAttentionParams) -> Result<Self> {
+        Self::new(p)
+    }
+    fn params(&self) -> &SparseAttentionParams {
+        &self.params
+    }
+    fn tensors(&self) -> Vec<TensorSpec> {
+        let (p, dt) = (&self.params, self.params.dtype);
+        vec![
+            TensorSpec::input("q", dt, p.tokens * p.heads * p.dim),
+            TensorSpec::input("k", dt, p.tokens * p.kv_heads * p.dim),
+            TensorSpec::input("v", dt, p.tokens * p.kv_heads * p.dim),
+            TensorSpec::input("cu_seqlens", DType::I32, p.seqs + 1),
+            TensorSpec::input("pos", DType::I32, p.tokens),
+            TensorSpec::output("o", dt, p.tokens * p.heads * p.dim),
+            TensorSpec::output("lse", DType::F32, p.tokens * p.heads),
+        ]
+    }
+}

@@ -1,0 +1,421 @@
+//! The visual kernels in the registry: case tables, random masses, selections and attention
+//! inputs, oracle calls, launches.
+
+use serde_json::{json, Value};
+
+use super::{AttnMass, Compact, Select, SparseAttention};
+use crate::backend::{Backend, Status};
+use crate::dtype::{to_f64, DType};
+use crate::error::Result;
+use crate::harness::{
+    float_cases, host, tagged_cases, with_extra, Case, DevMap, Expected, Fixture, HostTensor, Kernel, Launch, Reg,
+    Registered, Rng, TensorMap,
+};
+use crate::plan::Plan;
+use crate::{launch, with_float, Float};
+
+pub(crate) fn kernels() -> Vec<&'static dyn Kernel> {
+    vec![&Reg::<AttnMass>::NEW, &Reg::<Select>::NEW, &Reg::<Compact>::NEW, &Reg::<SparseAttention>::NEW]
+}
+
+fn owned(dtype: Option<DType>, rows: &[(String, Value)]) -> Vec<Case> {
+    let rows: Vec<(&str, Value)> = rows.iter().map(|(l, p)| (l.as_str(), p.clone())).collect();
+    match dtype {
+        Some(dt) => tagged_cases(dt, &rows),
+        None => float_cases(&rows),
+    }
+}
+
+fn ints(m: &mut TensorMap, name: &str, v: &[i32]) {
+    m.insert(name.into(), HostTensor::from_i32(&[v.len()], v));
+}
+
+fn f32s(m: &mut TensorMap, name: &str, v: &[f64]) {
+    m.insert(name.into(), HostTensor::from_f64(DType::F32, &[v.len()], v));
+}
+
+/// `cu_seqlens` from the `lens` fixture; `bad_cu` spoils it.
+fn cu_of(fx: &Fixture, seqs: usize) -> Vec<i32> {
+    let mut cu = vec![0i32];
+    for l in fx.sizes("lens").into_iter().take(seqs) {
+        cu.push(cu[cu.len() - 1] + l as i32);
+    }
+    if fx.is("bad_cu") && seqs > 1 {
+        cu[1] = cu[2] + 1;
+    }
+    cu
+}
+
+/// Each sequence's visual segment from the `segs` fixture (start, len pairs).
+fn segs(fx: &Fixture) -> Vec<i32> {
+    fx.sizes("segs").into_iter().map(|v| v as i32).collect()
+}
+
+impl Registered for Select {
+    const FAMILY: &'static str = "visual";
+    fn cases() -> Vec<Case> {
+        let c = |l: &str, p: Value| (l.to_string(), p);
+        owned(
+            Some(DType::F32),
+            &[
+                c("top-k 5 of 1 x 9", json!({"seqs": 1, "n": 9, "k": 5})),
+                c("top-k 0", json!({"seqs": 2, "n": 7, "k": 0})),
+                c("top-k all (k > n)", json!({"seqs": 2, "n": 7, "k": 50})),
+                c(
+                    "top-k 144 of 576, lens 576/300/0",
+                    json!({"seqs": 3, "n": 576, "k": 144, "fixture": {"lens": [576, 300, 0]}}),
+                ),
+                c("top-k with ties", json!({"seqs": 3, "n": 40, "k": 13, "fixture": "ties"})),
+                c("top-k all equal", json!({"seqs": 2, "n": 30, "k": 7, "fixture": "equal"})),
+                c("mass tau 0.5", json!({"seqs": 2, "n": 300, "mode": "mass", "tau": 0.5})),
+                c("mass tau 1", json!({"seqs": 2, "n": 50, "mode": "mass", "tau": 1.0})),
+                c(
+                    "mass tau 0.8, ranked by another score",
+                    json!({"seqs": 2, "n": 64, "mode": "mass", "tau": 0.8, "has_order": true}),
+                ),
+                c("mass with ties", json!({"seqs": 2, "n": 40, "mode": "mass", "tau": 0.7, "fixture": "ties"})),
+                c("above mean", json!({"seqs": 3, "n": 257, "mode": "above_mean"})),
+                c("above mean all equal", json!({"seqs": 1, "n": 20, "mode": "above_mean", "fixture": "equal"})),
+                c("bad length and a NaN", json!({"seqs": 3, "n": 10, "k": 4, "fixture": "bad"})),
+            ],
+        )
+    }
+    fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
+        let p = &self.params;
+        let mut s: Vec<f64> = (0..p.seqs * p.n).map(|_| rng.range(0.0, 1.0)).collect();
+        if fx.is("ties") {
+            s.iter_mut().for_each(|v| *v = (*v * 4.0).round() / 4.0);
+        }
+        if fx.is("equal") {
+            s.fill(0.25);
+        }
+        let mut lens: Vec<i32> = fx.sizes("lens").into_iter().map(|v| v as i32).collect();
+        lens.resize(p.seqs, p.n as i32);
+        if fx.is("bad") {
+            lens[0] = p.n as i32 + 1;
+            s[p.n + 2] = f64::NAN;
+        }
+        let mut m = TensorMap::new();
+        f32s(&mut m, "score", &s);
+        ints(&mut m, "lens", &lens);
+        if p.has_order {
+            f32s(&mut m, "order", &rng.normals(p.seqs * p.n, 1.0));
+        }
+        Ok(m)
+    }
+    fn oracle(&self, i: &TensorMap) -> Result<Expected> {
+        let p = &self.params;
+        let mut st = Status::new(&Backend::Cpu)?;
+        let (mut idx, mut count) = (vec![0; p.seqs * p.n], vec![0; p.seqs]);
+        let order: Option<Vec<f32>> = i.get("order").map(|t| t.to_vec()).transpose()?;
+        let (score, lens): (Vec<f32>, _) = (host(i, "score")?.to_vec()?, host(i, "lens")?.to_i32());
+        self.run_cpu(&score, &lens, order.as_deref(), &mut idx, &mut count, &st)?;
+        let f = |v: &[i32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
+        let mut e = Expected::with("idx", f(&idx)).and("count", f(&count));
+        e.status = st.take_bits(&Backend::Cpu)?;
+        Ok(e)
+    }
+    fn launch(&self, l: &mut Launch, dev: &mut DevMap, status: &mut Status) -> Result<()> {
+        launch!(self, l, dev, status; any;
+            score: ro f32, lens: ro i32, order: opt f32, idx: rw i32, count: rw i32; status)
+    }
+    fn validate_inputs(&self, i: &TensorMap) -> Result<()> {
+        self.validate(&host(i, "score")?.to_vec()?, &host(i, "lens")?.to_i32())
+    }
+}
+
+fn compact_case(label: &str, lens: &[usize], segs: &[usize], n: usize, extra: Value) -> (String, Value) {
+    let p = json!({"seqs": lens.len(), "tokens": lens.iter().sum::<usize>(), "n": n,
+        "fixture": {"lens": lens, "segs": segs}});
+    (label.to_string(), with_extra(p, &extra))
+}
+
+impl Registered for Compact {
+    const FAMILY: &'static str = "visual";
+    fn cases() -> Vec<Case> {
+        owned(
+            Some(DType::I32),
+            &[
+                compact_case("1 seq, 5 text + 16 visual + 3 text", &[24], &[5, 16], 16, json!({})),
+                compact_case("3 seqs, LLaVA-like and text only", &[700, 40, 9], &[35, 576, 0, 0, 2, 7], 576, json!({})),
+                compact_case("keep all", &[30, 12], &[4, 20, 1, 10], 20, json!({"fixture.all": true})),
+                compact_case("keep none", &[30, 12], &[4, 20, 1, 10], 20, json!({"fixture.none": true})),
+                compact_case(
+                    "bad segment and selection",
+                    &[30, 12, 20],
+                    &[4, 20, 5, 10, 2, 9],
+                    20,
+                    json!({"fixture.bad": true}),
+                ),
+                compact_case(
+                    "bad cu_seqlens",
+                    &[30, 12, 20],
+                    &[4, 20, 1, 10, 2, 9],
+                    20,
+                    json!({"fixture.bad_cu": true}),
+                ),
+            ],
+        )
+    }
+    fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
+        let p = &self.params;
+        let seg = segs(fx);
+        let (mut idx, mut count) = (vec![-1i32; p.seqs * p.n], vec![0i32; p.seqs]);
+        for b in 0..p.seqs {
+            let n = seg[2 * b + 1] as usize;
+            let kept: Vec<i32> = (0..n as i32)
+                .filter(|_| {
+                    if fx.is("all") {
+                        true
+                    } else if fx.is("none") {
+                        false
+                    } else {
+                        rng.below(3) != 0
+                    }
+                })
+                .collect();
+            count[b] = kept.len() as i32;
+            idx[b * p.n..b * p.n + kept.len()].copy_from_slice(&kept);
+        }
+        let mut seg = seg;
+        if fx.is("bad") {
+            seg[3] = 40; // segment past the end of sequence 1
+            if count[2] >= 2 {
+                idx.swap(2 * p.n, 2 * p.n + 1); // sequence 2's selection not ascending
+            }
+        }
+        let mut m = TensorMap::new();
+        ints(&mut m, "cu_seqlens", &cu_of(fx, p.seqs));
+        ints(&mut m, "seg", &seg);
+        ints(&mut m, "idx", &idx);
+        ints(&mut m, "count", &count);
+        Ok(m)
+    }
+    fn oracle(&self, i: &TensorMap) -> Result<Expected> {
+        let p = &self.params;
+        let mut st = Status::new(&Backend::Cpu)?;
+        let (mut rows, mut pos, mut cu_out) = (vec![0; p.tokens], vec![0; p.tokens], vec![0; p.seqs + 1]);
+        let g = |n: &str| -> Result<Vec<i32>> { Ok(host(i, n)?.to_i32()) };
+        self.run_cpu(&g("cu_seqlens")?, &g("seg")?, &g("idx")?, &g("count")?, &mut rows, &mut pos, &mut cu_out, &st)?;
+        let f = |v: &[i32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
+        let mut e = Expected::with("rows", f(&rows)).and("pos", f(&pos)).and("cu_out", f(&cu_out));
+        e.status = st.take_bits(&Backend::Cpu)?;
+        Ok(e)
+    }
+    fn launch(&self, l: &mut Launch, dev: &mut DevMap, status: &mut Status) -> Result<()> {
+        launch!(self, l, dev, status; any;
+            cu_seqlens: ro i32, seg: ro i32, idx: ro i32, count: ro i32, rows: rw i32, pos: rw i32, cu_out: rw i32;
+            status)
+    }
+    fn validate_inputs(&self, i: &TensorMap) -> Result<()> {
+        let g = |n: &str| -> Result<Vec<i32>> { Ok(host(i, n)?.to_i32()) };
+        self.validate(&g("cu_seqlens")?, &g("seg")?, &g("idx")?, &g("count")?)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn mass_case(
+    label: &str,
+    lens: &[usize],
+    segs: &[usize],
+    rows: usize,
+    h: usize,
+    hkv: usize,
+    d: usize,
+    extra: Value,
+) -> (String, Value) {
+    let n = segs.chunks(2).map(|s| s[1]).max().unwrap_or(1).max(1);
+    let p = json!({"seqs": lens.len(), "tokens": lens.iter().sum::<usize>(), "rows": rows, "heads": h, "kv_heads": hkv,
+        "dim": d, "n": n, "scale": 1.0 / (d as f64).sqrt(), "fixture": {"lens": lens, "segs": segs}});
+    (label.to_string(), with_extra(p, &extra))
+}
+
+impl Registered for AttnMass {
+    const FAMILY: &'static str = "visual";
+    fn cases() -> Vec<Case> {
+        owned(
+            None,
+            &[
+                mass_case("last row, 1 seq, H2 D16", &[30], &[4, 20], 1, 2, 2, 16, json!({})),
+                mass_case(
+                    "text rows, 2 seqs, GQA 4/2 D64 per head",
+                    &[50, 37],
+                    &[3, 40, 2, 30],
+                    9,
+                    4,
+                    2,
+                    64,
+                    json!({"reduce_heads": false}),
+                ),
+                mass_case(
+                    "rows before the segment end, D40",
+                    &[60],
+                    &[10, 40],
+                    6,
+                    3,
+                    1,
+                    40,
+                    json!({"fixture.early": true}),
+                ),
+                mass_case("given LSE", &[45, 20], &[5, 30, 1, 12], 5, 2, 1, 32, json!({"has_lse": true})),
+                mass_case("bad row and segment", &[30, 20], &[4, 20, 10, 15], 4, 1, 1, 8, json!({"fixture.bad": true})),
+            ],
+        )
+    }
+    fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
+        let p = &self.params;
+        let cu = cu_of(fx, p.seqs);
+        let mut seg = segs(fx);
+        // Query rows: each sequence's last token first, then random rows (anywhere in the
+        // sequence with `early`, else after its segment), weights in (0, 1].
+        let qpos: Vec<i32> = (0..p.rows)
+            .map(|r| {
+                let b = r % p.seqs;
+                let (lo, hi) = (cu[b], cu[b + 1]);
+                if r < p.seqs {
+                    hi - 1
+                } else if fx.is("early") {
+                    lo + rng.below((hi - lo) as u64) as i32
+                } else {
+                    let after = lo + seg[2 * b] + seg[2 * b + 1];
+                    after + rng.below((hi - after).max(1) as u64) as i32
+                }
+            })
+            .map(|t| t.min(cu[p.seqs] - 1))
+            .collect();
+        let mut qpos = qpos;
+        if fx.is("bad") {
+            qpos[1] = p.tokens as i32 + 3;
+            seg[3] = 25;
+        }
+        let mut m = TensorMap::new();
+        let q = rng.normals(p.rows * p.heads * p.dim, 1.0);
+        let k = rng.normals(p.tokens * p.kv_heads * p.dim, 1.0);
+        m.insert("q".into(), HostTensor::from_f64(p.dtype, &[q.len()], &q));
+        m.insert("k".into(), HostTensor::from_f64(p.dtype, &[k.len()], &k));
+        if p.has_lse {
+            // The LSE an engine's attention would give, from the rounded q and k.
+            let (qr, kr) = (p.dtype.round_f64(&q), p.dtype.round_f64(&k));
+            let g = p.heads / p.kv_heads;
+            let mut lse = Vec::new();
+            for r in 0..p.rows {
+                let t = qpos[r] as usize;
+                let b = (0..p.seqs).find(|&b| t < cu[b + 1] as usize).unwrap_or(0);
+                for h in 0..p.heads {
+                    let s: Vec<f64> = (cu[b] as usize..=t)
+                        .map(|j| {
+                            let kk = &kr[(j * p.kv_heads + h / g) * p.dim..(j * p.kv_heads + h / g + 1) * p.dim];
+                            let qq = &qr[(r * p.heads + h) * p.dim..(r * p.heads + h + 1) * p.dim];
+                            f64::from(p.scale) * qq.iter().zip(kk).map(|(a, b)| a * b).sum::<f64>()
+                        })
+                        .collect();
+                    let mx = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    lse.push(mx + s.iter().map(|x| (x - mx).exp()).sum::<f64>().ln());
+                }
+            }
+            f32s(&mut m, "lse", &lse);
+        }
+        ints(&mut m, "qpos", &qpos);
+        f32s(&mut m, "qw", &(0..p.rows).map(|_| rng.range(0.1, 1.0)).collect::<Vec<_>>());
+        ints(&mut m, "cu_seqlens", &cu);
+        ints(&mut m, "seg", &seg);
+        Ok(m)
+    }
+    fn oracle(&self, i: &TensorMap) -> Result<Expected> {
+        let p = &self.params;
+        let mut st = Status::new(&Backend::Cpu)?;
+        let mut mass = vec![0f32; Plan::spec(self, "mass")?.len];
+        let lse: Option<Vec<f32>> = i.get("lse").map(|t| t.to_vec()).transpose()?;
+        with_float!(p.dtype, T => self.run_cpu::<T>(&host(i, "q")?.to_vec()?, &host(i, "qpos")?.to_i32(),
+            &host(i, "qw")?.to_vec()?, &host(i, "k")?.to_vec()?, &host(i, "cu_seqlens")?.to_i32(),
+            &host(i, "seg")?.to_i32(), lse.as_deref(), &mut mass, &mut vec![0.0; p.rows * p.heads], &st))?;
+        let mut e = Expected::with("mass", to_f64(&mass));
+        // Sums of many exponentials of long dot products (16-bit inputs are exact, the sums f32).
+        e.rtol.insert("mass".into(), 1e-4);
+        e.status = st.take_bits(&Backend::Cpu)?;
+        Ok(e)
+    }
+    fn launch(&self, l: &mut Launch, dev: &mut DevMap, status: &mut Status) -> Result<()> {
+        launch!(self, l, dev, status; float self.params.dtype;
+            q: ro T, qpos: ro i32, qw: ro f32, k: ro T, cu_seqlens: ro i32, seg: ro i32, lse: opt f32, mass: rw f32,
+            ws: rw f32; status)
+    }
+    fn validate_inputs(&self, i: &TensorMap) -> Result<()> {
+        self.validate(&host(i, "qpos")?.to_i32(), &host(i, "cu_seqlens")?.to_i32(), &host(i, "seg")?.to_i32())
+    }
+    fn flops(&self) -> f64 {
+        let p = &self.params;
+        (4 * p.rows * p.heads * p.dim * p.tokens / p.seqs) as f64
+    }
+}
+
+fn attn_case(label: &str, lens: &[usize], h: usize, hkv: usize, d: usize, extra: Value) -> (String, Value) {
+    let p = json!({"seqs": lens.len(), "tokens": lens.iter().sum::<usize>(), "heads": h, "kv_heads": hkv, "dim": d,
+        "scale": 1.0 / (d as f64).sqrt(), "fixture": {"lens": lens}});
+    (label.to_string(), with_extra(p, &extra))
+}
+
+impl Registered for SparseAttention {
+    const FAMILY: &'static str = "visual";
+    fn cases() -> Vec<Case> {
+        owned(
+            None,
+            &[
+                attn_case("1 token H1 D8", &[1], 1, 1, 8, json!({})),
+                attn_case("kept tokens, 2 seqs GQA 4/2 D64", &[70, 33], 4, 2, 64, json!({})),
+                attn_case("every token kept (dense causal), D128", &[150], 2, 1, 128, json!({"fixture.dense": true})),
+                attn_case("3 seqs D40 H3", &[5, 0, 64], 3, 3, 40, json!({})),
+                attn_case("D256 MQA", &[20], 4, 1, 256, json!({})),
+                attn_case("bad cu_seqlens", &[5, 6, 7], 1, 1, 8, json!({"fixture.bad_cu": true})),
+            ],
+        )
+    }
+    fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
+        let p = &self.params;
+        let cu = cu_of(fx, p.seqs);
+        let mut pos = Vec::with_capacity(p.tokens);
+        for b in 0..p.seqs {
+            // Increasing original positions with gaps (dropped tokens), or 0.. when dense.
+            let mut at = 0i32;
+            for _ in cu[b]..cu[b + 1] {
+                pos.push(at);
+                at += if fx.is("dense") { 1 } else { 1 + rng.below(3) as i32 };
+            }
+        }
+        pos.resize(p.tokens, 0);
+        let mut m = TensorMap::new();
+        for (name, heads) in [("q", p.heads), ("k", p.kv_heads), ("v", p.kv_heads)] {
+            let x = rng.normals(p.tokens * heads * p.dim, 1.0);
+            m.insert(name.into(), HostTensor::from_f64(p.dtype, &[x.len()], &x));
+        }
+        ints(&mut m, "cu_seqlens", &cu);
+        ints(&mut m, "pos", &pos);
+        Ok(m)
+    }
+    fn oracle(&self, i: &TensorMap) -> Result<Expected> {
+        let p = &self.params;
+        let mut st = Status::new(&Backend::Cpu)?;
+        let n = p.tokens * p.heads;
+        let mut lse = vec![f32::NAN; n];
+        let o = with_float!(p.dtype, T => {
+            let mut o = vec![T::from_f32(f32::NAN); n * p.dim];
+            self.run_cpu::<T>(&host(i, "q")?.to_vec()?, &host(i, "k")?.to_vec()?, &host(i, "v")?.to_vec()?,
+                &host(i, "cu_seqlens")?.to_i32(), &host(i, "pos")?.to_i32(), &mut o, &mut lse, &st)?;
+            Ok(to_f64(&o))
+        })?;
+        let mut e = Expected::with("o", o).and("lse", to_f64(&lse));
+        e.status = st.take_bits(&Backend::Cpu)?;
+        Ok(e)
+    }
+    fn launch(&self, l: &mut Launch, dev: &mut DevMap, status: &mut Status) -> Result<()> {
+        launch!(self, l, dev, status; float self.params.dtype;
+            q: ro T, k: ro T, v: ro T, cu_seqlens: ro i32, pos: ro i32, o: rw T, lse: rw f32; status)
+    }
+    fn validate_inputs(&self, i: &TensorMap) -> Result<()> {
+        self.validate(&host(i, "cu_seqlens")?.to_i32())
+    }
+    fn flops(&self) -> f64 {
+        let p = &self.params;
+        (2 * p.heads * p.dim * p.tokens * p.tokens / p.seqs) as f64
+    }
+}

@@ -1,0 +1,27 @@
+//! Uniform blocks of the visual shaders. `build.rs` reads this file too: it emits each entry as
+//! the WGSL `struct Params` of the shaders listed after `for` (keep one entry to a `uniforms!`
+//! item; field types are u32, i32 or f32). Offsets are in elements of the bound buffers.
+
+uniforms! {
+    /// `visual_select`: mode 0 top-k, 1 cumulative mass, 2 above mean.
+    SelectUniform for ["visual_select"] {
+        seqs: u32, n: u32, mode: u32, k: u32, tau: f32, has_order: u32, score_off: u32, lens_off: u32,
+        order_off: u32, idx_off: u32, count_off: u32,
+    }
+    /// `visual_compact`: one workgroup per sequence.
+    CompactUniform for ["visual_compact"] {
+        seqs: u32, tokens: u32, n: u32, cu_off: u32, seg_off: u32, idx_off: u32, count_off: u32, rows_off: u32,
+        pos_off: u32, out_cu_off: u32,
+    }
+    /// `visual_row_lse` / `visual_mass`: `lse_off` indexes the caller's LSE or the workspace.
+    MassUniform for ["visual_row_lse", "visual_mass"] {
+        seqs: u32, tokens: u32, rows: u32, heads: u32, kv_heads: u32, dim: u32, n: u32, scale: f32, reduce: u32,
+        q_off: u32, qpos_off: u32, qw_off: u32, k_off: u32, cu_off: u32, seg_off: u32, lse_off: u32, mass_off: u32,
+        ws_off: u32,
+    }
+    /// `visual_sparse_attention`: one workgroup per (token, head).
+    SparseUniform for ["visual_sparse_attention"] {
+        seqs: u32, tokens: u32, heads: u32, kv_heads: u32, dim: u32, scale: f32, q_off: u32, k_off: u32, v_off: u32,
+        cu_off: u32, pos_off: u32, o_off: u32, lse_off: u32,
+    }
+}
