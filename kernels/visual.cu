@@ -241,26 +241,44 @@ __device__ void vis_mass(const T* q, const int* qpos, const float* qw, const T* 
     }
 }
 
-// Attention over the kept tokens: grid (T, H), 128 threads; keys of the query's sequence in
-// tiles of 128 with an online softmax; key j is visible iff pos[j] <= pos[i].
-template <typename T>
-__device__ void vis_sparse_attention(const T* q, const T* k, const T* v, const int* cu, const int* pos, T* o, float* lse,
-                                     unsigned* status, int seqs, int tokens, int H, int Hkv, int D, float scale) {
+// Visibility of key j to the query row: by original position (sparse attention).
+struct PosVis {
+    const int* pos;
+    int pi;
+    __device__ bool see(int j) const { return pos[j] <= pi; }
+    __device__ bool masked(int) const { return false; }
+};
+
+// YOPO: a visual query sees the tokens before the image and its (2r+1)^2 window of the image
+// (optionally raster-causal); a text query sees everything before it. `kmask` zeroes visual
+// values after the softmax.
+struct GridVis {
+    int i, s, n, wg, r, causal, kmask;
+    __device__ bool visual(int j) const { return j >= s && j < s + n; }
+    __device__ bool see(int j) const {
+        if (!visual(i)) return j <= i;
+        if (j < s) return true;
+        if (!visual(j)) return false;
+        const int yi = (i - s) / wg, xi = (i - s) % wg, yj = (j - s) / wg, xj = (j - s) % wg;
+        return abs(yi - yj) <= r && abs(xi - xj) <= r && (!causal || j <= i);
+    }
+    __device__ bool masked(int j) const { return kmask && visual(j); }
+};
+
+// One query row i, head h over keys lo..hi in tiles of 128 with an online softmax, 128 threads.
+template <typename T, typename V>
+__device__ void vis_attend(const T* q, const T* k, const T* v, T* o, float* lse, int lo, int hi, int i, int h, int H,
+                           int Hkv, int D, float scale, const V& vis, bool zero_out) {
     __shared__ float qs[256];
     __shared__ float p[VIS_TILE];
-    const int i = blockIdx.x, h = blockIdx.y, g = H / Hkv, tid = threadIdx.x;
-    if (!vis_offsets_ok(cu, seqs, tokens)) {
-        if (tid == 0) raise_status(status, ST_INDEX_OUT_OF_RANGE);
-        return;
-    }
+    const int g = H / Hkv, tid = threadIdx.x;
     for (int d = tid; d < D; d += blockDim.x) qs[d] = to_f32(q[((i64)i * H + h) * D + d]);
     __syncthreads();
-    const int b = vis_seq_of(cu, seqs, i), pi = pos[i];
     float m = NEG_INF, l = 0.f, acc[2] = {0.f, 0.f};
-    for (int j0 = cu[b]; j0 < cu[b + 1]; j0 += VIS_TILE) {
+    for (int j0 = lo; j0 < hi; j0 += VIS_TILE) {
         const int j = j0 + tid;
         float s = NEG_INF;
-        if (j < cu[b + 1] && pos[j] <= pi) {
+        if (j < hi && vis.see(j)) {
             const T* kr = k + ((i64)j * Hkv + h / g) * D;
             s = 0.f;
             for (int d = 0; d < D; ++d) s += qs[d] * to_f32(kr[d]);
@@ -269,10 +287,10 @@ __device__ void vis_sparse_attention(const T* q, const T* k, const T* v, const i
         const float mn = fmaxf(m, block_max(s));
         const float pj = s == NEG_INF ? 0.f : __expf(s - mn);
         const float corr = m == NEG_INF ? 0.f : __expf(m - mn);
-        p[tid] = pj;
-        l = l * corr + block_sum(pj);  // block_sum's barriers also publish p
+        p[tid] = (j < hi && vis.masked(j)) ? 0.f : pj;  // masked values count as zero
+        l = l * corr + block_sum(pj);                    // block_sum's barriers also publish p
         m = mn;
-        const int nt = min(VIS_TILE, cu[b + 1] - j0);
+        const int nt = min(VIS_TILE, hi - j0);
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
             const int d = tid + e * 128;
@@ -286,9 +304,42 @@ __device__ void vis_sparse_attention(const T* q, const T* k, const T* v, const i
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
         const int d = tid + e * 128;
-        if (d < D) o[((i64)i * H + h) * D + d] = from_f32<T>(l > 0.f ? acc[e] / l : 0.f);
+        if (d < D) o[((i64)i * H + h) * D + d] = from_f32<T>(l > 0.f && !zero_out ? acc[e] / l : 0.f);
     }
     if (tid == 0) lse[(i64)i * H + h] = l > 0.f ? m + logf(l) : NEG_INF;
+}
+
+// Attention over the kept tokens: grid (T, H), 128 threads; key j visible iff pos[j] <= pos[i].
+template <typename T>
+__device__ void vis_sparse_attention(const T* q, const T* k, const T* v, const int* cu, const int* pos, T* o, float* lse,
+                                     unsigned* status, int seqs, int tokens, int H, int Hkv, int D, float scale) {
+    const int i = blockIdx.x, h = blockIdx.y;
+    if (!vis_offsets_ok(cu, seqs, tokens)) {
+        if (threadIdx.x == 0) raise_status(status, ST_INDEX_OUT_OF_RANGE);
+        return;
+    }
+    const int b = vis_seq_of(cu, seqs, i);
+    vis_attend(q, k, v, o, lse, cu[b], cu[b + 1], i, h, H, Hkv, D, scale, PosVis{pos, pos[i]}, false);
+}
+
+// Neighbour attention: grid (T, H), 128 threads. An image that does not fit its sequence makes
+// it all text (and raises the status).
+template <typename T>
+__device__ void vis_neighbor_attention(const T* q, const T* k, const T* v, const int* cu, const int* img,
+                                       const int* head_mask, T* o, float* lse, unsigned* status, int seqs, int tokens,
+                                       int H, int Hkv, int D, float scale, int radius, int causal) {
+    const int i = blockIdx.x, h = blockIdx.y;
+    if (!vis_offsets_ok(cu, seqs, tokens)) {
+        if (threadIdx.x == 0) raise_status(status, ST_INDEX_OUT_OF_RANGE);
+        return;
+    }
+    const int b = vis_seq_of(cu, seqs, i);
+    const int s = img[3 * b], hg = img[3 * b + 1], wg = img[3 * b + 2], L = cu[b + 1] - cu[b];
+    const bool ok = s >= 0 && hg >= 0 && wg >= 0 && (i64)s + (i64)hg * wg <= L;
+    if (!ok && threadIdx.x == 0) raise_status(status, ST_INDEX_OUT_OF_RANGE);
+    const int mask = head_mask ? head_mask[h] : 0;
+    GridVis vis{i, cu[b] + (ok ? s : 0), ok ? hg * wg : 0, ok && wg > 0 ? wg : 1, radius, causal, mask & 1};
+    vis_attend(q, k, v, o, lse, cu[b], cu[b + 1], i, h, H, Hkv, D, scale, vis, (mask & 2) && vis.visual(i));
 }
 
 #define VISUAL_ENTRIES(SUF, T)                                                                                    \
@@ -307,6 +358,13 @@ __device__ void vis_sparse_attention(const T* q, const T* k, const T* v, const i
         const T* q, const T* k, const T* v, const int* cu, const int* pos, T* o, float* lse, unsigned* status,    \
         int seqs, int tokens, int H, int Hkv, int D, float scale) {                                               \
         vis_sparse_attention<T>(q, k, v, cu, pos, o, lse, status, seqs, tokens, H, Hkv, D, scale);                \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(128) visual_neighbor_attention_##SUF(                            \
+        const T* q, const T* k, const T* v, const int* cu, const int* img, const int* head_mask, T* o,            \
+        float* lse, unsigned* status, int seqs, int tokens, int H, int Hkv, int D, float scale, int radius,       \
+        int causal) {                                                                                             \
+        vis_neighbor_attention<T>(q, k, v, cu, img, head_mask, o, lse, status, seqs, tokens, H, Hkv, D, scale,    \
+                                  radius, causal);                                                                \
     }
 
 FOR_EACH_FLOAT(VISUAL_ENTRIES)

@@ -165,3 +165,36 @@ fn keep_count_rounds_half_to_even() {
     assert_eq!(keep_count(10, 0.0), 10);
     assert_eq!(keep_count(10, 1.0), 0);
 }
+
+/// A raster-causal window that covers the whole grid is plain causal attention: neighbour
+/// attention then equals sparse attention with every token kept, on every backend.
+#[test]
+fn a_causal_window_covering_the_grid_is_dense_causal() {
+    let (n, h, d) = (7 + 5 * 6 + 4, 2usize, 16usize);
+    let mut rng = Rng::new(13);
+    let (q, k, v) = (rng.normals(n * h * d, 1.0), rng.normals(n * h * d, 1.0), rng.normals(n * h * d, 1.0));
+    for b in backends() {
+        let mut m = TensorMap::new();
+        m.insert("q".into(), t(&q));
+        m.insert("k".into(), t(&k));
+        m.insert("v".into(), t(&v));
+        m.insert("cu_seqlens".into(), i(&[0, n as i32]));
+        let mut dense = m.clone();
+        dense.insert("pos".into(), i(&(0..n as i32).collect::<Vec<_>>()));
+        let p = json!({"seqs": 1, "tokens": n, "heads": h, "kv_heads": h, "dim": d, "scale": 0.25, "dtype": "f32"});
+        let want = run("visual.sparse_attention", &b, &p, &dense);
+        m.insert("img".into(), i(&[7, 5, 6]));
+        let mut np = p.clone();
+        np["radius"] = json!(6);
+        np["causal_window"] = json!(true);
+        let got = run("visual.neighbor_attention", &b, &np, &m);
+        for name in ["o", "lse"] {
+            let (g, w) = (got[name].to_f64(), want[name].to_f64());
+            assert!(rel(&g, &w) < 1e-6, "{} {name}: rel L2 {:.2e}", b.describe(), rel(&g, &w));
+        }
+        // Without the flag, the symmetric window lets a visual query see later image tokens.
+        np["causal_window"] = json!(false);
+        let sym = run("visual.neighbor_attention", &b, &np, &m)["o"].to_f64();
+        assert!(rel(&sym, &want["o"].to_f64()) > 1e-3, "{}: the symmetric window changed nothing", b.describe());
+    }
+}

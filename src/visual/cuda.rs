@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 
-use super::{AttnMass, Compact, Select, SelectMode, SparseAttention};
+use super::{AttnMass, Compact, NeighborAttention, Select, SelectMode, SparseAttention};
 use crate::backend::cuda::{cuda_err, CudaBackend, CudaFloat};
 use crate::backend::Status;
 use crate::dtype::same_dtype;
@@ -231,6 +231,64 @@ impl SparseAttention {
         // SAFETY: matches visual_sparse_attention_<dtype>; cu_seqlens is validated in every
         // block, keys are read within the query's own sequence, D <= 256 fits the shared query
         // row and the two accumulators per thread; lengths checked.
+        unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+        Ok(())
+    }
+}
+
+impl NeighborAttention {
+    /// One launch, a block per (token, head).
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cuda<T: CudaFloat>(
+        &self,
+        cuda: &CudaBackend,
+        stream: &Arc<CudaStream>,
+        q: &impl DevicePtr<T>,
+        k: &impl DevicePtr<T>,
+        v: &impl DevicePtr<T>,
+        cu_seqlens: &impl DevicePtr<i32>,
+        img: &impl DevicePtr<i32>,
+        head_mask: Option<&CudaSlice<i32>>,
+        o: &mut impl DevicePtrMut<T>,
+        lse: &mut impl DevicePtrMut<f32>,
+        status: &mut Status,
+    ) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        let mut given = vec![("q", q.len()), ("k", k.len()), ("v", v.len()), ("cu_seqlens", cu_seqlens.len())];
+        given.extend([("img", img.len()), ("o", o.len()), ("lse", lse.len())]);
+        given.extend(head_mask.map(|m| ("head_mask", m.len())));
+        self.check_lens(&given)?;
+        let p = &self.params;
+        let (stp, _s) = cuda_status(status)?.device_ptr_mut(stream);
+        let (qp, _a) = q.device_ptr(stream);
+        let (kp, _b) = k.device_ptr(stream);
+        let (vp, _c) = v.device_ptr(stream);
+        let (cp, _d) = cu_seqlens.device_ptr(stream);
+        let (ip, _e) = img.device_ptr(stream);
+        let (_mg, mp) = match head_mask.filter(|_| p.has_head_mask) {
+            Some(m) => {
+                let (ptr, g) = m.device_ptr(stream);
+                (Some(g), ptr)
+            }
+            None => (None, 0u64),
+        };
+        let (op, _f) = o.device_ptr_mut(stream);
+        let (lp, _g) = lse.device_ptr_mut(stream);
+        let [seqs, tokens, h, hkv, d, r] = [p.seqs, p.tokens, p.heads, p.kv_heads, p.dim, p.radius].map(|x| x as i32);
+        let causal = i32::from(p.causal_window);
+        let f = cuda.function("visual", &format!("visual_neighbor_attention_{}", T::DTYPE))?;
+        let mut b = stream.launch_builder(&f);
+        b.arg(&qp).arg(&kp).arg(&vp).arg(&cp).arg(&ip).arg(&mp).arg(&op).arg(&lp).arg(&stp);
+        b.arg(&seqs).arg(&tokens).arg(&h).arg(&hkv).arg(&d).arg(&p.scale).arg(&r).arg(&causal);
+        let cfg = LaunchConfig {
+            grid_dim: (grid_dim("x", p.tokens)?, grid_dim("y", p.heads)?, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: matches visual_neighbor_attention_<dtype>; cu_seqlens is validated in every
+        // block, the image is checked against its sequence before use (a bad one makes the
+        // sequence all text), keys are read within the query's own sequence, head_mask is read
+        // only when given (null otherwise); D <= 256; lengths checked.
         unsafe { b.launch(cfg) }.map_err(cuda_err)?;
         Ok(())
     }

@@ -6,7 +6,8 @@
 //! [`AttnMass`] (the attention mass each visual key receives from chosen query rows) ->
 //! [`Select`] (top-k, cumulative mass, above mean) -> [`Compact`] (the kept tokens' source rows
 //! and original positions, varlen) -> `core.gather_rows` (hidden states, K, V by those rows) ->
-//! [`SparseAttention`] (causal by original positions, GQA).
+//! [`SparseAttention`] (causal by original positions, GQA). [`NeighborAttention`] is YOPO's
+//! alternative: visual queries attend to a 2D window of the image instead of all of it.
 
 mod cuda;
 pub mod oracle;
@@ -608,5 +609,178 @@ impl Plan for SparseAttention {
             TensorSpec::output("o", dt, p.tokens * p.heads * p.dim),
             TensorSpec::output("lse", DType::F32, p.tokens * p.heads),
         ]
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// YOPO's neighbour attention over whole sequences: each sequence holds one image of
+/// `img[b] = (start, hg, wg)` (`hg x wg` visual tokens from position `start`, raster order). A
+/// visual query at cell (y, x) sees every token before the image and the visual keys with
+/// `|dy| <= radius` and `|dx| <= radius` (clipped at the borders; with `causal_window`, also only
+/// keys at or before it in raster order); a text query sees everything before it (causal).
+/// `head_mask [H] i32` (with `has_head_mask`): bit 0 zeroes visual keys' probabilities after the
+/// softmax (no renormalization), bit 1 zeroes visual queries' outputs. GQA, `o [T, H, D]`,
+/// `lse [T, H]` (of the softmax before any mask). An image that does not fit its sequence makes
+/// the sequence all text and raises `INDEX_OUT_OF_RANGE`; bad `cu_seqlens` write nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NeighborAttentionParams {
+    pub seqs: usize,
+    pub tokens: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub dim: usize,
+    pub scale: f32,
+    pub radius: usize,
+    pub dtype: DType,
+    #[serde(default)]
+    pub causal_window: bool,
+    #[serde(default)]
+    pub has_head_mask: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct NeighborAttention {
+    pub params: NeighborAttentionParams,
+}
+
+/// Sequence b's image as (first absolute row, hg, wg), or `None` when it does not fit.
+fn image(cu: &[usize], img: &[i32], b: usize) -> Option<(usize, usize, usize)> {
+    let (s, hg, wg) = (img[3 * b], img[3 * b + 1], img[3 * b + 2]);
+    let len = (cu[b + 1] - cu[b]) as i64;
+    let ok = s >= 0 && hg >= 0 && wg >= 0 && i64::from(s) + i64::from(hg) * i64::from(wg) <= len;
+    ok.then(|| (cu[b] + s as usize, hg as usize, wg as usize))
+}
+
+impl NeighborAttention {
+    pub fn new(p: NeighborAttentionParams) -> Result<Self> {
+        float_dtype(p.dtype)?;
+        dim("neighbor_attention seqs", p.seqs)?;
+        dim("neighbor_attention tokens", p.tokens)?;
+        heads_ok(p.heads, p.kv_heads, p.dim)?;
+        if !p.scale.is_finite() {
+            return Err(invalid(format!("neighbor_attention scale must be finite, got {}", p.scale)));
+        }
+        if p.radius > i32::MAX as usize {
+            return Err(invalid("neighbor_attention radius exceeds i32"));
+        }
+        elements("neighbor_attention q", &[p.tokens, p.heads, p.dim])?;
+        Ok(Self { params: p })
+    }
+
+    pub fn validate(&self, cu: &[i32], img: &[i32]) -> Result<()> {
+        let cu = check_offsets(cu, self.params.seqs, self.params.tokens)?;
+        match (0..self.params.seqs).find(|&b| image(&cu, img, b).is_none()) {
+            Some(b) => Err(Error::InvalidInput(format!(
+                "img[{b}] = ({}, {}, {}) does not fit sequence {b}",
+                img[3 * b],
+                img[3 * b + 1],
+                img[3 * b + 2]
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether query row i sees key row j (both in sequence b with image `im`).
+    fn visible(&self, im: Option<(usize, usize, usize)>, i: usize, j: usize) -> bool {
+        if j > i && im.is_none() {
+            return false;
+        }
+        let Some((s, hg, wg)) = im else { return true };
+        let (vi, vj) = (i >= s && i < s + hg * wg, j >= s && j < s + hg * wg);
+        if !vi {
+            return j <= i;
+        }
+        if j < s {
+            return true;
+        }
+        if !vj {
+            return false;
+        }
+        let r = self.params.radius;
+        let ((yi, xi), (yj, xj)) = (((i - s) / wg, (i - s) % wg), ((j - s) / wg, (j - s) % wg));
+        yi.abs_diff(yj) <= r && xi.abs_diff(xj) <= r && (!self.params.causal_window || j <= i)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cpu<T: Float>(
+        &self,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        cu_seqlens: &[i32],
+        img: &[i32],
+        head_mask: Option<&[i32]>,
+        o: &mut [T],
+        lse: &mut [f32],
+        status: &Status,
+    ) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        let mut given = vec![("q", q.len()), ("k", k.len()), ("v", v.len()), ("cu_seqlens", cu_seqlens.len())];
+        given.extend([("img", img.len()), ("o", o.len()), ("lse", lse.len())]);
+        given.extend(head_mask.map(|m| ("head_mask", m.len())));
+        self.check_lens(&given)?;
+        let p = &self.params;
+        let Some(cu) = offsets(cu_seqlens, p.seqs, p.tokens) else {
+            return status.raise(StatusBits::INDEX_OUT_OF_RANGE);
+        };
+        let (qf, kf, vf) = (to_f64(q), to_f64(k), to_f64(v));
+        let (hd, g, kvh) = (p.dim, p.heads / p.kv_heads, p.kv_heads);
+        let mut bits = 0;
+        for b in 0..p.seqs {
+            let im = image(&cu, img, b);
+            bits |= if im.is_none() { StatusBits::INDEX_OUT_OF_RANGE } else { 0 };
+            let is_visual = |t: usize| im.is_some_and(|(s, hg, wg)| t >= s && t < s + hg * wg);
+            for i in cu[b]..cu[b + 1] {
+                let keys: Vec<usize> = (cu[b]..cu[b + 1]).filter(|&j| self.visible(im, i, j)).collect();
+                for h in 0..p.heads {
+                    let mask = head_mask.filter(|_| p.has_head_mask).map_or(0, |m| m[h]);
+                    let row = |x: &[f64], t: usize| x[(t * kvh + h / g) * hd..(t * kvh + h / g + 1) * hd].to_vec();
+                    let qr = &qf[(i * p.heads + h) * hd..(i * p.heads + h + 1) * hd];
+                    // Key mask: visual values count as zero, the softmax keeps every visible key.
+                    let val = |t: usize| if mask & 1 != 0 && is_visual(t) { vec![0.0; hd] } else { row(&vf, t) };
+                    let (mut out, l) = oracle::attend(qr, &|t| row(&kf, t), &val, &keys, f64::from(p.scale));
+                    if mask & 2 != 0 && is_visual(i) {
+                        out.fill(0.0);
+                    }
+                    for (d, x) in o[(i * p.heads + h) * hd..(i * p.heads + h + 1) * hd].iter_mut().zip(out) {
+                        *d = T::from_f32(x as f32);
+                    }
+                    lse[i * p.heads + h] = l as f32;
+                }
+            }
+        }
+        if bits != 0 {
+            status.raise(bits)?;
+        }
+        Ok(())
+    }
+}
+
+impl Plan for NeighborAttention {
+    type Params = NeighborAttentionParams;
+    const NAME: &'static str = "neighbor_attention";
+    fn build(p: NeighborAttentionParams) -> Result<Self> {
+        Self::new(p)
+    }
+    fn params(&self) -> &NeighborAttentionParams {
+        &self.params
+    }
+    fn tensors(&self) -> Vec<TensorSpec> {
+        let (p, dt) = (&self.params, self.params.dtype);
+        let mut v = vec![
+            TensorSpec::input("q", dt, p.tokens * p.heads * p.dim),
+            TensorSpec::input("k", dt, p.tokens * p.kv_heads * p.dim),
+            TensorSpec::input("v", dt, p.tokens * p.kv_heads * p.dim),
+            TensorSpec::input("cu_seqlens", DType::I32, p.seqs + 1),
+            TensorSpec::input("img", DType::I32, 3 * p.seqs),
+        ];
+        if p.has_head_mask {
+            v.push(TensorSpec::input("head_mask", DType::I32, p.heads));
+        }
+        v.push(TensorSpec::output("o", dt, p.tokens * p.heads * p.dim));
+        v.push(TensorSpec::output("lse", DType::F32, p.tokens * p.heads));
+        v
     }
 }

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::{AttnMass, Compact, Select, SparseAttention};
+use super::{AttnMass, Compact, NeighborAttention, Select, SparseAttention};
 use crate::backend::{Backend, Status};
 use crate::dtype::{to_f64, DType};
 use crate::error::Result;
@@ -15,7 +15,13 @@ use crate::plan::Plan;
 use crate::{launch, with_float, Float};
 
 pub(crate) fn kernels() -> Vec<&'static dyn Kernel> {
-    vec![&Reg::<AttnMass>::NEW, &Reg::<Select>::NEW, &Reg::<Compact>::NEW, &Reg::<SparseAttention>::NEW]
+    vec![
+        &Reg::<AttnMass>::NEW,
+        &Reg::<Select>::NEW,
+        &Reg::<Compact>::NEW,
+        &Reg::<SparseAttention>::NEW,
+        &Reg::<NeighborAttention>::NEW,
+    ]
 }
 
 fn owned(dtype: Option<DType>, rows: &[(String, Value)]) -> Vec<Case> {
@@ -413,6 +419,103 @@ impl Registered for SparseAttention {
     }
     fn validate_inputs(&self, i: &TensorMap) -> Result<()> {
         self.validate(&host(i, "cu_seqlens")?.to_i32())
+    }
+    fn flops(&self) -> f64 {
+        let p = &self.params;
+        (2 * p.heads * p.dim * p.tokens * p.tokens / p.seqs) as f64
+    }
+}
+
+fn grid_case(
+    label: &str,
+    lens: &[usize],
+    img: &[usize],
+    h: usize,
+    hkv: usize,
+    d: usize,
+    extra: Value,
+) -> (String, Value) {
+    let p = json!({"seqs": lens.len(), "tokens": lens.iter().sum::<usize>(), "heads": h, "kv_heads": hkv, "dim": d,
+        "scale": 1.0 / (d as f64).sqrt(), "radius": 1, "fixture": {"lens": lens, "img": img}});
+    (label.to_string(), with_extra(p, &extra))
+}
+
+impl Registered for NeighborAttention {
+    const FAMILY: &'static str = "visual";
+    fn cases() -> Vec<Case> {
+        owned(
+            None,
+            &[
+                grid_case("text + 6x7 grid r1 + text, H2 D32", &[57], &[10, 6, 7], 2, 2, 32, json!({})),
+                grid_case(
+                    "raster-causal window r2, GQA 4/2",
+                    &[8 + 30 + 4],
+                    &[8, 5, 6],
+                    4,
+                    2,
+                    16,
+                    json!({"radius": 2, "causal_window": true}),
+                ),
+                grid_case(
+                    "head masks (key, out, both, none)",
+                    &[5 + 16 + 3],
+                    &[5, 4, 4],
+                    4,
+                    4,
+                    8,
+                    json!({"has_head_mask": true, "fixture.masks": [1, 2, 3, 0]}),
+                ),
+                grid_case("2 seqs, one without an image, D64", &[20, 9], &[2, 3, 5, 0, 0, 0], 2, 1, 64, json!({})),
+                grid_case("1 x 1 grid, r0", &[4], &[1, 1, 1], 1, 1, 8, json!({"radius": 0})),
+                grid_case("bad image", &[20, 9], &[2, 3, 5, 4, 3, 3], 1, 1, 8, json!({})),
+                grid_case(
+                    "bad cu_seqlens",
+                    &[20, 9, 3],
+                    &[2, 3, 5, 0, 2, 2, 0, 1, 1],
+                    1,
+                    1,
+                    8,
+                    json!({"fixture.bad_cu": true}),
+                ),
+            ],
+        )
+    }
+    fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
+        let p = &self.params;
+        let mut m = TensorMap::new();
+        for (name, heads) in [("q", p.heads), ("k", p.kv_heads), ("v", p.kv_heads)] {
+            let x = rng.normals(p.tokens * heads * p.dim, 1.0);
+            m.insert(name.into(), HostTensor::from_f64(p.dtype, &[x.len()], &x));
+        }
+        ints(&mut m, "cu_seqlens", &cu_of(fx, p.seqs));
+        ints(&mut m, "img", &fx.sizes("img").into_iter().map(|v| v as i32).collect::<Vec<_>>());
+        if p.has_head_mask {
+            ints(&mut m, "head_mask", &fx.sizes("masks").into_iter().map(|v| v as i32).collect::<Vec<_>>());
+        }
+        Ok(m)
+    }
+    fn oracle(&self, i: &TensorMap) -> Result<Expected> {
+        let p = &self.params;
+        let mut st = Status::new(&Backend::Cpu)?;
+        let n = p.tokens * p.heads;
+        let mut lse = vec![f32::NAN; n];
+        let mask = i.get("head_mask").map(|t| t.to_i32());
+        let o = with_float!(p.dtype, T => {
+            let mut o = vec![T::from_f32(f32::NAN); n * p.dim];
+            self.run_cpu::<T>(&host(i, "q")?.to_vec()?, &host(i, "k")?.to_vec()?, &host(i, "v")?.to_vec()?,
+                &host(i, "cu_seqlens")?.to_i32(), &host(i, "img")?.to_i32(), mask.as_deref(), &mut o, &mut lse, &st)?;
+            Ok(to_f64(&o))
+        })?;
+        let mut e = Expected::with("o", o).and("lse", to_f64(&lse));
+        e.status = st.take_bits(&Backend::Cpu)?;
+        Ok(e)
+    }
+    fn launch(&self, l: &mut Launch, dev: &mut DevMap, status: &mut Status) -> Result<()> {
+        launch!(self, l, dev, status; float self.params.dtype;
+            q: ro T, k: ro T, v: ro T, cu_seqlens: ro i32, img: ro i32, head_mask: opt i32, o: rw T, lse: rw f32; status)
+    }
+    fn validate_inputs(&self, i: &TensorMap) -> Result<()> {
+        self.validate(&host(i, "cu_seqlens")?.to_i32(), &host(i, "img")?.to_i32())
     }
     fn flops(&self) -> f64 {
         let p = &self.params;

@@ -1,7 +1,7 @@
 //! wgpu dispatches for the visual family (`shaders/visual_*.wgsl`).
 
-use super::uniforms::{CompactUniform, MassUniform, SelectUniform, SparseUniform};
-use super::{AttnMass, Compact, Select, SelectMode, SparseAttention};
+use super::uniforms::{CompactUniform, MassUniform, NeighborUniform, SelectUniform, SparseUniform};
+use super::{AttnMass, Compact, NeighborAttention, Select, SelectMode, SparseAttention};
 use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
 use crate::backend::Status;
 use crate::error::{Error, Result};
@@ -191,5 +191,53 @@ impl SparseAttention {
         let bufs = [q.buffer, k.buffer, v.buffer, cu_seqlens.buffer, pos.buffer, o.buffer, lse.buffer, st];
         let groups = u32_of("workgroups", p.tokens * p.heads)?;
         gpu.dispatch(enc, &format!("visual_sparse_attention_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, groups)
+    }
+}
+
+impl NeighborAttention {
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_wgpu(
+        &self,
+        gpu: &WgpuBackend,
+        enc: &mut wgpu::CommandEncoder,
+        q: WgpuTensor,
+        k: WgpuTensor,
+        v: WgpuTensor,
+        cu_seqlens: WgpuTensor,
+        img: WgpuTensor,
+        head_mask: Option<WgpuTensor>,
+        o: WgpuTensor,
+        lse: WgpuTensor,
+        status: &Status,
+    ) -> Result<()> {
+        gpu.require_storage_buffers(9, "visual neighbor_attention")?;
+        let (p, mb) = (&self.params, gpu.max_binding());
+        let (mask_buf, mask_off) = match head_mask.filter(|_| p.has_head_mask) {
+            Some(m) => (m.buffer, self.bind(&m, "head_mask", mb)?),
+            None => (img.buffer, 0),
+        };
+        let u = NeighborUniform {
+            seqs: u32_of("seqs", p.seqs)?,
+            tokens: u32_of("tokens", p.tokens)?,
+            heads: u32_of("heads", p.heads)?,
+            kv_heads: u32_of("kv_heads", p.kv_heads)?,
+            dim: p.dim as u32,
+            scale: p.scale,
+            radius: u32_of("radius", p.radius)?,
+            causal: u32::from(p.causal_window),
+            has_mask: u32::from(p.has_head_mask),
+            q_off: self.bind(&q, "q", mb)?,
+            k_off: self.bind(&k, "k", mb)?,
+            v_off: self.bind(&v, "v", mb)?,
+            cu_off: self.bind(&cu_seqlens, "cu_seqlens", mb)?,
+            img_off: self.bind(&img, "img", mb)?,
+            mask_off,
+            o_off: self.bind(&o, "o", mb)?,
+            lse_off: self.bind(&lse, "lse", mb)?,
+        };
+        let st = status_buf(status, "neighbor_attention")?;
+        let bufs = [q.buffer, k.buffer, v.buffer, cu_seqlens.buffer, img.buffer, mask_buf, o.buffer, lse.buffer, st];
+        let groups = u32_of("workgroups", p.tokens * p.heads)?;
+        gpu.dispatch(enc, &format!("visual_neighbor_attention_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, groups)
     }
 }
