@@ -342,6 +342,79 @@ __device__ void vis_neighbor_attention(const T* q, const T* k, const T* v, const
     vis_attend(q, k, v, o, lse, cu[b], cu[b + 1], i, h, H, Hkv, D, scale, vis, (mask & 2) && vis.visual(i));
 }
 
+// Merge, pass 1: grid (ceil(n / 128), B); thread j finds candidate j's kept slot (its own when
+// kept, else the kept candidate of highest cosine similarity, ties to the lower slot).
+template <typename T>
+__device__ void vis_merge_assign(const T* x, const int* cu, const int* seg, const int* idx, const int* count,
+                                 int* assign, unsigned* status, int seqs, int tokens, int n, int D) {
+    const int b = blockIdx.y, j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= n) return;
+    int* a = assign + (i64)b * n;
+    const int c = vis_offsets_ok(cu, seqs, tokens) ? vis_kept(cu, seg, idx, count, b, n) : -1;
+    if (c < 0) {
+        raise_status(status, ST_INDEX_OUT_OF_RANGE);
+        a[j] = -1;
+        return;
+    }
+    if (j >= seg[2 * b + 1] || c == 0) {
+        a[j] = -1;
+        return;
+    }
+    const int* kept = idx + (i64)b * n;
+    int lo = 0, hi = c;
+    while (lo < hi) {
+        const int mid = (lo + hi) / 2;
+        if (kept[mid] < j) lo = mid + 1;
+        else hi = mid;
+    }
+    if (lo < c && kept[lo] == j) {
+        a[j] = lo;
+        return;
+    }
+    const i64 base = cu[b] + seg[2 * b];
+    const T* xj = x + (base + j) * D;
+    float nj = 0.f;
+    for (int d = 0; d < D; ++d) nj += to_f32(xj[d]) * to_f32(xj[d]);
+    int best = 0;
+    float bv = 0.f;
+    for (int e = 0; e < c; ++e) {
+        const T* xe = x + (base + kept[e]) * D;
+        float dot = 0.f, ne = 0.f;
+        for (int d = 0; d < D; ++d) {
+            const float u = to_f32(xe[d]);
+            dot += to_f32(xj[d]) * u;
+            ne += u * u;
+        }
+        const float cs = (nj == 0.f || ne == 0.f) ? 0.f : dot / sqrtf(nj * ne);
+        if (e == 0 || cs > bv) best = e, bv = cs;
+    }
+    a[j] = best;
+}
+
+// Merge, pass 2: grid (n, B), 128 threads over D: slot e's mean over the candidates assigned to
+// it, summed in index order (one owner per output, so no atomics and no order dependence).
+template <typename T>
+__device__ void vis_merge_mean(const T* x, const int* cu, const int* seg, const int* idx, const int* count,
+                               const int* assign, T* merged, int seqs, int tokens, int n, int D) {
+    const int e = blockIdx.x, b = blockIdx.y;
+    T* out = merged + ((i64)b * n + e) * D;
+    const int c = vis_offsets_ok(cu, seqs, tokens) ? vis_kept(cu, seg, idx, count, b, n) : -1;
+    if (c <= 0 || e >= c) {
+        for (int d = threadIdx.x; d < D; d += blockDim.x) out[d] = from_f32<T>(0.f);
+        return;
+    }
+    const int len = seg[2 * b + 1];
+    const i64 base = cu[b] + seg[2 * b];
+    const int* a = assign + (i64)b * n;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float sum = 0.f;
+        int cnt = 0;
+        for (int j = 0; j < len; ++j)
+            if (a[j] == e) sum += to_f32(x[(base + j) * D + d]), ++cnt;
+        out[d] = from_f32<T>(sum / (float)cnt);
+    }
+}
+
 #define VISUAL_ENTRIES(SUF, T)                                                                                    \
     extern "C" __global__ void __launch_bounds__(128)                                                             \
         visual_row_lse_##SUF(const T* q, const int* qpos, const T* k, const int* cu, float* ws, int seqs,         \
@@ -365,6 +438,16 @@ __device__ void vis_neighbor_attention(const T* q, const T* k, const T* v, const
         int causal) {                                                                                             \
         vis_neighbor_attention<T>(q, k, v, cu, img, head_mask, o, lse, status, seqs, tokens, H, Hkv, D, scale,    \
                                   radius, causal);                                                                \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(128) visual_merge_assign_##SUF(                                  \
+        const T* x, const int* cu, const int* seg, const int* idx, const int* count, int* assign,                 \
+        unsigned* status, int seqs, int tokens, int n, int D) {                                                   \
+        vis_merge_assign<T>(x, cu, seg, idx, count, assign, status, seqs, tokens, n, D);                          \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(128) visual_merge_mean_##SUF(                                    \
+        const T* x, const int* cu, const int* seg, const int* idx, const int* count, const int* assign,           \
+        T* merged, int seqs, int tokens, int n, int D) {                                                          \
+        vis_merge_mean<T>(x, cu, seg, idx, count, assign, merged, seqs, tokens, n, D);                            \
     }
 
 FOR_EACH_FLOAT(VISUAL_ENTRIES)

@@ -17,21 +17,6 @@ var<workgroup> ok_w: u32;
 var<workgroup> base_w: u32;
 
 
-// Sequence b's kept candidates, -1 for a bad selection, -2 for a bad segment.
-fn kept(b: u32) -> i32 {
-    let s = seg[p.seg_off + 2u * b];
-    let len = seg[p.seg_off + 2u * b + 1u];
-    let l = cu[p.cu_off + b + 1u] - cu[p.cu_off + b];
-    if (s < 0 || len < 0 || s + len > l || u32(len) > p.n) { return -2; }
-    let c = count[p.count_off + b];
-    if (c < 0 || c > len) { return -1; }
-    for (var e = 0u; e < u32(c); e++) {
-        let j = idx[p.idx_off + b * p.n + e];
-        if (j < 0 || j >= len || (e > 0u && j <= idx[p.idx_off + b * p.n + e - 1u])) { return -1; }
-    }
-    return c;
-}
-
 fn new_len(b: u32) -> u32 {
     let c = kept(b);
     let l = cu[p.cu_off + b + 1u] - cu[p.cu_off + b];
@@ -94,3 +79,4 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 }
 //! include visual_common.wgsli
+//! include visual_kept.wgsli

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 
-use super::{AttnMass, Compact, NeighborAttention, Select, SelectMode, SparseAttention};
+use super::{AttnMass, Compact, Merge, NeighborAttention, Select, SelectMode, SparseAttention};
 use crate::backend::cuda::{cuda_err, CudaBackend, CudaFloat};
 use crate::backend::Status;
 use crate::dtype::same_dtype;
@@ -289,6 +289,63 @@ impl NeighborAttention {
         // block, the image is checked against its sequence before use (a bad one makes the
         // sequence all text), keys are read within the query's own sequence, head_mask is read
         // only when given (null otherwise); D <= 256; lengths checked.
+        unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+        Ok(())
+    }
+}
+
+impl Merge {
+    /// Two launches: the assignment, then the means.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cuda<T: CudaFloat>(
+        &self,
+        cuda: &CudaBackend,
+        stream: &Arc<CudaStream>,
+        x: &impl DevicePtr<T>,
+        cu_seqlens: &impl DevicePtr<i32>,
+        seg: &impl DevicePtr<i32>,
+        idx: &impl DevicePtr<i32>,
+        count: &impl DevicePtr<i32>,
+        assign: &mut impl DevicePtrMut<i32>,
+        merged: &mut impl DevicePtrMut<T>,
+        status: &mut Status,
+    ) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        let given = [("x", x.len()), ("cu_seqlens", cu_seqlens.len()), ("seg", seg.len()), ("idx", idx.len())];
+        let more = [("count", count.len()), ("assign", assign.len()), ("merged", merged.len())];
+        self.check_lens(&[&given[..], &more[..]].concat())?;
+        let p = &self.params;
+        let (stp, _s) = cuda_status(status)?.device_ptr_mut(stream);
+        let (xp, _a) = x.device_ptr(stream);
+        let (cp, _b) = cu_seqlens.device_ptr(stream);
+        let (gp, _c) = seg.device_ptr(stream);
+        let (ip, _d) = idx.device_ptr(stream);
+        let (np, _e) = count.device_ptr(stream);
+        let (ap, _f) = assign.device_ptr_mut(stream);
+        let (mp, _g) = merged.device_ptr_mut(stream);
+        let [seqs, tokens, n, d] = [p.seqs, p.tokens, p.n, p.dim].map(|v| v as i32);
+        let f = cuda.function("visual", &format!("visual_merge_assign_{}", T::DTYPE))?;
+        let mut b = stream.launch_builder(&f);
+        b.arg(&xp).arg(&cp).arg(&gp).arg(&ip).arg(&np).arg(&ap).arg(&stp).arg(&seqs).arg(&tokens).arg(&n).arg(&d);
+        let cfg = LaunchConfig {
+            grid_dim: (grid_dim("x", p.n.div_ceil(128))?, grid_dim("y", p.seqs)?, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: matches visual_merge_assign_<dtype>; each thread writes its own candidate's
+        // slot; segments and selections are validated before hidden rows are read; lengths
+        // checked.
+        unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+        let f = cuda.function("visual", &format!("visual_merge_mean_{}", T::DTYPE))?;
+        let mut b = stream.launch_builder(&f);
+        b.arg(&xp).arg(&cp).arg(&gp).arg(&ip).arg(&np).arg(&ap).arg(&mp).arg(&seqs).arg(&tokens).arg(&n).arg(&d);
+        let cfg = LaunchConfig {
+            grid_dim: (grid_dim("x", p.n)?, grid_dim("y", p.seqs)?, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: matches visual_merge_mean_<dtype>; each block writes its own slot's row; the
+        // assignment (pass 1, ordered on the stream) holds slots below the kept count or -1.
         unsafe { b.launch(cfg) }.map_err(cuda_err)?;
         Ok(())
     }

@@ -3,13 +3,13 @@
 
 use serde_json::{json, Value};
 
-use super::{AttnMass, Compact, NeighborAttention, Select, SparseAttention};
+use super::{AttnMass, Compact, Merge, NeighborAttention, Select, SparseAttention};
 use crate::backend::{Backend, Status};
 use crate::dtype::{to_f64, DType};
 use crate::error::Result;
 use crate::harness::{
-    float_cases, host, tagged_cases, with_extra, Case, DevMap, Expected, Fixture, HostTensor, Kernel, Launch, Reg,
-    Registered, Rng, TensorMap,
+    compare, float_cases, host, tagged_cases, with_extra, Case, Comparison, DevMap, Expected, Fixture, HostTensor,
+    Kernel, Launch, Reg, Registered, Rng, TensorMap,
 };
 use crate::plan::Plan;
 use crate::{launch, with_float, Float};
@@ -21,6 +21,7 @@ pub(crate) fn kernels() -> Vec<&'static dyn Kernel> {
         &Reg::<Compact>::NEW,
         &Reg::<SparseAttention>::NEW,
         &Reg::<NeighborAttention>::NEW,
+        &Reg::<Merge>::NEW,
     ]
 }
 
@@ -520,5 +521,134 @@ impl Registered for NeighborAttention {
     fn flops(&self) -> f64 {
         let p = &self.params;
         (2 * p.heads * p.dim * p.tokens * p.tokens / p.seqs) as f64
+    }
+}
+
+impl Registered for Merge {
+    const FAMILY: &'static str = "visual";
+    fn cases() -> Vec<Case> {
+        let c = |l: &str, lens: &[usize], segs: &[usize], n: usize, d: usize, extra: Value| {
+            let p = json!({"seqs": lens.len(), "tokens": lens.iter().sum::<usize>(), "n": n, "dim": d,
+                "fixture": {"lens": lens, "segs": segs}});
+            (l.to_string(), with_extra(p, &extra))
+        };
+        owned(
+            None,
+            &[
+                c("1 seq, 20 candidates, D16", &[26], &[3, 20], 20, 16, json!({})),
+                c(
+                    "2 seqs D40, one keeps nothing",
+                    &[50, 30],
+                    &[5, 40, 2, 25],
+                    40,
+                    40,
+                    json!({"fixture.none_in_1": true}),
+                ),
+                c("every dropped token to one kept token", &[40], &[0, 40], 40, 8, json!({"fixture.one_kept": true})),
+                c("bad selection", &[20, 20], &[2, 10, 2, 10], 10, 8, json!({"fixture.bad": true})),
+                c("bad cu_seqlens", &[20, 20, 5], &[2, 10, 2, 10, 0, 3], 10, 8, json!({"fixture.bad_cu": true})),
+            ],
+        )
+    }
+    fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
+        let p = &self.params;
+        let seg = segs(fx);
+        let (mut idx, mut count) = (vec![-1i32; p.seqs * p.n], vec![0i32; p.seqs]);
+        for b in 0..p.seqs {
+            let n = seg[2 * b + 1] as usize;
+            let kept: Vec<i32> = if fx.is("one_kept") {
+                vec![n as i32 / 2]
+            } else if fx.is("none_in_1") && b == 1 {
+                vec![]
+            } else {
+                (0..n as i32).filter(|_| rng.below(3) == 0).collect()
+            };
+            count[b] = kept.len() as i32;
+            idx[b * p.n..b * p.n + kept.len()].copy_from_slice(&kept);
+        }
+        if fx.is("bad") {
+            count[1] = seg[3] + 1;
+        }
+        let mut m = TensorMap::new();
+        let x = rng.normals(p.tokens * p.dim, 1.0);
+        m.insert("x".into(), HostTensor::from_f64(p.dtype, &[x.len()], &x));
+        ints(&mut m, "cu_seqlens", &cu_of(fx, p.seqs));
+        ints(&mut m, "seg", &seg);
+        ints(&mut m, "idx", &idx);
+        ints(&mut m, "count", &count);
+        Ok(m)
+    }
+    fn oracle(&self, i: &TensorMap) -> Result<Expected> {
+        let p = &self.params;
+        let mut st = Status::new(&Backend::Cpu)?;
+        let mut assign = vec![0i32; p.seqs * p.n];
+        let g = |n: &str| -> Result<Vec<i32>> { Ok(host(i, n)?.to_i32()) };
+        let merged = with_float!(p.dtype, T => {
+            let mut merged = vec![T::default(); p.seqs * p.n * p.dim];
+            self.run_cpu::<T>(&host(i, "x")?.to_vec()?, &g("cu_seqlens")?, &g("seg")?, &g("idx")?, &g("count")?,
+                &mut assign, &mut merged, &st)?;
+            Ok(to_f64(&merged))
+        })?;
+        let mut e = Expected::with("assign", assign.iter().map(|&v| f64::from(v)).collect()).and("merged", merged);
+        e.status = st.take_bits(&Backend::Cpu)?;
+        Ok(e)
+    }
+    /// The device may pick another kept slot for a dropped token where the cosine similarities
+    /// tie within f32 rounding; such a choice is accepted, and the means are checked against the
+    /// device's own assignment.
+    fn check(&self, i: &TensorMap, expected: &Expected, outputs: &TensorMap) -> Vec<Comparison> {
+        let (Some(got_a), Some(got_m), Some(want_a)) =
+            (outputs.get("assign"), outputs.get("merged"), expected.outputs.get("assign"))
+        else {
+            return vec![Comparison::failed("assign", "assign or merged missing")];
+        };
+        let p = &self.params;
+        let g = |n: &str| host(i, n).map(|t| t.to_i32()).unwrap_or_default();
+        let (x, cu, seg, idx, count) =
+            (host(i, "x").map(|t| t.to_f64()), g("cu_seqlens"), g("seg"), g("idx"), g("count"));
+        let Ok(x) = x else {
+            return vec![Comparison::failed("assign", "input x missing")];
+        };
+        let dev = got_a.to_i32();
+        let mut accepted: Vec<i32> = want_a.iter().map(|&v| v as i32).collect();
+        let mut want_m = expected.outputs.get("merged").cloned().unwrap_or_default();
+        let d = p.dim;
+        for b in 0..p.seqs {
+            let a = b * p.n;
+            // Only sequences the oracle merged (its assignment has a slot) can differ by ties.
+            if (0..p.n).all(|j| dev[a + j] == accepted[a + j]) || accepted[a..a + p.n].iter().all(|&v| v < 0) {
+                continue;
+            }
+            let (s0, len, c) = ((cu[b] + seg[2 * b]) as usize, seg[2 * b + 1] as usize, count[b] as usize);
+            let kept: Vec<usize> = idx[a..a + c].iter().map(|&j| j as usize).collect();
+            let row = |j: usize| &x[(s0 + j) * d..(s0 + j + 1) * d];
+            for j in (0..len).filter(|j| !kept.contains(j)) {
+                let (w, g) = (accepted[a + j], dev[a + j]);
+                if w != g && w >= 0 && g >= 0 && (g as usize) < c {
+                    let (cw, cg) =
+                        (Merge::cosine(row(j), row(kept[w as usize])), Merge::cosine(row(j), row(kept[g as usize])));
+                    if cg >= cw - 1e-5 {
+                        accepted[a + j] = g;
+                    }
+                }
+            }
+            let rows: Vec<usize> = (0..len).map(|j| s0 + j).collect();
+            let m = Merge::means(&x, d, &rows, &kept, &accepted[a..a + len]);
+            want_m[a * d..a * d + m.len()].copy_from_slice(&m);
+        }
+        let want_a: Vec<f64> = accepted.iter().map(|&v| f64::from(v)).collect();
+        vec![compare("assign", got_a, &want_a, None, None), compare("merged", got_m, &want_m, None, None)]
+    }
+    fn launch(&self, l: &mut Launch, dev: &mut DevMap, status: &mut Status) -> Result<()> {
+        launch!(self, l, dev, status; float self.params.dtype;
+            x: ro T, cu_seqlens: ro i32, seg: ro i32, idx: ro i32, count: ro i32, assign: rw i32, merged: rw T; status)
+    }
+    fn validate_inputs(&self, i: &TensorMap) -> Result<()> {
+        let g = |n: &str| -> Result<Vec<i32>> { Ok(host(i, n)?.to_i32()) };
+        self.validate(&g("cu_seqlens")?, &g("seg")?, &g("idx")?, &g("count")?)
+    }
+    fn flops(&self) -> f64 {
+        let p = &self.params;
+        (3 * p.seqs * p.n * p.n * p.dim / 4) as f64
     }
 }

@@ -31,4 +31,10 @@ uniforms! {
         has_mask: u32, q_off: u32, k_off: u32, v_off: u32, cu_off: u32, img_off: u32, mask_off: u32, o_off: u32,
         lse_off: u32,
     }
+    /// `visual_merge_assign` / `visual_merge_mean`: the field names `kept()` reads match
+    /// `CompactUniform`'s (the shaders share `include/visual_kept.wgsli`).
+    MergeUniform for ["visual_merge_assign", "visual_merge_mean"] {
+        seqs: u32, tokens: u32, n: u32, dim: u32, x_off: u32, cu_off: u32, seg_off: u32, idx_off: u32, count_off: u32,
+        assign_off: u32, merged_off: u32,
+    }
 }

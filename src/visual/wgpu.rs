@@ -1,7 +1,7 @@
 //! wgpu dispatches for the visual family (`shaders/visual_*.wgsl`).
 
-use super::uniforms::{CompactUniform, MassUniform, NeighborUniform, SelectUniform, SparseUniform};
-use super::{AttnMass, Compact, NeighborAttention, Select, SelectMode, SparseAttention};
+use super::uniforms::{CompactUniform, MassUniform, MergeUniform, NeighborUniform, SelectUniform, SparseUniform};
+use super::{AttnMass, Compact, Merge, NeighborAttention, Select, SelectMode, SparseAttention};
 use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
 use crate::backend::Status;
 use crate::error::{Error, Result};
@@ -239,5 +239,51 @@ impl NeighborAttention {
         let bufs = [q.buffer, k.buffer, v.buffer, cu_seqlens.buffer, img.buffer, mask_buf, o.buffer, lse.buffer, st];
         let groups = u32_of("workgroups", p.tokens * p.heads)?;
         gpu.dispatch(enc, &format!("visual_neighbor_attention_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, groups)
+    }
+}
+
+impl Merge {
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_wgpu(
+        &self,
+        gpu: &WgpuBackend,
+        enc: &mut wgpu::CommandEncoder,
+        x: WgpuTensor,
+        cu_seqlens: WgpuTensor,
+        seg: WgpuTensor,
+        idx: WgpuTensor,
+        count: WgpuTensor,
+        assign: WgpuTensor,
+        merged: WgpuTensor,
+        status: &Status,
+    ) -> Result<()> {
+        let (p, mb) = (&self.params, gpu.max_binding());
+        let u = MergeUniform {
+            seqs: u32_of("seqs", p.seqs)?,
+            tokens: u32_of("tokens", p.tokens)?,
+            n: u32_of("n", p.n)?,
+            dim: u32_of("dim", p.dim)?,
+            x_off: self.bind(&x, "x", mb)?,
+            cu_off: self.bind(&cu_seqlens, "cu_seqlens", mb)?,
+            seg_off: self.bind(&seg, "seg", mb)?,
+            idx_off: self.bind(&idx, "idx", mb)?,
+            count_off: self.bind(&count, "count", mb)?,
+            assign_off: self.bind(&assign, "assign", mb)?,
+            merged_off: self.bind(&merged, "merged", mb)?,
+        };
+        let bytes = bytemuck::bytes_of(&u);
+        let st = status_buf(status, "merge")?;
+        let ins = [x.buffer, cu_seqlens.buffer, seg.buffer, idx.buffer, count.buffer];
+        let bufs = [&ins[..], &[assign.buffer, st]].concat();
+        let dt = p.dtype;
+        gpu.dispatch(
+            enc,
+            &format!("visual_merge_assign_{dt}"),
+            bytes,
+            &bufs,
+            u32_of("workgroups", p.n.div_ceil(64) * p.seqs)?,
+        )?;
+        let bufs = [&ins[..], &[assign.buffer, merged.buffer]].concat();
+        gpu.dispatch(enc, &format!("visual_merge_mean_{dt}"), bytes, &bufs, u32_of("workgroups", p.n * p.seqs)?)
     }
 }
