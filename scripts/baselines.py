@@ -201,6 +201,24 @@ def main():
             print(f"baselines: fla chunk T{tt}: {err}", file=sys.stderr)
             break
 
+    # visual: dense causal attention through SDPA at the bench shapes (8 AnyRes-sized sequences
+    # of 35 + 2880 + 60 tokens, 32 query heads / 8 KV heads of 128): sparse_attention at keep
+    # ratio r is compared with this time scaled by the share of attention work kept.
+    bb, hq, hkv, dd = 8, 32, 8, 128
+    for keep in [1.0, 0.5, 0.25, 0.1]:
+        tt = 35 + 60 + round(2880 * keep)
+        try:
+            q = torch.randn(bb, hq, tt, dd, dtype=torch.bfloat16, device=dev)
+            k = torch.randn(bb, hkv, tt, dd, dtype=torch.bfloat16, device=dev)
+            v = torch.randn(bb, hkv, tt, dd, dtype=torch.bfloat16, device=dev)
+            fn = lambda i: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            us = timed(fn, max(5, args.iters // 5))
+            nbytes = 2 * (q.numel() * 2 + k.numel() + v.numel())
+            record("visual.sparse_attention (torch SDPA dense)", f"B{bb} {tt} tokens H32/8 D128", "bf16", us, nbytes,
+                   2 * bb * hq * dd * tt * tt)
+        except Exception as err:
+            print(f"baselines: SDPA T{tt}: {err}", file=sys.stderr)
+
     out = {"device": props.name, "l2_bytes": l2, "copy_gbps": copy_gbps, "rows": rows}
     if args.json:
         with open(args.json, "w") as fh:

@@ -248,3 +248,15 @@ fn plans_and_backends_run_from_several_threads() {
         }
     }
 }
+
+/// Every bench case builds a plan (bench shapes are only run on a GPU, so a bad one would
+/// otherwise surface there first).
+#[test]
+fn every_bench_case_builds_a_plan() {
+    for k in mllm_kernels::registry::kernels() {
+        for case in k.bench_cases() {
+            let plan = k.prepare(&case.params).unwrap_or_else(|e| panic!("{} bench {}: {e}", k.id(), case.label));
+            assert!(!plan.tensors().is_empty(), "{} bench {}", k.id(), case.label);
+        }
+    }
+}

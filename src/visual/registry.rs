@@ -8,8 +8,8 @@ use crate::backend::{Backend, Status};
 use crate::dtype::{to_f64, DType};
 use crate::error::Result;
 use crate::harness::{
-    compare, float_cases, host, tagged_cases, with_extra, Case, Comparison, DevMap, Expected, Fixture, HostTensor,
-    Kernel, Launch, Reg, Registered, Rng, TensorMap,
+    bf16_cases, compare, float_cases, host, tagged_cases, with_extra, Case, Comparison, DevMap, Expected, Fixture,
+    HostTensor, Kernel, Launch, Reg, Registered, Rng, TensorMap,
 };
 use crate::plan::Plan;
 use crate::{launch, with_float, Float};
@@ -58,8 +58,16 @@ fn segs(fx: &Fixture) -> Vec<i32> {
     fx.sizes("segs").into_iter().map(|v| v as i32).collect()
 }
 
+/// The bench shape: 8 AnyRes-sized sequences (35 text tokens, 2880 image tokens, 60 text), a
+/// LLaVA-NeXT-7B layer (32 heads of 128, here with 8 KV heads).
+const BENCH: (usize, usize, usize, usize) = (8, 35, 2880, 60);
+
 impl Registered for Select {
     const FAMILY: &'static str = "visual";
+    fn bench_cases() -> Vec<Case> {
+        let (b, _, n, _) = BENCH;
+        tagged_cases(DType::F32, &[(&format!("B{b} n{n} top half"), json!({"seqs": b, "n": n, "k": n / 2}))])
+    }
     fn cases() -> Vec<Case> {
         let c = |l: &str, p: Value| (l.to_string(), p);
         owned(
@@ -239,6 +247,14 @@ fn mass_case(
 
 impl Registered for AttnMass {
     const FAMILY: &'static str = "visual";
+    fn bench_cases() -> Vec<Case> {
+        let (b, t0, n, t1) = BENCH;
+        let lens = vec![t0 + n + t1; b];
+        let segs: Vec<usize> = (0..b).flat_map(|_| [t0, n]).collect();
+        let (l, p) =
+            mass_case(&format!("B{b} T{} last rows H32/8 D128", t0 + n + t1), &lens, &segs, b, 32, 8, 128, json!({}));
+        bf16_cases([(l, p)])
+    }
     fn cases() -> Vec<Case> {
         owned(
             None,
@@ -364,6 +380,20 @@ fn attn_case(label: &str, lens: &[usize], h: usize, hkv: usize, d: usize, extra:
 
 impl Registered for SparseAttention {
     const FAMILY: &'static str = "visual";
+    fn bench_cases() -> Vec<Case> {
+        let (b, t0, n, t1) = BENCH;
+        bf16_cases([1.0, 0.5, 0.25, 0.1].map(|keep: f64| {
+            let len = t0 + t1 + (n as f64 * keep).round() as usize;
+            attn_case(
+                &format!("B{b} keep {keep} of {n} image: {len} tokens H32/8 D128"),
+                &vec![len; b],
+                32,
+                8,
+                128,
+                json!({}),
+            )
+        }))
+    }
     fn cases() -> Vec<Case> {
         owned(
             None,
@@ -443,6 +473,14 @@ fn grid_case(
 
 impl Registered for NeighborAttention {
     const FAMILY: &'static str = "visual";
+    fn bench_cases() -> Vec<Case> {
+        let (b, t0, n, t1) = BENCH;
+        let lens = vec![t0 + n + t1; b];
+        let img: Vec<usize> = (0..b).flat_map(|_| [t0, 48, 60]).collect();
+        bf16_cases([2usize, 4].map(|r| {
+            grid_case(&format!("B{b} 48x60 grid r{r} H32/8 D128"), &lens, &img, 32, 8, 128, json!({"radius": r}))
+        }))
+    }
     fn cases() -> Vec<Case> {
         owned(
             None,
