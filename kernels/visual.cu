@@ -108,7 +108,7 @@ extern "C" __global__ void __launch_bounds__(256, 1) visual_select(const float* 
 // Sequence b's kept visual count, or -1 when its segment or selection is bad.
 __device__ int vis_kept(const int* cu, const int* seg, const int* idx, const int* count, int b, int n) {
     const int s = seg[2 * b], len = seg[2 * b + 1], L = cu[b + 1] - cu[b];
-    if (s < 0 || len < 0 || s + len > L || len > n) return -2;
+    if (s < 0 || len < 0 || (i64)s + len > L || len > n) return -2;  // i64: s + len may overflow int
     const int c = count[b];
     if (c < 0 || c > len) return -1;
     for (int e = 0; e < c; ++e) {
@@ -216,19 +216,18 @@ __device__ void vis_mass(const T* q, const int* qpos, const float* qw, const T* 
         return;
     }
     const int s0 = seg[2 * b], len = seg[2 * b + 1], L = cu[b + 1] - cu[b];
-    const bool seg_ok = s0 >= 0 && len >= 0 && s0 + len <= L && len <= n;
+    const bool seg_ok = s0 >= 0 && len >= 0 && (i64)s0 + len <= L && len <= n;
     if (!seg_ok) raise_status(status, ST_INDEX_OUT_OF_RANGE);
+    if (threadIdx.x == 0)
+        for (int r = 0; r < rows; ++r)
+            if (qpos[r] < 0 || qpos[r] >= tokens) raise_status(status, ST_INDEX_OUT_OF_RANGE);
     const int key = cu[b] + s0 + j;
     for (int ho = 0; ho < Ho; ++ho) {
         float acc = 0.f;
         if (seg_ok && j < len)
             for (int r = 0; r < rows; ++r) {
                 const int t = qpos[r];
-                if (t < 0 || t >= tokens) {
-                    raise_status(status, ST_INDEX_OUT_OF_RANGE);
-                    continue;
-                }
-                if (t < cu[b] || t >= cu[b + 1] || key > t) continue;
+                if (t < 0 || t >= tokens || t < cu[b] || t >= cu[b + 1] || key > t) continue;
                 for (int h = reduce ? 0 : ho; h < (reduce ? H : ho + 1); ++h) {
                     const T* qr = q + ((i64)r * H + h) * D;
                     const T* kr = k + ((i64)key * Hkv + h / g) * D;
@@ -371,7 +370,7 @@ __device__ void vis_merge_assign(const T* x, const int* cu, const int* seg, cons
         a[j] = lo;
         return;
     }
-    const i64 base = cu[b] + seg[2 * b];
+    const i64 base = (i64)cu[b] + seg[2 * b];
     const T* xj = x + (base + j) * D;
     float nj = 0.f;
     for (int d = 0; d < D; ++d) nj += to_f32(xj[d]) * to_f32(xj[d]);
@@ -404,7 +403,7 @@ __device__ void vis_merge_mean(const T* x, const int* cu, const int* seg, const 
         return;
     }
     const int len = seg[2 * b + 1];
-    const i64 base = cu[b] + seg[2 * b];
+    const i64 base = (i64)cu[b] + seg[2 * b];
     const int* a = assign + (i64)b * n;
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
         float sum = 0.f;

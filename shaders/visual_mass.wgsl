@@ -33,8 +33,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let c1 = cu[p.cu_off + b + 1u];
     let s0 = seg[p.seg_off + 2u * b];
     let len = seg[p.seg_off + 2u * b + 1u];
-    let seg_ok = s0 >= 0 && len >= 0 && s0 + len <= c1 - c0 && u32(len) <= p.n;
+    let seg_ok = s0 >= 0 && len >= 0 && s0 <= c1 - c0 - len && u32(len) <= p.n;
     if (!seg_ok) { atomicOr(&status[0], ST_INDEX_OUT_OF_RANGE); }
+    if (tid == 0u) {
+        for (var r = 0u; r < p.rows; r++) {
+            let t = qpos[p.qpos_off + r];
+            if (t < 0 || u32(t) >= p.tokens) { atomicOr(&status[0], ST_INDEX_OUT_OF_RANGE); }
+        }
+    }
     let g = p.heads / p.kv_heads;
     for (var ho = 0u; ho < ho_n; ho++) {
         var acc = 0.0;
@@ -42,11 +48,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let key = u32(c0 + s0) + j;
             for (var r = 0u; r < p.rows; r++) {
                 let t = qpos[p.qpos_off + r];
-                if (t < 0 || u32(t) >= p.tokens) {
-                    atomicOr(&status[0], ST_INDEX_OUT_OF_RANGE);
-                    continue;
-                }
-                if (t < c0 || t >= c1 || key > u32(t)) { continue; }
+                if (t < 0 || u32(t) >= p.tokens || t < c0 || t >= c1 || key > u32(t)) { continue; }
                 var h0 = ho;
                 var h1 = ho + 1u;
                 if (p.reduce != 0u) {

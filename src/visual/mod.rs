@@ -128,15 +128,18 @@ impl Select {
         }
     }
 
-    pub fn validate(&self, score: &[f32], lens: &[i32]) -> Result<()> {
+    pub fn validate(&self, score: &[f32], lens: &[i32], order: Option<&[f32]>) -> Result<()> {
         let p = &self.params;
         for b in 0..p.seqs {
             let l = usize::try_from(lens[b])
                 .ok()
                 .filter(|&l| l <= p.n)
                 .ok_or_else(|| Error::InvalidInput(format!("lens[{b}] = {} is outside [0, n = {}]", lens[b], p.n)))?;
-            if let Some(j) = (0..l).find(|&j| !score[b * p.n + j].is_finite()) {
-                return Err(Error::InvalidInput(format!("score[{b}][{j}] = {} is not finite", score[b * p.n + j])));
+            for (name, v) in [("score", Some(score)), ("order", order.filter(|_| p.has_order))] {
+                let Some(v) = v else { continue };
+                if let Some(j) = (0..l).find(|&j| !v[b * p.n + j].is_finite()) {
+                    return Err(Error::InvalidInput(format!("{name}[{b}][{j}] = {} is not finite", v[b * p.n + j])));
+                }
             }
         }
         Ok(())
@@ -164,11 +167,11 @@ impl Select {
                 continue;
             };
             let s = &score[b * p.n..b * p.n + l];
-            if s.iter().any(|v| !v.is_finite()) {
+            let ord = order.filter(|_| p.has_order).map_or(s, |o| &o[b * p.n..b * p.n + l]);
+            if s.iter().chain(ord).any(|v| !v.is_finite()) {
                 bits |= StatusBits::VALUE_OUT_OF_RANGE;
                 continue;
             }
-            let ord = order.filter(|_| p.has_order).map_or(s, |o| &o[b * p.n..b * p.n + l]);
             let kept = oracle::select(s, ord, self.keep());
             count[b] = kept.len() as i32;
             for (i, j) in kept.into_iter().enumerate() {
@@ -449,6 +452,9 @@ impl AttnMass {
                     .sum::<f64>()
         };
         let (mut bits, mut acc) = (0, vec![0.0f64; mass.len()]);
+        if (0..p.seqs).any(|b| segment(&cu, seg, b, p.n).is_none()) {
+            bits |= StatusBits::INDEX_OUT_OF_RANGE;
+        }
         for r in 0..p.rows {
             let Some(t) = usize::try_from(qpos[r]).ok().filter(|&t| t < p.tokens) else {
                 bits |= StatusBits::INDEX_OUT_OF_RANGE;
@@ -731,7 +737,8 @@ impl NeighborAttention {
         let mut bits = 0;
         for b in 0..p.seqs {
             let im = image(&cu, img, b);
-            bits |= if im.is_none() { StatusBits::INDEX_OUT_OF_RANGE } else { 0 };
+            // The kernels check an image in the blocks of its sequence's tokens: an empty one has none.
+            bits |= if im.is_none() && cu[b + 1] > cu[b] { StatusBits::INDEX_OUT_OF_RANGE } else { 0 };
             let is_visual = |t: usize| im.is_some_and(|(s, hg, wg)| t >= s && t < s + hg * wg);
             for i in cu[b]..cu[b + 1] {
                 let keys: Vec<usize> = (cu[b]..cu[b + 1]).filter(|&j| self.visible(im, i, j)).collect();

@@ -135,7 +135,8 @@ impl Registered for Select {
             score: ro f32, lens: ro i32, order: opt f32, idx: rw i32, count: rw i32; status)
     }
     fn validate_inputs(&self, i: &TensorMap) -> Result<()> {
-        self.validate(&host(i, "score")?.to_vec()?, &host(i, "lens")?.to_i32())
+        let order: Option<Vec<f32>> = i.get("order").map(|t| t.to_vec()).transpose()?;
+        self.validate(&host(i, "score")?.to_vec()?, &host(i, "lens")?.to_i32(), order.as_deref())
     }
 }
 
@@ -308,8 +309,9 @@ impl Registered for AttnMass {
             .collect();
         let mut qpos = qpos;
         if fx.is("bad") {
+            // A row outside the tokens, and a segment whose end overflows i32.
             qpos[1] = p.tokens as i32 + 3;
-            seg[3] = 25;
+            (seg[2], seg[3]) = (i32::MAX, 1);
         }
         let mut m = TensorMap::new();
         let q = rng.normals(p.rows * p.heads * p.dim, 1.0);
@@ -604,8 +606,11 @@ impl Registered for Merge {
             count[b] = kept.len() as i32;
             idx[b * p.n..b * p.n + kept.len()].copy_from_slice(&kept);
         }
+        let mut seg = seg;
         if fx.is("bad") {
+            // A count above the segment, and a segment whose end overflows i32.
             count[1] = seg[3] + 1;
+            (seg[0], seg[1]) = (i32::MAX - 1, 2);
         }
         let mut m = TensorMap::new();
         let x = rng.normals(p.tokens * p.dim, 1.0);
