@@ -306,7 +306,10 @@ fn cmd_bench(o: &BenchArgs) -> ExitCode {
                         ),
                     }
                 }
-                all.push(serde_json::json!({"backend": b.kind().name(), "ceilings": ceil, "rows": rows}));
+                all.push(serde_json::json!({
+                    "backend": b.kind().name(), "device": b.describe(), "driver": driver_of(b),
+                    "ceilings": ceil, "rows": rows,
+                }));
             }
         }
     }
@@ -316,6 +319,7 @@ fn cmd_bench(o: &BenchArgs) -> ExitCode {
             serde_json::to_string_pretty(&serde_json::json!({
                 "command": std::env::args().collect::<Vec<_>>().join(" "),
                 "crate_version": env!("CARGO_PKG_VERSION"),
+                "commit": git_commit(),
                 "runs": all,
             }))
             .unwrap_or_default(),
@@ -328,6 +332,39 @@ fn cmd_bench(o: &BenchArgs) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// The driver behind a backend, for the bench record.
+fn driver_of(b: &Backend) -> String {
+    match b {
+        #[cfg(feature = "wgpu")]
+        Backend::Wgpu(w) => format!("{} {}", w.info().driver, w.info().driver_info),
+        _ => String::new(),
+    }
+}
+
+/// The checkout's commit (with `-dirty` for uncommitted changes), or "unknown" outside a git
+/// checkout: a benchmark record names the code it measured.
+fn git_commit() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "HEAD"]) {
+        Some(c) if !c.is_empty() => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{c}-dirty")
+            } else {
+                c
+            }
+        }
+        _ => "unknown".into(),
     }
 }
 
@@ -386,7 +423,19 @@ fn cmd_check(o: &CheckArgs) -> ExitCode {
     }
 }
 
+/// Mesa's Vulkan drivers (lavapipe included) print `error: XDG_RUNTIME_DIR is invalid or not
+/// set` at instance creation when the variable is unset, though compute needs no display. A
+/// successful run must not print an error line, so point it at the temp directory, as
+/// `scripts/env.sh` does.
+fn quiet_vulkan_wsi() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
+}
+
 fn main() -> ExitCode {
+    // First, while the process has one thread: nothing else reads the environment meanwhile.
+    quiet_vulkan_wsi();
     match Cli::parse().cmd {
         Cmd::Devices => cmd_devices(),
         Cmd::Verify(a) => cmd_verify(&a),
