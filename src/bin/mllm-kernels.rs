@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use mllm_kernels::harness::{bench, check, fresh_seed, proof, verify, CaseReport};
+use mllm_kernels::harness::{bench, check, fresh_seed, proof, verify_each, CaseReport};
 use mllm_kernels::registry::{families, kernels};
 use mllm_kernels::{devices, Backend, BackendKind};
 
@@ -154,8 +154,10 @@ fn cmd_verify(o: &VerifyArgs) -> ExitCode {
     let mut table: Vec<(String, &'static str, usize, usize)> = Vec::new();
     for b in &bks {
         println!("-- {}: {}", b.kind().name(), b.describe());
-        for r in verify(&kernels(), b, o.sel.family.as_deref(), seed) {
-            print_row(&r);
+        verify_each(&kernels(), b, o.sel.family.as_deref(), seed, |r| {
+            print_row(r);
+            // Each row as it completes: a long run on a CPU adapter shows its progress.
+            let _ = std::io::Write::flush(&mut std::io::stdout());
             if b.kind() == BackendKind::Cuda {
                 cuda_rows.push((r.kernel.clone(), r.ok));
             }
@@ -174,7 +176,7 @@ fn cmd_verify(o: &VerifyArgs) -> ExitCode {
                 fail += 1;
                 table[i].3 += 1;
             }
-        }
+        });
     }
     // The closing table: family x backend, and what no GPU has run yet.
     let (_, _, unproven) = proof::unproven(&kernels());

@@ -645,6 +645,19 @@ pub fn verify_case(kernel: &dyn Kernel, backend: &Backend, case: &Case, seed: u6
 /// from `seed`.
 pub fn verify(kernels: &[&'static dyn Kernel], backend: &Backend, family: Option<&str>, seed: u64) -> Vec<CaseReport> {
     let mut out = Vec::new();
+    verify_each(kernels, backend, family, seed, |r| out.push(r.clone()));
+    out
+}
+
+/// As [`verify`], handing each row to `on_row` as soon as its case has run (the tool prints
+/// them as they come, so a long run on a CPU adapter shows its progress).
+pub fn verify_each(
+    kernels: &[&'static dyn Kernel],
+    backend: &Backend,
+    family: Option<&str>,
+    seed: u64,
+    mut on_row: impl FnMut(&CaseReport),
+) {
     let mut n = 0u64;
     for &k in kernels {
         if family.is_some_and(|f| f != k.family()) {
@@ -652,10 +665,9 @@ pub fn verify(kernels: &[&'static dyn Kernel], backend: &Backend, family: Option
         }
         for case in k.cases() {
             n += 1;
-            out.push(verify_case(k, backend, &case, seed.wrapping_add(n.wrapping_mul(0x9e37_79b9))));
+            on_row(&verify_case(k, backend, &case, seed.wrapping_add(n.wrapping_mul(0x9e37_79b9))));
         }
     }
-    out
 }
 
 // ---------------------------------------------------------------------------------------------
