@@ -7,6 +7,7 @@
 mod bad_files;
 mod common;
 mod core_tests;
+mod fuzz;
 mod harness_tests;
 mod mla_tests;
 mod mom_tests;
