@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs NVRTC, the CUDA headers and ptxas from PyPI wheels into .cuda/ (ignored by git), so
 # build.rs compiles every kernel to PTX and assembles cubins on a machine with no CUDA toolkit.
-# Prints the environment to use them; scripts/test.sh sources it.
+# build.rs and tests/ptx.rs look there by themselves (no environment to export).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 dest="$root/.cuda"
@@ -12,6 +12,5 @@ if [ ! -f "$dest/nvidia/cuda_nvrtc/lib/libnvrtc.so.12" ] || [ ! -x "$dest/nvidia
   py=$(command -v python3 || command -v python)
   "$py" -m pip install --quiet --disable-pip-version-check --upgrade --target "$dest" $want >&2
 fi
-echo "export LD_LIBRARY_PATH=\"$dest/nvidia/cuda_nvrtc/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}\""
-echo "export PTXAS=\"$dest/nvidia/cuda_nvcc/bin/ptxas\""
-echo "export MLLM_CUDA_INCLUDE=\"$dest/nvidia/cuda_runtime/include\""
+# Nothing to export: build.rs and the tests find NVRTC, the headers and ptxas under .cuda/
+# themselves, so the scripts and a plain `cargo` run share one environment and one build.
