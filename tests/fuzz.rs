@@ -143,7 +143,8 @@ fn fuzz_params_and_cpu_paths() {
             let mut v = inputs[name].to_i32();
             let at = rng.below(v.len().max(1) as u64) as usize;
             if let Some(x) = v.get_mut(at) {
-                *x = [i32::MIN, -1, 0, 1, i32::MAX, *x + 1, *x - 1, 1 << 20][rng.below(8) as usize];
+                *x = [i32::MIN, -1, 0, 1, i32::MAX, x.wrapping_add(1), x.wrapping_sub(1), 1 << 20]
+                    [rng.below(8) as usize];
             }
             inputs.insert(name.clone(), HostTensor::from_i32(&[v.len()], &v));
             let what = format!("seed {seed}: {} case {:?}: {name}[{at}] = {:?}", k.id(), case.label, v.get(at));

@@ -124,7 +124,8 @@ pub fn prefill(
         let (len, clamped) = visible_len(seq_lens[b], s);
         bad |= clamped;
         let rows = cache_rows(b, len, table, s, &mut bad);
-        let (i, sq_b) = (j - cu[b] as usize, (cu[b + 1] - cu[b]) as usize);
+        // i64: a bad cu_seqlens entry may sit anywhere in i32, and cu[b] <= j < cu[b + 1] here.
+        let (i, sq_b) = ((j as i64 - i64::from(cu[b])) as usize, (i64::from(cu[b + 1]) - i64::from(cu[b])) as usize);
         let visible = (len + i + 1).saturating_sub(sq_b).min(len);
         let keys: Vec<usize> = rows[..visible].iter().flatten().copied().collect();
         for h in 0..s.heads {
