@@ -23,6 +23,40 @@ pub fn elements(what: &str, factors: &[usize]) -> Result<usize> {
     })
 }
 
+/// `v` as a u32 shader uniform, or an error naming `what` (WGSL indexes with u32).
+pub fn u32_of(what: &str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| invalid(format!("{what} = {v} exceeds u32 (WGSL indexing)")))
+}
+
+/// Checks offsets `cu [n + 1]` (`cu_seqlens`, stream offsets): from 0, never decreasing, ending
+/// at `end` (`exact`) or at most `end`; the error names `what` and the entry that broke it.
+pub fn check_offsets(what: &str, cu: &[i32], n: usize, end: usize, exact: bool) -> Result<Vec<usize>> {
+    if cu.len() < n + 1 {
+        return Err(crate::error::Error::Shape {
+            what: format!("{what} (elements, at least)"),
+            expected: n + 1,
+            got: cu.len(),
+        });
+    }
+    let bad = |m: String| Err(crate::error::Error::InvalidInput(m));
+    if cu[0] != 0 {
+        return bad(format!("{what}[0] = {}, must be 0", cu[0]));
+    }
+    if let Some(i) = (0..n).find(|&i| cu[i + 1] < cu[i]) {
+        return bad(format!("{what}[{}] = {} < {what}[{i}] = {}", i + 1, cu[i + 1], cu[i]));
+    }
+    let last = i64::from(cu[n]);
+    if last > end as i64 || (exact && last != end as i64) {
+        return bad(format!("{what}[{n}] = {last} must {} {end}", if exact { "equal" } else { "be at most" }));
+    }
+    Ok(cu[..=n].iter().map(|&v| v as usize).collect())
+}
+
+/// The offsets as the kernels read them, or `None` where they raise `INDEX_OUT_OF_RANGE`.
+pub fn offsets(cu: &[i32], n: usize, end: usize, exact: bool) -> Option<Vec<usize>> {
+    check_offsets("cu", cu, n, end, exact).ok()
+}
+
 /// Row b's pool slot, or the status bit that keeps it away from the pool: the id is outside
 /// `[0, slots)`, or another row names the same slot. Every row of a shared slot is skipped, so
 /// the result never depends on which row a GPU would have run last.

@@ -62,6 +62,25 @@ pub enum Status {
 }
 
 impl Status {
+    /// The word's wgpu buffer, for binding; `what` names the kernel in the error when the word
+    /// lives on another backend.
+    #[cfg(feature = "wgpu")]
+    pub(crate) fn wgpu_buffer(&self, what: &str) -> Result<&::wgpu::Buffer> {
+        match self {
+            Status::Wgpu(b) => Ok(b),
+            _ => Err(crate::error::Error::InvalidParams(format!("{what}: the status word is not a wgpu one"))),
+        }
+    }
+
+    /// The word's CUDA slice, for a launch argument; as [`Status::wgpu_buffer`].
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda_slice(&mut self, what: &str) -> Result<&mut cudarc::driver::CudaSlice<u32>> {
+        match self {
+            Status::Cuda(s) => Ok(s),
+            _ => Err(crate::error::Error::InvalidParams(format!("{what}: the status word is not a CUDA one"))),
+        }
+    }
+
     /// A cleared status word on `backend` (one small allocation, at setup time).
     pub fn new(backend: &Backend) -> Result<Status> {
         match backend {

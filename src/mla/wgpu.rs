@@ -5,11 +5,8 @@ use super::{AbsorbQ, AppendCache, Geometry, HeadProduct, MlaDecode, MlaPrefill, 
 use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
 use crate::backend::Status;
 use crate::error::{Error, Result};
+use crate::layout::u32_of;
 use crate::plan::Plan;
-
-fn u32_of(what: &str, v: usize) -> Result<u32> {
-    u32::try_from(v).map_err(|_| Error::InvalidParams(format!("mla decode {what} = {v} exceeds u32")))
-}
 
 impl MlaDecode {
     /// Records two dispatches into `enc`: the split partials into `ws`, then their combine.

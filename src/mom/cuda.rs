@@ -13,13 +13,6 @@ use crate::dtype::same_dtype;
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 
-fn cuda_status(status: &mut Status) -> Result<&mut cudarc::driver::CudaSlice<u32>> {
-    match status {
-        Status::Cuda(st) => Ok(st),
-        _ => Err(Error::InvalidParams("mom: the status word is not a CUDA one".into())),
-    }
-}
-
 fn i32_of(what: &str, v: usize) -> Result<i32> {
     i32::try_from(v).map_err(|_| Error::InvalidParams(format!("mom {what} = {v} exceeds i32")))
 }
@@ -44,7 +37,7 @@ impl Route {
         same_dtype::<T>(self.params.dtype)?;
         self.check_lens(&[("logits", logits.len()), ("idx", idx.len()), ("weights", weights.len())])?;
         let p = &self.params;
-        let (stp, _s) = cuda_status(status)?.device_ptr_mut(stream);
+        let (stp, _s) = status.cuda_slice("mom")?.device_ptr_mut(stream);
         let (lp, _a) = logits.device_ptr(stream);
         let (ip, _b) = idx.device_ptr_mut(stream);
         let (wp, _c) = weights.device_ptr_mut(stream);
@@ -84,7 +77,7 @@ impl Permute {
             &[&lens[..], &[("inverse", inverse.len()), ("cu_mem", cu_mem.len()), ("counts", counts.len())]].concat(),
         )?;
         let p = &self.params;
-        let (stp, _s) = cuda_status(status)?.device_ptr_mut(stream);
+        let (stp, _s) = status.cuda_slice("mom")?.device_ptr_mut(stream);
         let (ip, _a) = idx.device_ptr(stream);
         let (cp, _b) = cu_seqlens.device_ptr(stream);
         let (op, _c) = order.device_ptr_mut(stream);
@@ -130,7 +123,7 @@ impl Unpermute {
         let lens = [("y", y.len()), ("inverse", inverse.len()), ("weights", weights.len()), ("out", out.len())];
         self.check_lens(&lens)?;
         let p = &self.params;
-        let (stp, _s) = cuda_status(status)?.device_ptr_mut(stream);
+        let (stp, _s) = status.cuda_slice("mom")?.device_ptr_mut(stream);
         let (yp, _a) = y.device_ptr(stream);
         let (ip, _b) = inverse.device_ptr(stream);
         let (wp, _c) = weights.device_ptr(stream);
@@ -172,7 +165,7 @@ impl ShortConv {
         let more = [("conv_w", conv_w.len()), ("gate_params", gate_params.len()), ("conv_state", conv_state.len())];
         self.check_lens(&[&lens[..], &more[..], &[("qkv", qkv.len()), ("gb", gb.len())]].concat())?;
         let (p, d) = (&self.params, &self.dims);
-        let (stp, _s) = cuda_status(status)?.device_ptr_mut(stream);
+        let (stp, _s) = status.cuda_slice("mom")?.device_ptr_mut(stream);
         let (xp, _a) = x.device_ptr(stream);
         let (op, _b) = order.device_ptr(stream);
         let (cp, _c) = cu_mem.device_ptr(stream);
@@ -226,7 +219,7 @@ impl GatedDeltaChunk {
         let lens = [("qkv", qkv.len()), ("gb", gb.len()), ("cu", cu.len()), ("slot_ids", slot_ids.len())];
         self.check_lens(&[&lens[..], &[("state", state.len()), ("o", o.len())]].concat())?;
         let p = &self.params;
-        let (stp, _s) = cuda_status(status)?.device_ptr_mut(stream);
+        let (stp, _s) = status.cuda_slice("mom")?.device_ptr_mut(stream);
         let (qp, _a) = qkv.device_ptr(stream);
         let (gp, _b) = gb.device_ptr(stream);
         let (cp, _c) = cu.device_ptr(stream);
@@ -280,7 +273,7 @@ impl GatedDeltaStep {
         let more = [("weights", weights.len()), ("slot_ids", slot_ids.len()), ("state", state.len())];
         self.check_lens(&[&lens[..], &more[..], &[("conv_state", conv_state.len()), ("o", o.len())]].concat())?;
         let (p, d) = (&self.params, &self.dims);
-        let (stp, _s) = cuda_status(status)?.device_ptr_mut(stream);
+        let (stp, _s) = status.cuda_slice("mom")?.device_ptr_mut(stream);
         let (xp, _a) = x.device_ptr(stream);
         let (wp, _b) = conv_w.device_ptr(stream);
         let (gp, _c) = gate_params.device_ptr(stream);
@@ -362,7 +355,7 @@ impl Transport {
         let lens = [("qkv", qkv.len()), ("gb", gb.len()), ("cu", cu.len()), ("slot_ids", slot_ids.len())];
         self.check_lens(&[&lens[..], &[("trans", trans.len()), ("qt", qt.len())]].concat())?;
         let p = &self.params;
-        let (stp, _s) = cuda_status(status)?.device_ptr_mut(stream);
+        let (stp, _s) = status.cuda_slice("mom")?.device_ptr_mut(stream);
         let (qp, _a) = qkv.device_ptr(stream);
         let (gp, _b) = gb.device_ptr(stream);
         let (cp, _c) = cu.device_ptr(stream);
@@ -413,7 +406,7 @@ impl ApplyState {
         let more = [("slot_ids", slot_ids.len()), ("state", state.len()), ("o", o.len())];
         self.check_lens(&[&lens[..], &more[..]].concat())?;
         let p = &self.params;
-        let (stp, _s) = cuda_status(status)?.device_ptr_mut(stream);
+        let (stp, _s) = status.cuda_slice("mom")?.device_ptr_mut(stream);
         let (ip, _a) = s_in.device_ptr(stream);
         let (tp, _b) = trans.device_ptr(stream);
         let (qp, _c) = qt.device_ptr(stream);

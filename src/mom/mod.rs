@@ -46,6 +46,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::StatusBits;
 use crate::error::{invalid, Error, Result};
+pub(crate) use crate::layout::{check_offsets, offsets};
 use crate::layout::{dim, elements, slot_of};
 
 /// Largest head size: a column of the state lives in one thread's loop, q and k of a head in
@@ -190,33 +191,6 @@ pub(crate) fn check_slot_ids(ids: &[i32], rows: usize, slots: usize) -> Result<(
         }
     }
     Ok(())
-}
-
-/// Host-side check of offsets `cu [n + 1]`: from 0, never decreasing, ending at most at `rows`
-/// (exactly at `rows` when `exact`).
-pub(crate) fn check_offsets(what: &str, cu: &[i32], n: usize, rows: usize, exact: bool) -> Result<()> {
-    if cu.len() < n + 1 {
-        return Err(Error::Shape { what: format!("{what} (elements, at least)"), expected: n + 1, got: cu.len() });
-    }
-    if cu[0] != 0 {
-        return Err(Error::InvalidInput(format!("{what}[0] = {}, must be 0", cu[0])));
-    }
-    for i in 0..n {
-        if cu[i + 1] < cu[i] {
-            return Err(Error::InvalidInput(format!("{what}[{}] = {} < {what}[{i}] = {}", i + 1, cu[i + 1], cu[i])));
-        }
-    }
-    let end = i64::from(cu[n]);
-    if end > rows as i64 || (exact && end != rows as i64) {
-        let want = if exact { "equal" } else { "be at most" };
-        return Err(Error::InvalidInput(format!("{what}[{n}] = {end} must {want} {rows}")));
-    }
-    Ok(())
-}
-
-/// `cu` as the kernels read it: valid offsets, or `None` (they raise `INDEX_OUT_OF_RANGE`).
-pub(crate) fn offsets(cu: &[i32], n: usize, rows: usize, exact: bool) -> Option<Vec<usize>> {
-    check_offsets("cu", cu, n, rows, exact).ok().map(|_| cu[..=n].iter().map(|&v| v as usize).collect())
 }
 
 /// Element `(i, c)` of a `[K, V]` state (or `[V, K]` with `v_first`, fla's layout).

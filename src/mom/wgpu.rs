@@ -12,19 +12,9 @@ use super::{
 };
 use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
 use crate::backend::Status;
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::layout::u32_of;
 use crate::plan::Plan;
-
-fn u32_of(what: &str, v: usize) -> Result<u32> {
-    u32::try_from(v).map_err(|_| Error::InvalidParams(format!("mom {what} = {v} exceeds u32")))
-}
-
-fn status_buf<'a>(status: &'a Status, what: &str) -> Result<&'a wgpu::Buffer> {
-    match status {
-        Status::Wgpu(b) => Ok(b),
-        _ => Err(Error::InvalidParams(format!("{what}: the status word is not a wgpu one"))),
-    }
-}
 
 impl Route {
     pub fn run_wgpu(
@@ -45,7 +35,7 @@ impl Route {
             idx_off: self.bind(&idx, "idx", mb)?,
             w_off: self.bind(&weights, "weights", mb)?,
         };
-        let bufs = [logits.buffer, idx.buffer, weights.buffer, status_buf(status, "route")?];
+        let bufs = [logits.buffer, idx.buffer, weights.buffer, status.wgpu_buffer("route")?];
         gpu.dispatch(enc, &format!("mom_route_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, u.tokens.div_ceil(64))
     }
 }
@@ -79,7 +69,7 @@ impl Permute {
             cu_mem_off: self.bind(&cu_mem, "cu_mem", mb)?,
             counts_off: self.bind(&counts, "counts", mb)?,
         };
-        let st = status_buf(status, "permute")?;
+        let st = status.wgpu_buffer("permute")?;
         let bytes = bytemuck::bytes_of(&u);
         gpu.dispatch(
             enc,
@@ -117,7 +107,7 @@ impl Unpermute {
             w_off: self.bind(&weights, "weights", mb)?,
             out_off: self.bind(&out, "out", mb)?,
         };
-        let bufs = [y.buffer, inverse.buffer, weights.buffer, out.buffer, status_buf(status, "unpermute")?];
+        let bufs = [y.buffer, inverse.buffer, weights.buffer, out.buffer, status.wgpu_buffer("unpermute")?];
         gpu.dispatch(enc, &format!("mom_unpermute_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, u.tokens)
     }
 }
@@ -166,7 +156,7 @@ impl ShortConv {
         };
         let groups = u32_of("workgroups", (d.channels() + 2 * p.heads).div_ceil(64) * self.streams())?;
         let bufs = [x.buffer, order.buffer, cu_mem.buffer, slot_ids.buffer, conv_w.buffer, gate_params.buffer];
-        let bufs = [&bufs[..], &[conv_state.buffer, qkv.buffer, gb.buffer, status_buf(status, "short_conv")?]].concat();
+        let bufs = [&bufs[..], &[conv_state.buffer, qkv.buffer, gb.buffer, status.wgpu_buffer("short_conv")?]].concat();
         gpu.dispatch(enc, &format!("mom_short_conv_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, groups)
     }
 }
@@ -208,7 +198,7 @@ impl GatedDeltaChunk {
             o_off: self.bind(&o, "o", mb)?,
         };
         let groups = u32_of("workgroups", vtiles * p.heads * p.streams)?;
-        let st = status_buf(status, "gated_delta_chunk")?;
+        let st = status.wgpu_buffer("gated_delta_chunk")?;
         let bufs = [qkv.buffer, gb.buffer, cu.buffer, slot_ids.buffer, state.buffer, o.buffer, st];
         gpu.dispatch(enc, &format!("mom_chunk_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, groups)
     }
@@ -260,7 +250,7 @@ impl GatedDeltaStep {
         let groups = u32_of("workgroups", p.heads * p.batch)?;
         let bufs = [x.buffer, conv_w.buffer, gate_params.buffer, idx.buffer, weights.buffer, slot_ids.buffer];
         let bufs =
-            [&bufs[..], &[state.buffer, conv_state.buffer, o.buffer, status_buf(status, "gated_delta_step")?]].concat();
+            [&bufs[..], &[state.buffer, conv_state.buffer, o.buffer, status.wgpu_buffer("gated_delta_step")?]].concat();
         gpu.dispatch(enc, &format!("mom_step_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, groups)
     }
 }
@@ -331,7 +321,7 @@ impl Transport {
             ..piece_uniform(p)?
         };
         let groups = u32_of("workgroups", p.head_k.div_ceil(64) * p.heads * p.streams)?;
-        let st = status_buf(status, "transport")?;
+        let st = status.wgpu_buffer("transport")?;
         let bufs = [qkv.buffer, gb.buffer, cu.buffer, slot_ids.buffer, trans.buffer, qt.buffer, st];
         gpu.dispatch(enc, &format!("mom_transport_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, groups)
     }
@@ -364,7 +354,7 @@ impl ApplyState {
             ..piece_uniform(p)?
         };
         let groups = u32_of("workgroups", p.head_v.div_ceil(64) * p.heads * p.streams)?;
-        let st = status_buf(status, "apply_state")?;
+        let st = status.wgpu_buffer("apply_state")?;
         let bufs = [s_in.buffer, trans.buffer, qt.buffer, cu.buffer, slot_ids.buffer, state.buffer, o.buffer, st];
         gpu.dispatch(enc, &format!("mom_apply_state_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, groups)
     }

@@ -18,13 +18,6 @@ use crate::plan::Plan;
 /// Workgroup bytes the fused BitLinear shader holds for quantized rows (3456 words).
 pub const FUSED_WG_BYTES: usize = 3456 * 4;
 
-fn status_buf(status: &Status) -> Result<&wgpu::Buffer> {
-    match status {
-        Status::Wgpu(b) => Ok(b),
-        _ => Err(Error::InvalidParams("the status word is not a wgpu one".into())),
-    }
-}
-
 fn n_u32(what: &str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::InvalidParams(format!("{what} = {v} exceeds u32")))
 }
@@ -52,7 +45,7 @@ impl QuantizeWeights {
         if offs.iter().any(|&o| o != 0) {
             return Err(Error::InvalidParams("quantize_weights takes whole buffers (offset 0) on wgpu".into()));
         }
-        let st = status_buf(status)?;
+        let st = status.wgpu_buffer("ternary")?;
         let (n, k, kw, rpp) =
             (n_u32("n", p.n)?, n_u32("k", p.k)?, words_per_row(p.k) as u32, (p.n / p.partitions) as u32);
         gpu.dispatch(
@@ -134,7 +127,13 @@ impl Pack {
         let p = &self.params;
         let u = PackUniform { n: n_u32("n", p.n)?, k: n_u32("k", p.k)?, kw: words_per_row(p.k) as u32 };
         let groups = n_u32("words", self.packed_len().div_ceil(64))?;
-        gpu.dispatch(enc, module, bytemuck::bytes_of(&u), &[a.0.buffer, b.0.buffer, status_buf(status)?], groups)
+        gpu.dispatch(
+            enc,
+            module,
+            bytemuck::bytes_of(&u),
+            &[a.0.buffer, b.0.buffer, status.wgpu_buffer("ternary")?],
+            groups,
+        )
     }
 }
 
@@ -377,7 +376,7 @@ impl MlgruStep {
             enc,
             &format!("ternary_mlgru_step_{}", p.dtype),
             bytemuck::bytes_of(&u),
-            &[fcg.buffer, state.buffer, slot_ids.buffer, lbb, w.buffer, o.buffer, status_buf(status)?],
+            &[fcg.buffer, state.buffer, slot_ids.buffer, lbb, w.buffer, o.buffer, status.wgpu_buffer("ternary")?],
             n_u32("batch", p.batch)?,
         )
     }
@@ -413,7 +412,7 @@ impl MlgruScan {
         if zero.iter().any(|&v| v != 0) {
             return Err(Error::InvalidParams("mlgru_scan: every tensor but fcg must start at offset 0 on wgpu".into()));
         }
-        let st = status_buf(status)?;
+        let st = status.wgpu_buffer("ternary")?;
         let dummy = gpu.dummy()?;
         let lbb = lb_buffer(p.lower_bound, lb, self, mb, &dummy)?;
         let chunks = self.chunks();

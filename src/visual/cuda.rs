@@ -11,13 +11,6 @@ use crate::dtype::same_dtype;
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 
-fn cuda_status(status: &mut Status) -> Result<&mut CudaSlice<u32>> {
-    match status {
-        Status::Cuda(st) => Ok(st),
-        _ => Err(Error::InvalidParams("visual: the status word is not a CUDA one".into())),
-    }
-}
-
 fn grid_dim(what: &str, v: usize) -> Result<u32> {
     u32::try_from(v)
         .ok()
@@ -43,7 +36,7 @@ impl Select {
         given.extend([("count", count.len())].into_iter().chain(order.map(|o| ("order", o.len()))));
         self.check_lens(&given)?;
         let p = &self.params;
-        let (stp, _s) = cuda_status(status)?.device_ptr_mut(stream);
+        let (stp, _s) = status.cuda_slice("visual")?.device_ptr_mut(stream);
         let (sp, _a) = score.device_ptr(stream);
         let (lp, _b) = lens.device_ptr(stream);
         let (_og, op) = match order.filter(|_| p.has_order) {
@@ -93,7 +86,7 @@ impl Compact {
         let given = [("cu_seqlens", cu_seqlens.len()), ("seg", seg.len()), ("idx", idx.len()), ("count", count.len())];
         self.check_lens(&[&given[..], &[("rows", rows.len()), ("pos", pos.len()), ("cu_out", cu_out.len())]].concat())?;
         let p = &self.params;
-        let (stp, _s) = cuda_status(status)?.device_ptr_mut(stream);
+        let (stp, _s) = status.cuda_slice("visual")?.device_ptr_mut(stream);
         let (cp, _a) = cu_seqlens.device_ptr(stream);
         let (gp, _b) = seg.device_ptr(stream);
         let (ip, _c) = idx.device_ptr(stream);
@@ -139,7 +132,7 @@ impl AttnMass {
         given.extend(lse.map(|l| ("lse", l.len())));
         self.check_lens(&given)?;
         let p = &self.params;
-        let (stp, _s) = cuda_status(status)?.device_ptr_mut(stream);
+        let (stp, _s) = status.cuda_slice("visual")?.device_ptr_mut(stream);
         let (qp, _a) = q.device_ptr(stream);
         let (pp, _b) = qpos.device_ptr(stream);
         let (wp, _c) = qw.device_ptr(stream);
@@ -210,7 +203,7 @@ impl SparseAttention {
         let given = [("q", q.len()), ("k", k.len()), ("v", v.len()), ("cu_seqlens", cu_seqlens.len())];
         self.check_lens(&[&given[..], &[("pos", pos.len()), ("o", o.len()), ("lse", lse.len())]].concat())?;
         let p = &self.params;
-        let (stp, _s) = cuda_status(status)?.device_ptr_mut(stream);
+        let (stp, _s) = status.cuda_slice("visual")?.device_ptr_mut(stream);
         let (qp, _a) = q.device_ptr(stream);
         let (kp, _b) = k.device_ptr(stream);
         let (vp, _c) = v.device_ptr(stream);
@@ -259,7 +252,7 @@ impl NeighborAttention {
         given.extend(head_mask.map(|m| ("head_mask", m.len())));
         self.check_lens(&given)?;
         let p = &self.params;
-        let (stp, _s) = cuda_status(status)?.device_ptr_mut(stream);
+        let (stp, _s) = status.cuda_slice("visual")?.device_ptr_mut(stream);
         let (qp, _a) = q.device_ptr(stream);
         let (kp, _b) = k.device_ptr(stream);
         let (vp, _c) = v.device_ptr(stream);
@@ -315,7 +308,7 @@ impl Merge {
         let more = [("count", count.len()), ("assign", assign.len()), ("merged", merged.len())];
         self.check_lens(&[&given[..], &more[..]].concat())?;
         let p = &self.params;
-        let (stp, _s) = cuda_status(status)?.device_ptr_mut(stream);
+        let (stp, _s) = status.cuda_slice("visual")?.device_ptr_mut(stream);
         let (xp, _a) = x.device_ptr(stream);
         let (cp, _b) = cu_seqlens.device_ptr(stream);
         let (gp, _c) = seg.device_ptr(stream);

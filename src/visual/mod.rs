@@ -27,16 +27,13 @@ use crate::plan::{Plan, TensorSpec};
 /// Largest head size (a query row lives in workgroup memory).
 pub const MAX_DIM: usize = 256;
 
-/// Offsets `cu [n + 1]` from 0, never decreasing, ending at `end`, or `None`.
+/// `cu_seqlens` from 0 to `end` without decreasing, or `None` (the kernels raise the status).
 fn offsets(cu: &[i32], n: usize, end: usize) -> Option<Vec<usize>> {
-    let ok = cu[0] == 0 && (0..n).all(|i| cu[i + 1] >= cu[i]) && cu[n] as i64 == end as i64;
-    ok.then(|| cu[..=n].iter().map(|&v| v as usize).collect())
+    crate::layout::offsets(cu, n, end, true)
 }
 
 fn check_offsets(cu: &[i32], n: usize, end: usize) -> Result<Vec<usize>> {
-    offsets(cu, n, end).ok_or_else(|| {
-        Error::InvalidInput(format!("cu_seqlens must run from 0 to {end} without decreasing, got {:?}", &cu[..=n]))
-    })
+    crate::layout::check_offsets("cu_seqlens", cu, n, end, true)
 }
 
 /// Sequence b's visual segment as absolute rows, or `None` when it does not fit the sequence

@@ -4,19 +4,9 @@ use super::uniforms::{CompactUniform, MassUniform, MergeUniform, NeighborUniform
 use super::{AttnMass, Compact, Merge, NeighborAttention, Select, SelectMode, SparseAttention};
 use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
 use crate::backend::Status;
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::layout::u32_of;
 use crate::plan::Plan;
-
-fn u32_of(what: &str, v: usize) -> Result<u32> {
-    u32::try_from(v).map_err(|_| Error::InvalidParams(format!("visual {what} = {v} exceeds u32")))
-}
-
-fn status_buf<'a>(status: &'a Status, what: &str) -> Result<&'a wgpu::Buffer> {
-    match status {
-        Status::Wgpu(b) => Ok(b),
-        _ => Err(Error::InvalidParams(format!("{what}: the status word is not a wgpu one"))),
-    }
-}
 
 impl Select {
     #[allow(clippy::too_many_arguments)]
@@ -53,7 +43,7 @@ impl Select {
             idx_off: self.bind(&idx, "idx", mb)?,
             count_off: self.bind(&count, "count", mb)?,
         };
-        let bufs = [score.buffer, lens.buffer, order_buf, idx.buffer, count.buffer, status_buf(status, "select")?];
+        let bufs = [score.buffer, lens.buffer, order_buf, idx.buffer, count.buffer, status.wgpu_buffer("select")?];
         gpu.dispatch(enc, "visual_select", bytemuck::bytes_of(&u), &bufs, u.seqs)
     }
 }
@@ -86,7 +76,7 @@ impl Compact {
             pos_off: self.bind(&pos, "pos", mb)?,
             out_cu_off: self.bind(&cu_out, "cu_out", mb)?,
         };
-        let st = status_buf(status, "compact")?;
+        let st = status.wgpu_buffer("compact")?;
         let bufs =
             [cu_seqlens.buffer, seg.buffer, idx.buffer, count.buffer, rows.buffer, pos.buffer, cu_out.buffer, st];
         gpu.dispatch(enc, "visual_compact", bytemuck::bytes_of(&u), &bufs, u.seqs)
@@ -148,7 +138,7 @@ impl AttnMass {
                 u32_of("workgroups", p.rows * p.heads)?,
             )?;
         }
-        let st = status_buf(status, "attn_mass")?;
+        let st = status.wgpu_buffer("attn_mass")?;
         let bufs =
             [q.buffer, qpos.buffer, qw.buffer, k.buffer, cu_seqlens.buffer, seg.buffer, lse_buf, mass.buffer, st];
         let groups = u32_of("workgroups", p.n.div_ceil(64) * p.seqs)?;
@@ -187,7 +177,7 @@ impl SparseAttention {
             o_off: self.bind(&o, "o", mb)?,
             lse_off: self.bind(&lse, "lse", mb)?,
         };
-        let st = status_buf(status, "sparse_attention")?;
+        let st = status.wgpu_buffer("sparse_attention")?;
         let bufs = [q.buffer, k.buffer, v.buffer, cu_seqlens.buffer, pos.buffer, o.buffer, lse.buffer, st];
         let groups = u32_of("workgroups", p.tokens * p.heads)?;
         gpu.dispatch(enc, &format!("visual_sparse_attention_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, groups)
@@ -235,7 +225,7 @@ impl NeighborAttention {
             o_off: self.bind(&o, "o", mb)?,
             lse_off: self.bind(&lse, "lse", mb)?,
         };
-        let st = status_buf(status, "neighbor_attention")?;
+        let st = status.wgpu_buffer("neighbor_attention")?;
         let bufs = [q.buffer, k.buffer, v.buffer, cu_seqlens.buffer, img.buffer, mask_buf, o.buffer, lse.buffer, st];
         let groups = u32_of("workgroups", p.tokens * p.heads)?;
         gpu.dispatch(enc, &format!("visual_neighbor_attention_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, groups)
@@ -272,7 +262,7 @@ impl Merge {
             merged_off: self.bind(&merged, "merged", mb)?,
         };
         let bytes = bytemuck::bytes_of(&u);
-        let st = status_buf(status, "merge")?;
+        let st = status.wgpu_buffer("merge")?;
         let ins = [x.buffer, cu_seqlens.buffer, seg.buffer, idx.buffer, count.buffer];
         let bufs = [&ins[..], &[assign.buffer, st]].concat();
         let dt = p.dtype;
