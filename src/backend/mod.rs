@@ -10,6 +10,7 @@ pub mod wgpu;
 
 mod status;
 
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
 use std::sync::Arc;
 
 use crate::error::{Error, Result};

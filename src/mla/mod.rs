@@ -216,6 +216,8 @@ impl MlaDecode {
 /// rows each; prefill runs one grid sequence of all `sq` = `tokens` rows, each finding its
 /// sequence in `cu_seqlens`.
 #[derive(Debug, Clone, Copy)]
+// Read by the CUDA and wgpu launches; a build without one of them leaves some fields unused.
+#[cfg_attr(not(all(feature = "cuda", feature = "wgpu")), allow(dead_code))]
 pub(crate) struct Geometry {
     pub nseq: usize,
     pub grid_batch: usize,

@@ -26,6 +26,7 @@
 //! and `beta = sigmoid(b)`); conv channels are `[q: H K | k: H K | v: H V]`.
 
 mod chunk;
+#[cfg(feature = "cuda")]
 mod cuda;
 mod layer;
 pub mod oracle;
@@ -33,7 +34,9 @@ pub(crate) mod registry;
 mod route;
 mod split;
 mod step;
+#[cfg(feature = "wgpu")]
 pub(crate) mod uniforms;
+#[cfg(feature = "wgpu")]
 mod wgpu;
 
 pub use chunk::{GatedDeltaChunk, GatedDeltaChunkParams, ShortConv, ShortConvParams};

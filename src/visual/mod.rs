@@ -10,10 +10,13 @@
 //! alternative: visual queries attend to a 2D window of the image instead of all of it.
 //! [`Merge`] folds dropped tokens into their most similar kept token instead of dropping them.
 
+#[cfg(feature = "cuda")]
 mod cuda;
 pub mod oracle;
 pub(crate) mod registry;
+#[cfg(feature = "wgpu")]
 pub(crate) mod uniforms;
+#[cfg(feature = "wgpu")]
 mod wgpu;
 
 use serde::{Deserialize, Serialize};
