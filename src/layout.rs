@@ -69,6 +69,30 @@ pub fn slot_of(slot_ids: &[i32], b: usize, slots: usize) -> std::result::Result<
     Ok(slot)
 }
 
+/// Host-side check of `rows` slot ids: each in `[0, slots)` and no two equal. The error names
+/// the first bad entry; `noun` is what an id belongs to ("row", "sequence"). The kernels skip
+/// such rows and raise the status instead.
+pub fn check_slot_ids(ids: &[i32], rows: usize, slots: usize, noun: &str) -> Result<()> {
+    if ids.len() < rows {
+        return Err(crate::error::Error::Shape {
+            what: "slot_ids (elements, at least)".into(),
+            expected: rows,
+            got: ids.len(),
+        });
+    }
+    for b in 0..rows {
+        if let Err(bit) = slot_of(&ids[..rows], b, slots) {
+            let why = if bit == crate::backend::StatusBits::SLOT_REPEATED {
+                format!("is named by another {noun} too")
+            } else {
+                format!("is outside the pool [0, {slots})")
+            };
+            return Err(crate::error::Error::InvalidInput(format!("slot_ids[{b}] = {} {why}", ids[b])));
+        }
+    }
+    Ok(())
+}
+
 /// `rows` rows of `cols` elements, `stride` elements apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rows {

@@ -47,10 +47,9 @@ pub use step::{GatedDeltaStep, GatedDeltaStepParams};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::StatusBits;
-use crate::error::{invalid, Error, Result};
+use crate::error::{invalid, Result};
 pub(crate) use crate::layout::{check_offsets, offsets};
-use crate::layout::{dim, elements, slot_of};
+use crate::layout::{dim, elements};
 
 /// Largest head size: a column of the state lives in one thread's loop, q and k of a head in
 /// workgroup memory.
@@ -178,22 +177,9 @@ fn heads_ok(heads: usize, head_k: usize, head_v: usize) -> Result<()> {
     Ok(())
 }
 
-/// Host-side check of slot ids: each in `[0, slots)` and no two equal (an error names the row).
+/// Host-side check of slot ids, one per sequence (an error names the sequence).
 pub(crate) fn check_slot_ids(ids: &[i32], rows: usize, slots: usize) -> Result<()> {
-    if ids.len() < rows {
-        return Err(Error::Shape { what: "slot_ids (elements, at least)".into(), expected: rows, got: ids.len() });
-    }
-    for b in 0..rows {
-        if let Err(bit) = slot_of(&ids[..rows], b, slots) {
-            let why = if bit == StatusBits::SLOT_REPEATED {
-                "is named by another sequence too".to_string()
-            } else {
-                format!("is outside the pool [0, {slots})")
-            };
-            return Err(Error::InvalidInput(format!("slot_ids[{b}] = {} {why}", ids[b])));
-        }
-    }
-    Ok(())
+    crate::layout::check_slot_ids(ids, rows, slots, "sequence")
 }
 
 /// Element `(i, c)` of a `[K, V]` state (or `[V, K]` with `v_first`, fla's layout).

@@ -6,30 +6,11 @@ use super::{default_chunk, dim, elements, model_eps, oracle};
 use crate::backend::{Status, StatusBits};
 use crate::dtype::{float_dtype, same_dtype, to_f64, DType, Float};
 use crate::error::{invalid, Error, Result};
-use crate::layout::{slot_of, Rows};
+use crate::layout::{check_slot_ids, slot_of, Rows};
 use crate::plan::{Plan, TensorSpec};
 
 // ---------------------------------------------------------------------------------------------
 // MLGRU
-
-/// Host-side check of `rows` slot ids: each in `[0, slots)` and no two equal; names the first
-/// bad row (the kernels skip such rows and raise the status instead).
-fn check_slot_ids(ids: &[i32], rows: usize, slots: usize) -> Result<()> {
-    if ids.len() < rows {
-        return Err(Error::Shape { what: "slot_ids (elements, at least)".into(), expected: rows, got: ids.len() });
-    }
-    for b in 0..rows {
-        if let Err(bit) = slot_of(&ids[..rows], b, slots) {
-            let why = if bit == StatusBits::SLOT_REPEATED {
-                "is named by another row too".to_string()
-            } else {
-                format!("is outside the pool [0, {slots})")
-            };
-            return Err(Error::InvalidInput(format!("slot_ids[{b}] = {} {why}", ids[b])));
-        }
-    }
-    Ok(())
-}
 
 /// One decode step of the MLGRU token mixer for `batch` sequences, each with a slot in the
 /// f32 state pool `[slots, d]` (updated in place). `fcg` rows hold `[f_raw, c_raw, g_raw]`
@@ -81,7 +62,7 @@ impl MlgruStep {
 
     /// Every slot id in the pool and distinct, checked on the host (an error names the row).
     pub fn validate_slot_ids(&self, ids: &[i32]) -> Result<()> {
-        check_slot_ids(ids, self.params.batch, self.params.slots)
+        check_slot_ids(ids, self.params.batch, self.params.slots, "row")
     }
 
     /// Slot ids out of range or repeated skip the row (output 0) and raise their status bit.
@@ -204,7 +185,7 @@ impl MlgruScan {
 
     /// Every slot id in the pool and distinct, checked on the host (an error names the sequence).
     pub fn validate_slot_ids(&self, ids: &[i32]) -> Result<()> {
-        check_slot_ids(ids, self.params.seqs, self.params.slots)
+        check_slot_ids(ids, self.params.seqs, self.params.slots, "row")
     }
 
     /// Checks `cu_seqlens` on the host: starts at 0, never decreases, ends at `tokens`, and no
