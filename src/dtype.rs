@@ -6,11 +6,17 @@ use half::{bf16, f16};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DType {
+    /// IEEE binary32 (4 bytes).
     F32,
+    /// IEEE binary16 (2 bytes); packed two to a u32 word in wgpu buffers.
     F16,
+    /// bfloat16 (2 bytes); packed two to a u32 word in wgpu buffers.
     BF16,
+    /// Signed 8-bit integer (1 byte); packed four to a u32 word in wgpu buffers.
     I8,
+    /// Signed 32-bit integer.
     I32,
+    /// Unsigned 32-bit integer (indices, status words).
     U32,
 }
 
@@ -18,6 +24,7 @@ impl DType {
     /// The three float storage types every float kernel takes.
     pub const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
+    /// Bytes per element: 4, 2 or 1.
     pub fn size(self) -> usize {
         match self {
             DType::F32 | DType::I32 | DType::U32 => 4,
@@ -38,12 +45,15 @@ impl DType {
         }
     }
 
+    /// The dtype named `s` (`f32`, `bf16`, ..., case-insensitive; `float32` is also `F32`),
+    /// or `None` for any other name.
     pub fn parse(s: &str) -> Option<DType> {
         [DType::F32, DType::F16, DType::BF16, DType::I8, DType::I32, DType::U32]
             .into_iter()
             .find(|d| d.name().eq_ignore_ascii_case(s) || (s.eq_ignore_ascii_case("float32") && *d == DType::F32))
     }
 
+    /// F32, F16 or BF16 (the dtypes float kernels take; see [`DType::FLOATS`]).
     pub fn is_float(self) -> bool {
         matches!(self, DType::F32 | DType::F16 | DType::BF16)
     }
@@ -73,8 +83,12 @@ impl std::fmt::Display for DType {
 
 /// A float storage element: f32, f16 or bf16.
 pub trait Float: bytemuck::Pod + Copy + Send + Sync + Default + std::fmt::Debug + 'static {
+    /// The storage dtype of this host type; a plan's `run_*` rejects buffers of another one
+    /// with `Error::DType`.
     const DTYPE: DType;
+    /// Widens the element to f32 (exact for all three types).
     fn to_f32(self) -> f32;
+    /// Rounds an f32 to this type (round to nearest even for f16 and bf16).
     fn from_f32(v: f32) -> Self;
 }
 

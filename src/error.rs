@@ -8,7 +8,14 @@ pub enum Error {
     /// Parameters that no kernel can run with (zero sizes, overflowing strides, ...).
     InvalidParams(String),
     /// A buffer whose length or size does not match what the plan needs.
-    Shape { what: String, expected: usize, got: usize },
+    Shape {
+        /// The buffer: plan name and tensor name, with the unit (`... (elements, at least)`).
+        what: String,
+        /// The length the plan needs.
+        expected: usize,
+        /// The length that was given.
+        got: usize,
+    },
     /// A dtype the kernel does not take, or a buffer of another dtype.
     DType(String),
     /// Bad contents found by a kernel or a `validate_*` call (index out of range, bad code).

@@ -19,7 +19,11 @@ pub struct CudaModuleSource {
 /// One WGSL module, ready for `create_shader_module`.
 #[derive(Debug, Clone, Copy)]
 pub struct WgslModuleSource {
+    /// The file stem of `shaders/<name>.wgsl`, with `_<dtype>` appended for shaders expanded
+    /// per dtype (`core_rmsnorm_bf16`).
     pub name: &'static str,
+    /// The WGSL text: includes inlined, the generated `Params` struct and status constants
+    /// appended.
     pub source: &'static str,
 }
 

@@ -67,6 +67,7 @@ impl CudaBackend {
         Ok(Self { ctx, stream, modules: Mutex::new(HashMap::new()), cc, sm_count: sm.max(1) as u32, name })
     }
 
+    /// The wrapped context (modules are loaded into it).
     pub fn context(&self) -> &Arc<CudaContext> {
         &self.ctx
     }
@@ -76,14 +77,17 @@ impl CudaBackend {
         &self.stream
     }
 
+    /// `(major, minor)`, e.g. `(9, 0)` for sm_90; picks the cubin `module` loads.
     pub fn compute_capability(&self) -> (i32, i32) {
         self.cc
     }
 
+    /// The device's multiprocessor count (at least 1).
     pub fn sm_count(&self) -> u32 {
         self.sm_count
     }
 
+    /// The device's name as the driver reports it.
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -20,14 +20,19 @@ pub use status::{Status, StatusBits};
 /// Which backend, without a handle to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BackendKind {
+    /// The f64 CPU oracles.
     Cpu,
+    /// CUDA through cudarc (the `cuda` feature).
     Cuda,
+    /// wgpu on any adapter, lavapipe included (the `wgpu` feature).
     Wgpu,
 }
 
 impl BackendKind {
+    /// Every kind, in the order the tool lists them: CPU, wgpu, CUDA.
     pub const ALL: [BackendKind; 3] = [BackendKind::Cpu, BackendKind::Wgpu, BackendKind::Cuda];
 
+    /// `cpu`, `cuda` or `wgpu`, as the tool's `--backend` and reports spell it.
     pub fn name(self) -> &'static str {
         match self {
             BackendKind::Cpu => "cpu",
@@ -36,6 +41,7 @@ impl BackendKind {
         }
     }
 
+    /// The kind named `s` (case-insensitive), or `None`.
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.name().eq_ignore_ascii_case(s))
     }
@@ -44,14 +50,18 @@ impl BackendKind {
 /// A live backend.
 #[derive(Debug, Clone)]
 pub enum Backend {
+    /// The CPU oracles; nothing to open.
     Cpu,
+    /// A CUDA device (context, default stream, module cache).
     #[cfg(feature = "cuda")]
     Cuda(Arc<cuda::CudaBackend>),
+    /// A wgpu device and queue (pipeline cache).
     #[cfg(feature = "wgpu")]
     Wgpu(Arc<wgpu::WgpuBackend>),
 }
 
 impl Backend {
+    /// Which kind of backend this is.
     pub fn kind(&self) -> BackendKind {
         match self {
             Backend::Cpu => BackendKind::Cpu,
@@ -109,7 +119,9 @@ impl Backend {
 /// One line of `devices()`.
 #[derive(Debug, Clone)]
 pub struct DeviceReport {
+    /// The backend this line is about.
     pub backend: BackendKind,
+    /// Whether it can be opened on this machine (built with its feature, device present).
     pub available: bool,
     /// The device when available; why not and how to get it otherwise.
     pub detail: String,

@@ -54,9 +54,14 @@ impl StatusBits {
 
 /// A status word on one backend. Create it once beside the plan and pass it to each `run`.
 pub enum Status {
+    /// The word on the host, raised by the CPU runs through [`Status::raise`].
     Cpu(std::cell::Cell<u32>),
+    /// One `u32` in device memory, zero when clear; [`Status::new`] allocates it zeroed.
     #[cfg(feature = "cuda")]
     Cuda(cudarc::driver::CudaSlice<u32>),
+    /// A buffer whose first 4 bytes are the word, zero when clear. Kernels bind it as storage;
+    /// [`Status::check`] copies it out and rewrites it, so a buffer made by the caller needs
+    /// `STORAGE | COPY_SRC | COPY_DST` usage ([`Status::new`] makes one so).
     #[cfg(feature = "wgpu")]
     Wgpu(::wgpu::Buffer),
 }

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 /// What the device can do, measured by the tool on that device.
 #[derive(Debug, Clone, Serialize)]
 pub struct Ceilings {
+    /// The device, as [`Backend::describe`] words it.
     pub device: String,
     /// Device-to-device copy, counting read and write bytes.
     pub copy_gbps: f64,
@@ -48,6 +49,7 @@ impl Timing {
         }
     }
 
+    /// The method in words, for the report's header.
     pub fn describe(self) -> &'static str {
         match self {
             Timing::CudaEvents => "CUDA events",
@@ -60,19 +62,30 @@ impl Timing {
 /// One bench row.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchRow {
+    /// `family.kernel`.
     pub kernel: String,
+    /// `cpu`, `cuda` or `wgpu`.
     pub backend: String,
+    /// The case's dtype tag (`bf16`, ...).
     pub dtype: String,
+    /// The case's label.
     pub shape: String,
+    /// Timed launches (after two untimed warm-up launches).
     pub iters: usize,
+    /// Copies of the tensors the launches rotate among (1 to 64, enough to exceed 2x L2).
     pub copies: usize,
+    /// Mean time of one launch, in microseconds.
     pub time_us: f64,
+    /// The plan's bytes (every tensor read or written once, scratch excluded) per `time_us`.
     pub gbps: f64,
+    /// The plan's flops per `time_us`, in TFLOP/s (0 for kernels that declare none).
     pub tflops: f64,
     /// Share of the measured copy bandwidth.
     pub bw_share: f64,
     /// Under about 20 us: report as latency against the launch floor, not as bandwidth.
     pub latency_bound: bool,
+    /// Why the case could not be timed (build, staging or first launch failed); the numbers
+    /// are then 0.
     pub error: Option<String>,
 }
 
@@ -308,6 +321,8 @@ pub struct Staged<'a> {
 }
 
 impl<'a> Staged<'a> {
+    /// Builds `kernel`'s plan for `case`, draws its inputs from a fixed seed and stages them
+    /// on `backend` (outputs and scratch allocated and poisoned), with a cleared status word.
     pub fn new(kernel: &dyn Kernel, backend: &'a Backend, case: &Case) -> Result<Self> {
         let plan = kernel.prepare(&case.params)?;
         let inputs = plan.inputs(&case.fixture, &mut Rng::new(0x5eed))?;

@@ -18,11 +18,18 @@ use crate::plan::Role;
 /// A parsed check file.
 #[derive(Debug, Clone)]
 pub struct CheckFile {
+    /// The kernel's id, `family.kernel` (metadata `kernel`).
     pub kernel: String,
+    /// The plan's params (metadata `params`; `{}` when absent).
     pub params: serde_json::Value,
+    /// The `in.<name>` tensors, by name without the prefix.
     pub inputs: TensorMap,
+    /// The `out.<name>` tensors, by name without the prefix.
     pub expected: TensorMap,
+    /// Relative-L2 tolerance for every output (metadata `rtol`; default: the dtype's).
     pub rtol: Option<f64>,
+    /// Max-abs tolerance, scaled by `max(|reference|, 1)` (metadata `atol`; default: the
+    /// dtype's).
     pub atol: Option<f64>,
     /// The status bits the run must raise (0: none).
     pub status: u32,

@@ -11,8 +11,11 @@ use crate::error::{Error, Result};
 /// A dense host tensor: raw little-endian bytes of `dtype`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostTensor {
+    /// The element type of `bytes`.
     pub dtype: DType,
+    /// The dimensions (the harness mostly uses 1-D: a plan's tensors are flat spans).
     pub shape: Vec<usize>,
+    /// The elements, little-endian, `dtype.size()` bytes each.
     pub bytes: Vec<u8>,
 }
 
@@ -43,10 +46,12 @@ impl HostTensor {
         HostTensor::from_f64(DType::F32, &[v.len()], v)
     }
 
+    /// An i32 tensor of `shape` holding `v`.
     pub fn from_i32(shape: &[usize], v: &[i32]) -> HostTensor {
         HostTensor { dtype: DType::I32, shape: shape.to_vec(), bytes: bytemuck::cast_slice(v).to_vec() }
     }
 
+    /// A u32 tensor of `shape` holding `v`.
     pub fn from_u32(shape: &[usize], v: &[u32]) -> HostTensor {
         HostTensor { dtype: DType::U32, shape: shape.to_vec(), bytes: bytemuck::cast_slice(v).to_vec() }
     }
@@ -71,14 +76,17 @@ impl HostTensor {
         }
     }
 
+    /// The bytes read as i32 elements (whatever `dtype` says).
     pub fn to_i32(&self) -> Vec<i32> {
         self.bytes.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
     }
 
+    /// The bytes read as u32 elements (whatever `dtype` says).
     pub fn to_u32(&self) -> Vec<u32> {
         self.bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
     }
 
+    /// The bytes read as i8 elements (whatever `dtype` says).
     pub fn to_i8(&self) -> Vec<i8> {
         self.bytes.iter().map(|&x| x as i8).collect()
     }
@@ -98,13 +106,20 @@ impl HostTensor {
 
 /// A tensor on a backend.
 pub enum DevTensor {
+    /// On the CPU backend: the host tensor itself.
     Host(HostTensor),
+    /// A cudarc buffer of the tensor's element type.
     #[cfg(feature = "cuda")]
     Cuda(CudaTensor),
+    /// A wgpu buffer; `upload` makes it with `STORAGE | COPY_SRC | COPY_DST`, padded to whole
+    /// 4-byte words.
     #[cfg(feature = "wgpu")]
     Wgpu {
+        /// The buffer.
         buffer: wgpu::Buffer,
+        /// The element type.
         dtype: DType,
+        /// The host tensor's shape (its element count trims the padding on download).
         shape: Vec<usize>,
     },
 }
@@ -112,11 +127,17 @@ pub enum DevTensor {
 /// A typed cudarc buffer.
 #[cfg(feature = "cuda")]
 pub enum CudaTensor {
+    /// f32 elements.
     F32(cudarc::driver::CudaSlice<f32>),
+    /// f16 elements.
     F16(cudarc::driver::CudaSlice<f16>),
+    /// bf16 elements.
     BF16(cudarc::driver::CudaSlice<bf16>),
+    /// i8 elements.
     I8(cudarc::driver::CudaSlice<i8>),
+    /// i32 elements.
     I32(cudarc::driver::CudaSlice<i32>),
+    /// u32 elements.
     U32(cudarc::driver::CudaSlice<u32>),
 }
 
@@ -124,6 +145,7 @@ pub enum CudaTensor {
 pub type DevMap = BTreeMap<String, DevTensor>;
 
 impl DevTensor {
+    /// Copies `t` to `backend` (a clone on the CPU; on CUDA through the backend's own stream).
     pub fn upload(backend: &Backend, t: &HostTensor) -> Result<DevTensor> {
         match backend {
             Backend::Cpu => Ok(DevTensor::Host(t.clone())),
@@ -147,6 +169,8 @@ impl DevTensor {
         }
     }
 
+    /// Copies the tensor back (this waits). A CUDA tensor comes back 1-D; a tensor of another
+    /// backend than `backend` is `Error::InvalidParams`.
     pub fn download(&self, backend: &Backend) -> Result<HostTensor> {
         match (self, backend) {
             (DevTensor::Host(t), _) => Ok(t.clone()),
@@ -195,10 +219,12 @@ pub fn take(map: &mut DevMap, name: &str) -> Result<DevTensor> {
     map.remove(name).ok_or_else(|| Error::InvalidParams(format!("missing tensor `{name}`")))
 }
 
+/// The tensor `name` of the map, or `Error::InvalidParams` naming it.
 pub fn get<'a>(map: &'a DevMap, name: &str) -> Result<&'a DevTensor> {
     map.get(name).ok_or_else(|| Error::InvalidParams(format!("missing tensor `{name}`")))
 }
 
+/// The input tensor `name` of a host map, or `Error::InvalidParams` naming it.
 pub fn host<'a>(map: &'a TensorMap, name: &str) -> Result<&'a HostTensor> {
     map.get(name).ok_or_else(|| Error::InvalidParams(format!("missing input tensor `{name}`")))
 }

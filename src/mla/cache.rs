@@ -17,24 +17,34 @@ use crate::plan::{Plan, TensorSpec};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppendCacheParams {
+    /// T: new tokens (rows of `kv_new` and `pe_new`, entries of `slots`).
     pub tokens: usize,
     /// A multiple of 64 up to 2048 (as `decode`), so 16-bit rows start on whole words.
     pub latent: usize,
     /// 0 or a multiple of 16 up to 128.
     pub rope: usize,
+    /// P: tokens per cache page.
     pub page_size: usize,
+    /// Pages in the cache: `pages * page_size` slots, a count that must fit in i32.
     pub pages: usize,
+    /// Storage dtype of the new rows and the cache: f32, f16 or bf16.
     pub dtype: DType,
+    /// The split layout (`pe_cache` separate, as DeepSeek-V3's); default unified.
     #[serde(default)]
     pub split_cache: bool,
 }
 
+/// A validated append plan, built once by [`AppendCache::new`].
 #[derive(Debug, Clone)]
 pub struct AppendCache {
+    /// The parameters the plan was built from.
     pub params: AppendCacheParams,
 }
 
 impl AppendCache {
+    /// Validates the params: a float `dtype` (else `Error::DType`); `tokens`, `page_size` and
+    /// `pages` >= 1; `latent` and `rope` as their fields say; sizes within 32-bit indexing and
+    /// slot ids within i32 (else `Error::InvalidParams`).
     pub fn new(p: AppendCacheParams) -> Result<Self> {
         float_dtype(p.dtype)?;
         for (what, v) in [("append tokens", p.tokens), ("append page_size", p.page_size), ("append pages", p.pages)] {

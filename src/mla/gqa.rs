@@ -9,8 +9,11 @@ use crate::error::{invalid, Result};
 /// The MLA weights and scale of a converted GQA layer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GqaAsMla {
+    /// H: query heads of the GQA layer.
     pub heads: usize,
+    /// Key/value heads (groups); `heads` is a multiple of it.
     pub kv_heads: usize,
+    /// d: width of every query, key and value head.
     pub head_dim: usize,
     /// `L = 2 * kv_heads * head_dim`.
     pub latent: usize,

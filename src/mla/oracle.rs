@@ -6,13 +6,21 @@
 /// block table of `max_pages` entries per sequence.
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {
+    /// B: sequences.
     pub batch: usize,
+    /// Sq: new query tokens per sequence (read by `decode` only; `prefill` uses `cu_seqlens`).
     pub sq: usize,
+    /// H: query heads, all attending to the one latent head.
     pub heads: usize,
+    /// L: latent width (the values, and the first part of each key).
     pub latent: usize,
+    /// R: decoupled RoPE key width (0 for none).
     pub rope: usize,
+    /// P: tokens per cache page.
     pub page_size: usize,
+    /// Pages in the cache; valid page ids are `[0, pages)`.
     pub pages: usize,
+    /// Block-table entries per sequence.
     pub max_pages: usize,
 }
 

@@ -16,11 +16,15 @@ use crate::plan::{Plan, TensorSpec};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RopeParams {
+    /// T: tokens (rows of `cos` and `sin`).
     pub tokens: usize,
+    /// Heads per token, each rotated by its token's angles.
     pub heads: usize,
     /// Rotated width per head: even.
     pub dim: usize,
+    /// Pairs `(x[2i], x[2i+1])` (DeepSeek-V3) when set, else `(x[i], x[i + dim/2])`.
     pub interleaved: bool,
+    /// Storage dtype of `x`: f32, f16 or bf16 (`cos` and `sin` are f32).
     pub dtype: DType,
     /// Elements between heads (default `dim`).
     #[serde(default)]
@@ -30,14 +34,21 @@ pub struct RopeParams {
     pub token_stride: Option<usize>,
 }
 
+/// A validated rope plan with its strides resolved, built once by [`Rope::new`].
 #[derive(Debug, Clone)]
 pub struct Rope {
+    /// The parameters the plan was built from.
     pub params: RopeParams,
+    /// Elements between heads: `params.head_stride`, or `dim`.
     pub head_stride: usize,
+    /// Elements between tokens: `params.token_stride`, or `heads * head_stride`.
     pub token_stride: usize,
 }
 
 impl Rope {
+    /// Validates the params: a float `dtype` (else `Error::DType`); sizes >= 1; an even `dim`;
+    /// `head_stride >= dim`; a `token_stride` that does not overlap a token's heads; sizes within
+    /// 32-bit indexing (else `Error::InvalidParams`).
     pub fn new(p: RopeParams) -> Result<Self> {
         float_dtype(p.dtype)?;
         for (what, v) in [("rope tokens", p.tokens), ("rope heads", p.heads), ("rope dim", p.dim)] {

@@ -93,16 +93,25 @@ fn default_eps() -> f32 {
 /// The layer's geometry, shared by the kernels that read fused projection rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dims {
+    /// Routed memories `M`, in `[1, 64]`.
     pub memories: usize,
+    /// Memories each token is routed to, `k`, in `[1, M]`.
     pub topk: usize,
+    /// Whether the shared memory (number `M`, fed every token unweighted) is present.
     pub shared: bool,
+    /// Heads `H`, at least 1.
     pub heads: usize,
+    /// Key (and query) head size `K`: a multiple of 8 up to [`MAX_HEAD`].
     pub head_k: usize,
+    /// Value head size `V`: a multiple of 8 up to [`MAX_HEAD`].
     pub head_v: usize,
+    /// Short-convolution width `W`, in `[1, MAX_CONV]`.
     pub conv: usize,
 }
 
 impl Dims {
+    /// Checks the geometry (the ranges on the fields, and a projection row small enough for
+    /// 32-bit indexing); `Error::InvalidParams` names the first bad value.
     pub fn new(
         memories: usize,
         topk: usize,
@@ -125,9 +134,11 @@ impl Dims {
     pub fn mems(&self) -> usize {
         self.memories + usize::from(self.shared)
     }
+    /// Query or key width of one row over all heads, `H K`.
     pub fn hk(&self) -> usize {
         self.heads * self.head_k
     }
+    /// Value width over all heads, `H V`: the width of an output row.
     pub fn hv(&self) -> usize {
         self.heads * self.head_v
     }

@@ -56,14 +56,17 @@ pub fn conv_step(window: &mut [f64], w: &[f64], x: f64) -> f64 {
     silu(window.iter().zip(w).map(|(a, b)| a * b).sum())
 }
 
+/// SiLU, `x * sigmoid(x)`: the conv activation and the output gate.
 pub fn silu(x: f64) -> f64 {
     x / (1.0 + (-x).exp())
 }
 
+/// The logistic function; `beta = sigmoid(b)`.
 pub fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
+/// `ln(1 + e^x)`, returning `x` itself above 20 as torch does; used by [`decay`].
 pub fn softplus(x: f64) -> f64 {
     // torch's softplus (beta 1, threshold 20).
     if x > 20.0 {
@@ -121,7 +124,9 @@ pub fn gated_norm(o: &[f64], gate: &[f64], w: &[f64], eps: f64) -> Vec<f64> {
 pub struct LayerWeights<'a> {
     /// `[C, W]` conv taps (channels `[q | k | v]`, shared by every memory).
     pub conv_w: &'a [f64],
+    /// `[H]` `A_log`, shared by every memory: the decay rate is `exp(A_log)`.
     pub a_log: &'a [f64],
+    /// `[H]` bias added to `a` inside the decay's softplus, shared by every memory.
     pub dt_bias: &'a [f64],
     /// `[V]` output-norm weight.
     pub norm_w: &'a [f64],

@@ -17,6 +17,10 @@ use crate::layout::u32_of;
 use crate::plan::Plan;
 
 impl Route {
+    /// Records one dispatch into `enc` (64 tokens per workgroup), tensors as
+    /// [`Route::run_cpu`].
+    /// A buffer too small for its tensor is `Error::Shape`; one the shader cannot bind (no
+    /// STORAGE usage, past the binding limit) or a non-wgpu `status` is `Error::InvalidParams`.
     pub fn run_wgpu(
         &self,
         gpu: &WgpuBackend,
@@ -41,6 +45,10 @@ impl Route {
 }
 
 impl Permute {
+    /// Records two dispatches into `enc` (counts per stream, then offsets and placement),
+    /// tensors as [`Permute::run_cpu`].
+    /// A buffer too small for its tensor is `Error::Shape`; one the shader cannot bind (no
+    /// STORAGE usage, past the binding limit) or a non-wgpu `status` is `Error::InvalidParams`.
     #[allow(clippy::too_many_arguments)]
     pub fn run_wgpu(
         &self,
@@ -84,6 +92,10 @@ impl Permute {
 }
 
 impl Unpermute {
+    /// Records one dispatch into `enc` (a workgroup per token), tensors as
+    /// [`Unpermute::run_cpu`].
+    /// A buffer too small for its tensor is `Error::Shape`; one the shader cannot bind (no
+    /// STORAGE usage, past the binding limit) or a non-wgpu `status` is `Error::InvalidParams`.
     #[allow(clippy::too_many_arguments)]
     pub fn run_wgpu(
         &self,
@@ -113,6 +125,10 @@ impl Unpermute {
 }
 
 impl ShortConv {
+    /// Records one dispatch into `enc` (a workgroup per 64 channels and gates of a stream),
+    /// tensors as [`ShortConv::run_cpu`]. Needs a device with 10 storage buffers per stage.
+    /// A buffer too small for its tensor is `Error::Shape`; one the shader cannot bind (no
+    /// STORAGE usage, past the binding limit) or a non-wgpu `status` is `Error::InvalidParams`.
     #[allow(clippy::too_many_arguments)]
     pub fn run_wgpu(
         &self,
@@ -162,6 +178,10 @@ impl ShortConv {
 }
 
 impl GatedDeltaChunk {
+    /// Records one dispatch into `enc` (a workgroup per 64 state columns, head and stream),
+    /// tensors as [`GatedDeltaChunk::run_cpu`]; tiles of at most 32 rows, same math.
+    /// A buffer too small for its tensor is `Error::Shape`; one the shader cannot bind (no
+    /// STORAGE usage, past the binding limit) or a non-wgpu `status` is `Error::InvalidParams`.
     #[allow(clippy::too_many_arguments)]
     pub fn run_wgpu(
         &self,
@@ -205,6 +225,10 @@ impl GatedDeltaChunk {
 }
 
 impl GatedDeltaStep {
+    /// Records one dispatch into `enc` (a workgroup per head and sequence), tensors as
+    /// [`GatedDeltaStep::run_cpu`]. Needs a device with 10 storage buffers per stage.
+    /// A buffer too small for its tensor is `Error::Shape`; one the shader cannot bind (no
+    /// STORAGE usage, past the binding limit) or a non-wgpu `status` is `Error::InvalidParams`.
     #[allow(clippy::too_many_arguments)]
     pub fn run_wgpu(
         &self,
@@ -256,6 +280,9 @@ impl GatedDeltaStep {
 }
 
 impl GatedNorm {
+    /// Records one dispatch into `enc` (a workgroup per token and head), tensors as
+    /// [`GatedNorm::run_cpu`]. A buffer too small for its tensor is `Error::Shape`; one the
+    /// shader cannot bind is `Error::InvalidParams`.
     pub fn run_wgpu(
         &self,
         gpu: &WgpuBackend,
@@ -297,6 +324,10 @@ fn piece_uniform(p: &PieceParams) -> Result<PieceUniform> {
 }
 
 impl Transport {
+    /// Records one dispatch into `enc` (a workgroup per 64 columns of `P`, head and stream),
+    /// tensors as [`Transport::run_cpu`].
+    /// A buffer too small for its tensor is `Error::Shape`; one the shader cannot bind (no
+    /// STORAGE usage, past the binding limit) or a non-wgpu `status` is `Error::InvalidParams`.
     #[allow(clippy::too_many_arguments)]
     pub fn run_wgpu(
         &self,
@@ -328,6 +359,10 @@ impl Transport {
 }
 
 impl ApplyState {
+    /// Records one dispatch into `enc` (a workgroup per 64 state columns, head and stream),
+    /// tensors as [`ApplyState::run_cpu`].
+    /// A buffer too small for its tensor is `Error::Shape`; one the shader cannot bind (no
+    /// STORAGE usage, past the binding limit) or a non-wgpu `status` is `Error::InvalidParams`.
     #[allow(clippy::too_many_arguments)]
     pub fn run_wgpu(
         &self,

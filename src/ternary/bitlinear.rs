@@ -17,26 +17,43 @@ use crate::plan::{Plan, TensorSpec};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RmsNormQuantParams {
+    /// Rows of `x` (tokens).
     pub m: usize,
+    /// Features per row after the norm (the BitLinear's input size); `x` rows are `2 * k` wide
+    /// with `glu`.
     pub k: usize,
+    /// RMSNorm epsilon, finite and >= 0; default [`MODEL_EPS`](super::MODEL_EPS) (1e-6).
     #[serde(default = "model_eps")]
     pub eps: f32,
+    /// Storage dtype of `x` and `norm_w`: f32, f16 or bf16.
     pub dtype: DType,
+    /// Norm weights applied to the same rows (default 1); `q` and `s` hold one block per
+    /// projection.
     #[serde(default = "one")]
     pub projections: usize,
+    /// Rows of `x` are `[g, u]` (`2 * k` wide) and the normalized input is `silu(g) * u` (the GLU
+    /// mixer's down projection); default false.
     #[serde(default)]
     pub glu: bool,
+    /// Elements between rows of `x` (default the row length, `k` or `2 * k`; never less).
     #[serde(default)]
     pub x_stride: Option<usize>,
 }
 
+/// A validated [`RmsNormQuantParams`]: writes `q` (i8 `[projections, m, padded_k(k)]`, zero
+/// padding) and `s` (f32 `[projections, m]`) from `x` and `norm_w` (`[projections, k]`).
 #[derive(Debug, Clone)]
 pub struct RmsNormQuant {
+    /// The params it was built from.
     pub params: RmsNormQuantParams,
+    /// The input view: `m` rows of `k` (`2 * k` with `glu`), `x_stride` apart.
     pub x: Rows,
 }
 
 impl RmsNormQuant {
+    /// Validates `p`: a float dtype (else `Error::DType`); `m`, `k`, `projections` >= 1, a finite
+    /// `eps >= 0`, a stride no shorter than a row and sizes within 32-bit indexing (else
+    /// `Error::InvalidParams`).
     pub fn new(p: RmsNormQuantParams) -> Result<Self> {
         float_dtype(p.dtype)?;
         dim("rmsnorm_quant m", p.m)?;
@@ -51,10 +68,12 @@ impl RmsNormQuant {
         Ok(Self { params: p, x })
     }
 
+    /// Elements of `q`: `projections * m * padded_k(k)` (i8).
     pub fn q_len(&self) -> usize {
         self.params.projections * self.params.m * padded_k(self.params.k)
     }
 
+    /// Elements of `s`: `projections * m` (f32, one scale per row and projection).
     pub fn s_len(&self) -> usize {
         self.params.projections * self.params.m
     }
@@ -69,6 +88,9 @@ impl RmsNormQuant {
         }
     }
 
+    /// The f64 oracle (round half to even). Tensors: `x` (the strided view), `w` the norm weights
+    /// `[projections, k]`, outputs `q` and `s`. `Error::DType` if `T` is not the plan's dtype,
+    /// `Error::Shape` if a buffer is too short.
     pub fn run_cpu<T: Float>(&self, x: &[T], w: &[T], q: &mut [i8], s: &mut [f32]) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
         let p = &self.params;
@@ -95,11 +117,19 @@ impl RmsNormQuant {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TernaryMatmulParams {
+    /// Rows of `q` (tokens); up to [`GEMV_MAX_M`](super::GEMV_MAX_M) (8) run the GEMV, more the
+    /// tiled GEMM.
     pub m: usize,
+    /// Output rows of each projection's ternary block `[n, k]`.
     pub n: usize,
+    /// Input size (columns of the weights); at most 131072, so the i32 sums stay exact in f32.
     pub k: usize,
+    /// Stacked weight blocks, each with its own `q`/`s` block and gammas (default 1); output
+    /// column `p * n + row`.
     #[serde(default = "one")]
     pub projections: usize,
+    /// Gammas per projection (default 1), each over `n / partitions` consecutive rows; must
+    /// divide `n`.
     #[serde(default = "one")]
     pub partitions: usize,
     /// Output dtype.
@@ -115,13 +145,21 @@ pub struct TernaryMatmulParams {
     pub write_acc: bool,
 }
 
+/// A validated [`TernaryMatmulParams`]. Tensors: `q` (i8 `[projections, m, padded_k(k)]`),
+/// `s` (f32 `[projections, m]`), `packed` (u32 `[projections * n, words_per_row(k)]`), `gamma`
+/// (f32 `[projections, partitions]`), `out` (`m` rows of `projections * n`, strided) and, with
+/// `write_acc`, `acc` (i32 `[m, projections * n]`).
 #[derive(Debug, Clone)]
 pub struct TernaryMatmul {
+    /// The params it was built from.
     pub params: TernaryMatmulParams,
+    /// The output view: `m` rows of `projections * n`, `out_stride` apart.
     pub out: Rows,
 }
 
 impl TernaryMatmul {
+    /// Validates `p`: a float dtype (else `Error::DType`); every size >= 1, `partitions` dividing
+    /// `n`, `k <= 131072` and sizes within 32-bit indexing (else `Error::InvalidParams`).
     pub fn new(p: TernaryMatmulParams) -> Result<Self> {
         float_dtype(p.dtype)?;
         for (w, v) in [("m", p.m), ("n", p.n), ("k", p.k), ("projections", p.projections), ("partitions", p.partitions)]
@@ -141,24 +179,31 @@ impl TernaryMatmul {
         Ok(Self { params: p, out })
     }
 
+    /// Output columns over all projections: `projections * n`.
     pub fn total_n(&self) -> usize {
         self.params.projections * self.params.n
     }
+    /// Elements of `q`: `projections * m * padded_k(k)`.
     pub fn q_len(&self) -> usize {
         self.params.projections * self.params.m * padded_k(self.params.k)
     }
+    /// Elements of `s`: `projections * m`.
     pub fn s_len(&self) -> usize {
         self.params.projections * self.params.m
     }
+    /// u32 words of `packed`: `projections * n * words_per_row(k)`.
     pub fn packed_len(&self) -> usize {
         self.total_n() * words_per_row(self.params.k)
     }
+    /// Elements of `gamma`: `projections * partitions`.
     pub fn gamma_len(&self) -> usize {
         self.params.projections * self.params.partitions
     }
+    /// Elements of the `acc` output: `m * projections * n`.
     pub fn acc_len(&self) -> usize {
         self.params.m * self.total_n()
     }
+    /// Whether the GPU paths take the GEMV (`m <= GEMV_MAX_M`) rather than the tiled GEMM.
     pub fn uses_gemv(&self) -> bool {
         self.params.m <= GEMV_MAX_M
     }
@@ -217,6 +262,9 @@ impl TernaryMatmul {
         out
     }
 
+    /// The oracle: exact accumulators, dequantized in f64 (added to `out` with `accumulate`),
+    /// rounded to `T`. `acc_out` (the i32 sums) is given exactly when `write_acc`, else
+    /// `Error::InvalidParams`; a wrong `T` is `Error::DType`, a short buffer `Error::Shape`.
     #[allow(clippy::too_many_arguments)]
     pub fn run_cpu<T: Float>(
         &self,
@@ -256,22 +304,37 @@ impl TernaryMatmul {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BitLinearParams {
+    /// Rows of `x` (tokens); up to 8 may take the fused single-launch path.
     pub m: usize,
+    /// Output features of each projection.
     pub n: usize,
+    /// Input features (the norm's width; `x` rows are `2 * k` wide with `glu`); at most 131072.
     pub k: usize,
+    /// Stacked `[n, k]` blocks on the same input, each with its own norm weight and gammas
+    /// (default 1).
     #[serde(default = "one")]
     pub projections: usize,
+    /// Gammas per projection (default 1), each over `n / partitions` consecutive rows; must
+    /// divide `n`.
     #[serde(default = "one")]
     pub partitions: usize,
+    /// RMSNorm epsilon, finite and >= 0; default [`MODEL_EPS`](super::MODEL_EPS) (1e-6, the
+    /// model's `FusedBitLinear`).
     #[serde(default = "model_eps")]
     pub eps: f32,
+    /// Storage dtype of `x`, `norm_w` and `out`: f32, f16 or bf16.
     pub dtype: DType,
+    /// Rows of `x` are `[g, u]` and the layer reads `silu(g) * u` (the GLU down projection);
+    /// such a layer never takes the fused path.
     #[serde(default)]
     pub glu: bool,
+    /// Elements between rows of `x` (default the row length).
     #[serde(default)]
     pub x_stride: Option<usize>,
+    /// Elements between output rows (default `projections * n`).
     #[serde(default)]
     pub out_stride: Option<usize>,
+    /// Add to `out` instead of overwriting it (a residual connection); default false.
     #[serde(default)]
     pub accumulate: bool,
 }
@@ -280,12 +343,17 @@ pub struct BitLinearParams {
 /// fuse all three into one launch when the quantized rows fit on chip; otherwise two launches.
 #[derive(Debug, Clone)]
 pub struct BitLinear {
+    /// The params it was built from.
     pub params: BitLinearParams,
+    /// The activation side: norm and int8 quantization into `q` and `s`.
     pub quant: RmsNormQuant,
+    /// The ternary product from `q` and `s` into `out` (no `acc` output).
     pub matmul: TernaryMatmul,
 }
 
 impl BitLinear {
+    /// Validates `p` through both child plans: `Error::DType` for a non-float dtype,
+    /// `Error::InvalidParams` for bad sizes, eps or strides.
     pub fn new(p: BitLinearParams) -> Result<Self> {
         let quant = RmsNormQuant::new(RmsNormQuantParams {
             m: p.m,
@@ -316,6 +384,9 @@ impl BitLinear {
         self.params.m <= GEMV_MAX_M && !self.params.glu && self.params.m * padded_k(self.params.k) <= smem
     }
 
+    /// The oracle: [`RmsNormQuant::run_cpu`] then [`TernaryMatmul::run_cpu`]. Tensors: `x`
+    /// (strided), `norm_w` `[projections, k]`, `packed`, `gamma`, scratch `q` and `s` (left holding
+    /// the quantized rows), `out` (strided). Errors as the two children's.
     #[allow(clippy::too_many_arguments)]
     pub fn run_cpu<T: Float>(
         &self,

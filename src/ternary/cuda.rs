@@ -150,6 +150,8 @@ impl Unpack {
 }
 
 impl RmsNormQuant {
+    /// One launch on `stream`; tensors as [`RmsNormQuant::run_cpu`]. `Error::DType` for a wrong
+    /// `T`, `Error::Shape` for a short buffer, `Error::Cuda` if loading or launching fails.
     pub fn run_cuda<T: CudaFloat>(
         &self,
         cuda: &CudaBackend,
@@ -296,6 +298,10 @@ impl BitLinear {
 }
 
 impl MlgruStep {
+    /// One launch on `stream`. Tensors: `fcg` (strided), `state` (f32 `[slots, d]`, in place),
+    /// `slot_ids` (i32 `[batch]`), `lb` (f32 `[d]`, exactly when `lower_bound`), `w` (`[d]`), `o`
+    /// (`[batch, d]`). Bad slot ids raise their bit in `status`, which must be a CUDA one (else
+    /// `Error::InvalidParams`); nothing is synchronized.
     #[allow(clippy::too_many_arguments)]
     pub fn run_cuda<T: CudaFloat>(
         &self,

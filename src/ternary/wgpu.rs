@@ -75,6 +75,9 @@ impl QuantizeWeights {
 }
 
 impl Pack {
+    /// One dispatch recorded into `enc`: packs `t` (i8 `[n, padded_k(k)]`) into `packed`; values
+    /// outside {-1, 0, 1} clamp and raise `VALUE_OUT_OF_RANGE`. Both start at offset 0 (else
+    /// `Error::InvalidParams`); a short buffer is `Error::Shape`.
     pub fn run_wgpu(
         &self,
         gpu: &WgpuBackend,
@@ -152,6 +155,9 @@ impl Unpack {
 }
 
 impl RmsNormQuant {
+    /// One dispatch recorded into `enc`; tensors as [`RmsNormQuant::run_cpu`]. `x` may start at an
+    /// offset; `w`, `q` and `s` must start at 0 (else `Error::InvalidParams`). A short buffer is
+    /// `Error::Shape`.
     pub fn run_wgpu(
         &self,
         gpu: &WgpuBackend,
@@ -335,6 +341,9 @@ fn lb_buffer<'a>(
 }
 
 impl MlgruStep {
+    /// One dispatch recorded into `enc`; the tensors [`MlgruStep`] lists. `fcg` may start at an
+    /// offset, the others at 0; `lb` exactly when `lower_bound` (else `Error::InvalidParams`).
+    /// Bad slot ids raise their bit in `status` (a wgpu one).
     #[allow(clippy::too_many_arguments)]
     pub fn run_wgpu(
         &self,

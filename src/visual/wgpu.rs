@@ -9,6 +9,9 @@ use crate::layout::u32_of;
 use crate::plan::Plan;
 
 impl Select {
+    /// Records one dispatch into `enc`, a workgroup per sequence; tensors as
+    /// [`Select::run_cpu`]'s (`order` is bound only with `has_order`). A binding that does not
+    /// fit its tensor fails with `Error::Shape` or `Error::InvalidParams`.
     #[allow(clippy::too_many_arguments)]
     pub fn run_wgpu(
         &self,
@@ -49,6 +52,9 @@ impl Select {
 }
 
 impl Compact {
+    /// Records one dispatch into `enc`, a workgroup per sequence; tensors as
+    /// [`Compact::run_cpu`]'s. A binding that does not fit its tensor fails with `Error::Shape`
+    /// or `Error::InvalidParams`.
     #[allow(clippy::too_many_arguments)]
     pub fn run_wgpu(
         &self,
@@ -84,6 +90,10 @@ impl Compact {
 }
 
 impl AttnMass {
+    /// Records two dispatches into `enc` (one with `has_lse`): each row's LSE into `ws`, then
+    /// the masses; tensors as [`AttnMass::run_cpu`]'s. Binds 9 storage buffers, one more than
+    /// wgpu's default limit: a device without `max_storage_buffers_per_shader_stage >= 9` gets
+    /// `Error::InvalidParams`, as does a binding that does not fit its tensor.
     #[allow(clippy::too_many_arguments)]
     pub fn run_wgpu(
         &self,
@@ -147,6 +157,9 @@ impl AttnMass {
 }
 
 impl SparseAttention {
+    /// Records one dispatch into `enc`, a workgroup per (token, head); tensors as
+    /// [`SparseAttention::run_cpu`]'s. A binding that does not fit its tensor fails with
+    /// `Error::Shape` or `Error::InvalidParams`.
     #[allow(clippy::too_many_arguments)]
     pub fn run_wgpu(
         &self,
@@ -185,6 +198,10 @@ impl SparseAttention {
 }
 
 impl NeighborAttention {
+    /// Records one dispatch into `enc`, a workgroup per (token, head); tensors as
+    /// [`NeighborAttention::run_cpu`]'s. Binds 9 storage buffers, one more than wgpu's default
+    /// limit: a device without `max_storage_buffers_per_shader_stage >= 9` gets
+    /// `Error::InvalidParams`, as does a binding that does not fit its tensor.
     #[allow(clippy::too_many_arguments)]
     pub fn run_wgpu(
         &self,
@@ -233,6 +250,9 @@ impl NeighborAttention {
 }
 
 impl Merge {
+    /// Records two dispatches into `enc`: each candidate's kept slot into `assign`, then the
+    /// means into `merged`; tensors as [`Merge::run_cpu`]'s. A binding that does not fit its
+    /// tensor fails with `Error::Shape` or `Error::InvalidParams`.
     #[allow(clippy::too_many_arguments)]
     pub fn run_wgpu(
         &self,
