@@ -42,7 +42,13 @@ __device__ void mla_decode(const T* __restrict__ q, const T* __restrict__ kv, co
             b = 0;
             if (tid == 0) raise_status(status, ST_INDEX_OUT_OF_RANGE);
         }
-        if (tid == 0 && row == 0 && j == 0 && (cu[0] != 0 || cu[batch] != sq)) raise_status(status, ST_INDEX_OUT_OF_RANGE);
+        if (tid == 0 && row == 0 && j == 0) {
+            bool bad = cu[0] != 0 || cu[batch] != sq;
+            // Every sequence's length, not only those some row reads: a sequence with no new
+            // tokens (or one no row finds) still has its bad length reported.
+            for (int s = 0; s < batch; ++s) bad |= seq_lens[s] < 0 || seq_lens[s] > max_pages * P;
+            if (bad) raise_status(status, ST_INDEX_OUT_OF_RANGE);
+        }
     }
     const T* qr = q + ((i64)blockIdx.z * nrows + row) * W;
     for (int d = tid; d < W; d += MLA_TILE) qs[d] = to_f32(qr[d]);

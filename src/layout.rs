@@ -28,6 +28,17 @@ pub fn u32_of(what: &str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| invalid(format!("{what} = {v} exceeds u32 (WGSL indexing)")))
 }
 
+/// Each of `rows` sequences owns a distinct pool slot, so a pool of fewer `slots` cannot serve
+/// them: no valid `slot_ids` exist, and the plan is refused rather than every run flagged.
+pub fn pool_fits(what: &str, rows: usize, row_noun: &str, slots: usize) -> Result<()> {
+    if rows > slots {
+        return Err(invalid(format!(
+            "{what} slots = {slots} is fewer than {row_noun} = {rows}: each needs its own slot"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks offsets `cu [n + 1]` (`cu_seqlens`, stream offsets): from 0, never decreasing, ending
 /// at `end` (`exact`) or at most `end`; the error names `what` and the entry that broke it.
 pub fn check_offsets(what: &str, cu: &[i32], n: usize, end: usize, exact: bool) -> Result<Vec<usize>> {
@@ -96,8 +107,11 @@ pub fn check_slot_ids(ids: &[i32], rows: usize, slots: usize, noun: &str) -> Res
 /// `rows` rows of `cols` elements, `stride` elements apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rows {
+    /// Number of rows.
     pub rows: usize,
+    /// Elements per row (contiguous).
     pub cols: usize,
+    /// Elements from the start of one row to the start of the next; at least `cols`.
     pub stride: usize,
 }
 

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! # mllm-kernels
 //!
 //! Hand-written GPU kernels for LLM and multimodal-LLM inference, each as CUDA C++ (PTX and

@@ -28,22 +28,30 @@ pub enum Role {
 /// bound, no `acc` output) is absent from the list rather than marked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TensorSpec {
+    /// The tensor's name, as in the `run_*` argument names and in error messages (`x`, `w`, ...).
     pub name: &'static str,
+    /// Its storage dtype.
     pub dtype: DType,
+    /// The elements a buffer for it must hold at least (a strided view's span, not rows*cols).
     pub len: usize,
+    /// What a run does with it.
     pub role: Role,
 }
 
 impl TensorSpec {
+    /// A [`Role::In`] tensor.
     pub fn input(name: &'static str, dtype: DType, len: usize) -> Self {
         TensorSpec { name, dtype, len, role: Role::In }
     }
+    /// A [`Role::Out`] tensor.
     pub fn output(name: &'static str, dtype: DType, len: usize) -> Self {
         TensorSpec { name, dtype, len, role: Role::Out }
     }
+    /// A [`Role::InOut`] tensor.
     pub fn in_out(name: &'static str, dtype: DType, len: usize) -> Self {
         TensorSpec { name, dtype, len, role: Role::InOut }
     }
+    /// A [`Role::Scratch`] tensor.
     pub fn scratch(name: &'static str, dtype: DType, len: usize) -> Self {
         TensorSpec { name, dtype, len, role: Role::Scratch }
     }
@@ -51,11 +59,14 @@ impl TensorSpec {
 
 /// A validated kernel launch shape. `NAME` prefixes every error about its tensors.
 pub trait Plan: Sized + Sync + Send + 'static {
+    /// The params struct the plan is built from (serde, so the harness can read cases as JSON).
     type Params: Serialize + DeserializeOwned + Clone;
+    /// The kernel's name (`rmsnorm`, ...), the prefix of every error about its tensors.
     const NAME: &'static str;
 
     /// Validates `params` (the inherent `new`).
     fn build(params: Self::Params) -> Result<Self>;
+    /// The params the plan was built from.
     fn params(&self) -> &Self::Params;
     /// Every tensor a run touches, in the order of the `run_*` arguments.
     fn tensors(&self) -> Vec<TensorSpec>;
@@ -99,5 +110,25 @@ pub trait Plan: Sized + Sync + Send + 'static {
     fn bind(&self, t: &crate::backend::wgpu::WgpuTensor, name: &str, max_binding: u64) -> Result<u32> {
         let s = self.spec(name)?;
         t.check(&format!("{} {name}", Self::NAME), s.dtype, s.len, max_binding)
+    }
+
+    /// Every wgpu binding of a composite plan, checked under the plan's own tensor names before
+    /// any child records a dispatch (so a bad buffer never leaves half a layer in the encoder),
+    /// and every tensor of the plan given.
+    #[cfg(feature = "wgpu")]
+    fn bind_all(
+        &self,
+        gpu: &crate::backend::wgpu::WgpuBackend,
+        given: &[(&str, Option<&crate::backend::wgpu::WgpuTensor>)],
+    ) -> Result<()> {
+        for &(name, t) in given {
+            if let Some(t) = t {
+                self.bind(t, name, gpu.max_binding())?;
+            }
+        }
+        match self.tensors().iter().find(|s| !given.iter().any(|g| g.0 == s.name && g.1.is_some())) {
+            Some(s) => Err(Error::InvalidParams(format!("{}: no `{}` buffer was given", Self::NAME, s.name))),
+            None => Ok(()),
+        }
     }
 }

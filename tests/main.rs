@@ -7,10 +7,12 @@
 mod bad_files;
 mod common;
 mod core_tests;
+mod entry_points;
 mod fuzz;
 mod harness_tests;
 mod mla_tests;
 mod mom_tests;
+mod properties;
 mod ptx;
 mod ternary_tests;
 mod visual_tests;

@@ -1,10 +1,10 @@
 //! wgpu backend: device, queue and pipeline cache; dispatch helpers that record into the
-//! caller's `CommandEncoder` and turn wgpu validation errors into `Error` with error scopes.
+//! caller's `CommandEncoder`. Every call that touches the device runs inside error scopes
+//! (validation, out of memory, internal), so a bad call or a lost device comes back as an
+//! `Error` instead of reaching wgpu's uncaptured-error handler, which panics by default.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-
-use wgpu::util::DeviceExt;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -16,7 +16,11 @@ pub use wgpu;
 /// Offsets travel to the shader in a uniform, so any element offset works.
 #[derive(Debug, Clone, Copy)]
 pub struct WgpuTensor<'a> {
+    /// The caller's buffer. It needs `STORAGE` usage and must hold `offset + len` elements of
+    /// the tensor's dtype, rounded up to whole 4-byte words; a run checks both and returns
+    /// `Error::Shape` (too small) or `Error::InvalidParams` (no `STORAGE`, too large to bind).
     pub buffer: &'a wgpu::Buffer,
+    /// Where the tensor starts, in elements of its dtype (not bytes); for i8 a multiple of 4.
     pub offset: usize,
 }
 
@@ -69,12 +73,19 @@ pub fn probe() -> std::result::Result<wgpu::AdapterInfo, String> {
 }
 
 /// A wgpu device with its pipeline cache. Engines that own a device use [`WgpuBackend::from_device`].
+///
+/// Every tensor buffer a `run_wgpu` takes needs `BufferUsages::STORAGE` (checked, an
+/// `Error::InvalidParams` otherwise); [`WgpuBackend::download`] also needs `COPY_SRC` on the
+/// buffer it reads. [`WgpuBackend::upload`] makes buffers with `STORAGE | COPY_SRC | COPY_DST`.
 pub struct WgpuBackend {
     device: wgpu::Device,
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
     pipelines: Mutex<HashMap<&'static str, Arc<wgpu::ComputePipeline>>>,
     dummy: Mutex<Option<wgpu::Buffer>>,
+    /// Why the device was lost, where this backend created it (an engine's device keeps the
+    /// engine's own lost callback).
+    lost: Arc<Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for WgpuBackend {
@@ -116,22 +127,43 @@ impl WgpuBackend {
             }),
         )
         .map_err(|e| Error::Wgpu(format!("request_device: {e}")))?;
-        Ok(Self::from_device(device, queue, info))
+        let backend = Self::from_device(device, queue, info);
+        let lost = backend.lost.clone();
+        backend.device.set_device_lost_callback(move |reason, msg| {
+            if let Ok(mut l) = lost.lock() {
+                *l = Some(format!("{reason:?}{}", if msg.is_empty() { String::new() } else { format!(", {msg}") }));
+            }
+        });
+        Ok(backend)
     }
 
     /// Wraps an engine's device and queue; pipelines are created on first use and cached.
+    /// Kernels work within wgpu's default limits, except that some MoM and visual kernels bind
+    /// 9 or 10 storage buffers per stage: on a device created with fewer their runs return
+    /// `Error::InvalidParams` naming `max_storage_buffers_per_shader_stage`. Tensor buffers
+    /// need `STORAGE` usage (see [`WgpuBackend`]).
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
-        Self { device, queue, info, pipelines: Mutex::new(HashMap::new()), dummy: Mutex::new(None) }
+        Self {
+            device,
+            queue,
+            info,
+            pipelines: Mutex::new(HashMap::new()),
+            dummy: Mutex::new(None),
+            lost: Arc::new(Mutex::new(None)),
+        }
     }
 
+    /// The wrapped device.
     pub fn device(&self) -> &wgpu::Device {
         &self.device
     }
 
+    /// The wrapped queue (`run_blocking`, `upload` and `download` submit to it).
     pub fn queue(&self) -> &wgpu::Queue {
         &self.queue
     }
 
+    /// The adapter's description (name, API, device type), as given to `from_device`.
     pub fn info(&self) -> &wgpu::AdapterInfo {
         &self.info
     }
@@ -162,6 +194,42 @@ impl WgpuBackend {
         self.device.limits().max_storage_buffer_binding_size
     }
 
+    /// Runs `f` inside validation, out-of-memory and internal error scopes; the first error
+    /// any of them caught becomes `Error::Wgpu` naming `what`.
+    fn scoped<T>(&self, what: &str, f: impl FnOnce() -> T) -> Result<T> {
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let memory = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
+        let out = f();
+        // Scopes are a stack: popped in reverse.
+        let errors = [internal, memory, validation].map(|s| pollster::block_on(s.pop()));
+        match errors.into_iter().flatten().next() {
+            Some(e) => {
+                // The lost callback runs from a poll: give it the chance before asking.
+                let _ = self.device.poll(wgpu::PollType::Poll);
+                let lost = self.lost.lock().ok().and_then(|l| l.clone());
+                let lost = lost.map(|r| format!("the device was lost ({r}); ")).unwrap_or_default();
+                Err(Error::Wgpu(format!("{lost}{what}: {}", chain(&e))))
+            }
+            None => Ok(out),
+        }
+    }
+
+    /// A buffer of `usage | COPY_DST` holding `bytes`, written through the queue (wgpu's
+    /// `create_buffer_init` panics when the device is lost; this returns an error).
+    fn buffer_with(&self, label: &str, bytes: &[u8], usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
+        self.scoped(label, || {
+            let b = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes.len() as u64,
+                usage: usage | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            self.queue.write_buffer(&b, 0, bytes);
+            b
+        })
+    }
+
     fn pipeline(&self, module: &str) -> Result<Arc<wgpu::ComputePipeline>> {
         let mut cache = self.pipelines.lock().map_err(|_| Error::Wgpu("pipeline cache poisoned".into()))?;
         if let Some(p) = cache.get(module) {
@@ -171,22 +239,20 @@ impl WgpuBackend {
             .iter()
             .find(|m| m.name == module)
             .ok_or_else(|| Error::Wgpu(format!("no WGSL module `{module}`")))?;
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let sm = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(entry.name),
-            source: wgpu::ShaderSource::Wgsl(entry.source.into()),
-        });
-        let p = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(entry.name),
-            layout: None,
-            module: &sm,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Wgpu(format!("pipeline `{module}`: {e}")));
-        }
+        let p = self.scoped(&format!("pipeline `{module}`"), || {
+            let sm = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(entry.name),
+                source: wgpu::ShaderSource::Wgsl(entry.source.into()),
+            });
+            self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry.name),
+                layout: None,
+                module: &sm,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            })
+        })?;
         let p = Arc::new(p);
         cache.insert(entry.name, p.clone());
         Ok(p)
@@ -207,41 +273,34 @@ impl WgpuBackend {
         let max = self.max_binding();
         let mut padded = params.to_vec();
         padded.resize(params.len().div_ceil(16).max(1) * 16, 0);
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("mllm params"),
-            contents: &padded,
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
-        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
-        for (i, b) in buffers.iter().enumerate() {
-            let size = b.size().min(max) & !3;
-            entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: b,
-                    offset: 0,
-                    size: wgpu::BufferSize::new(size),
-                }),
-            });
-        }
-        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(module),
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
-        });
+        let uniform = self.buffer_with("mllm params", &padded, wgpu::BufferUsages::UNIFORM)?;
         let (gx, gy) = split_groups(groups, self.device.limits().max_compute_workgroups_per_dimension)?;
-        {
-            let mut pass =
-                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(module), timestamp_writes: None });
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &bind, &[]);
-            pass.dispatch_workgroups(gx, gy, 1);
-        }
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Wgpu(format!("dispatch `{module}`: {e}")));
-        }
-        Ok(())
+        self.scoped(&format!("dispatch `{module}`"), || {
+            let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+            for (i, b) in buffers.iter().enumerate() {
+                let size = b.size().min(max) & !3;
+                entries.push(wgpu::BindGroupEntry {
+                    binding: i as u32 + 1,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: b,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(size),
+                    }),
+                });
+            }
+            let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(module),
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &entries,
+            });
+            {
+                let mut pass = enc
+                    .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(module), timestamp_writes: None });
+                pass.set_pipeline(&pipeline);
+                pass.set_bind_group(0, &bind, &[]);
+                pass.dispatch_workgroups(gx, gy, 1);
+            }
+        })
     }
 
     /// Whether the device can time work inside a command encoder with GPU timestamps
@@ -258,17 +317,20 @@ impl WgpuBackend {
         if !self.has_encoder_timestamps() {
             return Ok(None);
         }
-        let queries = self.device.create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some("mllm timing"),
-            ty: wgpu::QueryType::Timestamp,
-            count: 2,
-        });
-        let resolve = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("mllm timing resolve"),
-            size: 16,
-            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
+        let (queries, resolve) = self.scoped("timing queries", || {
+            let q = self.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("mllm timing"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            });
+            let r = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("mllm timing resolve"),
+                size: 16,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            (q, r)
+        })?;
         self.run_blocking(|enc| {
             enc.write_timestamp(&queries, 0);
             f(enc)?;
@@ -289,13 +351,11 @@ impl WgpuBackend {
 
     /// Records with `f`, submits and waits: for tests, the tool and simple callers.
     pub fn run_blocking(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>) -> Result<()> {
-        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("mllm") });
+        let mut enc = self.scoped("encoder", || {
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("mllm") })
+        })?;
         f(&mut enc)?;
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        self.queue.submit([enc.finish()]);
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Wgpu(format!("submit: {e}")));
-        }
+        self.scoped("submit", || self.queue.submit([enc.finish()]))?;
         self.wait()
     }
 
@@ -305,7 +365,6 @@ impl WgpuBackend {
         Ok(())
     }
 
-    /// A storage buffer holding `bytes` (padded to whole words).
     /// A storage buffer holding `bytes` (padded to whole words). Larger than the device's
     /// `max_buffer_size` is an error naming the limit, not a wgpu validation panic.
     pub fn upload(&self, bytes: &[u8]) -> Result<wgpu::Buffer> {
@@ -318,21 +377,19 @@ impl WgpuBackend {
         }
         let mut padded = bytes.to_vec();
         padded.resize(size, 0);
-        Ok(self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("mllm tensor"),
-            contents: &padded,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-        }))
+        self.buffer_with("mllm tensor", &padded, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC)
     }
 
     /// Copies a buffer back to the host (submits and waits).
     pub fn download(&self, buf: &wgpu::Buffer) -> Result<Vec<u8>> {
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("mllm readback"),
-            size: buf.size(),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let staging = self.scoped("readback buffer", || {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("mllm readback"),
+                size: buf.size(),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        })?;
         self.run_blocking(|enc| {
             enc.copy_buffer_to_buffer(buf, 0, &staging, 0, buf.size());
             Ok(())
@@ -348,6 +405,23 @@ impl WgpuBackend {
         staging.unmap();
         Ok(data)
     }
+}
+
+/// An error and its causes on one line (wgpu's own message is often just "Validation Error",
+/// with the reason, such as a lost device, in its source chain).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string().lines().next().unwrap_or_default().to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let line = c.to_string();
+        let line = line.trim();
+        if !line.is_empty() && !out.contains(line) {
+            out.push_str(": ");
+            out.push_str(line);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 /// `n` workgroups as an (x, y) grid within the per-dimension limit.

@@ -32,10 +32,14 @@ fn default_eps() -> f32 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RmsNormParams {
+    /// Rows to normalize (tokens); at least 1.
     pub rows: usize,
+    /// Elements per row, the normalized dimension (and the length of `w`); at least 1.
     pub cols: usize,
+    /// Added to the mean square before the square root; finite and >= 0 (default 1e-6).
     #[serde(default = "default_eps")]
     pub eps: f32,
+    /// Storage dtype of x, w and y: f32, f16 or bf16.
     pub dtype: DType,
     /// Elements between rows of x (default `cols`).
     #[serde(default)]
@@ -48,12 +52,18 @@ pub struct RmsNormParams {
 /// A validated RMSNorm.
 #[derive(Debug, Clone)]
 pub struct RmsNorm {
+    /// The params it was built from.
     pub params: RmsNormParams,
+    /// The input view: `rows` x `cols`, `x_stride` apart.
     pub x: Rows,
+    /// The output view: `rows` x `cols`, `y_stride` apart.
     pub y: Rows,
 }
 
 impl RmsNorm {
+    /// Validates `p`: a float dtype (else `Error::DType`), rows and cols >= 1, a finite
+    /// `eps >= 0`, strides >= cols whose span fits 32-bit indexing (else `Error::InvalidParams`).
+    /// Tensors: `x` `[rows, cols]` (strided), `w` `[cols]`, `y` `[rows, cols]` (strided).
     pub fn new(p: RmsNormParams) -> Result<Self> {
         float_dtype(p.dtype)?;
         if p.rows == 0 || p.cols == 0 {
@@ -85,13 +95,19 @@ impl RmsNorm {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MergeStatesParams {
+    /// Rows to merge (e.g. tokens x heads), one LSE each; at least 1.
     pub states: usize,
+    /// Elements per output row (the head dim); at least 1.
     pub dim: usize,
+    /// Storage dtype of o1, o2 and o (f32, f16 or bf16); the LSEs are always f32.
     pub dtype: DType,
+    /// Elements between rows of o1 (default `dim`).
     #[serde(default)]
     pub o1_stride: Option<usize>,
+    /// Elements between rows of o2 (default `dim`).
     #[serde(default)]
     pub o2_stride: Option<usize>,
+    /// Elements between rows of o (default `dim`).
     #[serde(default)]
     pub o_stride: Option<usize>,
 }
@@ -99,13 +115,20 @@ pub struct MergeStatesParams {
 /// A validated `merge_states`.
 #[derive(Debug, Clone)]
 pub struct MergeStates {
+    /// The params it was built from.
     pub params: MergeStatesParams,
+    /// The first partial output: `states` x `dim`, `o1_stride` apart.
     pub o1: Rows,
+    /// The second partial output: `states` x `dim`, `o2_stride` apart.
     pub o2: Rows,
+    /// The merged output: `states` x `dim`, `o_stride` apart.
     pub o: Rows,
 }
 
 impl MergeStates {
+    /// Validates `p`: a float dtype (else `Error::DType`), states and dim >= 1, strides >= dim
+    /// whose spans fit 32-bit indexing (else `Error::InvalidParams`). Tensors: `o1`, `o2`, `o`
+    /// `[states, dim]` (strided) and `lse1`, `lse2`, `lse` `[states]` f32 (`-inf`: empty part).
     pub fn new(p: MergeStatesParams) -> Result<Self> {
         float_dtype(p.dtype)?;
         if p.states == 0 || p.dim == 0 {
@@ -160,12 +183,18 @@ impl MergeStates {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatherRowsParams {
+    /// Rows to gather: the length of `idx` and the rows of `out`; at least 1.
     pub rows: usize,
+    /// Rows of `src` (valid indices are `0..src_rows`); at least 1, at most `i32::MAX`.
     pub src_rows: usize,
+    /// Elements per row; at least 1.
     pub cols: usize,
+    /// Storage dtype of src and out (f32, f16 or bf16); `idx` is i32.
     pub dtype: DType,
+    /// Elements between rows of src (default `cols`).
     #[serde(default)]
     pub src_stride: Option<usize>,
+    /// Elements between rows of out (default `cols`).
     #[serde(default)]
     pub out_stride: Option<usize>,
 }
@@ -173,12 +202,19 @@ pub struct GatherRowsParams {
 /// A validated `gather_rows`.
 #[derive(Debug, Clone)]
 pub struct GatherRows {
+    /// The params it was built from.
     pub params: GatherRowsParams,
+    /// The source view: `src_rows` x `cols`, `src_stride` apart.
     pub src: Rows,
+    /// The output view: `rows` x `cols`, `out_stride` apart.
     pub out: Rows,
 }
 
 impl GatherRows {
+    /// Validates `p`: a float dtype (else `Error::DType`), rows, src_rows and cols >= 1,
+    /// src_rows <= `i32::MAX`, strides >= cols whose spans fit 32-bit indexing (else
+    /// `Error::InvalidParams`). Tensors: `src` `[src_rows, cols]` (strided), `idx` `[rows]` i32,
+    /// `out` `[rows, cols]` (strided).
     pub fn new(p: GatherRowsParams) -> Result<Self> {
         float_dtype(p.dtype)?;
         if p.rows == 0 || p.cols == 0 || p.src_rows == 0 {
@@ -197,6 +233,7 @@ impl GatherRows {
 
     /// Every index in range: the explicit check for callers that want an error before the launch.
     pub fn validate_indices(&self, idx: &[i32]) -> Result<()> {
+        self.check_len("idx", idx.len())?;
         match idx.iter().take(self.params.rows).position(|&j| j < 0 || j as usize >= self.params.src_rows) {
             Some(i) => Err(Error::InvalidInput(format!(
                 "gather_rows idx[{i}] = {} is outside [0, {})",

@@ -24,9 +24,13 @@ pub use tensor::{get, host, take, DevMap, DevTensor, HostTensor, TensorMap};
 /// fixture that shapes its random inputs, and a label for the table.
 #[derive(Debug, Clone)]
 pub struct Case {
+    /// The shape as the report's table shows it.
     pub label: String,
+    /// The case's dtype tag for the table (the params carry the dtype the plan uses).
     pub dtype: DType,
+    /// The plan's params as JSON, without the fixture.
     pub params: Value,
+    /// Knobs for the random inputs, taken out of the params by [`Case::new`].
     pub fixture: Fixture,
 }
 
@@ -75,7 +79,9 @@ impl Fixture {
 /// the kernel must raise.
 #[derive(Debug, Clone, Default)]
 pub struct Expected {
+    /// Expected values by output name, one f64 per element of the output's span.
     pub outputs: BTreeMap<String, Vec<f64>>,
+    /// The status bits the run must raise (0: none).
     pub status: u32,
     /// Per-output tolerance overrides (relative L2), e.g. for long reductions.
     pub rtol: BTreeMap<String, f64>,
@@ -99,18 +105,23 @@ impl Expected {
 /// Bytes moved and flops done by one launch, for GB/s, TFLOP/s and the roofline share.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Cost {
+    /// Bytes one launch moves (every tensor read or written once; scratch excluded).
     pub bytes: f64,
+    /// Floating-point (or integer multiply-add) operations of one launch.
     pub flops: f64,
 }
 
 /// Where a launch goes: the backend, and for wgpu the encoder it is recorded into.
 pub struct Launch<'a> {
+    /// The backend to launch on.
     pub backend: &'a Backend,
+    /// The encoder wgpu launches record into (`None` on the other backends).
     #[cfg(feature = "wgpu")]
     pub encoder: Option<&'a mut wgpu::CommandEncoder>,
 }
 
 impl Launch<'_> {
+    /// The wgpu encoder, or `Error::InvalidParams` when the launch has none.
     #[cfg(feature = "wgpu")]
     pub fn encoder(&mut self) -> Result<&mut wgpu::CommandEncoder> {
         self.encoder.as_deref_mut().ok_or_else(|| Error::InvalidParams("wgpu launch without an encoder".into()))
@@ -119,7 +130,9 @@ impl Launch<'_> {
 
 /// A kernel as the tool sees it: a name, its case tables, and a way to build its plan.
 pub trait Kernel: Sync {
+    /// The family (`core`, `ternary`, ...), as `verify --family` selects it.
     fn family(&self) -> &'static str;
+    /// The kernel's name within its family: the plan's [`Plan::NAME`].
     fn name(&self) -> &'static str;
     /// `family.kernel`, the name `verify --family`, `check` files and reports use.
     fn id(&self) -> String {
@@ -146,6 +159,7 @@ pub trait Prepared {
     fn oracle(&self, inputs: &TensorMap) -> Result<Expected>;
     /// Records or launches the kernel on the tensors in `t` (by name).
     fn launch(&self, l: &mut Launch, t: &mut DevMap, status: &mut Status) -> Result<()>;
+    /// Bytes and flops of one launch, for the bench's GB/s, TFLOP/s and roofline share.
     fn cost(&self) -> Cost;
     /// Compares the device's outputs with the oracle (every expected output, elementwise).
     fn check(&self, inputs: &TensorMap, expected: &Expected, outputs: &TensorMap) -> Vec<Comparison>;
@@ -157,12 +171,17 @@ pub trait Prepared {
 /// A plan in the registry: everything a kernel adds besides its plan and `run_*` methods. The
 /// harness gets the rest (parsing, allocation, poisoning, comparison) from [`Reg`].
 pub trait Registered: Plan {
+    /// The family the plan belongs to (`core`, ...): the `family` of `family.kernel`.
     const FAMILY: &'static str;
+    /// The cases `verify` runs (see [`Kernel::cases`]).
     fn cases() -> Vec<Case>;
+    /// The cases `bench` runs (none by default).
     fn bench_cases() -> Vec<Case> {
         vec![]
     }
+    /// Fresh random inputs for every `In` and `InOut` tensor (see [`Prepared::inputs`]).
     fn inputs(&self, fixture: &Fixture, rng: &mut Rng) -> Result<TensorMap>;
+    /// The f64 oracle's expected outputs and status bits (see [`Prepared::oracle`]).
     fn oracle(&self, inputs: &TensorMap) -> Result<Expected>;
     /// The named-tensor adapter: usually one [`launch!`](crate::launch) line.
     fn launch(&self, l: &mut Launch, t: &mut DevMap, status: &mut Status) -> Result<()>;
@@ -215,6 +234,12 @@ impl<P: Registered> Prepared for P {
         Registered::check(self, inputs, expected, outputs)
     }
     fn validate_inputs(&self, inputs: &TensorMap) -> Result<()> {
+        // Sizes and dtypes first, so a kernel's own check never indexes a short tensor.
+        for s in Plan::tensors(self).iter().filter(|s| matches!(s.role, Role::In | Role::InOut)) {
+            if let Some(t) = inputs.get(s.name) {
+                check_tensor(&format!("input `{}`", s.name), t, s, false)?;
+            }
+        }
         Registered::validate_inputs(self, inputs)
     }
 }
@@ -223,6 +248,7 @@ impl<P: Registered> Prepared for P {
 pub struct Reg<P>(std::marker::PhantomData<fn() -> P>);
 
 impl<P> Reg<P> {
+    /// The entry (a zero-sized value, so it can be borrowed as `&'static`).
     pub const NEW: Self = Reg(std::marker::PhantomData);
 }
 
@@ -308,10 +334,12 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(params: &Value) -> Result<T>
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator whose whole stream is determined by `seed`.
     pub fn new(seed: u64) -> Rng {
         Rng(seed)
     }
 
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
@@ -337,6 +365,7 @@ impl Rng {
         (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
     }
 
+    /// Uniform in [0, n) (modulo, slightly biased for huge `n`); 0 when `n` is 0.
     pub fn below(&mut self, n: u64) -> u64 {
         if n == 0 {
             0
@@ -345,6 +374,7 @@ impl Rng {
         }
     }
 
+    /// `n` standard normals times `scale`.
     pub fn normals(&mut self, n: usize, scale: f64) -> Vec<f64> {
         (0..n).map(|_| self.normal() * scale).collect()
     }
@@ -462,10 +492,15 @@ pub fn tolerance(dtype: DType) -> (f64, f64) {
 /// How one output compared.
 #[derive(Debug, Clone)]
 pub struct Comparison {
+    /// The output's name (or `status` for the status word in `check`).
     pub name: String,
+    /// `||got - want|| / ||want||` over the finite reference elements (0 when not measured).
     pub rel_l2: f64,
+    /// Largest `|got - want|` over the finite reference elements (0 when not measured).
     pub max_abs: f64,
+    /// Whether the output passed.
     pub ok: bool,
+    /// Why it failed (the first bad element or the criteria missed), or a remark; may be empty.
     pub note: String,
 }
 
@@ -587,14 +622,23 @@ pub fn compare(name: &str, got: &HostTensor, want: &[f64], rtol: Option<f64>, at
 /// One verify row.
 #[derive(Debug, Clone)]
 pub struct CaseReport {
+    /// `family.kernel`.
     pub kernel: String,
+    /// `cpu`, `cuda` or `wgpu`.
     pub backend: &'static str,
+    /// The case's dtype tag.
     pub dtype: DType,
+    /// The case's label.
     pub shape: String,
+    /// The seed this case's inputs were drawn from (replays the case).
     pub seed: u64,
+    /// Worst relative L2 error over the case's outputs.
     pub rel_l2: f64,
+    /// Worst max-abs error over the case's outputs.
     pub max_abs: f64,
+    /// Every output passed and the status bits were as expected.
     pub ok: bool,
+    /// What failed (outputs, status, or the error that stopped the case), `; `-joined.
     pub note: String,
 }
 
@@ -928,7 +972,9 @@ pub fn wgpu_opt<'a>(t: &'a DevMap, name: &str) -> Result<Option<crate::backend::
 /// Typed access to CUDA tensors, for generic launches.
 #[cfg(feature = "cuda")]
 pub trait CudaElem: cudarc::driver::DeviceRepr + Sized {
+    /// The slice if `t` holds elements of `Self`, else `None`.
     fn slice(t: &tensor::CudaTensor) -> Option<&cudarc::driver::CudaSlice<Self>>;
+    /// The slice, mutable, if `t` holds elements of `Self`, else `None`.
     fn slice_mut(t: &mut tensor::CudaTensor) -> Option<&mut cudarc::driver::CudaSlice<Self>>;
 }
 

@@ -47,21 +47,26 @@ fn one() -> usize {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MlaDecodeParams {
+    /// B: sequences (rows of `block_table`, entries of `seq_lens`).
     pub batch: usize,
     /// New tokens per sequence (causal among themselves).
     pub sq: usize,
+    /// H: query heads, all sharing the one latent head: 1 to [`MAX_HEADS`].
     pub heads: usize,
     /// Latent width L: a multiple of 64, at most 2048.
     pub latent: usize,
     /// Decoupled RoPE width R: 0 or a multiple of 16, at most 128.
     pub rope: usize,
+    /// P: tokens per cache page, any value from 1 up.
     pub page_size: usize,
+    /// Pages in the cache (its first axis); `block_table` entries index them.
     pub pages: usize,
     /// Block-table entries per sequence.
     pub max_pages: usize,
     /// Softmax scale, required: FlashMLA defaults to `576^-1/2`, DeepSeek-V3 uses
     /// `192^-1/2 * mscale^2`; the crate never guesses it.
     pub scale: f32,
+    /// Storage dtype of `q`, the cache and `o`: f32, f16 or bf16 (`lse` and `ws` are f32).
     pub dtype: DType,
     /// The split cache layout (`pe_cache` separate); default unified.
     #[serde(default)]
@@ -71,17 +76,26 @@ pub struct MlaDecodeParams {
     pub splits: usize,
 }
 
+/// A validated decode plan: [`MlaDecode::new`] checks the params once, then `run_cpu`,
+/// `run_cuda` or `run_wgpu` runs it on buffers of the sizes [`Plan::tensors`] lists.
 #[derive(Debug, Clone)]
 pub struct MlaDecode {
+    /// The parameters the plan was built from.
     pub params: MlaDecodeParams,
 }
 
 /// The largest latent and rope widths the kernels hold in registers.
 pub const MAX_LATENT: usize = 2048;
+/// The largest decoupled RoPE width R.
 pub const MAX_ROPE: usize = 128;
+/// The most query heads one decode or prefill takes.
 pub const MAX_HEADS: usize = 128;
 
 impl MlaDecode {
+    /// Validates the params: a float `dtype` (else `Error::DType`); every size >= 1 (`rope` may
+    /// be 0); `latent`, `rope` and `heads` as their fields say; `scale` finite and > 0; `splits`
+    /// at most `max_pages * page_size`; every tensor within 32-bit indexing. A violation fails
+    /// with `Error::InvalidParams` naming the field.
     pub fn new(p: MlaDecodeParams) -> Result<Self> {
         float_dtype(p.dtype)?;
         for (what, v) in [
@@ -264,33 +278,51 @@ impl MlaDecode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MlaPrefillParams {
+    /// B: sequences packed in `q` (`cu_seqlens [B + 1]`, `block_table [B, max_pages]`,
+    /// `seq_lens [B]`).
     pub batch: usize,
     /// New tokens over all sequences.
     pub tokens: usize,
+    /// H: query heads, 1 to [`MAX_HEADS`].
     pub heads: usize,
+    /// Latent width L: a multiple of 64, at most 2048.
     pub latent: usize,
+    /// Decoupled RoPE width R: 0 or a multiple of 16, at most 128.
     pub rope: usize,
+    /// P: tokens per cache page, any value from 1 up.
     pub page_size: usize,
+    /// Pages in the cache (its first axis); `block_table` entries index them.
     pub pages: usize,
+    /// Block-table entries per sequence.
     pub max_pages: usize,
+    /// Softmax scale, required and never guessed, as [`MlaDecodeParams::scale`].
     pub scale: f32,
+    /// Storage dtype of `q`, the cache and `o`: f32, f16 or bf16 (`lse` and `ws` are f32).
     pub dtype: DType,
+    /// The split cache layout (`pe_cache` separate); default unified.
     #[serde(default)]
     pub split_cache: bool,
+    /// Split-KV parts per query row (default 1; see [`MlaDecode::schedule`]).
     #[serde(default = "one")]
     pub splits: usize,
 }
 
+/// A validated prefill plan: [`MlaPrefill::new`] checks the params once, then `run_cpu`,
+/// `run_cuda` or `run_wgpu` runs it on buffers of the sizes [`Plan::tensors`] lists.
 #[derive(Debug, Clone)]
 pub struct MlaPrefill {
+    /// The parameters the plan was built from.
     pub params: MlaPrefillParams,
     /// The decode-shaped checks: batch 1 of `tokens` rows.
     shape: MlaDecode,
 }
 
 impl MlaPrefill {
+    /// Validates the params as [`MlaDecode::new`] does for one sequence of `tokens` rows (same
+    /// errors), plus `batch >= 1` and a block table within 32-bit indexing.
     pub fn new(p: MlaPrefillParams) -> Result<Self> {
         dim("mla prefill batch", p.batch)?;
+        dim("mla prefill tokens", p.tokens)?;
         let shape = MlaDecode::new(MlaDecodeParams {
             batch: 1,
             sq: p.tokens,
@@ -316,6 +348,9 @@ impl MlaPrefill {
     /// `cu_seqlens` from 0 to `tokens`, non-decreasing, then the table as [`MlaDecode`]'s; the
     /// error names the first bad element.
     pub fn validate_inputs(&self, cu: &[i32], block_table: &[i32], seq_lens: &[i32]) -> Result<()> {
+        self.check_len("cu_seqlens", cu.len())?;
+        self.check_len("block_table", block_table.len())?;
+        self.check_len("seq_lens", seq_lens.len())?;
         let p = &self.params;
         self.check_len("cu_seqlens", cu.len())?;
         if cu[0] != 0 || cu[p.batch] as i64 != p.tokens as i64 {

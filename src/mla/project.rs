@@ -12,13 +12,19 @@ use crate::plan::{Plan, TensorSpec};
 /// of `absorb_q` and `project_out` (which reads `w` transposed).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HeadProduct {
+    /// T: token rows.
     pub tokens: usize,
+    /// H: heads, each with its own matrix `w[h]`.
     pub heads: usize,
+    /// Contracted width (at most 4096).
     pub k: usize,
+    /// Output width per head.
     pub n: usize,
     /// `(token, head)` strides of `a` and `out`; `(head, k, j)` strides of `w`.
     pub a: (usize, usize),
+    /// `(token, head)` strides of `out`: rows of different heads and tokens may not overlap.
     pub out: (usize, usize),
+    /// `(head, k, j)` strides of `w` (`project_out` uses k stride 1 and j stride L: transposed).
     pub w: (usize, usize, usize),
 }
 
@@ -26,12 +32,15 @@ impl HeadProduct {
     fn span(&self, (ts, hs): (usize, usize), n: usize) -> usize {
         (self.tokens - 1) * ts + (self.heads - 1) * hs + n
     }
+    /// Elements the `a` view spans, from its first element to the end of its last row.
     pub fn a_span(&self) -> usize {
         self.span(self.a, self.k)
     }
+    /// Elements the `out` view spans, from its first element to the end of its last row.
     pub fn out_span(&self) -> usize {
         self.span(self.out, self.n)
     }
+    /// Elements the `w` view spans, from its first element to one past its last.
     pub fn w_span(&self) -> usize {
         let (hs, ks, js) = self.w;
         (self.heads - 1) * hs + (self.k - 1) * ks + (self.n - 1) * js + 1
@@ -104,11 +113,15 @@ fn default_strides(s: Option<(usize, usize)>, heads: usize, n: usize) -> (usize,
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AbsorbQParams {
+    /// T: tokens.
     pub tokens: usize,
+    /// H: query heads.
     pub heads: usize,
     /// Dn: the no-rope query width per head.
     pub nope: usize,
+    /// L: latent width, the output row per head.
     pub latent: usize,
+    /// Storage dtype of `q_nope`, `w_uk` and `q`: f32, f16 or bf16.
     pub dtype: DType,
     /// Elements between heads of `w_uk` (default `nope * latent`).
     #[serde(default)]
@@ -121,15 +134,23 @@ pub struct AbsorbQParams {
     pub q_strides: Option<(usize, usize)>,
 }
 
+/// A validated `absorb_q` plan, built once by [`AbsorbQ::new`].
 #[derive(Debug, Clone)]
 pub struct AbsorbQ {
+    /// The parameters the plan was built from.
     pub params: AbsorbQParams,
+    /// The per-head product the params describe, default strides filled in.
     pub product: HeadProduct,
 }
 
 impl AbsorbQ {
+    /// Validates the params: a float `dtype` (else `Error::DType`); sizes >= 1, `nope` at most
+    /// 4096, strides whose output rows do not overlap and every span within 32-bit indexing
+    /// (else `Error::InvalidParams`).
     pub fn new(p: AbsorbQParams) -> Result<Self> {
         float_dtype(p.dtype)?;
+        dim("absorb_q nope", p.nope)?;
+        dim("absorb_q latent", p.latent)?;
         let product = HeadProduct {
             tokens: p.tokens,
             heads: p.heads,
@@ -143,6 +164,9 @@ impl AbsorbQ {
         Ok(Self { params: p, product })
     }
 
+    /// The oracle on host slices (f64 inside): `q_nope` and `w_uk` in, `q` out; only the output
+    /// view's elements are written, gaps keep their bits. `Error::DType` for buffers of another
+    /// dtype, `Error::Shape` for one too short.
     pub fn run_cpu<T: Float>(&self, q_nope: &[T], w_uk: &[T], q: &mut [T]) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
         self.check_lens(&[("q_nope", q_nope.len()), ("w_uk", w_uk.len()), ("q", q.len())])?;
@@ -157,11 +181,15 @@ impl AbsorbQ {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectOutParams {
+    /// T: tokens.
     pub tokens: usize,
+    /// H: heads.
     pub heads: usize,
+    /// L: latent width, the contracted axis (at most 4096).
     pub latent: usize,
     /// Dv: the value width per head.
     pub v_dim: usize,
+    /// Storage dtype of `o`, `w_uv` and `out`: f32, f16 or bf16.
     pub dtype: DType,
     /// Elements between heads of `w_uv` (default `v_dim * latent`).
     #[serde(default)]
@@ -171,15 +199,23 @@ pub struct ProjectOutParams {
     pub out_strides: Option<(usize, usize)>,
 }
 
+/// A validated `project_out` plan, built once by [`ProjectOut::new`].
 #[derive(Debug, Clone)]
 pub struct ProjectOut {
+    /// The parameters the plan was built from.
     pub params: ProjectOutParams,
+    /// The per-head product the params describe, default strides filled in.
     pub product: HeadProduct,
 }
 
 impl ProjectOut {
+    /// Validates the params: a float `dtype` (else `Error::DType`); sizes >= 1, `latent` at most
+    /// 4096, strides whose output rows do not overlap and every span within 32-bit indexing
+    /// (else `Error::InvalidParams`).
     pub fn new(p: ProjectOutParams) -> Result<Self> {
         float_dtype(p.dtype)?;
+        dim("project_out latent", p.latent)?;
+        dim("project_out v_dim", p.v_dim)?;
         let product = HeadProduct {
             tokens: p.tokens,
             heads: p.heads,
@@ -193,6 +229,9 @@ impl ProjectOut {
         Ok(Self { params: p, product })
     }
 
+    /// The oracle on host slices (f64 inside): `o [T, H, L]` (dense) and `w_uv` in, `out` out;
+    /// only the output view's elements are written, gaps keep their bits. `Error::DType` for
+    /// buffers of another dtype, `Error::Shape` for one too short.
     pub fn run_cpu<T: Float>(&self, o: &[T], w_uv: &[T], out: &mut [T]) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
         self.check_lens(&[("o", o.len()), ("w_uv", w_uv.len()), ("out", out.len())])?;

@@ -9,7 +9,7 @@ use super::{
 use crate::backend::{Status, StatusBits};
 use crate::dtype::{float_dtype, same_dtype, DType, Float};
 use crate::error::{invalid, Result};
-use crate::layout::{dim, elements, slot_of};
+use crate::layout::{dim, elements, pool_fits, slot_of};
 use crate::plan::{Plan, TensorSpec};
 
 /// Prepares each stream of [`Permute`](super::Permute) for the recurrence: row `r` of stream
@@ -26,33 +26,50 @@ use crate::plan::{Plan, TensorSpec};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShortConvParams {
+    /// Tokens `T` (rows of `x`), at least 1.
     pub tokens: usize,
+    /// Sequences `B` (entries of `slot_ids`), at least 1.
     pub seqs: usize,
+    /// Routed memories `M`, in `[1, 64]`.
     pub memories: usize,
+    /// Choices per token `k`, in `[1, M]`; with `shared` it sizes the rows `R = T (k + shared)`.
     pub topk: usize,
+    /// Whether the shared memory (number `M`) is present; default true.
     #[serde(default = "default_true")]
     pub shared: bool,
+    /// Heads `H`, at least 1.
     pub heads: usize,
+    /// Key head size `K`: a multiple of 8 up to `MAX_HEAD`.
     pub head_k: usize,
+    /// Value head size `V`: a multiple of 8 up to `MAX_HEAD`.
     pub head_v: usize,
+    /// Convolution width `W`, in `[1, MAX_CONV]`; default 4.
     #[serde(default = "default_conv")]
     pub conv: usize,
+    /// Slots per memory; the conv-state pool holds `M' * slots` entries. At least 1.
     pub slots: usize,
+    /// Storage dtype of `x`, `conv_w` and `qkv` (f32, f16 or bf16); the rest is f32 or i32.
     pub dtype: DType,
 }
 
+/// The prefill gather and short convolution of each stream (see [`ShortConvParams`]).
 #[derive(Debug, Clone)]
 pub struct ShortConv {
+    /// The parameters, as checked by [`ShortConv::new`].
     pub params: ShortConvParams,
+    /// The layer geometry the parameters describe.
     pub dims: Dims,
 }
 
 impl ShortConv {
+    /// Checks the parameters (the geometry as [`Dims::new`], sizes at least 1 and within
+    /// 32-bit indexing): `Error::DType` for a non-float dtype, else `Error::InvalidParams`.
     pub fn new(p: ShortConvParams) -> Result<Self> {
         float_dtype(p.dtype)?;
         dim("short_conv tokens", p.tokens)?;
         dim("short_conv seqs", p.seqs)?;
         dim("short_conv slots", p.slots)?;
+        pool_fits("short_conv", p.seqs, "seqs", p.slots)?;
         let d = Dims::new(p.memories, p.topk, p.shared, p.heads, p.head_k, p.head_v, p.conv)?;
         elements("short_conv x", &[p.tokens, d.proj_width()])?;
         elements("short_conv qkv", &[p.tokens, p.topk + 1, d.channels()])?;
@@ -60,14 +77,22 @@ impl ShortConv {
         elements("short_conv streams", &[d.mems(), p.seqs])?;
         Ok(Self { params: p, dims: d })
     }
+    /// Rows `R = T (k + shared)` of the permuted layout (`order`, `qkv`, `gb`).
     pub fn rows(&self) -> usize {
         self.params.tokens * (self.params.topk + usize::from(self.params.shared))
     }
+    /// Streams `S = M' B`; `cu_mem` has `S + 1` entries.
     pub fn streams(&self) -> usize {
         self.dims.mems() * self.params.seqs
     }
 
+    /// Host-side check of what the kernel would skip with a status bit: `cu_mem` from 0,
+    /// non-decreasing, at most `R`; slot ids in `[0, slots)` and distinct; each placed `order`
+    /// entry in `[0, T)`. `Error::InvalidInput` names the first bad entry.
     pub fn validate(&self, order: &[i32], cu_mem: &[i32], slot_ids: &[i32]) -> Result<()> {
+        self.check_len("order", order.len())?;
+        self.check_len("cu_mem", cu_mem.len())?;
+        self.check_len("slot_ids", slot_ids.len())?;
         check_offsets("cu_mem", cu_mem, self.streams(), self.rows(), false)?;
         check_slot_ids(slot_ids, self.params.seqs, self.params.slots)?;
         let end = cu_mem[self.streams()] as usize;
@@ -77,6 +102,11 @@ impl ShortConv {
         Ok(())
     }
 
+    /// The reference on host slices, in [`Plan::tensors`] order: `x [T, P]`, `order [R]`,
+    /// `cu_mem [S + 1]`, `slot_ids [B]`, `conv_w [C, W]`, `gate_params [2H]` (f32) in;
+    /// `conv_state` (f32) updated in place; `qkv [R, C]` and `gb [R, 2H]` (f32) out.
+    /// `Error::DType` if the element type is not the plan's dtype, `Error::Shape` for a short
+    /// buffer; bad contents raise status bits on the CPU `status`.
     #[allow(clippy::too_many_arguments)]
     pub fn run_cpu<T: Float>(
         &self,
@@ -172,37 +202,53 @@ impl Plan for ShortConv {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatedDeltaChunkParams {
+    /// Streams `S` (`cu` has `S + 1` entries): `M' * seqs` in the layer; a multiple of `seqs`.
     pub streams: usize,
+    /// Sequences `B` (entries of `slot_ids`); stream `s` belongs to sequence `s % B`.
     pub seqs: usize,
+    /// Rows `R` of `qkv`, `gb` and `o`, at least 1.
     pub rows: usize,
+    /// Heads `H`, at least 1.
     pub heads: usize,
+    /// Key head size `K`: a multiple of 8 up to `MAX_HEAD`.
     pub head_k: usize,
+    /// Value head size `V`: a multiple of 8 up to `MAX_HEAD`.
     pub head_v: usize,
+    /// Slots per memory; the pool holds `(S / B) * slots` entries. At least 1.
     pub slots: usize,
+    /// Storage dtype of `qkv` and `o` (f32, f16 or bf16); `gb` and `state` are f32.
     pub dtype: DType,
     /// 16, 32 or 64 (the WGSL path tiles at most 32 rows at a time; the math is the same).
     #[serde(default = "default_chunk")]
     pub chunk: usize,
+    /// The recurrence; default [`Rule::Delta`].
     #[serde(default)]
     pub rule: Rule,
+    /// Pool entries are `[V, K]` (fla's layout) rather than `[K, V]`; default false.
     #[serde(default)]
     pub v_first: bool,
+    /// Query scale; `None` (the default) means `1/sqrt(K)`. Must be finite.
     #[serde(default)]
     pub scale: Option<f32>,
 }
 
+/// The chunked gated delta rule over variable-length streams (see [`GatedDeltaChunkParams`]).
 #[derive(Debug, Clone)]
 pub struct GatedDeltaChunk {
+    /// The parameters, as checked by [`GatedDeltaChunk::new`].
     pub params: GatedDeltaChunkParams,
 }
 
 impl GatedDeltaChunk {
+    /// Checks the parameters (ranges as on the fields, `chunk` one of 16, 32, 64, sizes within
+    /// 32-bit indexing): `Error::DType` for a non-float dtype, else `Error::InvalidParams`.
     pub fn new(p: GatedDeltaChunkParams) -> Result<Self> {
         float_dtype(p.dtype)?;
         dim("chunk streams", p.streams)?;
         dim("chunk seqs", p.seqs)?;
         dim("chunk rows", p.rows)?;
         dim("chunk slots", p.slots)?;
+        pool_fits("chunk", p.seqs, "seqs", p.slots)?;
         heads_ok(p.heads, p.head_k, p.head_v)?;
         if !p.streams.is_multiple_of(p.seqs) {
             return Err(invalid(format!("chunk streams = {} must be a multiple of seqs = {}", p.streams, p.seqs)));
@@ -217,6 +263,7 @@ impl GatedDeltaChunk {
         elements("chunk state", &[p.streams / p.seqs, p.slots, p.heads, p.head_k, p.head_v])?;
         Ok(Self { params: p })
     }
+    /// The query scale the kernels apply: `scale`, or `1/sqrt(K)` when it is `None`.
     pub fn scale(&self) -> f32 {
         self.params.scale.unwrap_or(1.0 / (self.params.head_k as f32).sqrt())
     }
@@ -224,7 +271,12 @@ impl GatedDeltaChunk {
         self.params.heads * (2 * self.params.head_k + self.params.head_v)
     }
 
+    /// Host-side check of what the kernel would skip with a status bit: `cu` from 0,
+    /// non-decreasing, at most `R`; slot ids in `[0, slots)` and distinct.
+    /// `Error::InvalidInput` names the first bad entry (`Error::Shape` for a short buffer).
     pub fn validate(&self, cu: &[i32], slot_ids: &[i32]) -> Result<()> {
+        self.check_len("cu", cu.len())?;
+        self.check_len("slot_ids", slot_ids.len())?;
         check_offsets("cu", cu, self.params.streams, self.params.rows, false)?;
         check_slot_ids(slot_ids, self.params.seqs, self.params.slots)
     }

@@ -9,7 +9,7 @@ use super::{
     Route, RouteParams, Rule, ShortConv, ShortConvParams, Unpermute, UnpermuteParams,
 };
 use crate::backend::Status;
-use crate::dtype::{float_dtype, DType, Float};
+use crate::dtype::{float_dtype, same_dtype, DType, Float};
 use crate::error::Result;
 use crate::layout::dim;
 use crate::plan::{Plan, TensorSpec};
@@ -24,38 +24,63 @@ use crate::plan::{Plan, TensorSpec};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MomLayerParams {
+    /// Tokens `T` over all sequences, at least 1.
     pub tokens: usize,
+    /// Sequences `B` (`cu_seqlens` has `B + 1` entries, `slot_ids` `B`), at least 1.
     pub seqs: usize,
+    /// Routed memories `M`, in `[1, 64]` (4 in the released models).
     pub memories: usize,
+    /// Memories per token `k`, in `[1, M]` (2 in the released models).
     pub topk: usize,
+    /// Whether the shared memory (number `M`, every token, unweighted) runs; default true.
     #[serde(default = "default_true")]
     pub shared: bool,
+    /// Heads `H`, at least 1.
     pub heads: usize,
+    /// Key head size `K`: a multiple of 8 up to `MAX_HEAD`.
     pub head_k: usize,
+    /// Value head size `V`: a multiple of 8 up to `MAX_HEAD`.
     pub head_v: usize,
+    /// Short-convolution width `W`, in `[1, MAX_CONV]`; default 4.
     #[serde(default = "default_conv")]
     pub conv: usize,
+    /// Slots per memory; both pools hold `M' * slots` entries. At least 1.
     pub slots: usize,
+    /// Storage dtype of the activations and weights (f32, f16 or bf16); pools and gates are f32.
     pub dtype: DType,
+    /// Rows per chunk of the gated delta rule: 16, 32 or 64; default 64.
     #[serde(default = "default_chunk")]
     pub chunk: usize,
+    /// The output norm's epsilon; default 1e-6.
     #[serde(default = "default_eps")]
     pub eps: f32,
 }
 
+/// A MoM layer's prefill as a chain of child plans (see [`MomLayerParams`]); the children run
+/// with the gated delta rule, `[K, V]` states and the default scale.
 #[derive(Debug, Clone)]
 pub struct MomLayer {
+    /// The parameters, as checked by [`MomLayer::new`].
     pub params: MomLayerParams,
+    /// The layer geometry the parameters describe.
     pub dims: Dims,
+    /// The router over `logits`.
     pub route: Route,
+    /// The grouping of (token, choice) pairs into streams.
     pub permute: Permute,
+    /// The gather and short convolution of each stream.
     pub conv: ShortConv,
+    /// The chunked gated delta rule over the streams.
     pub chunk: GatedDeltaChunk,
+    /// The weighted sum back to token order.
     pub unpermute: Unpermute,
+    /// The gated output norm.
     pub norm: GatedNorm,
 }
 
 impl MomLayer {
+    /// Builds the children from the parameters; their `new` errors pass through
+    /// (`Error::DType` for a non-float dtype, `Error::InvalidParams` otherwise).
     pub fn new(p: MomLayerParams) -> Result<Self> {
         float_dtype(p.dtype)?;
         dim("mom_layer tokens", p.tokens)?;
@@ -103,7 +128,11 @@ impl MomLayer {
         Ok(Self { params: p, dims, route, permute, conv, chunk, unpermute, norm })
     }
 
+    /// Host-side check of the caller's indices: `cu_seqlens` from 0, non-decreasing, ending at
+    /// `T`; slot ids in `[0, slots)` and distinct. `Error::InvalidInput` names the first bad one.
     pub fn validate(&self, cu_seqlens: &[i32], slot_ids: &[i32]) -> Result<()> {
+        self.check_len("cu_seqlens", cu_seqlens.len())?;
+        self.check_len("slot_ids", slot_ids.len())?;
         check_offsets("cu_seqlens", cu_seqlens, self.params.seqs, self.params.tokens, true)?;
         check_slot_ids(slot_ids, self.params.seqs, self.params.slots)
     }
@@ -135,6 +164,30 @@ impl MomLayer {
         o_mix: &mut [T],
         status: &Status,
     ) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        self.check_lens(&[
+            ("logits", logits.len()),
+            ("x", x.len()),
+            ("gate", gate.len()),
+            ("conv_w", conv_w.len()),
+            ("gate_params", gate_params.len()),
+            ("norm_w", norm_w.len()),
+            ("cu_seqlens", cu_seqlens.len()),
+            ("slot_ids", slot_ids.len()),
+            ("state", state.len()),
+            ("conv_state", conv_state.len()),
+            ("y", y.len()),
+            ("idx", idx.len()),
+            ("weights", weights.len()),
+            ("order", order.len()),
+            ("inverse", inverse.len()),
+            ("cu_mem", cu_mem.len()),
+            ("counts", counts.len()),
+            ("qkv", qkv.len()),
+            ("gb", gb.len()),
+            ("o_rows", o_rows.len()),
+            ("o_mix", o_mix.len()),
+        ])?;
         self.route.run_cpu(logits, idx, weights, status)?;
         self.permute.run_cpu(idx, cu_seqlens, order, inverse, cu_mem, counts, status)?;
         self.conv.run_cpu(x, order, cu_mem, slot_ids, conv_w, gate_params, conv_state, qkv, gb, status)?;
@@ -190,33 +243,54 @@ impl Plan for MomLayer {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MomLayerStepParams {
+    /// Sequences `B`, one token each, at least 1.
     pub batch: usize,
+    /// Routed memories `M`, in `[1, 64]`.
     pub memories: usize,
+    /// Memories per token `k`, in `[1, M]`.
     pub topk: usize,
+    /// Whether the shared memory (number `M`, unweighted) runs; default true.
     #[serde(default = "default_true")]
     pub shared: bool,
+    /// Heads `H`, at least 1.
     pub heads: usize,
+    /// Key head size `K`: a multiple of 8 up to `MAX_HEAD`.
     pub head_k: usize,
+    /// Value head size `V`: a multiple of 8 up to `MAX_HEAD`.
     pub head_v: usize,
+    /// Short-convolution width `W`, in `[1, MAX_CONV]`; default 4.
     #[serde(default = "default_conv")]
     pub conv: usize,
+    /// Slots per memory; both pools hold `M' * slots` entries. At least 1.
     pub slots: usize,
+    /// Storage dtype of the activations and weights (f32, f16 or bf16); pools and gates are f32.
     pub dtype: DType,
+    /// The output norm's epsilon; default 1e-6.
     #[serde(default = "default_eps")]
     pub eps: f32,
 }
 
+/// A MoM layer's decode as a chain of child plans (see [`MomLayerStepParams`]); the step runs
+/// the gated delta rule on `[K, V]` states with the default scale.
 #[derive(Debug, Clone)]
 pub struct MomLayerStep {
+    /// The parameters, as checked by [`MomLayerStep::new`].
     pub params: MomLayerStepParams,
+    /// The layer geometry the parameters describe.
     pub dims: Dims,
+    /// The router over `logits`.
     pub route: Route,
+    /// The fused decode step of the routed and shared memories.
     pub step: GatedDeltaStep,
+    /// The gated output norm.
     pub norm: GatedNorm,
 }
 
 impl MomLayerStep {
+    /// Builds the children from the parameters; their `new` errors pass through
+    /// (`Error::DType` for a non-float dtype, `Error::InvalidParams` otherwise).
     pub fn new(p: MomLayerStepParams) -> Result<Self> {
+        dim("mom_layer_step batch", p.batch)?;
         let route = Route::new(RouteParams { tokens: p.batch, memories: p.memories, topk: p.topk, dtype: p.dtype })?;
         let step = GatedDeltaStep::new(GatedDeltaStepParams {
             batch: p.batch,
@@ -243,7 +317,10 @@ impl MomLayerStep {
         Ok(Self { dims: step.dims, params: p, route, step, norm })
     }
 
+    /// Host-side check of `slot_ids`: each in `[0, slots)` and no two equal.
+    /// `Error::InvalidInput` names the first bad one (the router's `idx` needs no check).
     pub fn validate(&self, slot_ids: &[i32]) -> Result<()> {
+        self.check_len("slot_ids", slot_ids.len())?;
         check_slot_ids(slot_ids, self.params.batch, self.params.slots)
     }
 
@@ -266,6 +343,22 @@ impl MomLayerStep {
         o_mix: &mut [T],
         status: &Status,
     ) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        self.check_lens(&[
+            ("logits", logits.len()),
+            ("x", x.len()),
+            ("gate", gate.len()),
+            ("conv_w", conv_w.len()),
+            ("gate_params", gate_params.len()),
+            ("norm_w", norm_w.len()),
+            ("slot_ids", slot_ids.len()),
+            ("state", state.len()),
+            ("conv_state", conv_state.len()),
+            ("y", y.len()),
+            ("idx", idx.len()),
+            ("weights", weights.len()),
+            ("o_mix", o_mix.len()),
+        ])?;
         self.route.run_cpu(logits, idx, weights, status)?;
         self.step.run_cpu(x, conv_w, gate_params, idx, weights, slot_ids, state, conv_state, o_mix, status)?;
         self.norm.run_cpu(o_mix, gate, norm_w, y)
@@ -311,7 +404,9 @@ mod cuda {
     use super::{MomLayer, MomLayerStep};
     use crate::backend::cuda::{CudaBackend, CudaFloat};
     use crate::backend::Status;
+    use crate::dtype::same_dtype;
     use crate::error::Result;
+    use crate::plan::Plan;
 
     impl MomLayer {
         /// Six launch sequences on `stream`; nothing is read back.
@@ -343,6 +438,30 @@ mod cuda {
             o_mix: &mut (impl DevicePtr<T> + DevicePtrMut<T>),
             status: &mut Status,
         ) -> Result<()> {
+            same_dtype::<T>(self.params.dtype)?;
+            self.check_lens(&[
+                ("logits", logits.len()),
+                ("x", x.len()),
+                ("gate", gate.len()),
+                ("conv_w", conv_w.len()),
+                ("gate_params", gate_params.len()),
+                ("norm_w", norm_w.len()),
+                ("cu_seqlens", cu_seqlens.len()),
+                ("slot_ids", slot_ids.len()),
+                ("state", state.len()),
+                ("conv_state", conv_state.len()),
+                ("y", y.len()),
+                ("idx", idx.len()),
+                ("weights", weights.len()),
+                ("order", order.len()),
+                ("inverse", inverse.len()),
+                ("cu_mem", cu_mem.len()),
+                ("counts", counts.len()),
+                ("qkv", qkv.len()),
+                ("gb", gb.len()),
+                ("o_rows", o_rows.len()),
+                ("o_mix", o_mix.len()),
+            ])?;
             self.route.run_cuda(cuda, stream, logits, idx, weights, status)?;
             self.permute.run_cuda(cuda, stream, &*idx, cu_seqlens, order, inverse, cu_mem, counts, status)?;
             let (order, cu_mem) = (&*order, &*cu_mem);
@@ -376,6 +495,22 @@ mod cuda {
             o_mix: &mut (impl DevicePtr<T> + DevicePtrMut<T>),
             status: &mut Status,
         ) -> Result<()> {
+            same_dtype::<T>(self.params.dtype)?;
+            self.check_lens(&[
+                ("logits", logits.len()),
+                ("x", x.len()),
+                ("gate", gate.len()),
+                ("conv_w", conv_w.len()),
+                ("gate_params", gate_params.len()),
+                ("norm_w", norm_w.len()),
+                ("slot_ids", slot_ids.len()),
+                ("state", state.len()),
+                ("conv_state", conv_state.len()),
+                ("y", y.len()),
+                ("idx", idx.len()),
+                ("weights", weights.len()),
+                ("o_mix", o_mix.len()),
+            ])?;
             self.route.run_cuda(cuda, stream, logits, idx, weights, status)?;
             let (i, w) = (&*idx, &*weights);
             self.step.run_cuda(
@@ -403,6 +538,7 @@ mod gpu {
     use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
     use crate::backend::Status;
     use crate::error::Result;
+    use crate::plan::Plan;
 
     impl MomLayer {
         /// Records every child's dispatches into `enc`; the tensors after `y` are scratch.
@@ -434,6 +570,32 @@ mod gpu {
             o_mix: WgpuTensor,
             status: &Status,
         ) -> Result<()> {
+            self.bind_all(
+                gpu,
+                &[
+                    ("logits", Some(&logits)),
+                    ("x", Some(&x)),
+                    ("gate", Some(&gate)),
+                    ("conv_w", Some(&conv_w)),
+                    ("gate_params", Some(&gate_params)),
+                    ("norm_w", Some(&norm_w)),
+                    ("cu_seqlens", Some(&cu_seqlens)),
+                    ("slot_ids", Some(&slot_ids)),
+                    ("state", Some(&state)),
+                    ("conv_state", Some(&conv_state)),
+                    ("y", Some(&y)),
+                    ("idx", Some(&idx)),
+                    ("weights", Some(&weights)),
+                    ("order", Some(&order)),
+                    ("inverse", Some(&inverse)),
+                    ("cu_mem", Some(&cu_mem)),
+                    ("counts", Some(&counts)),
+                    ("qkv", Some(&qkv)),
+                    ("gb", Some(&gb)),
+                    ("o_rows", Some(&o_rows)),
+                    ("o_mix", Some(&o_mix)),
+                ],
+            )?;
             self.route.run_wgpu(gpu, enc, logits, idx, weights, status)?;
             self.permute.run_wgpu(gpu, enc, idx, cu_seqlens, order, inverse, cu_mem, counts, status)?;
             let c = &self.conv;
@@ -466,6 +628,24 @@ mod gpu {
             o_mix: WgpuTensor,
             status: &Status,
         ) -> Result<()> {
+            self.bind_all(
+                gpu,
+                &[
+                    ("logits", Some(&logits)),
+                    ("x", Some(&x)),
+                    ("gate", Some(&gate)),
+                    ("conv_w", Some(&conv_w)),
+                    ("gate_params", Some(&gate_params)),
+                    ("norm_w", Some(&norm_w)),
+                    ("slot_ids", Some(&slot_ids)),
+                    ("state", Some(&state)),
+                    ("conv_state", Some(&conv_state)),
+                    ("y", Some(&y)),
+                    ("idx", Some(&idx)),
+                    ("weights", Some(&weights)),
+                    ("o_mix", Some(&o_mix)),
+                ],
+            )?;
             self.route.run_wgpu(gpu, enc, logits, idx, weights, status)?;
             self.step.run_wgpu(
                 gpu,

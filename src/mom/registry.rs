@@ -6,7 +6,7 @@ use super::{
     ApplyState, GatedDeltaChunk, GatedDeltaStep, GatedNorm, MomLayer, MomLayerStep, Permute, PermuteParams, Route,
     ShortConv, Transport, Unpermute,
 };
-use crate::backend::{Backend, Status};
+use crate::backend::{Backend, Status, StatusBits};
 use crate::dtype::{to_f64, DType};
 use crate::error::Result;
 use crate::harness::{
@@ -245,6 +245,8 @@ impl Registered for Unpermute {
         normals(&mut m, rng, "y", p.dtype, p.rows * p.width, 1.0);
         let mut inv = shuffled(rng, p.rows);
         inv.truncate(p.tokens * n);
+        // Fewer stream rows than pairs: the rest are dropped pairs.
+        inv.resize(p.tokens * n, -1);
         if fx.is("bad") {
             (inv[1], inv[3], inv[6]) = (-1, p.rows as i32 + 4, -7);
         }
@@ -632,6 +634,12 @@ fn layer_inputs(
     Ok(m)
 }
 
+/// The status bits the kernels raise for the first `seqs` slot ids.
+fn slot_bits(i: &TensorMap, seqs: usize, pool: usize) -> Result<u32> {
+    let ids = host(i, "slot_ids")?.to_i32();
+    Ok((0..seqs).fold(0, |bits, b| bits | crate::layout::slot_of(&ids[..seqs], b, pool).err().unwrap_or(0)))
+}
+
 /// The whole-layer oracle over `cu` (one token per sequence for the step); `stored`: the
 /// intermediates are stored in the dtype (prefill) rather than kept in f32 (the fused step).
 #[allow(clippy::too_many_arguments)]
@@ -663,6 +671,10 @@ fn layer_expected(
     let inner: &dyn Fn(f64) -> f64 = if stored { &round } else { &keep };
     let scale = 1.0 / (d.head_k as f64).sqrt();
     let (logits, x, gate) = (f("logits")?, f("x")?, f("gate")?);
+    // The router flags a row it cannot rank (see `Route`), whatever the rest of the layer does.
+    if logits.iter().any(|v| !v.is_finite()) {
+        bits |= crate::backend::StatusBits::VALUE_OUT_OF_RANGE;
+    }
     let y = super::oracle::layer(
         d,
         &w,
@@ -730,8 +742,17 @@ impl Registered for MomLayer {
     }
     fn oracle(&self, i: &TensorMap) -> Result<Expected> {
         let p = &self.params;
-        let cu: Vec<usize> = host(i, "cu_seqlens")?.to_i32().iter().map(|&v| v as usize).collect();
-        layer_expected(&self.dims, p.dtype, p.eps, p.slots, p.seqs, &cu, true, i)
+        // Offsets the permutation refuses leave every stream empty: no state moves, y is the
+        // norm of a zero mix, and INDEX_OUT_OF_RANGE is raised.
+        match crate::layout::offsets(&host(i, "cu_seqlens")?.to_i32(), p.seqs, p.tokens, true) {
+            Some(cu) => layer_expected(&self.dims, p.dtype, p.eps, p.slots, p.seqs, &cu, true, i),
+            None => {
+                let cu: Vec<usize> = (0..=p.seqs).map(|b| if b == 0 { 0 } else { p.tokens }).collect();
+                let mut e = layer_expected(&self.dims, p.dtype, p.eps, p.slots, 0, &cu, true, i)?;
+                e.status |= StatusBits::INDEX_OUT_OF_RANGE | slot_bits(i, p.seqs, p.slots)?;
+                Ok(e)
+            }
+        }
     }
     fn launch(&self, l: &mut Launch, dev: &mut DevMap, status: &mut Status) -> Result<()> {
         launch!(self, l, dev, status; float self.params.dtype;

@@ -17,18 +17,26 @@ use crate::plan::{Plan, TensorSpec};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteParams {
+    /// Rows `T` of `logits` (tokens, or sequences in decode), at least 1.
     pub tokens: usize,
+    /// Memories `M` (columns of `logits`), in `[1, 64]`.
     pub memories: usize,
+    /// Memories kept per token, `k`, in `[1, M]`.
     pub topk: usize,
+    /// Storage dtype of `logits` (f32, f16 or bf16); `idx` is i32 and `weights` f32 always.
     pub dtype: DType,
 }
 
+/// The router plan: softmax, top-k and renormalized weights (see [`RouteParams`]).
 #[derive(Debug, Clone)]
 pub struct Route {
+    /// The parameters, as checked by [`Route::new`].
     pub params: RouteParams,
 }
 
 impl Route {
+    /// Checks the parameters (ranges as on the fields, sizes within 32-bit indexing):
+    /// `Error::DType` for a non-float dtype, else `Error::InvalidParams`.
     pub fn new(p: RouteParams) -> Result<Self> {
         float_dtype(p.dtype)?;
         dim("route tokens", p.tokens)?;
@@ -37,6 +45,9 @@ impl Route {
         Ok(Self { params: p })
     }
 
+    /// The reference on host slices: `logits [T, M]` in; `idx [T, k]` (i32) and
+    /// `weights [T, k]` (f32) out. `Error::DType` if the element type is not the plan's dtype,
+    /// `Error::Shape` for a short buffer; a non-finite row raises its bit on the CPU `status`.
     pub fn run_cpu<T: Float>(&self, logits: &[T], idx: &mut [i32], weights: &mut [f32], status: &Status) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
         self.check_lens(&[("logits", logits.len()), ("idx", idx.len()), ("weights", weights.len())])?;
@@ -92,20 +103,29 @@ impl Plan for Route {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PermuteParams {
+    /// Tokens `T` over all sequences, at least 1.
     pub tokens: usize,
+    /// Sequences `B` (`cu_seqlens` has `B + 1` entries), at least 1.
     pub seqs: usize,
+    /// Routed memories `M`, in `[1, 64]`.
     pub memories: usize,
+    /// Choices per token `k` (columns of `idx`), in `[1, M]`.
     pub topk: usize,
+    /// Adds the shared memory's streams, which list every token; default true.
     #[serde(default = "default_true")]
     pub shared: bool,
 }
 
+/// The stable permutation of (token, choice) pairs into streams (see [`PermuteParams`]).
 #[derive(Debug, Clone)]
 pub struct Permute {
+    /// The parameters, as checked by [`Permute::new`].
     pub params: PermuteParams,
 }
 
 impl Permute {
+    /// Checks the parameters (ranges as on the fields, sizes within 32-bit indexing);
+    /// `Error::InvalidParams` otherwise.
     pub fn new(p: PermuteParams) -> Result<Self> {
         dim("permute tokens", p.tokens)?;
         dim("permute seqs", p.seqs)?;
@@ -129,6 +149,8 @@ impl Permute {
 
     /// `cu_seqlens` from 0 to `tokens`, never decreasing; every choice in range and distinct.
     pub fn validate(&self, idx: &[i32], cu: &[i32]) -> Result<()> {
+        self.check_len("idx", idx.len())?;
+        self.check_len("cu_seqlens", cu.len())?;
         let p = &self.params;
         check_offsets("cu_seqlens", cu, p.seqs, p.tokens, true)?;
         for t in 0..p.tokens {
@@ -145,6 +167,9 @@ impl Permute {
         Ok(())
     }
 
+    /// The reference on host slices: `idx [T, k]` and `cu_seqlens [B + 1]` (i32) in; `order`
+    /// and `inverse` (`[rows()]`), `cu_mem [streams() + 1]` out; `counts [streams()]` scratch.
+    /// `Error::Shape` for a short buffer; bad contents raise status bits on the CPU `status`.
     #[allow(clippy::too_many_arguments)]
     pub fn run_cpu(
         &self,
@@ -221,23 +246,31 @@ impl Plan for Permute {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnpermuteParams {
+    /// Tokens `T` (rows of `out`), at least 1.
     pub tokens: usize,
+    /// Routed choices per token `k` (columns of `weights`), at least 1.
     pub topk: usize,
+    /// Whether `inverse` has a `k + 1`-th, unweighted column (the shared memory); default true.
     #[serde(default = "default_true")]
     pub shared: bool,
     /// Row width of `y` and `out` (`H * V` in the layer); even for 16-bit dtypes.
     pub width: usize,
     /// Rows of `y` (`T * (k + shared)` in the layer).
     pub rows: usize,
+    /// Storage dtype of `y` and `out` (f32, f16 or bf16); `weights` is f32.
     pub dtype: DType,
 }
 
+/// The weighted recombination of stream outputs into token order (see [`UnpermuteParams`]).
 #[derive(Debug, Clone)]
 pub struct Unpermute {
+    /// The parameters, as checked by [`Unpermute::new`].
     pub params: UnpermuteParams,
 }
 
 impl Unpermute {
+    /// Checks the parameters (sizes at least 1 and within 32-bit indexing, `width` even for
+    /// 16-bit dtypes): `Error::DType` for a non-float dtype, else `Error::InvalidParams`.
     pub fn new(p: UnpermuteParams) -> Result<Self> {
         float_dtype(p.dtype)?;
         dim("unpermute tokens", p.tokens)?;
@@ -269,6 +302,9 @@ impl Unpermute {
         }
     }
 
+    /// The reference on host slices: `y [rows, width]`, `inverse [T, k + shared]` (i32) and
+    /// `weights [T, k]` (f32) in; `out [T, width]` out. `Error::DType` if the element type is not
+    /// the plan's dtype, `Error::Shape` for a short buffer; a bad row index raises its bit.
     pub fn run_cpu<T: Float>(
         &self,
         y: &[T],
@@ -336,20 +372,29 @@ impl Plan for Unpermute {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatedNormParams {
+    /// Tokens `T` (rows of `o`, `gate`, `y`), at least 1.
     pub tokens: usize,
+    /// Heads `H`, at least 1; each head's `V` values are normalized on their own.
     pub heads: usize,
+    /// Values per head `V`: a multiple of 8 up to `MAX_HEAD`.
     pub head_v: usize,
+    /// Storage dtype of every tensor (f32, f16 or bf16).
     pub dtype: DType,
+    /// Added to the mean square under the root; finite and `>= 0`, default 1e-6.
     #[serde(default = "default_eps")]
     pub eps: f32,
 }
 
+/// The output norm `rmsnorm(o) * w * silu(gate)` per head (see [`GatedNormParams`]).
 #[derive(Debug, Clone)]
 pub struct GatedNorm {
+    /// The parameters, as checked by [`GatedNorm::new`].
     pub params: GatedNormParams,
 }
 
 impl GatedNorm {
+    /// Checks the parameters (ranges as on the fields, sizes within 32-bit indexing):
+    /// `Error::DType` for a non-float dtype, else `Error::InvalidParams`.
     pub fn new(p: GatedNormParams) -> Result<Self> {
         float_dtype(p.dtype)?;
         dim("gated_norm tokens", p.tokens)?;
@@ -361,6 +406,9 @@ impl GatedNorm {
         Ok(Self { params: p })
     }
 
+    /// The reference on host slices: `o` and `gate` (`[T, H, V]`) and `w [V]` in, `y [T, H, V]`
+    /// out. `Error::DType` if the element type is not the plan's dtype, `Error::Shape` for a
+    /// short buffer; no status word (nothing here is an index).
     pub fn run_cpu<T: Float>(&self, o: &[T], gate: &[T], w: &[T], y: &mut [T]) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
         self.check_lens(&[("o", o.len()), ("gate", gate.len()), ("w", w.len()), ("y", y.len())])?;

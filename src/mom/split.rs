@@ -23,18 +23,30 @@ use crate::plan::{Plan, TensorSpec};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PieceParams {
+    /// Streams `S` (`cu` has `S + 1` entries), a multiple of `seqs`.
     pub streams: usize,
+    /// Sequences `B` (entries of `slot_ids`); stream `s` belongs to sequence `s % B`.
     pub seqs: usize,
+    /// Rows `R` of `qkv`, `gb`, `qt` and `o`, at least 1.
     pub rows: usize,
+    /// Heads `H`, at least 1.
     pub heads: usize,
+    /// Key head size `K`: a multiple of 8 up to `MAX_HEAD`.
     pub head_k: usize,
+    /// Value head size `V`: a multiple of 8 up to `MAX_HEAD`.
     pub head_v: usize,
+    /// Slots per memory; the pools hold `(S / B) * slots` entries. At least 1.
     pub slots: usize,
+    /// Storage dtype of `qkv`, `qt` and `o` (f32, f16 or bf16); `gb`, states and `trans` are
+    /// f32.
     pub dtype: DType,
+    /// The recurrence the pieces ran; default [`Rule::Delta`].
     #[serde(default)]
     pub rule: Rule,
+    /// State entries (`state`, `s_in`) are `[V, K]` rather than `[K, V]`; default false.
     #[serde(default)]
     pub v_first: bool,
+    /// Query scale; `None` (the default) means `1/sqrt(K)`. Must be finite.
     #[serde(default)]
     pub scale: Option<f32>,
 }
@@ -98,19 +110,31 @@ impl PieceParams {
 /// written, its status bit raised); bad `cu` skips all and raises `INDEX_OUT_OF_RANGE`.
 #[derive(Debug, Clone)]
 pub struct Transport {
+    /// The parameters, as checked by [`Transport::new`].
     pub params: PieceParams,
 }
 
 impl Transport {
+    /// Checks the parameters (ranges as on the fields, sizes within 32-bit indexing):
+    /// `Error::DType` for a non-float dtype, else `Error::InvalidParams`.
     pub fn new(p: PieceParams) -> Result<Self> {
         check(&p, "transport")?;
         Ok(Self { params: p })
     }
 
+    /// Host-side check of what the kernel would skip with a status bit: `cu` from 0,
+    /// non-decreasing, at most `R`; slot ids in `[0, slots)` and distinct.
+    /// `Error::InvalidInput` names the first bad entry (`Error::Shape` for a short buffer).
     pub fn validate(&self, cu: &[i32], slot_ids: &[i32]) -> Result<()> {
+        self.check_len("cu", cu.len())?;
+        self.check_len("slot_ids", slot_ids.len())?;
         self.params.validate(cu, slot_ids)
     }
 
+    /// The reference on host slices, in [`Plan::tensors`] order: `qkv [R, 2HK + HV]`,
+    /// `gb [R, 2H]` (f32), `cu [S + 1]`, `slot_ids [B]` in; `trans` (f32, at each stream's
+    /// entry) and `qt [R, H K]` out. `Error::DType` if the element type is not the plan's dtype,
+    /// `Error::Shape` for a short buffer; bad contents raise status bits on the CPU `status`.
     #[allow(clippy::too_many_arguments)]
     pub fn run_cpu<T: Float>(
         &self,
@@ -182,19 +206,27 @@ impl Plan for Transport {
 /// status as [`Transport`].
 #[derive(Debug, Clone)]
 pub struct ApplyState {
+    /// The parameters, as checked by [`ApplyState::new`].
     pub params: PieceParams,
 }
 
 impl ApplyState {
+    /// Checks the parameters as [`Transport::new`] does.
     pub fn new(p: PieceParams) -> Result<Self> {
         check(&p, "apply_state")?;
         Ok(Self { params: p })
     }
 
+    /// Host-side check of `cu` and `slot_ids`, as [`Transport::validate`].
     pub fn validate(&self, cu: &[i32], slot_ids: &[i32]) -> Result<()> {
+        self.check_len("cu", cu.len())?;
+        self.check_len("slot_ids", slot_ids.len())?;
         self.params.validate(cu, slot_ids)
     }
 
+    /// The reference on host slices, in [`Plan::tensors`] order: `s_in [S, H, K, V]` and
+    /// `trans` (f32), `qt [R, H K]`, `cu [S + 1]`, `slot_ids [B]` in; `state` (f32) and
+    /// `o [R, H V]` updated in place. Errors and status bits as [`Transport::run_cpu`].
     #[allow(clippy::too_many_arguments)]
     pub fn run_cpu<T: Float>(
         &self,

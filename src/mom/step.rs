@@ -6,7 +6,7 @@ use super::{check_slot_ids, conv_channel, default_conv, default_true, load_state
 use crate::backend::{Status, StatusBits};
 use crate::dtype::{float_dtype, same_dtype, DType, Float};
 use crate::error::{invalid, Result};
-use crate::layout::{dim, elements, slot_of};
+use crate::layout::{dim, elements, pool_fits, slot_of};
 use crate::plan::{Plan, TensorSpec};
 
 /// One decode step for `batch` sequences, one launch: for sequence `b`, each of its routed
@@ -21,37 +21,56 @@ use crate::plan::{Plan, TensorSpec};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatedDeltaStepParams {
+    /// Sequences `B` decoding one token each (rows of `x`, `idx`, `o`), at least 1.
     pub batch: usize,
+    /// Routed memories `M`, in `[1, 64]`.
     pub memories: usize,
+    /// Choices per sequence `k` (columns of `idx` and `weights`), in `[1, M]`.
     pub topk: usize,
+    /// Whether the shared memory (number `M`, added unweighted) runs too; default true.
     #[serde(default = "default_true")]
     pub shared: bool,
+    /// Heads `H`, at least 1.
     pub heads: usize,
+    /// Key head size `K`: a multiple of 8 up to `MAX_HEAD`.
     pub head_k: usize,
+    /// Value head size `V`: a multiple of 8 up to `MAX_HEAD`.
     pub head_v: usize,
+    /// Convolution width `W`, in `[1, MAX_CONV]`; default 4.
     #[serde(default = "default_conv")]
     pub conv: usize,
+    /// Slots per memory; both pools hold `M' * slots` entries. At least 1.
     pub slots: usize,
+    /// Storage dtype of `x`, `conv_w` and `o` (f32, f16 or bf16); states and gates are f32.
     pub dtype: DType,
+    /// The recurrence; default [`Rule::Delta`].
     #[serde(default)]
     pub rule: Rule,
+    /// State entries are `[V, K]` (fla's layout) rather than `[K, V]`; default false.
     #[serde(default)]
     pub v_first: bool,
+    /// Query scale; `None` (the default) means `1/sqrt(K)`. Must be finite.
     #[serde(default)]
     pub scale: Option<f32>,
 }
 
+/// The fused decode step of a MoM layer's memories (see [`GatedDeltaStepParams`]).
 #[derive(Debug, Clone)]
 pub struct GatedDeltaStep {
+    /// The parameters, as checked by [`GatedDeltaStep::new`].
     pub params: GatedDeltaStepParams,
+    /// The layer geometry the parameters describe.
     pub dims: Dims,
 }
 
 impl GatedDeltaStep {
+    /// Checks the parameters (the geometry as [`Dims::new`], sizes at least 1 and within
+    /// 32-bit indexing): `Error::DType` for a non-float dtype, else `Error::InvalidParams`.
     pub fn new(p: GatedDeltaStepParams) -> Result<Self> {
         float_dtype(p.dtype)?;
         dim("step batch", p.batch)?;
         dim("step slots", p.slots)?;
+        pool_fits("step", p.batch, "batch", p.slots)?;
         let d = Dims::new(p.memories, p.topk, p.shared, p.heads, p.head_k, p.head_v, p.conv)?;
         if let Some(s) = p.scale.filter(|s| !s.is_finite()) {
             return Err(invalid(format!("step scale must be finite, got {s}")));
@@ -61,11 +80,17 @@ impl GatedDeltaStep {
         elements("step conv_state", &[d.mems(), p.slots, d.channels(), p.conv])?;
         Ok(Self { params: p, dims: d })
     }
+    /// The query scale the kernels apply: `scale`, or `1/sqrt(K)` when it is `None`.
     pub fn scale(&self) -> f32 {
         self.params.scale.unwrap_or(1.0 / (self.params.head_k as f32).sqrt())
     }
 
+    /// Host-side check of what the kernel would skip with a status bit: slot ids in
+    /// `[0, slots)` and distinct, each choice in `idx` within `[0, M)` and not repeated.
+    /// `Error::InvalidParams` (choices) or `Error::InvalidInput` (slots) names the first bad one.
     pub fn validate(&self, idx: &[i32], slot_ids: &[i32]) -> Result<()> {
+        self.check_len("idx", idx.len())?;
+        self.check_len("slot_ids", slot_ids.len())?;
         let p = &self.params;
         check_slot_ids(slot_ids, p.batch, p.slots)?;
         for b in 0..p.batch {
@@ -80,6 +105,11 @@ impl GatedDeltaStep {
         Ok(())
     }
 
+    /// The reference on host slices, in [`Plan::tensors`] order: `x [B, P]`, `conv_w [C, W]`,
+    /// `gate_params [2H]` (f32), `idx [B, k]`, `weights [B, k]` (f32), `slot_ids [B]` in;
+    /// `state` and `conv_state` (f32) updated in place; `o [B, H V]` out. `Error::DType` if the
+    /// element type is not the plan's dtype, `Error::Shape` for a short buffer; bad contents
+    /// raise status bits on the CPU `status`.
     #[allow(clippy::too_many_arguments)]
     pub fn run_cpu<T: Float>(
         &self,

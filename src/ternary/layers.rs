@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::{model_eps, padded_k, BitLinear, BitLinearParams, MlgruParams, MlgruStep};
 use crate::backend::Status;
 use crate::core::{RmsNorm, RmsNormParams};
-use crate::dtype::{float_dtype, DType, Float};
+use crate::dtype::{float_dtype, same_dtype, DType, Float};
 use crate::error::{invalid, Result};
 use crate::layout::dim;
 use crate::plan::{Plan, TensorSpec};
@@ -34,25 +34,38 @@ fn yes() -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GluMlpParams {
+    /// Rows of `x` and `y` (tokens); dense, no stride.
     pub m: usize,
+    /// Model width: columns of `x` and `y`.
     pub d: usize,
+    /// Intermediate width: `gate_up` has `2 * inner` outputs, `[g, u]`.
     pub inner: usize,
+    /// Storage dtype of the activations and norm weights: f32, f16 or bf16.
     pub dtype: DType,
     /// The BitLinears' norm epsilon (the model's `FusedBitLinear`: 1e-6).
     #[serde(default = "model_eps")]
     pub bitlinear_eps: f32,
+    /// `y += down(...)` instead of `y = down(...)` (a residual stream); default false.
     #[serde(default)]
     pub accumulate: bool,
 }
 
+/// A validated [`GluMlpParams`]: two [`BitLinear`]s. Tensors, in order: `x` `[m, d]`,
+/// `up_norm` `[d]`, `up_packed`, `up_gamma` `[1]`, `down_norm` `[inner]`, `down_packed`,
+/// `down_gamma` `[1]`, `y` `[m, d]`, scratch `gu` `[m, 2 * inner]`, `q1`, `s1`, `q2`, `s2`.
 #[derive(Debug, Clone)]
 pub struct GluMlp {
+    /// The params it was built from.
     pub params: GluMlpParams,
+    /// `gate_up`: `[2 * inner, d]`, one gamma, writing `[g, u]` rows into `gu`.
     pub up: BitLinear,
+    /// `down`: `[d, inner]` with `glu` (it reads `silu(g) * u` from `gu`), one gamma.
     pub down: BitLinear,
 }
 
 impl GluMlp {
+    /// Validates `p`: sizes >= 1 and a finite `bitlinear_eps >= 0` (else `Error::InvalidParams`),
+    /// a float dtype (else `Error::DType`).
     pub fn new(p: GluMlpParams) -> Result<Self> {
         for (what, v) in [("glu_mlp m", p.m), ("glu_mlp d", p.d), ("glu_mlp inner", p.inner)] {
             dim(what, v)?;
@@ -95,6 +108,22 @@ impl GluMlp {
         q2: &mut [i8],
         s2: &mut [f32],
     ) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        self.check_lens(&[
+            ("x", x.len()),
+            ("up_norm", up_norm.len()),
+            ("up_packed", up_packed.len()),
+            ("up_gamma", up_gamma.len()),
+            ("down_norm", down_norm.len()),
+            ("down_packed", down_packed.len()),
+            ("down_gamma", down_gamma.len()),
+            ("y", y.len()),
+            ("gu", gu.len()),
+            ("q1", q1.len()),
+            ("s1", s1.len()),
+            ("q2", q2.len()),
+            ("s2", s2.len()),
+        ])?;
         self.up.run_cpu(x, up_norm, up_packed, up_gamma, q1, s1, gu)?;
         self.down.run_cpu(gu, down_norm, down_packed, down_gamma, q2, s2, y)
     }
@@ -109,10 +138,15 @@ impl GluMlp {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatmulFreeBlockParams {
+    /// Sequences decoded this step: rows of `x`, one slot id each.
     pub m: usize,
+    /// Model width (hidden size): `x`, the MLGRU state and every projection but the GLU's.
     pub d: usize,
+    /// The GLU channel mixer's intermediate width.
     pub inner: usize,
+    /// Rows of the f32 state pool `[slots, d]`.
     pub slots: usize,
+    /// Storage dtype of `x`, the norm weights and the intermediates: f32, f16 or bf16.
     pub dtype: DType,
     /// The block's pre-norms (`attn_norm`, `mlp_norm`).
     #[serde(default = "model_eps")]
@@ -128,17 +162,28 @@ pub struct MatmulFreeBlockParams {
     pub lower_bound: bool,
 }
 
+/// A validated [`MatmulFreeBlockParams`]: the child plans, launched in this order: `norm`,
+/// `fcg`, `step`, `o_proj`, `norm` again, `mlp`. `run_*` take the tensors of
+/// [`Plan::tensors`] in that order.
 #[derive(Debug, Clone)]
 pub struct MatmulFreeBlock {
+    /// The params it was built from.
     pub params: MatmulFreeBlockParams,
+    /// The pre-norm over `[m, d]`, run twice (with `attn_norm`, then `mlp_norm`).
     pub norm: RmsNorm,
+    /// The f, c and g projections: 3 stacked `[d, d]` BitLinears, one gamma each.
     pub fcg: BitLinear,
+    /// The MLGRU decode step on the slot-indexed state pool.
     pub step: MlgruStep,
+    /// The output projection `[d, d]`, added to `x` (the residual).
     pub o_proj: BitLinear,
+    /// The GLU channel mixer, added to `x`.
     pub mlp: GluMlp,
 }
 
 impl MatmulFreeBlock {
+    /// Validates `p`: sizes >= 1 and finite epsilons >= 0 (else `Error::InvalidParams`), a float
+    /// dtype (else `Error::DType`).
     pub fn new(p: MatmulFreeBlockParams) -> Result<Self> {
         for (what, v) in [("block m", p.m), ("block d", p.d), ("block inner", p.inner), ("block slots", p.slots)] {
             dim(what, v)?;
@@ -216,6 +261,39 @@ impl MatmulFreeBlock {
         s2: &mut [f32],
         status: &Status,
     ) -> Result<()> {
+        same_dtype::<T>(self.params.dtype)?;
+        let mut given = vec![
+            ("x", x.len()),
+            ("attn_norm", attn_norm.len()),
+            ("fcg_norm", fcg_norm.len()),
+            ("fcg_packed", fcg_packed.len()),
+            ("fcg_gamma", fcg_gamma.len()),
+            ("state", state.len()),
+            ("slot_ids", slot_ids.len()),
+            ("g_norm", g_norm.len()),
+            ("o_norm", o_norm.len()),
+            ("o_packed", o_packed.len()),
+            ("o_gamma", o_gamma.len()),
+            ("mlp_norm", mlp_norm.len()),
+            ("up_norm", up_norm.len()),
+            ("up_packed", up_packed.len()),
+            ("up_gamma", up_gamma.len()),
+            ("down_norm", down_norm.len()),
+            ("down_packed", down_packed.len()),
+            ("down_gamma", down_gamma.len()),
+            ("a", a.len()),
+            ("fcg", fcg.len()),
+            ("o", o.len()),
+            ("qa", qa.len()),
+            ("sa", sa.len()),
+            ("gu", gu.len()),
+            ("q1", q1.len()),
+            ("s1", s1.len()),
+            ("q2", q2.len()),
+            ("s2", s2.len()),
+        ];
+        given.extend(lb.as_ref().map(|t| ("lb", t.len())));
+        self.check_lens(&given)?;
         self.norm.run_cpu(x, attn_norm, a)?;
         self.fcg.run_cpu(a, fcg_norm, fcg_packed, fcg_gamma, qa, sa, fcg)?;
         self.step.run_cpu(fcg, state, slot_ids, lb, g_norm, o, status)?;
@@ -312,7 +390,9 @@ mod cuda {
     use super::{GluMlp, MatmulFreeBlock};
     use crate::backend::cuda::{CudaBackend, CudaFloat};
     use crate::backend::Status;
+    use crate::dtype::same_dtype;
     use crate::error::Result;
+    use crate::plan::Plan;
 
     impl GluMlp {
         /// Tensors in [`crate::plan::Plan::tensors`] order; `gu`, `q1`, `s1`, `q2`, `s2` are scratch.
@@ -335,6 +415,22 @@ mod cuda {
             q2: &mut (impl DevicePtr<i8> + DevicePtrMut<i8>),
             s2: &mut (impl DevicePtr<f32> + DevicePtrMut<f32>),
         ) -> Result<()> {
+            same_dtype::<T>(self.params.dtype)?;
+            self.check_lens(&[
+                ("x", x.len()),
+                ("up_norm", up_norm.len()),
+                ("up_packed", up_packed.len()),
+                ("up_gamma", up_gamma.len()),
+                ("down_norm", down_norm.len()),
+                ("down_packed", down_packed.len()),
+                ("down_gamma", down_gamma.len()),
+                ("y", y.len()),
+                ("gu", gu.len()),
+                ("q1", q1.len()),
+                ("s1", s1.len()),
+                ("q2", q2.len()),
+                ("s2", s2.len()),
+            ])?;
             self.up.run_cuda(cuda, stream, x, up_norm, up_packed, up_gamma, q1, s1, gu)?;
             self.down.run_cuda(cuda, stream, &*gu, down_norm, down_packed, down_gamma, q2, s2, y)
         }
@@ -378,6 +474,39 @@ mod cuda {
             s2: &mut (impl DevicePtr<f32> + DevicePtrMut<f32>),
             status: &mut Status,
         ) -> Result<()> {
+            same_dtype::<T>(self.params.dtype)?;
+            let mut given = vec![
+                ("x", x.len()),
+                ("attn_norm", attn_norm.len()),
+                ("fcg_norm", fcg_norm.len()),
+                ("fcg_packed", fcg_packed.len()),
+                ("fcg_gamma", fcg_gamma.len()),
+                ("state", state.len()),
+                ("slot_ids", slot_ids.len()),
+                ("g_norm", g_norm.len()),
+                ("o_norm", o_norm.len()),
+                ("o_packed", o_packed.len()),
+                ("o_gamma", o_gamma.len()),
+                ("mlp_norm", mlp_norm.len()),
+                ("up_norm", up_norm.len()),
+                ("up_packed", up_packed.len()),
+                ("up_gamma", up_gamma.len()),
+                ("down_norm", down_norm.len()),
+                ("down_packed", down_packed.len()),
+                ("down_gamma", down_gamma.len()),
+                ("a", a.len()),
+                ("fcg", fcg.len()),
+                ("o", o.len()),
+                ("qa", qa.len()),
+                ("sa", sa.len()),
+                ("gu", gu.len()),
+                ("q1", q1.len()),
+                ("s1", s1.len()),
+                ("q2", q2.len()),
+                ("s2", s2.len()),
+            ];
+            given.extend(lb.as_ref().map(|t| ("lb", t.len())));
+            self.check_lens(&given)?;
             self.norm.run_cuda(cuda, stream, &*x, attn_norm, a)?;
             self.fcg.run_cuda(cuda, stream, &*a, fcg_norm, fcg_packed, fcg_gamma, qa, sa, fcg)?;
             self.step.run_cuda(cuda, stream, &*fcg, state, slot_ids, lb, g_norm, o, status)?;
@@ -414,6 +543,7 @@ mod wgpu_impl {
     use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
     use crate::backend::Status;
     use crate::error::Result;
+    use crate::plan::Plan;
 
     impl GluMlp {
         /// Tensors in [`crate::plan::Plan::tensors`] order; `gu`, `q1`, `s1`, `q2`, `s2` are scratch.
@@ -436,6 +566,24 @@ mod wgpu_impl {
             q2: WgpuTensor,
             s2: WgpuTensor,
         ) -> Result<()> {
+            self.bind_all(
+                gpu,
+                &[
+                    ("x", Some(&x)),
+                    ("up_norm", Some(&up_norm)),
+                    ("up_packed", Some(&up_packed)),
+                    ("up_gamma", Some(&up_gamma)),
+                    ("down_norm", Some(&down_norm)),
+                    ("down_packed", Some(&down_packed)),
+                    ("down_gamma", Some(&down_gamma)),
+                    ("y", Some(&y)),
+                    ("gu", Some(&gu)),
+                    ("q1", Some(&q1)),
+                    ("s1", Some(&s1)),
+                    ("q2", Some(&q2)),
+                    ("s2", Some(&s2)),
+                ],
+            )?;
             self.up.run_wgpu(gpu, enc, x, up_norm, up_packed, up_gamma, q1, s1, gu)?;
             self.down.run_wgpu(gpu, enc, gu, down_norm, down_packed, down_gamma, q2, s2, y)
         }
@@ -479,6 +627,40 @@ mod wgpu_impl {
             s2: WgpuTensor,
             status: &Status,
         ) -> Result<()> {
+            self.bind_all(
+                gpu,
+                &[
+                    ("x", Some(&x)),
+                    ("attn_norm", Some(&attn_norm)),
+                    ("fcg_norm", Some(&fcg_norm)),
+                    ("fcg_packed", Some(&fcg_packed)),
+                    ("fcg_gamma", Some(&fcg_gamma)),
+                    ("state", Some(&state)),
+                    ("slot_ids", Some(&slot_ids)),
+                    ("lb", lb.as_ref()),
+                    ("g_norm", Some(&g_norm)),
+                    ("o_norm", Some(&o_norm)),
+                    ("o_packed", Some(&o_packed)),
+                    ("o_gamma", Some(&o_gamma)),
+                    ("mlp_norm", Some(&mlp_norm)),
+                    ("up_norm", Some(&up_norm)),
+                    ("up_packed", Some(&up_packed)),
+                    ("up_gamma", Some(&up_gamma)),
+                    ("down_norm", Some(&down_norm)),
+                    ("down_packed", Some(&down_packed)),
+                    ("down_gamma", Some(&down_gamma)),
+                    ("a", Some(&a)),
+                    ("fcg", Some(&fcg)),
+                    ("o", Some(&o)),
+                    ("qa", Some(&qa)),
+                    ("sa", Some(&sa)),
+                    ("gu", Some(&gu)),
+                    ("q1", Some(&q1)),
+                    ("s1", Some(&s1)),
+                    ("q2", Some(&q2)),
+                    ("s2", Some(&s2)),
+                ],
+            )?;
             self.norm.run_wgpu(gpu, enc, x, attn_norm, a)?;
             self.fcg.run_wgpu(gpu, enc, a, fcg_norm, fcg_packed, fcg_gamma, qa, sa, fcg)?;
             self.step.run_wgpu(gpu, enc, fcg, state, slot_ids, lb, g_norm, o, status)?;

@@ -21,21 +21,35 @@ use crate::plan::{Plan, TensorSpec};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MlgruParams {
+    /// Sequences in this step: rows of `fcg` and `o`, entries of `slot_ids`.
     pub batch: usize,
+    /// Hidden width: the state, `w`, `lb` and each of f, c, g are `d` wide.
     pub d: usize,
+    /// Rows of the f32 state pool `[slots, d]` (at most `i32::MAX`).
     pub slots: usize,
+    /// Storage dtype of `fcg`, `w` and `o`: f32, f16 or bf16.
     pub dtype: DType,
+    /// Apply the forget-gate lower bound, `f = lb + (1 - lb) * sigmoid(f_raw)`; an f32 `lb` `[d]`
+    /// is then required. Default false.
     #[serde(default)]
     pub lower_bound: bool,
+    /// The output gate RMSNorm's epsilon, finite and >= 0; default
+    /// [`MODEL_EPS`](super::MODEL_EPS) (1e-6).
     #[serde(default = "model_eps")]
     pub eps: f32,
+    /// Elements between rows of `fcg` (default `3 * d`; never less).
     #[serde(default)]
     pub fcg_stride: Option<usize>,
 }
 
+/// A validated [`MlgruParams`]. Tensors: `fcg` (strided `[batch, 3 * d]`), `state` (f32
+/// `[slots, d]`, in place), `slot_ids` (i32 `[batch]`), `lb` (f32 `[d]`, with `lower_bound`),
+/// `w` (the gate norm weight `[d]`), `o` (`[batch, d]`).
 #[derive(Debug, Clone)]
 pub struct MlgruStep {
+    /// The params it was built from.
     pub params: MlgruParams,
+    /// The `fcg` view: `batch` rows of `3 * d`, `fcg_stride` apart.
     pub fcg: Rows,
 }
 
@@ -44,6 +58,7 @@ fn mlgru_common(p: &MlgruParams, rows: usize) -> Result<Rows> {
     dim("mlgru batch", p.batch)?;
     dim("mlgru d", p.d)?;
     dim("mlgru slots", p.slots)?;
+    crate::layout::pool_fits("mlgru", p.batch, "batch", p.slots)?;
     if p.slots > i32::MAX as usize {
         return Err(invalid("mlgru slots exceed i32 ids"));
     }
@@ -55,6 +70,8 @@ fn mlgru_common(p: &MlgruParams, rows: usize) -> Result<Rows> {
 }
 
 impl MlgruStep {
+    /// Validates `p`: a float dtype (else `Error::DType`); sizes >= 1, `slots <= i32::MAX`, a
+    /// finite `eps >= 0` and a stride no shorter than `3 * d` (else `Error::InvalidParams`).
     pub fn new(p: MlgruParams) -> Result<Self> {
         let fcg = mlgru_common(&p, p.batch)?;
         Ok(Self { params: p, fcg })
@@ -62,6 +79,7 @@ impl MlgruStep {
 
     /// Every slot id in the pool and distinct, checked on the host (an error names the row).
     pub fn validate_slot_ids(&self, ids: &[i32]) -> Result<()> {
+        self.check_len("slot_ids", ids.len())?;
         check_slot_ids(ids, self.params.batch, self.params.slots, "row")
     }
 
@@ -127,30 +145,53 @@ impl MlgruStep {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MlgruScanParams {
+    /// Sequences: `cu_seqlens` has `seqs + 1` entries, `slot_ids` `seqs`.
     pub seqs: usize,
+    /// Rows of `fcg` and `o` over all sequences; `cu_seqlens[seqs]` must equal it.
     pub tokens: usize,
+    /// Host-side bound on any sequence's length (`<= tokens`); sets the chunk count and so the
+    /// workspace size.
     pub max_len: usize,
+    /// Hidden width: the state, `w`, `lb` and each of f, c, g are `d` wide.
     pub d: usize,
+    /// Rows of the f32 state pool `[slots, d]` (at most `i32::MAX`).
     pub slots: usize,
+    /// Storage dtype of `fcg`, `w` and `o`: f32, f16 or bf16.
     pub dtype: DType,
+    /// Tokens per chunk of the GPU scan (>= 1); default 64.
     #[serde(default = "default_chunk")]
     pub chunk: usize,
+    /// Apply the forget-gate lower bound, `f = lb + (1 - lb) * sigmoid(f_raw)`; an f32 `lb` `[d]`
+    /// is then required. Default false.
     #[serde(default)]
     pub lower_bound: bool,
+    /// The output gate RMSNorm's epsilon, finite and >= 0; default
+    /// [`MODEL_EPS`](super::MODEL_EPS) (1e-6).
     #[serde(default = "model_eps")]
     pub eps: f32,
+    /// Elements between rows of `fcg` (default `3 * d`; never less).
     #[serde(default)]
     pub fcg_stride: Option<usize>,
 }
 
+/// A validated [`MlgruScanParams`]. Tensors: `fcg` (strided `[tokens, 3 * d]`), `cu_seqlens`
+/// (i32 `[seqs + 1]`), `state` (f32 `[slots, d]`, in place), `slot_ids` (i32 `[seqs]`), `lb`
+/// (f32 `[d]`, with `lower_bound`), `w` (`[d]`), scratch `ws` (f32), `o` (`[tokens, d]`).
 #[derive(Debug, Clone)]
 pub struct MlgruScan {
+    /// The params it was built from.
     pub params: MlgruScanParams,
+    /// The `fcg` view: `tokens` rows of `3 * d`, `fcg_stride` apart.
     pub fcg: Rows,
 }
 
 impl MlgruScan {
+    /// Validates `p`: what [`MlgruStep::new`] checks (with `seqs` as the batch), `tokens`,
+    /// `max_len` and `chunk` >= 1, `max_len <= tokens`, and a workspace within 32-bit indexing
+    /// (else `Error::InvalidParams`).
     pub fn new(p: MlgruScanParams) -> Result<Self> {
+        dim("mlgru_scan seqs", p.seqs)?;
+        crate::layout::pool_fits("mlgru_scan", p.seqs, "seqs", p.slots)?;
         let common = MlgruParams {
             batch: p.seqs,
             d: p.d,
@@ -173,6 +214,7 @@ impl MlgruScan {
         Ok(Self { params: p, fcg })
     }
 
+    /// Chunks per sequence in the GPU scan: `max_len / chunk`, rounded up.
     pub fn chunks(&self) -> usize {
         self.params.max_len.div_ceil(self.params.chunk)
     }
@@ -183,14 +225,17 @@ impl MlgruScan {
         p.tokens * p.d + 2 * p.seqs * self.chunks() * p.d
     }
 
-    /// Every slot id in the pool and distinct, checked on the host (an error names the sequence).
+    /// Every slot id in the pool and distinct, checked on the host (an error names the row of
+    /// `slot_ids`, one per sequence).
     pub fn validate_slot_ids(&self, ids: &[i32]) -> Result<()> {
+        self.check_len("slot_ids", ids.len())?;
         check_slot_ids(ids, self.params.seqs, self.params.slots, "row")
     }
 
     /// Checks `cu_seqlens` on the host: starts at 0, never decreases, ends at `tokens`, and no
     /// sequence is longer than `max_len`. The kernels flag violations instead of reading past.
     pub fn validate_cu_seqlens(&self, cu: &[i32]) -> Result<()> {
+        self.check_len("cu_seqlens", cu.len())?;
         let p = &self.params;
         self.check_len("cu_seqlens", cu.len())?;
         if cu[0] != 0 {

@@ -4,6 +4,7 @@
 /// 16 two-bit codes per u32 word; weight k of a row sits at bits `2 * (k % 16)` of word `k / 16`.
 pub const CODES_PER_WORD: usize = 16;
 
+/// u32 words per packed row of `k` weights: `k / 16`, rounded up.
 pub fn words_per_row(k: usize) -> usize {
     k.div_ceil(CODES_PER_WORD)
 }
@@ -69,6 +70,7 @@ pub fn silu(v: f64) -> f64 {
     v / (1.0 + (-v).exp())
 }
 
+/// `sigmoid(v) = 1 / (1 + exp(-v))`.
 pub fn sigmoid(v: f64) -> f64 {
     1.0 / (1.0 + (-v).exp())
 }
@@ -154,8 +156,11 @@ pub fn glu(gu: &[f64], m: usize, inner: usize) -> Vec<f64> {
 /// One BitLinear's weights as the oracle reads them: the norm weight, packed ternary rows and
 /// one gamma per partition (equal blocks of output rows).
 pub struct BitLinearWeights<'a> {
+    /// The RMSNorm weight `[k]`.
     pub norm: &'a [f64],
+    /// Packed ternary rows `[n, words_per_row(k)]`.
     pub packed: &'a [u32],
+    /// One gamma per partition, each over `n / gamma.len()` consecutive rows.
     pub gamma: &'a [f64],
 }
 
@@ -190,20 +195,32 @@ pub fn glu_mlp(
 /// A MatMul-free block's weights (the reference `HGRNBitBlock`): `fcg` stacks the f, c and g
 /// projections (one gamma each).
 pub struct BlockWeights<'a> {
+    /// The token mixer's pre-norm weight `[d]`.
     pub attn_norm: &'a [f64],
+    /// The f, c, g projections stacked: norm `[3 * d]`, packed `[3 * d, words_per_row(d)]`,
+    /// gamma `[3]`.
     pub fcg: BitLinearWeights<'a>,
+    /// The forget-gate lower bound `[d]`, or `None` to skip it (the model's layer 0).
     pub lb: Option<&'a [f64]>,
+    /// The MLGRU output gate's norm weight `[d]`.
     pub g_norm: &'a [f64],
+    /// The output projection `[d, d]`.
     pub o: BitLinearWeights<'a>,
+    /// The channel mixer's pre-norm weight `[d]`.
     pub mlp_norm: &'a [f64],
+    /// The GLU's `gate_up` projection `[2 * inner, d]`.
     pub up: BitLinearWeights<'a>,
+    /// The GLU's `down` projection `[d, inner]`.
     pub down: BitLinearWeights<'a>,
 }
 
 /// The block's epsilons: pre-norms, gate norm, BitLinear norms (the model's are all 1e-6).
 pub struct BlockEps {
+    /// The block's two pre-norms (`attn_norm`, `mlp_norm`).
     pub norm: f64,
+    /// The MLGRU output gate's norm (`g_norm`).
     pub gate: f64,
+    /// The norm inside every BitLinear.
     pub bitlinear: f64,
 }
 
@@ -221,7 +238,7 @@ pub fn matmul_free_block(
     w: &BlockWeights,
     eps: &BlockEps,
     dtype: crate::dtype::DType,
-) {
+) -> u32 {
     let rnd = |v: &[f64]| dtype.round_f64(v);
     let a = rnd(&crate::core::oracle::rmsnorm(x, w.attn_norm, m, d, eps.norm));
     let kw = words_per_row(d);
@@ -239,8 +256,17 @@ pub fn matmul_free_block(
     }
     let fcg = rnd(&fcg);
     let mut o = vec![0.0; m * d];
+    let mut bits = 0;
     for r in 0..m {
-        let s = slot_ids[r] as usize;
+        // A bad or repeated slot id leaves its row's state alone and its output zero, and is
+        // reported, as the MLGRU step does.
+        let s = match crate::layout::slot_of(&slot_ids[..m], r, state.len() / d) {
+            Ok(s) => s,
+            Err(bit) => {
+                bits |= bit;
+                continue;
+            }
+        };
         let row = &fcg[r * 3 * d..(r + 1) * 3 * d];
         let h = &mut state[s * d..(s + 1) * d];
         let out = mlgru_step(&row[..d], &row[d..2 * d], &row[2 * d..], h, w.lb, w.g_norm, eps.gate);
@@ -254,4 +280,5 @@ pub fn matmul_free_block(
     for (xv, yv) in x.iter_mut().zip(y) {
         *xv += yv;
     }
+    bits
 }

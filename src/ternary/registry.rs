@@ -590,10 +590,15 @@ impl Registered for MatmulFreeBlock {
         };
         let (mut x, mut state) = (f("x")?, f("state")?);
         let ids = host(i, "slot_ids")?.to_i32();
-        oracle::matmul_free_block(&mut x, &mut state, &ids, p.m, p.d, p.inner, &w, &eps, p.dtype);
+        let bits = oracle::matmul_free_block(&mut x, &mut state, &ids, p.m, p.d, p.inner, &w, &eps, p.dtype);
         // The f32 state comes from intermediates rounded to the dtype and quantized, so it gets
         // the same limits as x.
-        Ok(layer_limits(Expected::with("x", x).and("state", state), &["x", "state"], p.dtype))
+        let mut e = layer_limits(Expected::with("x", x).and("state", state), &["x", "state"], p.dtype);
+        e.status = bits;
+        Ok(e)
+    }
+    fn validate_inputs(&self, i: &TensorMap) -> Result<()> {
+        self.step.validate_slot_ids(&host(i, "slot_ids")?.to_i32())
     }
     fn launch(&self, l: &mut Launch, dev: &mut DevMap, status: &mut Status) -> Result<()> {
         launch!(self, l, dev, status; float self.params.dtype;

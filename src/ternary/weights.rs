@@ -15,19 +15,29 @@ use crate::plan::{Plan, TensorSpec};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuantizeWeightsParams {
+    /// Output rows of `w` (dense `[n, k]`, row-major).
     pub n: usize,
+    /// Input columns of `w`; a packed row holds `words_per_row(k)` words.
     pub k: usize,
+    /// Gammas (default 1: one per tensor), each over `n / partitions` consecutive rows; must
+    /// divide `n`.
     #[serde(default = "one")]
     pub partitions: usize,
+    /// Storage dtype of `w`: f32, f16 or bf16.
     pub dtype: DType,
 }
 
+/// A validated [`QuantizeWeightsParams`]. Tensors: `w` (`[n, k]`), scratch `ws` (f32 `[n]`),
+/// outputs `packed` (u32 `[n, words_per_row(k)]`) and `gamma` (f32 `[partitions]`).
 #[derive(Debug, Clone)]
 pub struct QuantizeWeights {
+    /// The params it was built from.
     pub params: QuantizeWeightsParams,
 }
 
 impl QuantizeWeights {
+    /// Validates `p`: a float dtype (else `Error::DType`); sizes >= 1, `partitions` dividing `n`
+    /// and sizes within 32-bit indexing (else `Error::InvalidParams`).
     pub fn new(p: QuantizeWeightsParams) -> Result<Self> {
         float_dtype(p.dtype)?;
         dim("quantize_weights n", p.n)?;
@@ -40,6 +50,7 @@ impl QuantizeWeights {
         Ok(Self { params: p })
     }
 
+    /// u32 words of `packed`: `n * words_per_row(k)`.
     pub fn packed_len(&self) -> usize {
         self.params.n * words_per_row(self.params.k)
     }
@@ -51,6 +62,7 @@ impl QuantizeWeights {
 
     /// Rejects non-finite weights (the GPU kernels flag them in the status word instead).
     pub fn validate_weights<T: Float>(&self, w: &[T]) -> Result<()> {
+        self.check_len("w", w.len())?;
         match w.iter().position(|v| !v.to_f32().is_finite()) {
             Some(i) => {
                 Err(Error::InvalidInput(format!("weight {i} is {:?}: ternarization needs finite weights", w[i])))
@@ -87,20 +99,28 @@ impl QuantizeWeights {
     }
 }
 
-/// Packs i8 rows `[n, padded_k]` of {-1, 0, 1} into 2-bit words (or back, with [`Unpack`]).
+/// Packs i8 rows `[n, padded_k]` of {-1, 0, 1} into 2-bit words (or back, with
+/// [`Unpack`](crate::ternary::Unpack)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PackParams {
+    /// Rows.
     pub n: usize,
+    /// Ternary values per row; i8 rows are padded with zeros to `padded_k(k)`.
     pub k: usize,
 }
 
+/// A validated [`PackParams`]: i8 `t` `[n, padded_k(k)]` into u32 `packed`
+/// `[n, words_per_row(k)]`.
 #[derive(Debug, Clone)]
 pub struct Pack {
+    /// The params it was built from.
     pub params: PackParams,
 }
 
 impl Pack {
+    /// Validates `p`: `n` and `k` >= 1 and sizes within 32-bit indexing (else
+    /// `Error::InvalidParams`).
     pub fn new(p: PackParams) -> Result<Self> {
         dim("pack n", p.n)?;
         dim("pack k", p.k)?;
@@ -108,10 +128,12 @@ impl Pack {
         Ok(Self { params: p })
     }
 
+    /// i8 elements of `t`: `n * padded_k(k)`.
     pub fn values_len(&self) -> usize {
         self.params.n * padded_k(self.params.k)
     }
 
+    /// u32 words of `packed`: `n * words_per_row(k)`.
     pub fn packed_len(&self) -> usize {
         self.params.n * words_per_row(self.params.k)
     }
@@ -177,11 +199,13 @@ impl Pack {
 /// Unpacking, the inverse of [`Pack`]: packed words to padded i8 rows.
 #[derive(Debug, Clone)]
 pub struct Unpack {
+    /// The params it was built from (the same shape as [`Pack`]'s).
     pub params: PackParams,
     pub(super) pack: Pack,
 }
 
 impl Unpack {
+    /// Validates `p` as [`Pack::new`] does.
     pub fn new(p: PackParams) -> Result<Self> {
         Ok(Self { pack: Pack::new(p.clone())?, params: p })
     }

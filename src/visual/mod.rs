@@ -88,12 +88,17 @@ pub enum SelectMode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SelectParams {
+    /// B: sequences (rows of `score`, `order` and `idx`; entries of `lens` and `count`).
     pub seqs: usize,
+    /// Candidates per sequence: the row length of `score`, `order` and `idx`.
     pub n: usize,
+    /// How candidates are kept (default [`SelectMode::TopK`]).
     #[serde(default)]
     pub mode: SelectMode,
+    /// Top-k's `k` (default 0): a sequence keeps `min(k, lens[b])` candidates.
     #[serde(default)]
     pub k: usize,
+    /// Mass mode's share of the total mass to reach, in `[0, 1]` (default 0.9).
     #[serde(default = "default_tau")]
     pub tau: f32,
     /// A separate ranking score `order [B, n]` (mass mode).
@@ -105,12 +110,17 @@ fn default_tau() -> f32 {
     0.9
 }
 
+/// A validated `select` plan, built once by [`Select::new`]; `run_cpu`, `run_cuda`
+/// or `run_wgpu` runs it on buffers of the sizes [`Plan::tensors`] lists.
 #[derive(Debug, Clone)]
 pub struct Select {
+    /// The parameters the plan was built from.
     pub params: SelectParams,
 }
 
 impl Select {
+    /// Validates the params: `seqs` and `n` >= 1, `score` within 32-bit indexing, `tau` in
+    /// `[0, 1]`; else `Error::InvalidParams`.
     pub fn new(p: SelectParams) -> Result<Self> {
         dim("select seqs", p.seqs)?;
         dim("select n", p.n)?;
@@ -128,7 +138,15 @@ impl Select {
         }
     }
 
+    /// Checks on the host what the kernel would flag: every `lens[b]` in `[0, n]` and the first
+    /// `lens[b]` entries of `score` (and of `order`, with `has_order`) finite. The
+    /// `Error::InvalidInput` names the first bad element.
     pub fn validate(&self, score: &[f32], lens: &[i32], order: Option<&[f32]>) -> Result<()> {
+        self.check_len("score", score.len())?;
+        self.check_len("lens", lens.len())?;
+        if let Some(t) = order {
+            self.check_len("order", t.len())?;
+        }
         let p = &self.params;
         for b in 0..p.seqs {
             let l = usize::try_from(lens[b])
@@ -145,6 +163,10 @@ impl Select {
         Ok(())
     }
 
+    /// The oracle on host slices: `score [B, n]`, `lens [B]`, `order [B, n]` (with `has_order`)
+    /// in; `idx [B, n]`, `count [B]` out; bad lengths and scores raise their bits in `status`.
+    /// `Error::Shape` for a buffer too short, `Error::InvalidParams` for `order` missing or not
+    /// wanted, or a status word of another backend.
     pub fn run_cpu(
         &self,
         score: &[f32],
@@ -220,18 +242,25 @@ impl Plan for Select {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CompactParams {
+    /// B: sequences in the packing (`cu_seqlens [B + 1]`, `seg [B, 2]`, `count [B]`).
     pub seqs: usize,
+    /// T: tokens in the packing, where `cu_seqlens` ends; also the length of `rows` and `pos`.
     pub tokens: usize,
     /// Candidates per sequence in `idx` (the selection's `n`).
     pub n: usize,
 }
 
+/// A validated `compact` plan, built once by [`Compact::new`]; `run_cpu`, `run_cuda`
+/// or `run_wgpu` runs it on buffers of the sizes [`Plan::tensors`] lists.
 #[derive(Debug, Clone)]
 pub struct Compact {
+    /// The parameters the plan was built from.
     pub params: CompactParams,
 }
 
 impl Compact {
+    /// Validates the params: `seqs`, `tokens` and `n` >= 1 and `idx` within 32-bit indexing
+    /// (else `Error::InvalidParams`).
     pub fn new(p: CompactParams) -> Result<Self> {
         dim("compact seqs", p.seqs)?;
         dim("compact tokens", p.tokens)?;
@@ -240,7 +269,15 @@ impl Compact {
         Ok(Self { params: p })
     }
 
+    /// Checks on the host what the kernel would flag: `cu_seqlens` from 0 to `tokens` without
+    /// decreasing, every segment inside its sequence and at most `n` long, and every
+    /// `idx[b][..count[b]]` ascending within the segment. `Error::InvalidInput` names the first
+    /// bad one.
     pub fn validate(&self, cu: &[i32], seg: &[i32], idx: &[i32], count: &[i32]) -> Result<()> {
+        self.check_len("cu_seqlens", cu.len())?;
+        self.check_len("seg", seg.len())?;
+        self.check_len("idx", idx.len())?;
+        self.check_len("count", count.len())?;
         let p = &self.params;
         let cu = check_offsets(cu, p.seqs, p.tokens)?;
         for b in 0..p.seqs {
@@ -269,6 +306,10 @@ impl Compact {
         ok.then_some(s)
     }
 
+    /// The oracle on host slices: `cu_seqlens [B + 1]`, `seg [B, 2]`, `idx [B, n]`, `count [B]`
+    /// (i32) in; `rows [T]`, `pos [T]`, `cu_out [B + 1]` (i32) out; bad contents raise
+    /// `INDEX_OUT_OF_RANGE` in `status`. `Error::Shape` for a buffer too short,
+    /// `Error::InvalidParams` for a status word of another backend.
     #[allow(clippy::too_many_arguments)]
     pub fn run_cpu(
         &self,
@@ -357,27 +398,44 @@ impl Plan for Compact {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttnMassParams {
+    /// B: sequences (`cu_seqlens [B + 1]`, `seg [B, 2]`).
     pub seqs: usize,
+    /// T: key rows of `k` over all sequences, where `cu_seqlens` ends.
     pub tokens: usize,
+    /// R: chosen query rows (of `q`, `qpos`, `qw` and `lse`).
     pub rows: usize,
+    /// H: query heads, a multiple of `kv_heads`.
     pub heads: usize,
+    /// Hkv: key heads (GQA groups).
     pub kv_heads: usize,
+    /// D: head size, 1 to [`MAX_DIM`].
     pub dim: usize,
+    /// Columns of `mass` per sequence and head: no segment may be longer.
     pub n: usize,
+    /// Softmax scale of `q . k`; finite.
     pub scale: f32,
+    /// Storage dtype of `q` and `k`: f32, f16 or bf16 (`qw`, `lse`, `mass` and `ws` are f32).
     pub dtype: DType,
+    /// Sum over heads into `mass [B, 1, n]` (default `true`); else `mass [B, H, n]`.
     #[serde(default = "default_true")]
     pub reduce_heads: bool,
+    /// Take the caller's `lse [R, H]` instead of computing it (default `false`).
     #[serde(default)]
     pub has_lse: bool,
 }
 
+/// A validated `attn_mass` plan, built once by [`AttnMass::new`]; `run_cpu`, `run_cuda`
+/// or `run_wgpu` runs it on buffers of the sizes [`Plan::tensors`] lists.
 #[derive(Debug, Clone)]
 pub struct AttnMass {
+    /// The parameters the plan was built from.
     pub params: AttnMassParams,
 }
 
 impl AttnMass {
+    /// Validates the params: a float `dtype` (else `Error::DType`); sizes >= 1; `heads` a multiple
+    /// of `kv_heads`; `dim` in `[1, MAX_DIM]`; a finite `scale`; sizes within 32-bit
+    /// indexing (else `Error::InvalidParams`).
     pub fn new(p: AttnMassParams) -> Result<Self> {
         float_dtype(p.dtype)?;
         for (w, v) in [("seqs", p.seqs), ("tokens", p.tokens), ("rows", p.rows), ("n", p.n)] {
@@ -400,7 +458,13 @@ impl AttnMass {
         }
     }
 
+    /// Checks on the host what the kernel would flag: `cu_seqlens` from 0 to `tokens` without
+    /// decreasing, every `qpos` in `[0, tokens)`, every segment inside its sequence and at most
+    /// `n` long. `Error::InvalidInput` names the first bad one.
     pub fn validate(&self, qpos: &[i32], cu: &[i32], seg: &[i32]) -> Result<()> {
+        self.check_len("qpos", qpos.len())?;
+        self.check_len("cu_seqlens", cu.len())?;
+        self.check_len("seg", seg.len())?;
         let p = &self.params;
         let cu = check_offsets(cu, p.seqs, p.tokens)?;
         if let Some(r) = (0..p.rows).find(|&r| qpos[r] < 0 || qpos[r] as usize >= p.tokens) {
@@ -416,6 +480,12 @@ impl AttnMass {
         Ok(())
     }
 
+    /// The oracle on host slices: `q [R, H, D]`, `qpos [R]`, `qw [R]` (f32), `k [T, Hkv, D]`,
+    /// `cu_seqlens [B + 1]`, `seg [B, 2]`, `lse [R, H]` (with `has_lse`) in; `mass` out; `ws`
+    /// (f32 `[R, H]`, unused here) is checked so one call shape serves every backend.
+    /// `Error::DType` for buffers of another dtype, `Error::Shape` for one too short,
+    /// `Error::InvalidParams` for an optional one missing or not wanted, or a status word of
+    /// another backend.
     #[allow(clippy::too_many_arguments)]
     pub fn run_cpu<T: Float>(
         &self,
@@ -526,21 +596,34 @@ impl Plan for AttnMass {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SparseAttentionParams {
+    /// B: sequences (`cu_seqlens [B + 1]`).
     pub seqs: usize,
+    /// T: kept tokens over all sequences, where `cu_seqlens` ends.
     pub tokens: usize,
+    /// H: query heads, a multiple of `kv_heads`.
     pub heads: usize,
+    /// Hkv: key and value heads (GQA groups).
     pub kv_heads: usize,
+    /// D: head size, 1 to [`MAX_DIM`].
     pub dim: usize,
+    /// Softmax scale of `q . k`; finite.
     pub scale: f32,
+    /// Storage dtype of `q`, `k`, `v` and `o`: f32, f16 or bf16 (`lse` is f32).
     pub dtype: DType,
 }
 
+/// A validated `sparse_attention` plan, built once by [`SparseAttention::new`];
+/// `run_cpu`, `run_cuda` or `run_wgpu` runs it on buffers of the sizes [`Plan::tensors`] lists.
 #[derive(Debug, Clone)]
 pub struct SparseAttention {
+    /// The parameters the plan was built from.
     pub params: SparseAttentionParams,
 }
 
 impl SparseAttention {
+    /// Validates the params: a float `dtype` (else `Error::DType`); sizes >= 1; `heads` a multiple
+    /// of `kv_heads`; `dim` in `[1, MAX_DIM]`; a finite `scale`; sizes within 32-bit
+    /// indexing (else `Error::InvalidParams`).
     pub fn new(p: SparseAttentionParams) -> Result<Self> {
         float_dtype(p.dtype)?;
         dim("sparse_attention seqs", p.seqs)?;
@@ -553,10 +636,17 @@ impl SparseAttention {
         Ok(Self { params: p })
     }
 
+    /// Checks `cu_seqlens` on the host: from 0 to `tokens` without decreasing; the
+    /// `Error::InvalidInput` names the first bad entry.
     pub fn validate(&self, cu: &[i32]) -> Result<()> {
+        self.check_len("cu_seqlens", cu.len())?;
         check_offsets(cu, self.params.seqs, self.params.tokens).map(|_| ())
     }
 
+    /// The oracle on host slices: `q [T, H, D]`, `k`, `v [T, Hkv, D]`, `cu_seqlens [B + 1]`,
+    /// `pos [T]` (i32) in; `o [T, H, D]`, `lse [T, H]` (f32) out.
+    /// `Error::DType` for buffers of another dtype, `Error::Shape` for one too short,
+    /// `Error::InvalidParams` for a status word of another backend.
     #[allow(clippy::too_many_arguments)]
     pub fn run_cpu<T: Float>(
         &self,
@@ -633,22 +723,35 @@ impl Plan for SparseAttention {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NeighborAttentionParams {
+    /// B: sequences, one image each (`cu_seqlens [B + 1]`, `img [B, 3]`).
     pub seqs: usize,
+    /// T: tokens over all sequences, where `cu_seqlens` ends.
     pub tokens: usize,
+    /// H: query heads, a multiple of `kv_heads`.
     pub heads: usize,
+    /// Hkv: key and value heads (GQA groups).
     pub kv_heads: usize,
+    /// D: head size, 1 to [`MAX_DIM`].
     pub dim: usize,
+    /// Softmax scale of `q . k`; finite.
     pub scale: f32,
+    /// r: the window's reach in grid cells, along y and along x; at most `i32::MAX`.
     pub radius: usize,
+    /// Storage dtype of `q`, `k`, `v` and `o`: f32, f16 or bf16 (`lse` is f32).
     pub dtype: DType,
+    /// Also hide visual keys after the query in raster order (default `false`).
     #[serde(default)]
     pub causal_window: bool,
+    /// Take the per-head masks `head_mask [H]` (default `false`).
     #[serde(default)]
     pub has_head_mask: bool,
 }
 
+/// A validated `neighbor_attention` plan, built once by [`NeighborAttention::new`];
+/// `run_cpu`, `run_cuda` or `run_wgpu` runs it on buffers of the sizes [`Plan::tensors`] lists.
 #[derive(Debug, Clone)]
 pub struct NeighborAttention {
+    /// The parameters the plan was built from.
     pub params: NeighborAttentionParams,
 }
 
@@ -661,6 +764,9 @@ fn image(cu: &[usize], img: &[i32], b: usize) -> Option<(usize, usize, usize)> {
 }
 
 impl NeighborAttention {
+    /// Validates the params: a float `dtype` (else `Error::DType`); sizes >= 1; `heads` a multiple
+    /// of `kv_heads`; `dim` in `[1, MAX_DIM]`; a finite `scale`; `radius` within i32; sizes
+    /// within 32-bit indexing (else `Error::InvalidParams`).
     pub fn new(p: NeighborAttentionParams) -> Result<Self> {
         float_dtype(p.dtype)?;
         dim("neighbor_attention seqs", p.seqs)?;
@@ -676,7 +782,12 @@ impl NeighborAttention {
         Ok(Self { params: p })
     }
 
+    /// Checks on the host what the kernel would flag: `cu_seqlens` from 0 to `tokens` without
+    /// decreasing and every image inside its sequence. `Error::InvalidInput` names the first
+    /// bad one.
     pub fn validate(&self, cu: &[i32], img: &[i32]) -> Result<()> {
+        self.check_len("cu_seqlens", cu.len())?;
+        self.check_len("img", img.len())?;
         let cu = check_offsets(cu, self.params.seqs, self.params.tokens)?;
         match (0..self.params.seqs).find(|&b| image(&cu, img, b).is_none()) {
             Some(b) => Err(Error::InvalidInput(format!(
@@ -710,6 +821,12 @@ impl NeighborAttention {
         yi.abs_diff(yj) <= r && xi.abs_diff(xj) <= r && (!self.params.causal_window || j <= i)
     }
 
+    /// The oracle on host slices: `q [T, H, D]`, `k`, `v [T, Hkv, D]`, `cu_seqlens [B + 1]`,
+    /// `img [B, 3]`, `head_mask [H]` (i32, with `has_head_mask`) in; `o [T, H, D]`,
+    /// `lse [T, H]` (f32) out.
+    /// `Error::DType` for buffers of another dtype, `Error::Shape` for one too short,
+    /// `Error::InvalidParams` for an optional one missing or not wanted, or a status word of
+    /// another backend.
     #[allow(clippy::too_many_arguments)]
     pub fn run_cpu<T: Float>(
         &self,
@@ -806,19 +923,30 @@ impl Plan for NeighborAttention {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MergeParams {
+    /// B: sequences (`cu_seqlens [B + 1]`, `seg [B, 2]`, `count [B]`).
     pub seqs: usize,
+    /// T: rows of `x` over all sequences, where `cu_seqlens` ends.
     pub tokens: usize,
+    /// Candidates per sequence (the selection's `n`): rows of `idx` and `assign`, slots of
+    /// `merged`; no segment may be longer.
     pub n: usize,
+    /// D: hidden size, the row length of `x` and `merged`.
     pub dim: usize,
+    /// Storage dtype of `x` and `merged`: f32, f16 or bf16.
     pub dtype: DType,
 }
 
+/// A validated `merge` plan, built once by [`Merge::new`]; `run_cpu`, `run_cuda`
+/// or `run_wgpu` runs it on buffers of the sizes [`Plan::tensors`] lists.
 #[derive(Debug, Clone)]
 pub struct Merge {
+    /// The parameters the plan was built from.
     pub params: MergeParams,
 }
 
 impl Merge {
+    /// Validates the params: a float `dtype` (else `Error::DType`); sizes >= 1; `x` and `merged`
+    /// within 32-bit indexing (else `Error::InvalidParams`).
     pub fn new(p: MergeParams) -> Result<Self> {
         float_dtype(p.dtype)?;
         for (w, v) in [("seqs", p.seqs), ("tokens", p.tokens), ("n", p.n), ("dim", p.dim)] {
@@ -829,7 +957,13 @@ impl Merge {
         Ok(Self { params: p })
     }
 
+    /// Checks on the host what the kernel would flag, as [`Compact::validate`] does for the same
+    /// `cu_seqlens`, `seg`, `idx` and `count`.
     pub fn validate(&self, cu: &[i32], seg: &[i32], idx: &[i32], count: &[i32]) -> Result<()> {
+        self.check_len("cu_seqlens", cu.len())?;
+        self.check_len("seg", seg.len())?;
+        self.check_len("idx", idx.len())?;
+        self.check_len("count", count.len())?;
         let p = &self.params;
         Compact::new(CompactParams { seqs: p.seqs, tokens: p.tokens, n: p.n })?.validate(cu, seg, idx, count)
     }
@@ -858,6 +992,10 @@ impl Merge {
         out
     }
 
+    /// The oracle on host slices: `x [T, D]`, `cu_seqlens [B + 1]`, `seg [B, 2]`, `idx [B, n]`,
+    /// `count [B]` (i32) in; `assign [B, n]` (i32) and `merged [B, n, D]` out.
+    /// `Error::DType` for buffers of another dtype, `Error::Shape` for one too short,
+    /// `Error::InvalidParams` for a status word of another backend.
     #[allow(clippy::too_many_arguments)]
     pub fn run_cpu<T: Float>(
         &self,

@@ -41,10 +41,20 @@ fn f32s(m: &mut TensorMap, name: &str, v: &[f64]) {
     m.insert(name.into(), HostTensor::from_f64(DType::F32, &[v.len()], v));
 }
 
-/// `cu_seqlens` from the `lens` fixture; `bad_cu` spoils it.
-fn cu_of(fx: &Fixture, seqs: usize) -> Vec<i32> {
+/// Sequence lengths: the `lens` fixture where it describes `seqs` sequences of `tokens` in all
+/// (the registered cases), else `tokens` split evenly (other params, as the property tests draw).
+fn lens_of(fx: &Fixture, seqs: usize, tokens: usize) -> Vec<usize> {
+    let l = fx.sizes("lens");
+    if l.len() >= seqs && l[..seqs].iter().sum::<usize>() == tokens {
+        return l[..seqs].to_vec();
+    }
+    (0..seqs).map(|b| tokens / seqs + usize::from(b < tokens % seqs)).collect()
+}
+
+/// `cu_seqlens` of [`lens_of`]; `bad_cu` spoils it.
+fn cu_of(fx: &Fixture, seqs: usize, tokens: usize) -> Vec<i32> {
     let mut cu = vec![0i32];
-    for l in fx.sizes("lens").into_iter().take(seqs) {
+    for l in lens_of(fx, seqs, tokens) {
         cu.push(cu[cu.len() - 1] + l as i32);
     }
     if fx.is("bad_cu") && seqs > 1 {
@@ -53,9 +63,35 @@ fn cu_of(fx: &Fixture, seqs: usize) -> Vec<i32> {
     cu
 }
 
-/// Each sequence's visual segment from the `segs` fixture (start, len pairs).
-fn segs(fx: &Fixture) -> Vec<i32> {
-    fx.sizes("segs").into_iter().map(|v| v as i32).collect()
+/// Each sequence's image grid (start, Hg, Wg): the `img` fixture where it has one per sequence,
+/// else the largest near-square grid from the sequence's start.
+fn grids(fx: &Fixture, lens: &[usize]) -> Vec<i32> {
+    let g = fx.sizes("img");
+    if g.len() >= 3 * lens.len() {
+        return g[..3 * lens.len()].iter().map(|&v| v as i32).collect();
+    }
+    lens.iter()
+        .flat_map(|&l| {
+            let h = (1..=l).take_while(|h| h * h <= l).last().unwrap_or(0);
+            [0, h as i32, l.checked_div(h).unwrap_or(0) as i32]
+        })
+        .collect()
+}
+
+/// Each sequence's visual segment (start, len pairs): the `segs` fixture where it has one per
+/// sequence, else the middle of each sequence, at most `n` tokens.
+fn segs(fx: &Fixture, seqs: usize, tokens: usize, n: usize) -> Vec<i32> {
+    let s = fx.sizes("segs");
+    if s.len() >= 2 * seqs {
+        return s[..2 * seqs].iter().map(|&v| v as i32).collect();
+    }
+    lens_of(fx, seqs, tokens)
+        .into_iter()
+        .flat_map(|l| {
+            let len = (l / 2).max(l.min(1)).min(n);
+            [((l - len) / 2) as i32, len as i32]
+        })
+        .collect()
 }
 
 /// The bench shape: 8 AnyRes-sized sequences (35 text tokens, 2880 image tokens, 60 text), a
@@ -175,10 +211,10 @@ impl Registered for Compact {
     }
     fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
         let p = &self.params;
-        let seg = segs(fx);
+        let seg = segs(fx, p.seqs, p.tokens, p.n);
         let (mut idx, mut count) = (vec![-1i32; p.seqs * p.n], vec![0i32; p.seqs]);
         for b in 0..p.seqs {
-            let n = seg[2 * b + 1] as usize;
+            let n = (seg[2 * b + 1].max(0) as usize).min(p.n);
             let kept: Vec<i32> = (0..n as i32)
                 .filter(|_| {
                     if fx.is("all") {
@@ -201,7 +237,7 @@ impl Registered for Compact {
             }
         }
         let mut m = TensorMap::new();
-        ints(&mut m, "cu_seqlens", &cu_of(fx, p.seqs));
+        ints(&mut m, "cu_seqlens", &cu_of(fx, p.seqs, p.tokens));
         ints(&mut m, "seg", &seg);
         ints(&mut m, "idx", &idx);
         ints(&mut m, "count", &count);
@@ -288,8 +324,8 @@ impl Registered for AttnMass {
     }
     fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
         let p = &self.params;
-        let cu = cu_of(fx, p.seqs);
-        let mut seg = segs(fx);
+        let cu = cu_of(fx, p.seqs, p.tokens);
+        let mut seg = segs(fx, p.seqs, p.tokens, p.n);
         // Query rows: each sequence's last token first, then random rows (anywhere in the
         // sequence with `early`, else after its segment), weights in (0, 1].
         let qpos: Vec<i32> = (0..p.rows)
@@ -411,7 +447,7 @@ impl Registered for SparseAttention {
     }
     fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
         let p = &self.params;
-        let cu = cu_of(fx, p.seqs);
+        let cu = cu_of(fx, p.seqs, p.tokens);
         let mut pos = Vec::with_capacity(p.tokens);
         for b in 0..p.seqs {
             // Increasing original positions with gaps (dropped tokens), or 0.. when dense.
@@ -528,8 +564,8 @@ impl Registered for NeighborAttention {
             let x = rng.normals(p.tokens * heads * p.dim, 1.0);
             m.insert(name.into(), HostTensor::from_f64(p.dtype, &[x.len()], &x));
         }
-        ints(&mut m, "cu_seqlens", &cu_of(fx, p.seqs));
-        ints(&mut m, "img", &fx.sizes("img").into_iter().map(|v| v as i32).collect::<Vec<_>>());
+        ints(&mut m, "cu_seqlens", &cu_of(fx, p.seqs, p.tokens));
+        ints(&mut m, "img", &grids(fx, &lens_of(fx, p.seqs, p.tokens)));
         if p.has_head_mask {
             ints(&mut m, "head_mask", &fx.sizes("masks").into_iter().map(|v| v as i32).collect::<Vec<_>>());
         }
@@ -592,10 +628,10 @@ impl Registered for Merge {
     }
     fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
         let p = &self.params;
-        let seg = segs(fx);
+        let seg = segs(fx, p.seqs, p.tokens, p.n);
         let (mut idx, mut count) = (vec![-1i32; p.seqs * p.n], vec![0i32; p.seqs]);
         for b in 0..p.seqs {
-            let n = seg[2 * b + 1] as usize;
+            let n = (seg[2 * b + 1].max(0) as usize).min(p.n);
             let kept: Vec<i32> = if fx.is("one_kept") {
                 vec![n as i32 / 2]
             } else if fx.is("none_in_1") && b == 1 {
@@ -615,7 +651,7 @@ impl Registered for Merge {
         let mut m = TensorMap::new();
         let x = rng.normals(p.tokens * p.dim, 1.0);
         m.insert("x".into(), HostTensor::from_f64(p.dtype, &[x.len()], &x));
-        ints(&mut m, "cu_seqlens", &cu_of(fx, p.seqs));
+        ints(&mut m, "cu_seqlens", &cu_of(fx, p.seqs, p.tokens));
         ints(&mut m, "seg", &seg);
         ints(&mut m, "idx", &idx);
         ints(&mut m, "count", &count);
