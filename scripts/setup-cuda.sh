@@ -10,7 +10,8 @@ if [ ! -f "$dest/nvidia/cuda_nvrtc/lib/libnvrtc.so.12" ] || [ ! -x "$dest/nvidia
    || [ ! -f "$dest/nvidia/cuda_runtime/include/cuda_bf16.h" ]; then
   echo "setup-cuda: installing $want into $dest" >&2
   py=$(command -v python3 || command -v python)
-  "$py" -m pip install --quiet --disable-pip-version-check --upgrade --target "$dest" $want >&2
+  # Installing into .cuda/ as root is what we want: no "running pip as root" warning.
+  PIP_ROOT_USER_ACTION=ignore "$py" -m pip install --quiet --disable-pip-version-check --upgrade --target "$dest" $want >&2
 fi
 # Nothing to export: build.rs and the tests find NVRTC, the headers and ptxas under .cuda/
 # themselves, so the scripts and a plain `cargo` run share one environment and one build.
