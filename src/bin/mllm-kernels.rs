@@ -82,6 +82,17 @@ struct CheckArgs {
     backend: Option<BackendKind>,
 }
 
+/// `println!` for the tool's output: when stdout is closed early (`mllm-kernels list | head`)
+/// the process ends as a shell expects after a broken pipe (status 141), not with a panic.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($t)*).is_err() {
+            std::process::exit(141);
+        }
+    }};
+}
+
 fn parse_backend(s: &str) -> Result<BackendKind, String> {
     BackendKind::parse(s).ok_or_else(|| format!("unknown backend `{s}` (cpu, wgpu, cuda)"))
 }
@@ -103,7 +114,7 @@ fn backends(backend: Option<BackendKind>) -> Result<Vec<Backend>, String> {
     for k in [BackendKind::Cpu, BackendKind::Wgpu, BackendKind::Cuda] {
         match Backend::open(k) {
             Ok(b) => v.push(b),
-            Err(e) => println!("skipping {}: {e}", k.name()),
+            Err(e) => say!("skipping {}: {e}", k.name()),
         }
     }
     Ok(v)
@@ -111,13 +122,13 @@ fn backends(backend: Option<BackendKind>) -> Result<Vec<Backend>, String> {
 
 fn cmd_devices() -> ExitCode {
     for d in devices() {
-        println!("{:5} {:9} {}", d.backend.name(), if d.available { "present" } else { "absent" }, d.detail);
+        say!("{:5} {:9} {}", d.backend.name(), if d.available { "present" } else { "absent" }, d.detail);
     }
     ExitCode::SUCCESS
 }
 
 fn print_row(r: &CaseReport) {
-    println!(
+    say!(
         "{:26} {:5} {:5} {:44} {:>10.2e} {:>10.2e}  {}{}",
         r.kernel,
         r.backend,
@@ -141,19 +152,19 @@ fn cmd_verify(o: &VerifyArgs) -> ExitCode {
     // Only the oracle checking itself proves nothing: that run counts as a failure.
     let no_gpu = !bks.iter().any(|b| b.kind() != BackendKind::Cpu) && o.sel.backend.is_none();
     if no_gpu {
-        println!("no GPU backend present: only the CPU oracle runs, which verifies no kernel. For wgpu on a");
-        println!("machine without a GPU, install Mesa's lavapipe (apt-get install mesa-vulkan-drivers); for CUDA,");
-        println!("an NVIDIA driver. `--backend cpu` runs the oracle path alone on purpose.");
+        say!("no GPU backend present: only the CPU oracle runs, which verifies no kernel. For wgpu on a");
+        say!("machine without a GPU, install Mesa's lavapipe (apt-get install mesa-vulkan-drivers); for CUDA,");
+        say!("an NVIDIA driver. `--backend cpu` runs the oracle path alone on purpose.");
     }
     let seed = o.seed.unwrap_or_else(fresh_seed);
-    println!("seed {seed}");
-    println!("{:26} {:5} {:5} {:44} {:>10} {:>10}  verdict", "kernel", "bknd", "dtype", "shape", "rel L2", "max abs");
+    say!("seed {seed}");
+    say!("{:26} {:5} {:5} {:44} {:>10} {:>10}  verdict", "kernel", "bknd", "dtype", "shape", "rel L2", "max abs");
     let (mut pass, mut fail) = (0usize, 0usize);
     let mut cuda_rows = Vec::new();
     // (family, backend) -> (passed, failed), for the closing table.
     let mut table: Vec<(String, &'static str, usize, usize)> = Vec::new();
     for b in &bks {
-        println!("-- {}: {}", b.kind().name(), b.describe());
+        say!("-- {}: {}", b.kind().name(), b.describe());
         verify_each(&kernels(), b, o.sel.family.as_deref(), seed, |r| {
             print_row(r);
             // Each row as it completes: a long run on a CPU adapter shows its progress.
@@ -180,17 +191,17 @@ fn cmd_verify(o: &VerifyArgs) -> ExitCode {
     }
     // The closing table: family x backend, and what no GPU has run yet.
     let (_, _, unproven) = proof::unproven(&kernels());
-    println!("\n| family | backend | passed | failed | CUDA on a GPU |");
-    println!("|---|---|---|---|---|");
+    say!("\n| family | backend | passed | failed | CUDA on a GPU |");
+    say!("|---|---|---|---|---|");
     for (fam, backend, p, f) in &table {
         let proven = if unproven.contains(&fam.as_str()) { "unproven" } else { "proven (GPU_VERIFIED.md)" };
-        println!("| {fam} | {backend} | {p} | {f} | {proven} |");
+        say!("| {fam} | {backend} | {p} | {f} | {proven} |");
     }
     let cuda_asked = o.sel.backend.is_none_or(|k| k == BackendKind::Cuda);
     let fams_asked: Vec<&str> =
         unproven.iter().copied().filter(|f| o.sel.family.as_deref().is_none_or(|x| x == *f)).collect();
     if cuda_asked && !fams_asked.is_empty() {
-        println!(
+        say!(
             "CUDA kernels of {} have changed since their last GPU run (GPU_VERIFIED.md): compiled and assembled, not proven",
             fams_asked.join(", ")
         );
@@ -217,15 +228,15 @@ fn cmd_verify(o: &VerifyArgs) -> ExitCode {
         }
     }
     if pass + fail == 0 {
-        println!("no case ran");
+        say!("no case ran");
         fail = 1;
     }
     if no_gpu {
-        println!("FAIL: no GPU backend was verified (see above)");
+        say!("FAIL: no GPU backend was verified (see above)");
         fail += 1;
     }
     let oracle_only = table.iter().filter(|r| r.1 == "cpu").map(|r| r.2).sum::<usize>();
-    println!("{pass} passed ({oracle_only} of them the CPU oracle against itself), {fail} failed");
+    say!("{pass} passed ({oracle_only} of them the CPU oracle against itself), {fail} failed");
     if fail == 0 {
         ExitCode::SUCCESS
     } else {
@@ -266,7 +277,7 @@ fn cmd_bench(o: &BenchArgs) -> ExitCode {
                 } else {
                     format!("inputs rotated past {} MiB (twice the L2)", (2 * ceil.l2_bytes) >> 20)
                 };
-                println!(
+                say!(
                     "-- {}: {} | copy {:.1} GB/s | launch floor {:.2} us | {rotation} | timed with {}",
                     b.kind().name(),
                     ceil.device,
@@ -275,19 +286,26 @@ fn cmd_bench(o: &BenchArgs) -> ExitCode {
                     ceil.timing.describe()
                 );
                 if b.kind() == BackendKind::Cpu || b.describe().contains("Cpu") {
-                    println!("   a CPU runs these kernels: the times show the bench works, not how fast a GPU is");
+                    say!("   a CPU runs these kernels: the times show the bench works, not how fast a GPU is");
                 }
-                println!(
+                say!(
                     "{:26} {:5} {:18} {:>6} {:>10} {:>9} {:>9} {:>7}",
-                    "kernel", "dtype", "shape", "copies", "time us", "GB/s", "TFLOP/s", "%copy"
+                    "kernel",
+                    "dtype",
+                    "shape",
+                    "copies",
+                    "time us",
+                    "GB/s",
+                    "TFLOP/s",
+                    "%copy"
                 );
                 for r in &rows {
                     match &r.error {
                         Some(e) => {
                             failed = true;
-                            println!("{:26} {:5} {:18} error: {e}", r.kernel, r.dtype, r.shape);
+                            say!("{:26} {:5} {:18} error: {e}", r.kernel, r.dtype, r.shape);
                         }
-                        None => println!(
+                        None => say!(
                             "{:26} {:5} {:18} {:>6} {:>10.2} {:>9.1} {:>9.3} {:>6.1}%{}",
                             r.kernel,
                             r.dtype,
@@ -389,17 +407,17 @@ fn cmd_check(o: &CheckArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("{} with params {}", file.kernel, file.params);
+    say!("{} with params {}", file.kernel, file.params);
     let (mut pass, mut fail) = (0, 0);
     for b in &bks {
         match check::run_check(&kernels(), &file, b) {
             Err(e) => {
-                println!("{:5} ERROR {e}", b.kind().name());
+                say!("{:5} ERROR {e}", b.kind().name());
                 fail += 1;
             }
             Ok(cmps) => {
                 for c in cmps {
-                    println!(
+                    say!(
                         "{:5} {:10} rel L2 {:.2e} max abs {:.2e} {} {}",
                         b.kind().name(),
                         c.name,
@@ -417,7 +435,7 @@ fn cmd_check(o: &CheckArgs) -> ExitCode {
             }
         }
     }
-    println!("{pass} passed, {fail} failed");
+    say!("{pass} passed, {fail} failed");
     if fail == 0 && pass > 0 {
         ExitCode::SUCCESS
     } else {
@@ -445,7 +463,7 @@ fn main() -> ExitCode {
         Cmd::Check(a) => cmd_check(&a),
         Cmd::List => {
             for k in kernels() {
-                println!("{}", mllm_kernels::harness::describe(k));
+                say!("{}", mllm_kernels::harness::describe(k));
             }
             ExitCode::SUCCESS
         }

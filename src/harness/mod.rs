@@ -285,11 +285,38 @@ pub fn compare_all(expected: &Expected, outputs: &TensorMap) -> Vec<Comparison> 
 /// A kernel's params and tensors for its first case, for `mllm-kernels list`.
 pub fn describe(kernel: &dyn Kernel) -> String {
     let cases = kernel.cases();
-    let mut out = format!("{} ({} cases)", kernel.id(), cases.len());
+    let mut dtypes: Vec<&str> = Vec::new();
+    for c in &cases {
+        if !dtypes.contains(&c.dtype.name()) {
+            dtypes.push(c.dtype.name());
+        }
+    }
+    // Every kernel has all three: the oracle, the WGSL and the CUDA (see GPU_VERIFIED.md for
+    // which CUDA kernels have run on a GPU).
+    let mut out =
+        format!("{} ({} cases; dtypes {}; backends cpu, wgpu, cuda)", kernel.id(), cases.len(), dtypes.join(", "));
     let Some(case) = cases.first() else { return out };
     match kernel.prepare(&case.params) {
         Ok(plan) => {
-            out += &format!("\n  params: {}", plan.params());
+            // Params as a check file or JSON case spells them, defaults filled in; f32 fields
+            // print as f32 (1e-6, not 9.99999997e-7), absent options as `none`.
+            let params = plan.params();
+            let fields: Vec<String> = params
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| match v {
+                            Value::Number(n) if !n.is_u64() && !n.is_i64() => {
+                                format!("{k}={}", n.as_f64().unwrap_or(f64::NAN) as f32)
+                            }
+                            Value::Null => format!("{k}=none"),
+                            Value::String(s) => format!("{k}={s}"),
+                            other => format!("{k}={other}"),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out += &format!("\n  params: {}", fields.join(" "));
             for s in plan.tensors() {
                 out += &format!(
                     "\n  {:<8} {:<12} {:<5} {}",
