@@ -9,7 +9,16 @@
 //! Every kernel follows one pattern: a params struct, a plan that validates it once
 //! (`RmsNorm::new`), and `run_cpu` / `run_cuda` / `run_wgpu` methods that check buffer sizes and
 //! launch without allocating device memory or synchronizing. Families: [`core`] (shared
-//! building blocks), [`ternary`] (MatMul-free layers), [`mla`] (MLA latent attention).
+//! building blocks), [`ternary`] (MatMul-free layers), [`mla`] (MLA latent attention),
+//! [`mom`] (Mixture-of-Memories linear attention), [`visual`] (sparse visual-token attention).
+//!
+//! Backends wrap what an engine already has: `CudaBackend::from_context` takes its cudarc
+//! context (runs go on the stream it passes), `WgpuBackend::from_device` its device and queue
+//! (runs are recorded into its encoder; buffers need `STORAGE` usage). Kernels that index with
+//! the caller's data (slot ids, block tables, `cu_seqlens`) never read out of bounds on a bad
+//! value: they raise a bit in a [`Status`] word, which [`Status::check`] turns into an
+//! [`Error`] naming the input. Every other bad input is an [`Error`] from `new` or `run_*`
+//! (the README's "Bad input" table).
 //!
 //! ```
 //! use mllm_kernels::core::{RmsNorm, RmsNormParams};
