@@ -12,8 +12,10 @@ use mllm_kernels::{Backend, Error};
 
 use crate::common::backends;
 
-/// Draws per kernel (a few seconds in all on lavapipe).
-const CASES: u32 = 64;
+/// Draws per kernel: 64 in CI (a few seconds in all on lavapipe), or `MLLM_PROPTEST_CASES`.
+fn cases() -> u32 {
+    std::env::var("MLLM_PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(64)
+}
 /// Accepted plans with more elements than this are only built, not run.
 const RUN_LIMIT: usize = 1 << 15;
 
@@ -93,9 +95,11 @@ fn accepted_params_match_the_oracle_and_refused_ones_are_errors() {
                 k.prepare(&c.params).map(|p| p.tensors().iter().map(|s| s.len).sum::<usize>()).unwrap_or(usize::MAX)
             })
             .unwrap_or_else(|| k.cases().remove(0));
-        let config = Config { cases: CASES, failure_persistence: None, ..Config::default() };
-        // A fixed stream per kernel: CI sees the same draws every run.
-        let rng = TestRng::from_seed(RngAlgorithm::XorShift, &[i as u8 + 1; 16]);
+        let config = Config { cases: cases(), failure_persistence: None, ..Config::default() };
+        // A fixed stream per kernel: CI sees the same draws every run (`MLLM_PROPTEST_SEED`
+        // explores others).
+        let seed = std::env::var("MLLM_PROPTEST_SEED").ok().and_then(|s| s.parse::<u8>().ok()).unwrap_or(0);
+        let rng = TestRng::from_seed(RngAlgorithm::XorShift, &[(i as u8 + 1) ^ seed; 16]);
         let mut runner = TestRunner::new_with_rng(config, rng);
         let fixture = case.fixture.clone();
         if let Err(e) = runner.run(&params(&case.params), |p| property(k, &fixture, &p, &bs)) {

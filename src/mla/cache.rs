@@ -61,6 +61,14 @@ impl AppendCache {
         if p.pages * p.page_size > i32::MAX as usize {
             return Err(invalid("append: pages * page_size exceeds i32 slot ids"));
         }
+        // Each token writes its own cache row (two tokens on one row would race).
+        if p.tokens > p.pages * p.page_size {
+            return Err(invalid(format!(
+                "append tokens = {} exceeds the cache's pages * page_size = {} rows",
+                p.tokens,
+                p.pages * p.page_size
+            )));
+        }
         Ok(Self { params: p })
     }
 

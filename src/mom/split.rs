@@ -14,7 +14,7 @@ use super::{check_offsets, check_slot_ids, heads_ok, load_state, offsets, oracle
 use crate::backend::{Status, StatusBits};
 use crate::dtype::{float_dtype, same_dtype, DType, Float};
 use crate::error::{invalid, Result};
-use crate::layout::{dim, elements, slot_of};
+use crate::layout::{dim, elements, pool_fits, slot_of};
 use crate::plan::{Plan, TensorSpec};
 
 /// The shape both kernels share: `streams` pieces over `rows` rows of `qkv [R, 2HK + HV]` and
@@ -59,6 +59,7 @@ fn check(p: &PieceParams, what: &str) -> Result<()> {
     for (n, v) in [("streams", p.streams), ("seqs", p.seqs), ("rows", p.rows), ("slots", p.slots)] {
         dim(&format!("{what} {n}"), v)?;
     }
+    pool_fits(what, p.seqs, "seqs", p.slots)?;
     heads_ok(p.heads, p.head_k, p.head_v)?;
     if !p.streams.is_multiple_of(p.seqs) {
         return Err(invalid(format!("{what} streams = {} must be a multiple of seqs = {}", p.streams, p.seqs)));
