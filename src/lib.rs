@@ -62,6 +62,21 @@ macro_rules! uniforms {
     };
 }
 
+/// `[("x", x.len()), ("w", w.len())]` from `lens![x, w]`: each buffer's length under the name
+/// of the tensor it holds, for `Plan::check_lens` (a plan's `run_*` arguments are named after
+/// its tensors).
+#[allow(unused_macros)]
+macro_rules! lens {
+    ($($t:ident),* $(,)?) => { [$((stringify!($t), $t.len())),*] };
+}
+
+/// `[("x", Some(&x)), ("lb", lb.as_ref())]` from `bindings![x; lb]` for `Plan::bind_all`:
+/// required wgpu tensors, then optional ones.
+#[allow(unused_macros)]
+macro_rules! bindings {
+    ($($t:ident),* $(; $($o:ident),*)?) => { [$((stringify!($t), Some(&$t)),)* $($((stringify!($o), $o.as_ref()),)*)?] };
+}
+
 pub mod backend;
 pub mod core;
 pub mod dtype;

@@ -52,6 +52,16 @@ pub fn verify_family(family: &str, backend: &Backend) {
     );
 }
 
+/// The case of `k` with the fewest elements among those without a fixture (a fixture pins
+/// shapes to its own case's params), else its first case.
+pub fn smallest_case(k: &dyn mllm_kernels::harness::Kernel) -> mllm_kernels::harness::Case {
+    let size = |c: &mllm_kernels::harness::Case| {
+        k.prepare(&c.params).map(|p| p.tensors().iter().map(|s| s.len).sum::<usize>()).unwrap_or(usize::MAX)
+    };
+    let cases = k.cases();
+    cases.iter().filter(|c| c.fixture.0.is_null()).min_by_key(|c| size(c)).unwrap_or(&cases[0]).clone()
+}
+
 /// A file of the repository: beside the sources this binary was built from, or, where the
 /// binary runs elsewhere (the GPU bundle runs in a copy of the tree), under the working directory.
 pub fn repo_file(rel: &str) -> std::path::PathBuf {

@@ -17,14 +17,7 @@ fn kernels() -> Vec<&'static dyn Kernel> {
 
 /// The case of `k` with the fewest elements, its plan and random inputs.
 fn smallest(k: &'static dyn Kernel) -> (Case, Box<dyn Prepared>, TensorMap) {
-    let case = k
-        .cases()
-        .into_iter()
-        .filter(|c| c.fixture.0.is_null())
-        .min_by_key(|c| {
-            k.prepare(&c.params).map(|p| p.tensors().iter().map(|s| s.len).sum::<usize>()).unwrap_or(usize::MAX)
-        })
-        .unwrap_or_else(|| k.cases().remove(0));
+    let case = crate::common::smallest_case(k);
     let plan = k.prepare(&case.params).unwrap();
     let inputs = random_inputs(k, &case.params, &case.fixture, 7).unwrap();
     (case, plan, inputs)

@@ -85,16 +85,7 @@ fn accepted_params_match_the_oracle_and_refused_ones_are_errors() {
     let bs = backends();
     let mut failures = Vec::new();
     for (i, k) in mllm_kernels::registry::kernels().into_iter().enumerate() {
-        // Cases without a fixture: a fixture pins shapes (sequence lengths, bad slots) to its
-        // case's params.
-        let case = k
-            .cases()
-            .into_iter()
-            .filter(|c| c.fixture.0.is_null())
-            .min_by_key(|c| {
-                k.prepare(&c.params).map(|p| p.tensors().iter().map(|s| s.len).sum::<usize>()).unwrap_or(usize::MAX)
-            })
-            .unwrap_or_else(|| k.cases().remove(0));
+        let case = crate::common::smallest_case(k);
         let config = Config { cases: cases(), failure_persistence: None, ..Config::default() };
         // A fixed stream per kernel: CI sees the same draws every run (`MLLM_PROPTEST_SEED`
         // explores others).

@@ -165,28 +165,28 @@ impl MomLayer {
         status: &Status,
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
-        self.check_lens(&[
-            ("logits", logits.len()),
-            ("x", x.len()),
-            ("gate", gate.len()),
-            ("conv_w", conv_w.len()),
-            ("gate_params", gate_params.len()),
-            ("norm_w", norm_w.len()),
-            ("cu_seqlens", cu_seqlens.len()),
-            ("slot_ids", slot_ids.len()),
-            ("state", state.len()),
-            ("conv_state", conv_state.len()),
-            ("y", y.len()),
-            ("idx", idx.len()),
-            ("weights", weights.len()),
-            ("order", order.len()),
-            ("inverse", inverse.len()),
-            ("cu_mem", cu_mem.len()),
-            ("counts", counts.len()),
-            ("qkv", qkv.len()),
-            ("gb", gb.len()),
-            ("o_rows", o_rows.len()),
-            ("o_mix", o_mix.len()),
+        self.check_lens(&lens![
+            logits,
+            x,
+            gate,
+            conv_w,
+            gate_params,
+            norm_w,
+            cu_seqlens,
+            slot_ids,
+            state,
+            conv_state,
+            y,
+            idx,
+            weights,
+            order,
+            inverse,
+            cu_mem,
+            counts,
+            qkv,
+            gb,
+            o_rows,
+            o_mix
         ])?;
         self.route.run_cpu(logits, idx, weights, status)?;
         self.permute.run_cpu(idx, cu_seqlens, order, inverse, cu_mem, counts, status)?;
@@ -344,20 +344,20 @@ impl MomLayerStep {
         status: &Status,
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
-        self.check_lens(&[
-            ("logits", logits.len()),
-            ("x", x.len()),
-            ("gate", gate.len()),
-            ("conv_w", conv_w.len()),
-            ("gate_params", gate_params.len()),
-            ("norm_w", norm_w.len()),
-            ("slot_ids", slot_ids.len()),
-            ("state", state.len()),
-            ("conv_state", conv_state.len()),
-            ("y", y.len()),
-            ("idx", idx.len()),
-            ("weights", weights.len()),
-            ("o_mix", o_mix.len()),
+        self.check_lens(&lens![
+            logits,
+            x,
+            gate,
+            conv_w,
+            gate_params,
+            norm_w,
+            slot_ids,
+            state,
+            conv_state,
+            y,
+            idx,
+            weights,
+            o_mix
         ])?;
         self.route.run_cpu(logits, idx, weights, status)?;
         self.step.run_cpu(x, conv_w, gate_params, idx, weights, slot_ids, state, conv_state, o_mix, status)?;
@@ -439,28 +439,28 @@ mod cuda {
             status: &mut Status,
         ) -> Result<()> {
             same_dtype::<T>(self.params.dtype)?;
-            self.check_lens(&[
-                ("logits", logits.len()),
-                ("x", x.len()),
-                ("gate", gate.len()),
-                ("conv_w", conv_w.len()),
-                ("gate_params", gate_params.len()),
-                ("norm_w", norm_w.len()),
-                ("cu_seqlens", cu_seqlens.len()),
-                ("slot_ids", slot_ids.len()),
-                ("state", state.len()),
-                ("conv_state", conv_state.len()),
-                ("y", y.len()),
-                ("idx", idx.len()),
-                ("weights", weights.len()),
-                ("order", order.len()),
-                ("inverse", inverse.len()),
-                ("cu_mem", cu_mem.len()),
-                ("counts", counts.len()),
-                ("qkv", qkv.len()),
-                ("gb", gb.len()),
-                ("o_rows", o_rows.len()),
-                ("o_mix", o_mix.len()),
+            self.check_lens(&lens![
+                logits,
+                x,
+                gate,
+                conv_w,
+                gate_params,
+                norm_w,
+                cu_seqlens,
+                slot_ids,
+                state,
+                conv_state,
+                y,
+                idx,
+                weights,
+                order,
+                inverse,
+                cu_mem,
+                counts,
+                qkv,
+                gb,
+                o_rows,
+                o_mix
             ])?;
             self.route.run_cuda(cuda, stream, logits, idx, weights, status)?;
             self.permute.run_cuda(cuda, stream, &*idx, cu_seqlens, order, inverse, cu_mem, counts, status)?;
@@ -496,20 +496,20 @@ mod cuda {
             status: &mut Status,
         ) -> Result<()> {
             same_dtype::<T>(self.params.dtype)?;
-            self.check_lens(&[
-                ("logits", logits.len()),
-                ("x", x.len()),
-                ("gate", gate.len()),
-                ("conv_w", conv_w.len()),
-                ("gate_params", gate_params.len()),
-                ("norm_w", norm_w.len()),
-                ("slot_ids", slot_ids.len()),
-                ("state", state.len()),
-                ("conv_state", conv_state.len()),
-                ("y", y.len()),
-                ("idx", idx.len()),
-                ("weights", weights.len()),
-                ("o_mix", o_mix.len()),
+            self.check_lens(&lens![
+                logits,
+                x,
+                gate,
+                conv_w,
+                gate_params,
+                norm_w,
+                slot_ids,
+                state,
+                conv_state,
+                y,
+                idx,
+                weights,
+                o_mix
             ])?;
             self.route.run_cuda(cuda, stream, logits, idx, weights, status)?;
             let (i, w) = (&*idx, &*weights);
@@ -572,28 +572,28 @@ mod gpu {
         ) -> Result<()> {
             self.bind_all(
                 gpu,
-                &[
-                    ("logits", Some(&logits)),
-                    ("x", Some(&x)),
-                    ("gate", Some(&gate)),
-                    ("conv_w", Some(&conv_w)),
-                    ("gate_params", Some(&gate_params)),
-                    ("norm_w", Some(&norm_w)),
-                    ("cu_seqlens", Some(&cu_seqlens)),
-                    ("slot_ids", Some(&slot_ids)),
-                    ("state", Some(&state)),
-                    ("conv_state", Some(&conv_state)),
-                    ("y", Some(&y)),
-                    ("idx", Some(&idx)),
-                    ("weights", Some(&weights)),
-                    ("order", Some(&order)),
-                    ("inverse", Some(&inverse)),
-                    ("cu_mem", Some(&cu_mem)),
-                    ("counts", Some(&counts)),
-                    ("qkv", Some(&qkv)),
-                    ("gb", Some(&gb)),
-                    ("o_rows", Some(&o_rows)),
-                    ("o_mix", Some(&o_mix)),
+                &bindings![
+                    logits,
+                    x,
+                    gate,
+                    conv_w,
+                    gate_params,
+                    norm_w,
+                    cu_seqlens,
+                    slot_ids,
+                    state,
+                    conv_state,
+                    y,
+                    idx,
+                    weights,
+                    order,
+                    inverse,
+                    cu_mem,
+                    counts,
+                    qkv,
+                    gb,
+                    o_rows,
+                    o_mix
                 ],
             )?;
             self.route.run_wgpu(gpu, enc, logits, idx, weights, status)?;
@@ -630,20 +630,20 @@ mod gpu {
         ) -> Result<()> {
             self.bind_all(
                 gpu,
-                &[
-                    ("logits", Some(&logits)),
-                    ("x", Some(&x)),
-                    ("gate", Some(&gate)),
-                    ("conv_w", Some(&conv_w)),
-                    ("gate_params", Some(&gate_params)),
-                    ("norm_w", Some(&norm_w)),
-                    ("slot_ids", Some(&slot_ids)),
-                    ("state", Some(&state)),
-                    ("conv_state", Some(&conv_state)),
-                    ("y", Some(&y)),
-                    ("idx", Some(&idx)),
-                    ("weights", Some(&weights)),
-                    ("o_mix", Some(&o_mix)),
+                &bindings![
+                    logits,
+                    x,
+                    gate,
+                    conv_w,
+                    gate_params,
+                    norm_w,
+                    slot_ids,
+                    state,
+                    conv_state,
+                    y,
+                    idx,
+                    weights,
+                    o_mix
                 ],
             )?;
             self.route.run_wgpu(gpu, enc, logits, idx, weights, status)?;

@@ -109,20 +109,20 @@ impl GluMlp {
         s2: &mut [f32],
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
-        self.check_lens(&[
-            ("x", x.len()),
-            ("up_norm", up_norm.len()),
-            ("up_packed", up_packed.len()),
-            ("up_gamma", up_gamma.len()),
-            ("down_norm", down_norm.len()),
-            ("down_packed", down_packed.len()),
-            ("down_gamma", down_gamma.len()),
-            ("y", y.len()),
-            ("gu", gu.len()),
-            ("q1", q1.len()),
-            ("s1", s1.len()),
-            ("q2", q2.len()),
-            ("s2", s2.len()),
+        self.check_lens(&lens![
+            x,
+            up_norm,
+            up_packed,
+            up_gamma,
+            down_norm,
+            down_packed,
+            down_gamma,
+            y,
+            gu,
+            q1,
+            s1,
+            q2,
+            s2
         ])?;
         self.up.run_cpu(x, up_norm, up_packed, up_gamma, q1, s1, gu)?;
         self.down.run_cpu(gu, down_norm, down_packed, down_gamma, q2, s2, y)
@@ -262,36 +262,37 @@ impl MatmulFreeBlock {
         status: &Status,
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
-        let mut given = vec![
-            ("x", x.len()),
-            ("attn_norm", attn_norm.len()),
-            ("fcg_norm", fcg_norm.len()),
-            ("fcg_packed", fcg_packed.len()),
-            ("fcg_gamma", fcg_gamma.len()),
-            ("state", state.len()),
-            ("slot_ids", slot_ids.len()),
-            ("g_norm", g_norm.len()),
-            ("o_norm", o_norm.len()),
-            ("o_packed", o_packed.len()),
-            ("o_gamma", o_gamma.len()),
-            ("mlp_norm", mlp_norm.len()),
-            ("up_norm", up_norm.len()),
-            ("up_packed", up_packed.len()),
-            ("up_gamma", up_gamma.len()),
-            ("down_norm", down_norm.len()),
-            ("down_packed", down_packed.len()),
-            ("down_gamma", down_gamma.len()),
-            ("a", a.len()),
-            ("fcg", fcg.len()),
-            ("o", o.len()),
-            ("qa", qa.len()),
-            ("sa", sa.len()),
-            ("gu", gu.len()),
-            ("q1", q1.len()),
-            ("s1", s1.len()),
-            ("q2", q2.len()),
-            ("s2", s2.len()),
-        ];
+        let mut given = lens![
+            x,
+            attn_norm,
+            fcg_norm,
+            fcg_packed,
+            fcg_gamma,
+            state,
+            slot_ids,
+            g_norm,
+            o_norm,
+            o_packed,
+            o_gamma,
+            mlp_norm,
+            up_norm,
+            up_packed,
+            up_gamma,
+            down_norm,
+            down_packed,
+            down_gamma,
+            a,
+            fcg,
+            o,
+            qa,
+            sa,
+            gu,
+            q1,
+            s1,
+            q2,
+            s2
+        ]
+        .to_vec();
         given.extend(lb.as_ref().map(|t| ("lb", t.len())));
         self.check_lens(&given)?;
         self.norm.run_cpu(x, attn_norm, a)?;
@@ -416,20 +417,20 @@ mod cuda {
             s2: &mut (impl DevicePtr<f32> + DevicePtrMut<f32>),
         ) -> Result<()> {
             same_dtype::<T>(self.params.dtype)?;
-            self.check_lens(&[
-                ("x", x.len()),
-                ("up_norm", up_norm.len()),
-                ("up_packed", up_packed.len()),
-                ("up_gamma", up_gamma.len()),
-                ("down_norm", down_norm.len()),
-                ("down_packed", down_packed.len()),
-                ("down_gamma", down_gamma.len()),
-                ("y", y.len()),
-                ("gu", gu.len()),
-                ("q1", q1.len()),
-                ("s1", s1.len()),
-                ("q2", q2.len()),
-                ("s2", s2.len()),
+            self.check_lens(&lens![
+                x,
+                up_norm,
+                up_packed,
+                up_gamma,
+                down_norm,
+                down_packed,
+                down_gamma,
+                y,
+                gu,
+                q1,
+                s1,
+                q2,
+                s2
             ])?;
             self.up.run_cuda(cuda, stream, x, up_norm, up_packed, up_gamma, q1, s1, gu)?;
             self.down.run_cuda(cuda, stream, &*gu, down_norm, down_packed, down_gamma, q2, s2, y)
@@ -475,36 +476,37 @@ mod cuda {
             status: &mut Status,
         ) -> Result<()> {
             same_dtype::<T>(self.params.dtype)?;
-            let mut given = vec![
-                ("x", x.len()),
-                ("attn_norm", attn_norm.len()),
-                ("fcg_norm", fcg_norm.len()),
-                ("fcg_packed", fcg_packed.len()),
-                ("fcg_gamma", fcg_gamma.len()),
-                ("state", state.len()),
-                ("slot_ids", slot_ids.len()),
-                ("g_norm", g_norm.len()),
-                ("o_norm", o_norm.len()),
-                ("o_packed", o_packed.len()),
-                ("o_gamma", o_gamma.len()),
-                ("mlp_norm", mlp_norm.len()),
-                ("up_norm", up_norm.len()),
-                ("up_packed", up_packed.len()),
-                ("up_gamma", up_gamma.len()),
-                ("down_norm", down_norm.len()),
-                ("down_packed", down_packed.len()),
-                ("down_gamma", down_gamma.len()),
-                ("a", a.len()),
-                ("fcg", fcg.len()),
-                ("o", o.len()),
-                ("qa", qa.len()),
-                ("sa", sa.len()),
-                ("gu", gu.len()),
-                ("q1", q1.len()),
-                ("s1", s1.len()),
-                ("q2", q2.len()),
-                ("s2", s2.len()),
-            ];
+            let mut given = lens![
+                x,
+                attn_norm,
+                fcg_norm,
+                fcg_packed,
+                fcg_gamma,
+                state,
+                slot_ids,
+                g_norm,
+                o_norm,
+                o_packed,
+                o_gamma,
+                mlp_norm,
+                up_norm,
+                up_packed,
+                up_gamma,
+                down_norm,
+                down_packed,
+                down_gamma,
+                a,
+                fcg,
+                o,
+                qa,
+                sa,
+                gu,
+                q1,
+                s1,
+                q2,
+                s2
+            ]
+            .to_vec();
             given.extend(lb.as_ref().map(|t| ("lb", t.len())));
             self.check_lens(&given)?;
             self.norm.run_cuda(cuda, stream, &*x, attn_norm, a)?;
@@ -568,21 +570,7 @@ mod wgpu_impl {
         ) -> Result<()> {
             self.bind_all(
                 gpu,
-                &[
-                    ("x", Some(&x)),
-                    ("up_norm", Some(&up_norm)),
-                    ("up_packed", Some(&up_packed)),
-                    ("up_gamma", Some(&up_gamma)),
-                    ("down_norm", Some(&down_norm)),
-                    ("down_packed", Some(&down_packed)),
-                    ("down_gamma", Some(&down_gamma)),
-                    ("y", Some(&y)),
-                    ("gu", Some(&gu)),
-                    ("q1", Some(&q1)),
-                    ("s1", Some(&s1)),
-                    ("q2", Some(&q2)),
-                    ("s2", Some(&s2)),
-                ],
+                &bindings![x, up_norm, up_packed, up_gamma, down_norm, down_packed, down_gamma, y, gu, q1, s1, q2, s2],
             )?;
             self.up.run_wgpu(gpu, enc, x, up_norm, up_packed, up_gamma, q1, s1, gu)?;
             self.down.run_wgpu(gpu, enc, gu, down_norm, down_packed, down_gamma, q2, s2, y)
@@ -629,36 +617,10 @@ mod wgpu_impl {
         ) -> Result<()> {
             self.bind_all(
                 gpu,
-                &[
-                    ("x", Some(&x)),
-                    ("attn_norm", Some(&attn_norm)),
-                    ("fcg_norm", Some(&fcg_norm)),
-                    ("fcg_packed", Some(&fcg_packed)),
-                    ("fcg_gamma", Some(&fcg_gamma)),
-                    ("state", Some(&state)),
-                    ("slot_ids", Some(&slot_ids)),
-                    ("lb", lb.as_ref()),
-                    ("g_norm", Some(&g_norm)),
-                    ("o_norm", Some(&o_norm)),
-                    ("o_packed", Some(&o_packed)),
-                    ("o_gamma", Some(&o_gamma)),
-                    ("mlp_norm", Some(&mlp_norm)),
-                    ("up_norm", Some(&up_norm)),
-                    ("up_packed", Some(&up_packed)),
-                    ("up_gamma", Some(&up_gamma)),
-                    ("down_norm", Some(&down_norm)),
-                    ("down_packed", Some(&down_packed)),
-                    ("down_gamma", Some(&down_gamma)),
-                    ("a", Some(&a)),
-                    ("fcg", Some(&fcg)),
-                    ("o", Some(&o)),
-                    ("qa", Some(&qa)),
-                    ("sa", Some(&sa)),
-                    ("gu", Some(&gu)),
-                    ("q1", Some(&q1)),
-                    ("s1", Some(&s1)),
-                    ("q2", Some(&q2)),
-                    ("s2", Some(&s2)),
+                &bindings![
+                    x, attn_norm, fcg_norm, fcg_packed, fcg_gamma, state, slot_ids, g_norm, o_norm, o_packed,
+                    o_gamma, mlp_norm, up_norm, up_packed, up_gamma, down_norm, down_packed, down_gamma, a, fcg, o,
+                    qa, sa, gu, q1, s1, q2, s2; lb
                 ],
             )?;
             self.norm.run_wgpu(gpu, enc, x, attn_norm, a)?;
