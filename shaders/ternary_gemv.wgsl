@@ -3,7 +3,8 @@
 // Params (binding 0) is MatmulUniform in src/ternary/uniforms.rs; build.rs appends it.
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<u32>;
+// Four words (the 16 int8 activations of one packed weight word) per load.
+@group(0) @binding(1) var<storage, read> q: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> s: array<f32>;
 @group(0) @binding(3) var<storage, read> packed: array<u32>;
 @group(0) @binding(4) var<storage, read> gamma: array<f32>;
@@ -19,14 +20,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let j = wid.x + wid.y * nwg.x;
     if (j >= total_n) { return; }
     let pr = j / p.n;
-    let qrow = p.kw * 4u;
-    let qb = pr * p.m * qrow;
     var acc = array<i32, 8>(0i, 0i, 0i, 0i, 0i, 0i, 0i, 0i);
     for (var w = tid; w < p.kw; w += 64u) {
         let word = packed[j * p.kw + w];
         for (var mm = 0u; mm < p.m; mm++) {
-            let a = qb + mm * qrow + w * 4u;
-            acc[mm] += dot16(word, q[a], q[a + 1u], q[a + 2u], q[a + 3u]);
+            let a = q[(pr * p.m + mm) * p.kw + w];
+            acc[mm] += dot16(word, a.x, a.y, a.z, a.w);
         }
     }
     for (var mm = 0u; mm < 8u; mm++) { ired[mm * 64u + tid] = acc[mm]; }

@@ -261,3 +261,47 @@ fn every_bench_case_builds_a_plan() {
         }
     }
 }
+
+/// `bench` at a user's own shapes: one with `--kernel` and `--params`, several from a JSON
+/// file; a bad kernel, params or file is an error with a non-zero exit.
+#[test]
+fn bench_takes_a_users_shapes() {
+    let run = |args: &[&str]| std::process::Command::new(tool()).args(args).output().expect("run mllm-kernels");
+    let one = run(&[
+        "bench",
+        "--backend",
+        "cpu",
+        "--iters",
+        "1",
+        "--kernel",
+        "core.rmsnorm",
+        "--params",
+        r#"{"rows":3,"cols":40,"dtype":"f32"}"#,
+    ]);
+    let text = String::from_utf8_lossy(&one.stdout);
+    assert!(one.status.success(), "{text}{}", String::from_utf8_lossy(&one.stderr));
+    assert!(text.lines().any(|l| l.starts_with("core.rmsnorm") && l.contains("cols=40 rows=3")), "{text}");
+    let file = std::env::temp_dir().join(format!("mllm-bench-cases-{}.json", std::process::id()));
+    std::fs::write(
+        &file,
+        r#"[{"kernel": "core.gather_rows", "params": {"rows": 2, "src_rows": 5, "cols": 8, "dtype": "f16"}},
+            {"kernel": "ternary.matmul", "params": {"m": 9, "n": 33, "k": 70, "dtype": "bf16"}}]"#,
+    )
+    .unwrap();
+    let many = run(&["bench", "--backend", "cpu", "--iters", "1", "--cases", file.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&many.stdout);
+    assert!(many.status.success(), "{text}{}", String::from_utf8_lossy(&many.stderr));
+    assert!(text.contains("core.gather_rows") && text.contains("ternary.matmul"), "{text}");
+    for bad in [
+        vec!["bench", "--backend", "cpu", "--kernel", "core.nope"],
+        vec!["bench", "--backend", "cpu", "--kernel", "core.rmsnorm", "--params", "{rows"],
+        vec!["bench", "--backend", "cpu", "--kernel", "core.rmsnorm", "--params", r#"{"rows":0,"cols":4}"#],
+        vec!["bench", "--backend", "cpu", "--params", r#"{"rows":1}"#],
+        vec!["bench", "--backend", "cpu", "--cases", "/nonexistent/cases.json"],
+    ] {
+        let out = run(&bad);
+        assert!(!out.status.success(), "{bad:?} passed");
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"), "{bad:?}");
+    }
+    let _ = std::fs::remove_file(&file);
+}

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use mllm_kernels::harness::{bench, check, fresh_seed, proof, verify_each, CaseReport};
+use mllm_kernels::harness::{bench, check, fresh_seed, proof, verify_each, Case, CaseReport, Kernel};
 use mllm_kernels::registry::{families, kernels};
 use mllm_kernels::{devices, Backend, BackendKind};
 
@@ -70,6 +70,17 @@ struct BenchArgs {
     /// Also write the rows as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Only this kernel (`family.kernel`, see `list`): its bench cases, or with `--params` a
+    /// shape of your own.
+    #[arg(long, value_parser = parse_kernel, conflicts_with = "family")]
+    kernel: Option<String>,
+    /// The kernel's params as a JSON object; defaults fill in what it leaves out, e.g.
+    /// '{"m":1,"n":4096,"k":4096,"dtype":"bf16"}' for ternary.matmul.
+    #[arg(long, requires = "kernel")]
+    params: Option<String>,
+    /// A JSON file of your own cases: [{"kernel": "ternary.matmul", "params": {...}}, ...].
+    #[arg(long, conflicts_with_all = ["kernel", "family"])]
+    cases: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -103,6 +114,48 @@ fn parse_family(s: &str) -> Result<String, String> {
     } else {
         Err(format!("unknown family `{s}` (registered: {})", families().join(", ")))
     }
+}
+
+fn parse_kernel(s: &str) -> Result<String, String> {
+    match mllm_kernels::registry::find(s) {
+        Some(_) => Ok(s.to_string()),
+        None => Err(format!("unknown kernel `{s}` (see `mllm-kernels list`)")),
+    }
+}
+
+/// The cases `bench` times: a file of the user's, one shape of the user's, one kernel's bench
+/// cases, or every bench case (of `--family`).
+fn bench_selection(o: &BenchArgs) -> Result<Vec<(&'static dyn Kernel, Case)>, String> {
+    let find = |id: &str| mllm_kernels::registry::find(id).ok_or_else(|| format!("unknown kernel `{id}`"));
+    let parse = |text: &str, what: &str| -> Result<serde_json::Value, String> {
+        serde_json::from_str(text).map_err(|e| format!("{what}: not JSON: {e}"))
+    };
+    if let Some(path) = &o.cases {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let list = parse(&text, &path.display().to_string())?;
+        let items = list.as_array().ok_or_else(|| format!("{}: expected a JSON array of cases", path.display()))?;
+        return items
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let id = c.get("kernel").and_then(|v| v.as_str()).ok_or(format!("case {i}: no \"kernel\" string"))?;
+                let params = c.get("params").cloned().ok_or(format!("case {i}: no \"params\" object"))?;
+                Ok((find(id)?, bench::user_case(params).map_err(|e| format!("case {i}: {e}"))?))
+            })
+            .collect();
+    }
+    if let Some(id) = &o.kernel {
+        let k = find(id)?;
+        return match &o.params {
+            Some(p) => Ok(vec![(k, bench::user_case(parse(p, "--params")?).map_err(|e| e.to_string())?)]),
+            None => Ok(k.bench_cases().into_iter().map(|c| (k, c)).collect()),
+        };
+    }
+    Ok(kernels()
+        .into_iter()
+        .filter(|k| o.sel.family.as_deref().is_none_or(|f| f == k.family()))
+        .flat_map(|k| k.bench_cases().into_iter().map(move |c| (k, c)))
+        .collect())
 }
 
 /// The backends to run: the one asked for (absent is an error), or every one present.
@@ -263,10 +316,21 @@ fn cmd_bench(o: &BenchArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let cases = match bench_selection(o) {
+        Ok(c) if c.is_empty() => {
+            eprintln!("no bench case selected");
+            return ExitCode::FAILURE;
+        }
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     let mut all = Vec::new();
     let mut failed = false;
     for b in &bks {
-        match bench::bench(&kernels(), b, o.sel.family.as_deref(), o.iters as usize) {
+        match bench::bench_cases(&cases, b, o.iters as usize) {
             Err(e) => {
                 eprintln!("{}: {e}", b.kind().name());
                 failed = true;

@@ -5,9 +5,11 @@
 use std::time::Instant;
 
 use serde::Serialize;
+use serde_json::Value;
 
 use super::{launch_once, stage, Case, DevMap, Kernel, Launch, Rng};
 use crate::backend::{Backend, Status};
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 
 /// What the device can do, measured by the tool on that device.
@@ -299,17 +301,45 @@ pub fn bench(
     family: Option<&str>,
     iters: usize,
 ) -> Result<(Ceilings, Vec<BenchRow>)> {
+    let cases: Vec<(&dyn Kernel, Case)> = kernels
+        .iter()
+        .filter(|k| family.is_none_or(|f| f == k.family()))
+        .flat_map(|&k| k.bench_cases().into_iter().map(move |c| (k, c)))
+        .collect();
+    bench_cases(&cases, backend, iters)
+}
+
+/// Times the given cases (a user's own shapes: `bench --kernel K --params JSON` or
+/// `--cases FILE`) after measuring the device's ceilings, as [`bench`] does.
+pub fn bench_cases(
+    cases: &[(&dyn Kernel, Case)],
+    backend: &Backend,
+    iters: usize,
+) -> Result<(Ceilings, Vec<BenchRow>)> {
     let ceil = ceilings(backend)?;
-    let mut rows = Vec::new();
-    for &k in kernels {
-        if family.is_some_and(|f| f != k.family()) {
-            continue;
-        }
-        for case in k.bench_cases() {
-            rows.push(bench_case(k, backend, &case, iters, &ceil));
-        }
-    }
+    let rows = cases.iter().map(|(k, case)| bench_case(*k, backend, case, iters, &ceil)).collect();
     Ok((ceil, rows))
+}
+
+/// A bench case from a user's params: the label shows them (without the dtype) and the dtype
+/// tag is the params' own (a kernel that takes a dtype needs it there; the table shows f32 for
+/// one that takes none).
+pub fn user_case(params: Value) -> Result<Case> {
+    if !params.is_object() {
+        return Err(Error::InvalidParams(format!("bench params must be a JSON object, got {params}")));
+    }
+    let dtype = match params.get("dtype") {
+        None => DType::F32,
+        Some(v) => serde_json::from_value(v.clone()).map_err(|e| Error::InvalidParams(format!("dtype: {e}")))?,
+    };
+    let label: Vec<String> = params
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.as_str() != "dtype")
+        .map(|(k, v)| format!("{k}={}", v.as_str().map_or(v.to_string(), str::to_string)))
+        .collect();
+    Ok(Case::new(label.join(" "), dtype, params))
 }
 
 /// A case with its tensors on the device, for external timers (criterion).

@@ -233,7 +233,8 @@ impl TernaryMatmul {
                 return Err(Error::InvalidParams("write_acc is set but no accumulator buffer was given".into()))
             }
         };
-        let (nt, mt) = (p.n.div_ceil(16), p.m.div_ceil(16));
+        // The GEMM's tiles are 64 x 64 (shaders/ternary_gemm.wgsl); the GEMV ignores them.
+        let (nt, mt) = (p.n.div_ceil(64), p.m.div_ceil(64));
         let u = MatmulUniform {
             m: p.m as u32,
             n: p.n as u32,
