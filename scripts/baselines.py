@@ -201,6 +201,51 @@ def main():
             print(f"baselines: fla chunk T{tt}: {err}", file=sys.stderr)
             break
 
+    # ternary: the MLGRU recurrence at the bench shapes (d 2048). The step: B sequences of one
+    # token, eager PyTorch (gates, state update, output gate and norm) and flash-linear-attention's
+    # HGRN recurrence (the state update alone: x = (1 - f) c, log-gate log f) where its package is
+    # present. The scan: 4 sequences of 1024 tokens through fla's chunk_hgrn.
+    dd = 2048
+    for bb in [64, 256]:
+        fcg = torch.randn(bb, 3 * dd, dtype=torch.bfloat16, device=dev)
+        h = torch.randn(bb, dd, device=dev)
+        w = torch.rand(dd, dtype=torch.bfloat16, device=dev) + 0.5
+        nbytes = fcg.numel() * 2 + 2 * h.numel() * 4 + bb * dd * 2
+
+        def step(i):
+            f, c, g = fcg.float().split(dd, dim=-1)
+            f = torch.sigmoid(f)
+            h.mul_(f).add_((1 - f) * torch.nn.functional.silu(c))
+            o = h * torch.sigmoid(g)
+            return torch.nn.functional.rms_norm(o, (dd,), w.float(), 1e-6).bfloat16()
+
+        us = timed(step, args.iters)
+        record("ternary.mlgru_step (torch eager)", f"B{bb} d{dd}", "bf16", us, nbytes, 10.0 * bb * dd)
+        try:
+            from fla.ops.hgrn import fused_recurrent_hgrn
+            f = torch.sigmoid(fcg[:, :dd].float())
+            x = ((1 - f) * torch.nn.functional.silu(fcg[:, dd:2 * dd].float())).bfloat16().view(bb, 1, dd)
+            lg = f.log().bfloat16().view(bb, 1, dd)
+            fn = lambda i: fused_recurrent_hgrn(x, lg, initial_state=h, output_final_state=True)
+            us = timed(fn, args.iters)
+            record("ternary.mlgru_step (fla fused_recurrent_hgrn)", f"B{bb} d{dd}", "bf16", us,
+                   2 * x.numel() * 2 + 2 * h.numel() * 4, 3.0 * bb * dd, "state update only")
+        except Exception as err:  # fla not installed, or its API moved
+            print(f"baselines: fla fused_recurrent_hgrn B{bb}: {err}", file=sys.stderr)
+        del fcg, h
+    try:
+        from fla.ops.hgrn import chunk_hgrn
+        bb, tt = 4, 1024
+        x = torch.randn(bb, tt, dd, dtype=torch.bfloat16, device=dev)
+        lg = torch.nn.functional.logsigmoid(torch.randn(bb, tt, dd, device=dev)).bfloat16()
+        h0 = torch.zeros(bb, dd, device=dev)
+        fn = lambda i: chunk_hgrn(x, lg, initial_state=h0, output_final_state=True)
+        us = timed(fn, max(5, args.iters // 5))
+        record("ternary.mlgru_scan (fla chunk_hgrn)", f"4 seqs T{tt} d{dd}", "bf16", us, 3 * x.numel() * 2,
+               3.0 * bb * tt * dd, "recurrence only")
+    except Exception as err:
+        print(f"baselines: fla chunk_hgrn: {err}", file=sys.stderr)
+
     # visual: dense causal attention through SDPA at the bench shapes (8 AnyRes-sized sequences
     # of 35 + 2880 + 60 tokens, 32 query heads / 8 KV heads of 128): sparse_attention at keep
     # ratio r is compared with this time scaled by the share of attention work kept.

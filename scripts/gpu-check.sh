@@ -28,6 +28,12 @@ for l in sys.stdin:
   cp "$test_bin" "$b/kernels-tests"
   strip "$b/mllm-kernels" "$b/kernels-tests" 2>/dev/null || true
   cp scripts/gpu-check.sh scripts/baselines.py "$b/"
+  # flash-linear-attention's kernels (fla-core: pure Python over Triton, 6 MB) and einops for the
+  # fla baselines: the GPU host has PyTorch and Triton but may lack these, and cannot download.
+  # Best effort.
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --no-deps \
+    --no-compile --target "$b/py" fla-core einops >&2 \
+    || echo "gpu-check: could not fetch flash-linear-attention; its baselines will be skipped" >&2
   git rev-parse --short HEAD > "$b/COMMIT" 2>/dev/null || echo unknown > "$b/COMMIT"
   git diff --quiet HEAD 2>/dev/null || echo "+dirty" >> "$b/COMMIT"
   du -sh "$b"
@@ -95,7 +101,7 @@ run() {
   cat "$out/bench.log"
 
   echo "== PyTorch baselines"
-  PYTHONUNBUFFERED=1 timeout 150 python3 "$b/baselines.py" --json "$out/baselines.json" > "$out/baselines.log" 2>&1
+  PYTHONPATH="$b/py${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 timeout 150 python3 "$b/baselines.py" --json "$out/baselines.json" > "$out/baselines.log" 2>&1
   local base_rc=$?
   cat "$out/baselines.log"
 
