@@ -284,6 +284,101 @@ __device__ void gemm(const signed char* __restrict__ q, const float* __restrict_
     }
 }
 
+// The same product on int8 tensor cores (mma.sync m16n8k32, sm_80 and later): 128 x 128
+// outputs per block of 8 warps (2 along m x 4 along n, 64 x 32 each: 4 x 4 fragments of 16 x 8),
+// 64 k per stage. Activations are staged as they are; each packed weight word is expanded once
+// to 16 signed bytes in shared memory, so the fragments are plain 32-bit shared loads. Rows of
+// 20 words keep a warp's fragment loads on distinct banks. Correct-first: no cp.async pipeline
+// or ldmatrix yet. Fragment layout (PTX ISA, lane = 4 g + t): a0 = A[g][4t..], a1 = A[g + 8][4t..],
+// a2 = A[g][16 + 4t..], a3 = A[g + 8][16 + 4t..]; b0 = B[4t..][g], b1 = B[16 + 4t..][g];
+// c0, c1 = C[g][2t, 2t + 1], c2, c3 = C[g + 8][2t, 2t + 1].
+#define MMA_BM 128
+#define MMA_BN 128
+#define MMA_LD 20  // u32 per staged row: 16 (64 k bytes) + 4 of padding
+
+__device__ __forceinline__ void mma_s8_16832(int (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <typename T>
+__device__ void gemm_mma(const signed char* __restrict__ q, const float* __restrict__ s, const unsigned* __restrict__ packed,
+                         const float* __restrict__ gamma, T* out, int* acc_out, int M, int n, int kw, int P, int parts,
+                         i64 out_stride, int accumulate) {
+    __shared__ __align__(16) unsigned As[MMA_BM * MMA_LD];
+    __shared__ __align__(16) unsigned Bs[MMA_BN * MMA_LD];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int wm = (warp >> 2) * 64, wn = (warp & 3) * 32;  // the warp's corner in the tile
+    const int p = blockIdx.z, m0 = blockIdx.y * MMA_BM, j0 = blockIdx.x * MMA_BN;
+    const int kp = kw * 16;
+    const signed char* qp = q + (i64)p * M * kp;
+    const unsigned* wp = packed + (i64)p * n * kw;
+    int acc[4][4][4] = {};
+    for (int kt = 0; kt < kw; kt += 4) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            // 128 rows x 4 packed words per operand: two (row, word) slots per thread.
+            const int e = tid + 256 * h, r = e >> 2, c = e & 3;
+            int4 av = make_int4(0, 0, 0, 0);
+            if (m0 + r < M && kt + c < kw) av = *reinterpret_cast<const int4*>(qp + (i64)(m0 + r) * kp + (kt + c) * 16);
+            *reinterpret_cast<int4*>(&As[r * MMA_LD + c * 4]) = av;
+            unsigned word = 0x55555555u;  // code 1 everywhere: weight 0
+            if (j0 + r < n && kt + c < kw) word = __ldg(wp + (i64)(j0 + r) * kw + kt + c);
+            unsigned bv[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const unsigned x = (word >> (8 * i)) & 0xffu;
+                const unsigned y = (x & 3u) | ((x & 0xcu) << 6) | ((x & 0x30u) << 12) | ((x & 0xc0u) << 18);
+                bv[i] = __vsub4(y, 0x01010101u);
+            }
+            *reinterpret_cast<uint4*>(&Bs[r * MMA_LD + c * 4]) = make_uint4(bv[0], bv[1], bv[2], bv[3]);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int ks = 0; ks < 2; ++ks) {  // two k32 slices of the 64 staged
+            const int col = ks * 8 + t;
+            unsigned a[4][4], b[4][2];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const int r = wm + i * 16 + g;
+                a[i][0] = As[r * MMA_LD + col];
+                a[i][1] = As[(r + 8) * MMA_LD + col];
+                a[i][2] = As[r * MMA_LD + col + 4];
+                a[i][3] = As[(r + 8) * MMA_LD + col + 4];
+            }
+#pragma unroll
+            for (int jj = 0; jj < 4; ++jj) {
+                const int r = wn + jj * 8 + g;
+                b[jj][0] = Bs[r * MMA_LD + col];
+                b[jj][1] = Bs[r * MMA_LD + col + 4];
+            }
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int jj = 0; jj < 4; ++jj) mma_s8_16832(acc[i][jj], a[i], b[jj][0], b[jj][1]);
+        }
+        __syncthreads();
+    }
+    const int total_n = P * n;
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int jj = 0; jj < 4; ++jj)
+#pragma unroll
+            for (int v = 0; v < 4; ++v) {
+                const int mm = m0 + wm + i * 16 + g + (v >> 1) * 8;
+                const int jl = j0 + wn + jj * 8 + 2 * t + (v & 1);
+                if (mm >= M || jl >= n) continue;
+                const int j = p * n + jl;
+                const float gm = gamma[p * parts + jl / (n / parts)];
+                store_out(out, acc_out, acc[i][jj][v], gm, s[(i64)p * M + mm], (i64)mm * out_stride + j,
+                          (i64)mm * total_n + j, accumulate);
+            }
+}
+
 // Fused BitLinear for decode (M <= 8): each block normalizes and quantizes the M input rows for
 // its projection into shared memory, then runs the GEMV over 32 of the projection's rows.
 // Block 0 of each projection also writes q and s out. grid (ceil(n / 32), P).
@@ -498,6 +593,11 @@ extern "C" __global__ void __launch_bounds__(128)
         ternary_gemm_##SUF(const signed char* q, const float* s, const unsigned* packed, const float* gamma,       \
                            T* out, int* acc_out, int M, int n, int kw, int P, int parts, i64 os, int accumulate) { \
         gemm<T>(q, s, packed, gamma, out, acc_out, M, n, kw, P, parts, os, accumulate);                            \
+    }                                                                                                              \
+    extern "C" __global__ void __launch_bounds__(256)                                                              \
+        ternary_gemm_mma_##SUF(const signed char* q, const float* s, const unsigned* packed, const float* gamma,   \
+                               T* out, int* acc_out, int M, int n, int kw, int P, int parts, i64 os, int accumulate) { \
+        gemm_mma<T>(q, s, packed, gamma, out, acc_out, M, n, kw, P, parts, os, accumulate);                        \
     }                                                                                                              \
     extern "C" __global__ void __launch_bounds__(256) ternary_bitlinear_gemv_##SUF(                                \
         const T* x, const T* norm_w, const unsigned* packed, const float* gamma, T* out, signed char* q_out,       \

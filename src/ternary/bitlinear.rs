@@ -143,6 +143,11 @@ pub struct TernaryMatmulParams {
     /// Also write the raw i32 accumulators (for tests and debugging).
     #[serde(default)]
     pub write_acc: bool,
+    /// CUDA, `m` over 8: the GEMM on int8 tensor cores (`mma.sync`, sm_80 and later) instead of
+    /// dp4a. Default false: it is compiled and assembled but has not yet passed `verify` on a
+    /// GPU (`GPU_VERIFIED.md`). The CPU and wgpu paths ignore it.
+    #[serde(default)]
+    pub tensor_cores: bool,
 }
 
 /// A validated [`TernaryMatmulParams`]. Tensors: `q` (i8 `[projections, m, padded_k(k)]`),
@@ -374,6 +379,7 @@ impl BitLinear {
             out_stride: p.out_stride,
             accumulate: p.accumulate,
             write_acc: false,
+            tensor_cores: false,
         })?;
         Ok(Self { params: p, quant, matmul })
     }

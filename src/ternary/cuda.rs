@@ -217,6 +217,8 @@ impl TernaryMatmul {
         let (os, accu) = (self.out.stride as i64, i32::from(p.accumulate));
         let (name, cfg) = if self.uses_gemv() {
             ("gemv", grid(self.total_n().div_ceil(8), 1, 1, 256, 0)?)
+        } else if p.tensor_cores {
+            ("gemm_mma", grid(p.n.div_ceil(128), p.m.div_ceil(128), p.projections, 256, 0)?)
         } else {
             ("gemm", grid(p.n.div_ceil(64), p.m.div_ceil(64), p.projections, 256, 0)?)
         };
@@ -235,7 +237,7 @@ impl TernaryMatmul {
             .arg(&parts)
             .arg(&os)
             .arg(&accu);
-        // SAFETY: matches ternary_gemv/gemm_<dtype>; every buffer length was checked against the
+        // SAFETY: matches ternary_gemv/gemm/gemm_mma_<dtype> (one signature); every buffer length was checked against the
         // plan; acc_out is null unless write_acc, in which case its length was checked too.
         unsafe { b.launch(cfg) }.map_err(cuda_err)?;
         drop(acc_guard);

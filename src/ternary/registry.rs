@@ -238,13 +238,27 @@ impl Registered for TernaryMatmul {
                 json!({"m": 70, "n": 65, "k": 200, "projections": 2, "accumulate": true, "write_acc": true}),
             ),
             ("gemm 130x129x1024 strided", json!({"m": 130, "n": 129, "k": 1024, "out_stride": 131, "write_acc": true})),
+            // The tensor-core GEMM (CUDA; elsewhere the same product): odd M, N and K, partial
+            // tiles on every side, several projections and partitions, a strided accumulation.
+            ("gemm mma 9x20x33", json!({"m": 9, "n": 20, "k": 33, "tensor_cores": true, "write_acc": true})),
+            (
+                "gemm mma 200x257x300 P2 strided +=",
+                json!({"m": 200, "n": 257, "k": 300, "projections": 2, "partitions": 1, "accumulate": true,
+                    "out_stride": 530, "tensor_cores": true, "write_acc": true}),
+            ),
+            (
+                "gemm mma 129x128x1040 4 parts",
+                json!({"m": 129, "n": 128, "k": 1040, "partitions": 4, "tensor_cores": true, "write_acc": true}),
+            ),
         ])
     }
     fn bench_cases() -> Vec<Case> {
         let gemv = [(2048, 2048), (5632, 2048), (2048, 5632), (6912, 2560), (3200, 20480)]
             .map(|(n, k)| (format!("gemv M1 {n}x{k}"), json!({"m": 1, "n": n, "k": k})));
         let gemm = [512, 4096].map(|m| (format!("gemm M{m} 5632x2048"), json!({"m": m, "n": 5632, "k": 2048})));
-        bf16_cases(gemv.into_iter().chain(gemm))
+        let mma = [512, 4096]
+            .map(|m| (format!("gemm mma M{m} 5632x2048"), json!({"m": m, "n": 5632, "k": 2048, "tensor_cores": true})));
+        bf16_cases(gemv.into_iter().chain(gemm).chain(mma))
     }
     fn inputs(&self, _: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
         let p = &self.params;
