@@ -45,6 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         x_stride: None,
         out_stride: None,
         accumulate: false,
+        fuse: mllm_kernels::ternary::Fuse::Auto,
     })?;
     // Scratch sizes come from the plan's tensor list (`Plan::scratch`).
     let (q_len, s_len) = (layer.spec("q")?.len, layer.spec("s")?.len);

@@ -342,6 +342,26 @@ pub struct BitLinearParams {
     /// Add to `out` instead of overwriting it (a residual connection); default false.
     #[serde(default)]
     pub accumulate: bool,
+    /// Whether M <= 8 runs as one fused launch; default `auto`.
+    #[serde(default)]
+    pub fuse: Fuse,
+}
+
+/// When a BitLinear of M <= 8 fuses norm, quantization and GEMV into one launch (where the
+/// quantized rows fit on chip and there is no GLU; otherwise it is always two launches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fuse {
+    /// Fused on wgpu, two launches on CUDA: on an H100 the CUDA fused kernel took about 1.5x the
+    /// time of `rmsnorm_quant` + GEMV at each bench shape (19.9 against 12.9 us at 2048x2048),
+    /// while on Vulkan the fused dispatch beat the pair (BENCHMARKS.md, 2026-11-26). The bench
+    /// times both, so a run shows when this stops holding.
+    #[default]
+    Auto,
+    /// Fused on every backend.
+    Always,
+    /// Two launches on every backend.
+    Never,
 }
 
 /// `out = BitLinear(x)`: norm, quantize, ternary product. For M <= 8 the CUDA and wgpu paths
@@ -384,10 +404,16 @@ impl BitLinear {
         Ok(Self { params: p, quant, matmul })
     }
 
-    /// Whether the fused single-launch path applies: M <= 8 and the quantized rows of one
-    /// projection fit in `smem` bytes.
-    pub fn fused(&self, smem: usize) -> bool {
-        self.params.m <= GEMV_MAX_M && !self.params.glu && self.params.m * padded_k(self.params.k) <= smem
+    /// Whether the single-launch path runs: M <= 8, no GLU, the quantized rows of one
+    /// projection fit in `smem` bytes, and `fuse` asks for it on this backend (`cuda`).
+    pub fn fused(&self, smem: usize, cuda: bool) -> bool {
+        let p = &self.params;
+        let fits = p.m <= GEMV_MAX_M && !p.glu && p.m * padded_k(p.k) <= smem;
+        fits && match p.fuse {
+            Fuse::Auto => !cuda,
+            Fuse::Always => true,
+            Fuse::Never => false,
+        }
     }
 
     /// The oracle: [`RmsNormQuant::run_cpu`] then [`TernaryMatmul::run_cpu`]. Tensors: `x`

@@ -261,7 +261,7 @@ impl BitLinear {
         s: &mut (impl DevicePtr<f32> + DevicePtrMut<f32>),
         out: &mut impl DevicePtrMut<T>,
     ) -> Result<()> {
-        if !self.fused(FUSED_SMEM) {
+        if !self.fused(FUSED_SMEM, true) {
             self.quant.run_cuda(cuda, stream, x, norm_w, q, s)?;
             return self.matmul.run_cuda(cuda, stream, &*q, &*s, packed, gamma, out, None);
         }

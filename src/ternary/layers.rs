@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{model_eps, padded_k, BitLinear, BitLinearParams, MlgruParams, MlgruStep};
+use super::{model_eps, padded_k, BitLinear, BitLinearParams, Fuse, MlgruParams, MlgruStep};
 use crate::backend::Status;
 use crate::core::{RmsNorm, RmsNormParams};
 use crate::dtype::{float_dtype, same_dtype, DType, Float};
@@ -84,6 +84,7 @@ impl GluMlp {
             x_stride: None,
             out_stride: None,
             accumulate,
+            fuse: Fuse::Auto,
         };
         let up = BitLinear::new(bl(2 * p.inner, p.d, false, false))?;
         let down = BitLinear::new(bl(p.d, p.inner, true, p.accumulate))?;
@@ -205,6 +206,7 @@ impl MatmulFreeBlock {
             x_stride: None,
             out_stride: None,
             accumulate,
+            fuse: Fuse::Auto,
         };
         let step = MlgruStep::new(MlgruParams {
             batch: m,

@@ -27,7 +27,9 @@ mod layers;
 mod mlgru;
 mod weights;
 
-pub use bitlinear::{BitLinear, BitLinearParams, RmsNormQuant, RmsNormQuantParams, TernaryMatmul, TernaryMatmulParams};
+pub use bitlinear::{
+    BitLinear, BitLinearParams, Fuse, RmsNormQuant, RmsNormQuantParams, TernaryMatmul, TernaryMatmulParams,
+};
 pub use layers::{GluMlp, GluMlpParams, MatmulFreeBlock, MatmulFreeBlockParams};
 pub use mlgru::{MlgruParams, MlgruScan, MlgruScanParams, MlgruStep};
 pub use oracle::{padded_k, words_per_row};

@@ -295,12 +295,19 @@ impl Registered for BitLinear {
     const FAMILY: &'static str = "ternary";
     fn cases() -> Vec<Case> {
         float_cases(&[
-            ("fused 1x1x1", json!({"m": 1, "n": 1, "k": 1})),
-            ("fused 1x33x100", json!({"m": 1, "n": 33, "k": 100})),
-            ("fused 4x40x64 P3 (f, c, g)", json!({"m": 4, "n": 40, "k": 64, "projections": 3})),
+            ("fused 1x1x1", json!({"m": 1, "n": 1, "k": 1, "fuse": "always"})),
+            ("fused 1x33x100", json!({"m": 1, "n": 33, "k": 100, "fuse": "always"})),
+            ("fused 4x40x64 P3 (f, c, g)", json!({"m": 4, "n": 40, "k": 64, "projections": 3, "fuse": "always"})),
             (
                 "fused 8x50x300 strided +=",
-                json!({"m": 8, "n": 50, "k": 300, "x_stride": 301, "out_stride": 52, "accumulate": true}),
+                json!({"m": 8, "n": 50, "k": 300, "x_stride": 301, "out_stride": 52, "accumulate": true,
+                    "fuse": "always"}),
+            ),
+            ("auto 2x33x100 P2", json!({"m": 2, "n": 33, "k": 100, "projections": 2})),
+            (
+                "unfused 3x40x64 strided +=",
+                json!({"m": 3, "n": 40, "k": 64, "x_stride": 70, "out_stride": 41,
+                "accumulate": true, "fuse": "never"}),
             ),
             ("8x20x2000 (past the fused on-chip limit)", json!({"m": 8, "n": 20, "k": 2000})),
             ("glu 3x24x40", json!({"m": 3, "n": 24, "k": 40, "glu": true})),
@@ -308,10 +315,13 @@ impl Registered for BitLinear {
         ])
     }
     fn bench_cases() -> Vec<Case> {
-        bf16_cases(
-            [(2048, 2048), (5632, 2048), (6912, 2560)]
-                .map(|(n, k)| (format!("fused M1 {n}x{k}"), json!({"m": 1, "n": n, "k": k}))),
-        )
+        // `auto` (what an engine gets) beside the fused kernel on every backend, so each run
+        // shows whether the choice still holds.
+        let shapes = [(2048, 2048), (5632, 2048), (6912, 2560)];
+        let auto = shapes.map(|(n, k)| (format!("M1 {n}x{k}"), json!({"m": 1, "n": n, "k": k})));
+        let fused =
+            shapes.map(|(n, k)| (format!("fused M1 {n}x{k}"), json!({"m": 1, "n": n, "k": k, "fuse": "always"})));
+        bf16_cases(auto.into_iter().chain(fused))
     }
     fn inputs(&self, _: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
         let p = &self.params;

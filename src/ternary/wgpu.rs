@@ -278,7 +278,7 @@ impl BitLinear {
         s: WgpuTensor,
         out: WgpuTensor,
     ) -> Result<()> {
-        if !self.fused(FUSED_WG_BYTES) {
+        if !self.fused(FUSED_WG_BYTES, false) {
             self.quant.run_wgpu(gpu, enc, x, norm_w, q, s)?;
             return self.matmul.run_wgpu(gpu, enc, q, s, packed, gamma, out, None);
         }
