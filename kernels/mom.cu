@@ -39,6 +39,23 @@ __device__ unsigned mom_slot_fault(const int* slot_ids, int b, int n, int slots)
     return 0u;
 }
 
+// The same two checks once per block: thread 0 reads the O(n) entries and the block shares its
+// verdict, where every thread repeating them would cost more than the work they guard. Every
+// thread of the block must call these (they hold a barrier).
+__device__ bool mom_block_offsets_ok(const int* cu, int n, int end, bool exact) {
+    __shared__ bool ok;
+    if (threadIdx.x == 0) ok = mom_offsets_ok(cu, n, end, exact);
+    __syncthreads();
+    return ok;
+}
+
+__device__ unsigned mom_block_slot_fault(const int* slot_ids, int b, int n, int slots) {
+    __shared__ unsigned fault;
+    if (threadIdx.x == 0) fault = mom_slot_fault(slot_ids, b, n, slots);
+    __syncthreads();
+    return fault;
+}
+
 // Router: one thread per token. Top-k by repeated selection of the largest remaining logit
 // (strictly larger wins, so ties go to the lower index); weights are the softmax over the kept
 // logits, which equals the renormalized top-k of the full softmax.
@@ -83,7 +100,7 @@ __device__ void permute_count(const int* idx, const int* cu, int* counts, int* i
                                   int tokens, int seqs, int M, int k, int shared) {
     const int g = blockIdx.x, m = g / seqs, b = g % seqs, n = k + shared;
     const int groups = gridDim.x;
-    if (!mom_offsets_ok(cu, seqs, tokens, true)) {
+    if (!mom_block_offsets_ok(cu, seqs, tokens, true)) {
         if (threadIdx.x == 0) {
             raise_status(status, ST_INDEX_OUT_OF_RANGE);
             counts[g] = 0;
@@ -208,11 +225,11 @@ __device__ void mom_short_conv(const T* x, const int* order, const int* cu, cons
     const int s = blockIdx.y, m = s / seqs, b = s % seqs, streams = gridDim.y;
     const int HK = H * K, HV = H * V, C = 2 * HK + HV;
     const int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (!mom_offsets_ok(cu, streams, rows, false)) {
+    if (!mom_block_offsets_ok(cu, streams, rows, false)) {
         if (threadIdx.x == 0) raise_status(status, ST_INDEX_OUT_OF_RANGE);
         return;
     }
-    const unsigned fault = mom_slot_fault(slot_ids, b, seqs, slots);
+    const unsigned fault = mom_block_slot_fault(slot_ids, b, seqs, slots);
     if (fault) {
         if (threadIdx.x == 0) raise_status(status, fault);
         return;
@@ -349,11 +366,11 @@ __device__ void mom_chunk(const T* qkv, const float* gb, const int* cu, const in
     const int c = blockIdx.x * MOM_VT + threadIdx.x, tid = threadIdx.x;
     const bool active = c < V;
     const int HK = H * K, W = 2 * HK + H * V;
-    if (!mom_offsets_ok(cu, streams, rows, false)) {
+    if (!mom_block_offsets_ok(cu, streams, rows, false)) {
         if (tid == 0) raise_status(status, ST_INDEX_OUT_OF_RANGE);
         return;
     }
-    const unsigned fault = mom_slot_fault(slot_ids, s % seqs, seqs, slots);
+    const unsigned fault = mom_block_slot_fault(slot_ids, s % seqs, seqs, slots);
     if (fault) {  // the stream's outputs are 0, its pool entry untouched
         if (tid == 0) raise_status(status, fault);
         if (active)
@@ -453,11 +470,11 @@ __device__ void mom_transport(const T* qkv, const float* gb, const int* cu, cons
     const int h = blockIdx.y, s = blockIdx.z, streams = gridDim.z, tid = threadIdx.x;
     const int c = blockIdx.x * 64 + tid, HK = H * K, W = 2 * HK + H * V;
     const bool live = c < K;
-    if (!mom_offsets_ok(cu, streams, rows, false)) {
+    if (!mom_block_offsets_ok(cu, streams, rows, false)) {
         if (tid == 0) raise_status(status, ST_INDEX_OUT_OF_RANGE);
         return;
     }
-    const unsigned fault = mom_slot_fault(slot_ids, s % seqs, seqs, slots);
+    const unsigned fault = mom_block_slot_fault(slot_ids, s % seqs, seqs, slots);
     if (fault) {
         if (tid == 0) raise_status(status, fault);
         return;
@@ -500,11 +517,11 @@ __device__ void mom_apply_state(const float* s_in, const float* trans, const T* 
                                 int slots, int v_first) {
     const int h = blockIdx.y, s = blockIdx.z, streams = gridDim.z, tid = threadIdx.x;
     const int c = blockIdx.x * 64 + tid;
-    if (!mom_offsets_ok(cu, streams, rows, false)) {
+    if (!mom_block_offsets_ok(cu, streams, rows, false)) {
         if (tid == 0) raise_status(status, ST_INDEX_OUT_OF_RANGE);
         return;
     }
-    const unsigned fault = mom_slot_fault(slot_ids, s % seqs, seqs, slots);
+    const unsigned fault = mom_block_slot_fault(slot_ids, s % seqs, seqs, slots);
     if (fault) {
         if (tid == 0) raise_status(status, fault);
         return;
