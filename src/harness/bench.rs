@@ -310,7 +310,7 @@ pub fn bench(
 }
 
 /// Times the given cases (a user's own shapes: `bench --kernel K --params JSON` or
-/// `--cases FILE`) after measuring the device's ceilings, as [`bench`] does.
+/// `--cases FILE`) after measuring the device's ceilings, as [`bench()`] does.
 pub fn bench_cases(
     cases: &[(&dyn Kernel, Case)],
     backend: &Backend,
