@@ -237,7 +237,6 @@ impl MlgruScan {
     pub fn validate_cu_seqlens(&self, cu: &[i32]) -> Result<()> {
         self.check_len("cu_seqlens", cu.len())?;
         let p = &self.params;
-        self.check_len("cu_seqlens", cu.len())?;
         if cu[0] != 0 {
             return Err(Error::InvalidInput(format!("cu_seqlens[0] = {}, must be 0", cu[0])));
         }
