@@ -1,0 +1,3 @@
+// The emulated device's stand-in for CUDA's <cuda_runtime.h>: everything is in cuda_emu.h.
+#pragma once
+#include "cuda_emu.h"

@@ -1,0 +1,189 @@
+// The emulated device's own test (scripts/cuda-cpu.sh --selftest): launches the kernels of
+// selftest.cu through the runtime and checks what each must give or report. Bugs planted for a
+// sanitizer run in a forked child whose report is read back. Prints `N passed, M failed`.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "runtime.h"
+
+namespace {
+
+int passed = 0, failed = 0;
+
+void check(bool ok, const std::string& what) {
+    printf("%s  %s\n", ok ? "PASS" : "FAIL", what.c_str());
+    ok ? ++passed : ++failed;
+}
+
+std::string run(const char* name, dim3 grid, dim3 block, std::vector<void*> args) {
+    const emu::Kernel* k = emu::find_kernel(name);
+    if (!k) return std::string("no kernel ") + name;
+    return emu::launch(*k, grid, block, 0, args.data());
+}
+
+dim3 d(unsigned x) { return dim3{x, 1, 1}; }
+
+// Runs f in a child; returns its exit status and what it wrote to stderr.
+template <typename F>
+std::pair<int, std::string> in_child(F f) {
+    int pipefd[2];
+    if (pipe(pipefd) != 0) return {-1, "pipe failed"};
+    fflush(stdout);
+    const pid_t pid = fork();
+    if (pid == 0) {
+        dup2(pipefd[1], 2);
+        close(pipefd[0]);
+        f();
+        _exit(0);
+    }
+    close(pipefd[1]);
+    std::string err;
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(pipefd[0], buf, sizeof buf)) > 0) err.append(buf, (size_t)n);
+    close(pipefd[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return {status, err};
+}
+
+bool has(const std::string& s, const char* what) { return s.find(what) != std::string::npos; }
+
+}  // namespace
+
+int main() {
+    const char* sanitizer = getenv("MLLM_CUDA_CPU_SANITIZE") ? getenv("MLLM_CUDA_CPU_SANITIZE") : "plain";
+    const char* order = getenv("MLLM_CUDA_CPU_ORDER") ? getenv("MLLM_CUDA_CPU_ORDER") : "fwd";
+
+    {  // intrinsics, against values worked out by hand
+        unsigned out[10] = {};
+        unsigned* p = out;
+        check(run("st_intrinsics", d(1), d(32), {&p}).empty(), "st_intrinsics launches");
+        const unsigned want[10] = {0x55441100u, 24u, 0xff000102u, 0x3c00u, 0x7c00u, 0x7bffu, 0x3f80u, 0x3f82u,
+                                   0x33800000u,
+                                   0x7fffu};
+        const char* names[10] = {"__byte_perm",         "__dp4a",          "__vsub4",
+                                 "f16 1.0",             "f16 65520 -> inf", "f16 65519 -> max",
+                                 "bf16 tie to even down", "bf16 tie to even up", "f16 smallest subnormal",
+                                 "bf16 NaN is 0x7fff"};
+        for (int i = 0; i < 10; ++i) {
+            char b[128];
+            snprintf(b, sizeof b, "%s = 0x%x (want 0x%x)", names[i], out[i], want[i]);
+            check(out[i] == want[i], b);
+        }
+    }
+    {  // mma.sync m16n8k32 s8 against a plain product
+        signed char A[16 * 32], Bt[8 * 32];
+        int C[16 * 8], D[16 * 8];
+        unsigned s = 12345;
+        auto rnd = [&] { return (s = s * 1103515245u + 12345u) >> 16; };
+        for (auto& v : A) v = (signed char)(rnd() % 256 - 128);
+        for (auto& v : Bt) v = (signed char)(rnd() % 256 - 128);
+        for (auto& v : C) v = (int)(rnd() % 2001) - 1000;
+        signed char *pa = A, *pb = Bt;
+        int *pc = C, *pd = D;
+        check(run("st_mma_16832", d(1), d(32), {&pa, &pb, &pc, &pd}).empty(), "st_mma_16832 launches");
+        int bad = 0;
+        for (int r = 0; r < 16; ++r)
+            for (int c = 0; c < 8; ++c) {
+                int want = C[r * 8 + c];
+                for (int k = 0; k < 32; ++k) want += A[r * 32 + k] * Bt[c * 32 + k];
+                bad += D[r * 8 + c] != want;
+            }
+        check(bad == 0, "mma.sync.m16n8k32 s8 equals A B + C (" + std::to_string(bad) + " of 128 wrong)");
+    }
+    {  // the thread order asked for
+        int counter = 0, out[64];
+        int* pc = &counter;
+        int* po = out;
+        check(run("st_order", d(1), d(64), {&pc, &po}).empty(), "st_order launches");
+        bool fwd = true, rev = true;
+        std::vector<int> seen(64, 0);
+        for (int i = 0; i < 64; ++i) {
+            fwd &= out[i] == i;
+            rev &= out[i] == 63 - i;
+            if (out[i] >= 0 && out[i] < 64) seen[out[i]]++;
+        }
+        bool perm = true;
+        for (int v : seen) perm &= v == 1;
+        const bool want = !strcmp(order, "fwd") ? fwd : !strcmp(order, "rev") ? rev : (perm && !fwd && !rev);
+        check(want, std::string("threads ran in the order asked for (") + order + ")");
+    }
+    {  // barrier reductions, shuffles, ballot
+        int out[6] = {};
+        int* p = out;
+        check(run("st_reductions", d(1), d(128), {&p}).empty(), "st_reductions launches");
+        check(out[0] == 1 && out[1] == 0 && out[2] == 43, "__syncthreads_or / _and / _count");
+        check(out[3] == 496, "__shfl_xor_sync butterfly sum of lane ids");
+        check((unsigned)out[4] == 0xaaaaaaaau, "__ballot_sync of odd lanes");
+        check(out[5] == 101, "__shfl_down_sync");
+    }
+    {  // shared memory nobody wrote reads as 0xff bytes
+        unsigned out[32];
+        unsigned* p = out;
+        check(run("st_unwritten_shared", d(1), d(32), {&p}).empty(), "st_unwritten_shared launches");
+        bool all = true;
+        for (unsigned v : out) all &= v == 0xffffffffu;
+        check(all, "an unwritten shared slot reads 0xffffffff");
+    }
+    {  // what the emulator itself reports
+        int out[64];
+        int* p = out;
+        std::string e = run("st_divergent_barrier", d(1), d(64), {&p});
+        check(has(e, "divergent barrier"), "divergent __syncthreads is reported: " + e);
+        e = run("st_barrier_after_exit", d(1), d(64), {&p});
+        check(has(e, "no thread can go on") && has(e, "already returned"), "a barrier some threads never reach is reported");
+        e = run("st_bad_mask", d(1), d(32), {&p});
+        check(has(e, "leaves out the calling lane"), "a shuffle whose mask leaves out its lane is reported");
+        e = run("st_bounded", d(1), d(128), {&p});
+        check(has(e, "__launch_bounds__(64)"), "a launch over __launch_bounds__ is refused");
+        e = run("st_bounded", d(2), d(64), {&p});
+        check(e.empty(), "the same kernel within its bounds runs, and the runtime recovers after failures");
+    }
+    // Bugs planted for the sanitizers: each must end its process with the sanitizer's report.
+    const bool asan = !strcmp(sanitizer, "address"), tsan = !strcmp(sanitizer, "thread");
+    if (asan) {
+        auto r = in_child([] {
+            int* in = static_cast<int*>(malloc(32 * sizeof(int)));
+            int out[32];
+            int* po = out;
+            for (int i = 0; i < 32; ++i) in[i] = i;
+            run("st_global_overrun", d(1), d(32), {&in, &po});
+        });
+        check(r.first != 0 && has(r.second, "heap-buffer-overflow"), "AddressSanitizer reports a global read past the end");
+        r = in_child([] {
+            int out[32], k = 1;
+            int* po = out;
+            run("st_shared_overrun", d(1), d(32), {&po, &k});
+        });
+        check(r.first != 0 && (has(r.second, "out of bounds") || has(r.second, "global-buffer-overflow")),
+              "UndefinedBehaviorSanitizer or AddressSanitizer reports a shared-array overrun");
+    }
+    if (tsan) {
+        auto r = in_child([] {
+            int out[64];
+            int* po = out;
+            run("st_missing_barrier", d(1), d(64), {&po});
+        });
+        check(r.first != 0 && has(r.second, "data race"), "ThreadSanitizer reports a missing __syncthreads");
+        r = in_child([] {
+            int out[64];
+            int* po = out;
+            run("st_reductions", d(1), d(128), {&po});
+        });
+        check(r.first == 0 && !has(r.second, "data race"), "and stays quiet on a correct kernel");
+    }
+    if (!asan && !tsan) {
+        int out[32], k = 0;
+        int* po = out;
+        check(run("st_shared_overrun", d(1), d(32), {&po, &k}).empty(), "(planted sanitizer bugs run in the sanitized builds)");
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed == 0 ? 0 : 1;
+}
