@@ -41,22 +41,24 @@ extern "C" __global__ void __launch_bounds__(256, 1) visual_select(const float* 
                                                      int* count, unsigned* status, int n, int mode, int k, float tau,
                                                      int has_order) {
     __shared__ int scan[256];
-    __shared__ int bad, keep_n;
+    __shared__ int keep_n;
     __shared__ float total;
     const int b = blockIdx.x;
     const float* s = score + (i64)b * n;
     const float* ord = has_order ? order + (i64)b * n : s;
     int* out = idx + (i64)b * n;
     const int l = lens[b];
-    if (threadIdx.x == 0) bad = (l < 0 || l > n) ? (int)ST_INDEX_OUT_OF_RANGE : 0;
-    __syncthreads();
-    if (!bad)
-        for (int j = threadIdx.x; j < l; j += 256)
-            if (!isfinite(s[j]) || !isfinite(ord[j])) atomicOr(&bad, (int)ST_VALUE_OUT_OF_RANGE);
-    __syncthreads();
+    // The verdict comes through the barrier's reduction: no thread reads a flag others may still
+    // be setting (the emulated device's ThreadSanitizer build caught that race here).
+    const bool len_bad = l < 0 || l > n;
+    int nonfinite = 0;
+    if (!len_bad)
+        for (int j = threadIdx.x; j < l; j += 256) nonfinite |= !isfinite(s[j]) || !isfinite(ord[j]);
+    const bool any_nonfinite = __syncthreads_or(nonfinite) != 0;
+    const unsigned bad = len_bad ? ST_INDEX_OUT_OF_RANGE : any_nonfinite ? ST_VALUE_OUT_OF_RANGE : 0u;
     if (bad) {
         if (threadIdx.x == 0) {
-            raise_status(status, (unsigned)bad);
+            raise_status(status, bad);
             count[b] = 0;
         }
         for (int j = threadIdx.x; j < n; j += 256) out[j] = -1;
@@ -221,7 +223,7 @@ __device__ void vis_mass(const T* q, const int* qpos, const float* qw, const T* 
     if (threadIdx.x == 0)
         for (int r = 0; r < rows; ++r)
             if (qpos[r] < 0 || qpos[r] >= tokens) raise_status(status, ST_INDEX_OUT_OF_RANGE);
-    const int key = cu[b] + s0 + j;
+    const i64 key = (i64)cu[b] + s0 + j;  // i64: a bad segment start may be near INT_MAX
     for (int ho = 0; ho < Ho; ++ho) {
         float acc = 0.f;
         if (seg_ok && j < len)
