@@ -31,6 +31,10 @@ pub fn probe() -> std::result::Result<usize, String> {
     Ok(n as usize)
 }
 
+/// The name the emulated CUDA device (`cuda-cpu/`, run through `scripts/cuda-cpu.sh`) gives
+/// itself. Its runs prove a kernel's logic and memory safety, never that it works on a GPU.
+pub const EMULATED_DEVICE_NAME: &str = "cuda-cpu (emulated)";
+
 /// A CUDA device with its module cache. Engines wrap their own context with
 /// [`CudaBackend::from_context`] and pass their own stream to every `run`.
 pub struct CudaBackend {
@@ -90,6 +94,11 @@ impl CudaBackend {
     /// The device's name as the driver reports it.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether this is the emulated device on the CPU ([`EMULATED_DEVICE_NAME`]), not a GPU.
+    pub fn is_emulated(&self) -> bool {
+        self.name == EMULATED_DEVICE_NAME
     }
 
     /// Loads a family's module once: the cubin for this device's compute capability if the build

@@ -90,6 +90,25 @@ impl Backend {
         Self::open(BackendKind::Cuda).or_else(|_| Self::open(BackendKind::Wgpu)).unwrap_or(Backend::Cpu)
     }
 
+    /// Whether this is the emulated CUDA device on the CPU (`scripts/cuda-cpu.sh`): its results
+    /// prove a kernel's logic, never that it runs on a GPU.
+    pub fn is_emulated(&self) -> bool {
+        match self {
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(c) => c.is_emulated(),
+            _ => false,
+        }
+    }
+
+    /// The backend's name in reports: `cpu`, `wgpu`, `cuda`, or `cuda-cpu` for the emulated device.
+    pub fn label(&self) -> &'static str {
+        if self.is_emulated() {
+            "cuda-cpu"
+        } else {
+            self.kind().name()
+        }
+    }
+
     /// A short description: the device's name and API.
     pub fn describe(&self) -> String {
         match self {

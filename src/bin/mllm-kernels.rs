@@ -202,6 +202,17 @@ fn cmd_verify(o: &VerifyArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Only a real GPU proves a CUDA kernel: the CPU oracle and the emulated device never do.
+    if let Some(path) = &o.proof {
+        if !bks.iter().any(|b| b.kind() == BackendKind::Cuda && !b.is_emulated()) {
+            eprintln!(
+                "--proof {}: no CUDA GPU among the backends to verify (the CPU oracle and the emulated \
+                 device prove no kernel); nothing written",
+                path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    }
     // Only the oracle checking itself proves nothing: that run counts as a failure.
     let no_gpu = !bks.iter().any(|b| b.kind() != BackendKind::Cpu) && o.sel.backend.is_none();
     if no_gpu {
@@ -217,12 +228,12 @@ fn cmd_verify(o: &VerifyArgs) -> ExitCode {
     // (family, backend) -> (passed, failed), for the closing table.
     let mut table: Vec<(String, &'static str, usize, usize)> = Vec::new();
     for b in &bks {
-        say!("-- {}: {}", b.kind().name(), b.describe());
+        say!("-- {}: {}", b.label(), b.describe());
         verify_each(&kernels(), b, o.sel.family.as_deref(), seed, |r| {
             print_row(r);
             // Each row as it completes: a long run on a CPU adapter shows its progress.
             let _ = std::io::Write::flush(&mut std::io::stdout());
-            if b.kind() == BackendKind::Cuda {
+            if b.kind() == BackendKind::Cuda && !b.is_emulated() {
                 cuda_rows.push((r.kernel.clone(), r.ok));
             }
             let fam = r.kernel.split('.').next().unwrap_or_default().to_string();
@@ -242,20 +253,31 @@ fn cmd_verify(o: &VerifyArgs) -> ExitCode {
             }
         });
     }
-    // The closing table: family x backend, and what no GPU has run yet.
+    // The closing table: family x backend, what no GPU has run yet, and what the emulated CUDA
+    // device (scripts/cuda-cpu.sh) ran in this run, which is never GPU proof.
     let (_, _, unproven) = proof::unproven(&kernels());
-    say!("\n| family | backend | passed | failed | CUDA on a GPU |");
-    say!("|---|---|---|---|---|");
+    let emulated = |fam: &str| match table.iter().find(|r| r.0 == fam && r.1 == "cuda-cpu") {
+        Some((_, _, _, 0)) => "passed here",
+        Some(_) => "FAILED here",
+        None => "not run",
+    };
+    say!("\n| family | backend | passed | failed | CUDA on a GPU | CUDA emulated (cuda-cpu) |");
+    say!("|---|---|---|---|---|---|");
     for (fam, backend, p, f) in &table {
         let proven = if unproven.contains(&fam.as_str()) { "unproven" } else { "proven (GPU_VERIFIED.md)" };
-        say!("| {fam} | {backend} | {p} | {f} | {proven} |");
+        say!("| {fam} | {backend} | {p} | {f} | {proven} | {} |", emulated(fam));
     }
     let cuda_asked = o.sel.backend.is_none_or(|k| k == BackendKind::Cuda);
     let fams_asked: Vec<&str> =
         unproven.iter().copied().filter(|f| o.sel.family.as_deref().is_none_or(|x| x == *f)).collect();
     if cuda_asked && !fams_asked.is_empty() {
+        let ran = if fams_asked.iter().all(|f| emulated(f) == "passed here") {
+            "compiled, assembled and run on the emulated device"
+        } else {
+            "compiled and assembled"
+        };
         say!(
-            "CUDA kernels of {} have changed since their last GPU run (GPU_VERIFIED.md): compiled and assembled, not proven",
+            "CUDA kernels of {} have changed since their last GPU run (GPU_VERIFIED.md): {ran}, not proven on a GPU",
             fams_asked.join(", ")
         );
     }
@@ -275,9 +297,18 @@ fn cmd_verify(o: &VerifyArgs) -> ExitCode {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_default();
         let commit = o.commit.as_deref().unwrap_or("unknown");
-        if let Err(e) = std::fs::write(path, proof::lines_for(&fams, commit, &date, &card)) {
-            eprintln!("cannot write {}: {e}", path.display());
-            fail += 1;
+        if fams.is_empty() {
+            say!("no family passed every case on the GPU: {} left as it was", path.display());
+        } else {
+            // Through a temporary file and a rename: an existing file is replaced whole or kept.
+            let tmp = path.with_extension("tmp");
+            let written = std::fs::write(&tmp, proof::lines_for(&fams, commit, &date, &card))
+                .and_then(|_| std::fs::rename(&tmp, path));
+            if let Err(e) = written {
+                eprintln!("cannot write {}: {e}", path.display());
+                let _ = std::fs::remove_file(&tmp);
+                fail += 1;
+            }
         }
     }
     if pass + fail == 0 {
@@ -332,7 +363,7 @@ fn cmd_bench(o: &BenchArgs) -> ExitCode {
     for b in &bks {
         match bench::bench_cases(&cases, b, o.iters as usize) {
             Err(e) => {
-                eprintln!("{}: {e}", b.kind().name());
+                eprintln!("{}: {e}", b.label());
                 failed = true;
             }
             Ok((ceil, rows)) => {

@@ -651,7 +651,7 @@ pub fn compare(name: &str, got: &HostTensor, want: &[f64], rtol: Option<f64>, at
 pub struct CaseReport {
     /// `family.kernel`.
     pub kernel: String,
-    /// `cpu`, `cuda` or `wgpu`.
+    /// `cpu`, `cuda`, `wgpu`, or `cuda-cpu` for the emulated CUDA device ([`Backend::label`]).
     pub backend: &'static str,
     /// The case's dtype tag.
     pub dtype: DType,
@@ -673,7 +673,7 @@ pub struct CaseReport {
 pub fn verify_case(kernel: &dyn Kernel, backend: &Backend, case: &Case, seed: u64) -> CaseReport {
     let mut r = CaseReport {
         kernel: kernel.id(),
-        backend: backend.kind().name(),
+        backend: backend.label(),
         dtype: case.dtype,
         shape: case.label.clone(),
         seed,

@@ -1,0 +1,123 @@
+//! The emulated CUDA device (`cuda-cpu/`, `scripts/cuda-cpu.sh`): it compiles the kernel sources
+//! exactly as `build.rs` hands them to NVRTC, its own checks pass (intrinsics, the mma model,
+//! thread orders, and bugs planted for it and the sanitizers to catch), and every registered CUDA
+//! case passes `verify --backend cuda` on it, through the crate's cudarc path, in four builds:
+//! plain in forward and reverse thread order, AddressSanitizer + UBSan in a seeded random order,
+//! and ThreadSanitizer. It proves the kernels' logic and memory safety, not that they run on a
+//! GPU. It needs python3 and clang-19: in CI their absence fails the run, elsewhere the test is
+//! skipped with a message saying how to get them.
+
+use std::process::Command;
+
+use mllm_kernels::harness::fresh_seed;
+
+use super::common::{in_ci, repo_file};
+
+/// Whether `cmd --version` runs and the emulator's sources are here (a GPU bundle runs these
+/// tests away from the tree); if not, fails in CI and says so elsewhere.
+fn have(cmd: &str, how: &str) -> bool {
+    if !repo_file("cuda-cpu/gen.py").exists() {
+        assert!(!in_ci(), "CI=true and cuda-cpu/ is missing");
+        eprintln!("skipping the emulated backend: cuda-cpu/ is not beside this test binary");
+        return false;
+    }
+    let ok = Command::new(cmd).arg("--version").output().is_ok_and(|o| o.status.success());
+    if !ok {
+        let msg = format!("{cmd} not found: {how}");
+        assert!(!in_ci(), "CI=true and {msg}");
+        eprintln!("skipping the emulated backend: {msg}");
+    }
+    ok
+}
+
+fn run(args: &[&str]) -> (bool, String) {
+    let script = repo_file("scripts/cuda-cpu.sh");
+    let out = Command::new("bash").arg(&script).args(args).current_dir(repo_file(".")).output();
+    match out {
+        Ok(o) => {
+            // stderr first, so the text ends with the summary line on stdout.
+            let text = String::from_utf8_lossy(&o.stderr).into_owned() + &String::from_utf8_lossy(&o.stdout);
+            (o.status.success(), text)
+        }
+        Err(e) => (false, format!("cannot run {}: {e}", script.display())),
+    }
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[test]
+fn the_emulator_compiles_what_nvrtc_compiles() {
+    if !have("python3", "the emulated CUDA device's generator needs Python 3") {
+        return;
+    }
+    for m in mllm_kernels::sources::CUDA_MODULES {
+        let rel = format!("kernels/{}.cu", m.family);
+        let o = Command::new("python3")
+            .arg(repo_file("cuda-cpu/gen.py"))
+            .args(["--root", &repo_file(".").display().to_string(), "--expand", &rel])
+            .output()
+            .expect("python3 ran above");
+        assert!(o.status.success(), "gen.py --expand {rel}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            String::from_utf8_lossy(&o.stdout) == m.source,
+            "gen.py expands {rel} differently from build.rs: the emulated device would not run the kernels NVRTC compiles"
+        );
+    }
+}
+
+#[test]
+fn every_cuda_case_on_the_emulated_device() {
+    if !have("python3", "the emulated CUDA device's generator needs Python 3")
+        || !have("clang++-19", "install clang-19 and libclang-rt-19-dev (scripts/env.sh does, as root on Debian)")
+    {
+        return;
+    }
+    let bin = env!("CARGO_BIN_EXE_mllm-kernels");
+    let rand = format!("rand:{}", fresh_seed());
+    let builds: [(&str, &str); 4] = [("plain", "fwd"), ("plain", "rev"), ("address", &rand), ("thread", "fwd")];
+    let mut failures = Vec::new();
+    for (sanitize, order) in builds {
+        let what = format!("--sanitize {sanitize} --order {order}");
+        let t0 = std::time::Instant::now();
+        let (ok, text) = run(&["--sanitize", sanitize, "--order", order, "--selftest"]);
+        eprintln!("cuda-cpu {what} selftest: {}", tail(&text, 1));
+        if !ok || !text.contains(" passed, 0 failed") {
+            failures.push(format!("{what} selftest:\n{}", tail(&text, 30)));
+            continue;
+        }
+        let (ok, text) = run(&["--sanitize", sanitize, "--order", order, "--", bin, "verify", "--backend", "cuda"]);
+        eprintln!("cuda-cpu {what} verify ({:.0} s): {}", t0.elapsed().as_secs_f64(), tail(&text, 1));
+        if !ok || !text.contains("| cuda-cpu |") || !text.contains(" 0 failed") {
+            let bad: Vec<&str> = text.lines().filter(|l| l.contains("FAIL") || l.contains("cuda-cpu:")).collect();
+            failures.push(format!("{what} verify:\n{}\n{}", bad.join("\n"), tail(&text, 30)));
+        }
+    }
+    assert!(failures.is_empty(), "the emulated CUDA device failed:\n{}", failures.join("\n\n"));
+}
+
+/// The emulated device is never GPU evidence: `verify --proof` refuses it and leaves an existing
+/// file as it was, and `bench` refuses to time it.
+#[test]
+fn the_emulated_device_proves_nothing_and_is_not_timed() {
+    if !have("python3", "the emulated CUDA device's generator needs Python 3")
+        || !have("clang++-19", "install clang-19 and libclang-rt-19-dev (scripts/env.sh does, as root on Debian)")
+    {
+        return;
+    }
+    let bin = env!("CARGO_BIN_EXE_mllm-kernels");
+    let dir = std::env::temp_dir().join(format!("mllm-cuda-cpu-proof-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let proof = dir.join("GPU_VERIFIED.md");
+    std::fs::write(&proof, "| core | 0123456789abcdef | abc | 2026-01-01 | a GPU |\n").unwrap();
+    let p = proof.display().to_string();
+    let (ok, text) = run(&["--", bin, "verify", "--family", "core", "--backend", "cuda", "--commit", "abc", "--proof", &p]);
+    assert!(!ok && text.contains("nothing written"), "verify --proof on the emulated device:\n{}", tail(&text, 10));
+    let kept = std::fs::read_to_string(&proof).unwrap();
+    assert!(kept.contains("a GPU"), "the proof file changed: {kept}");
+    let (ok, text) = run(&["--", bin, "bench", "--family", "core", "--backend", "cuda", "--iters", "1"]);
+    assert!(!ok && text.contains("emulated CUDA device"), "bench on the emulated device:\n{}", tail(&text, 10));
+    let _ = std::fs::remove_dir_all(&dir);
+}
