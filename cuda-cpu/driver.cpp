@@ -14,6 +14,12 @@
 
 #include "runtime.h"
 
+#if EMU_COUNTERS
+#include <elf.h>
+
+#include "counters.h"
+#endif
+
 typedef int CUresult;
 typedef int CUdevice;
 typedef unsigned long long CUdeviceptr;
@@ -177,12 +183,20 @@ EXPORT CUresult cuMemGetInfo_v2(size_t* free_b, size_t* total) {
 // ---- memory: host allocations stand in for device ones ---------------------------------------
 
 EXPORT CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
-    void* m = malloc(bytes ? bytes : 1);
-    if (!m) return OUT_OF_MEMORY;
+    // 256-byte aligned, as the real driver's: sector counts and vector loads see the same
+    // alignment as on a GPU. The size is not rounded up, so ASan still sees a byte past the end.
+    void* m = nullptr;
+    if (posix_memalign(&m, 256, bytes ? bytes : 1) != 0) return OUT_OF_MEMORY;
     *p = (CUdeviceptr)m;
+#if EMU_COUNTERS
+    emu::counters::note_alloc(*p, bytes);
+#endif
     return OK;
 }
 EXPORT CUresult cuMemFree_v2(CUdeviceptr p) {
+#if EMU_COUNTERS
+    emu::counters::note_free(p);
+#endif
     free((void*)p);
     return OK;
 }
@@ -280,8 +294,62 @@ EXPORT CUresult cuEventElapsedTime_v2(float* ms, CUevent a, CUevent b) { return 
 
 // ---- modules and launches ----------------------------------------------------------------------
 
-// The image (PTX or a cubin) is not read: every kernel of every family is already in the table.
-EXPORT CUresult cuModuleLoadData(CUmodule* m, const void*) {
+#if EMU_COUNTERS
+namespace {
+// What ptxas gave each kernel of a cubin: registers (EIATTR_REGCOUNT entries of `.nv.info`,
+// naming the kernel's symbol) and static shared memory (the size of `.nv.shared.<kernel>`, which
+// includes the 1 KiB sm_90 reserves per block).
+void read_cubin(const unsigned char* img) {
+    const Elf64_Ehdr* eh = reinterpret_cast<const Elf64_Ehdr*>(img);
+    if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_ident[EI_CLASS] != ELFCLASS64) return;
+    const Elf64_Shdr* sh = reinterpret_cast<const Elf64_Shdr*>(img + eh->e_shoff);
+    const char* names = reinterpret_cast<const char*>(img + sh[eh->e_shstrndx].sh_offset);
+    const Elf64_Shdr *info = nullptr, *symtab = nullptr;
+    for (int i = 0; i < eh->e_shnum; ++i) {
+        if (!strcmp(names + sh[i].sh_name, ".nv.info")) info = &sh[i];
+        if (sh[i].sh_type == SHT_SYMTAB) symtab = &sh[i];
+    }
+    if (!info || !symtab) return;
+    const Elf64_Sym* syms = reinterpret_cast<const Elf64_Sym*>(img + symtab->sh_offset);
+    const size_t nsyms = symtab->sh_size / sizeof(Elf64_Sym);
+    const char* symnames = reinterpret_cast<const char*>(img + sh[symtab->sh_link].sh_offset);
+    const unsigned char* p = img + info->sh_offset;
+    const unsigned char* end = p + info->sh_size;
+    while (p + 4 <= end) {
+        const unsigned fmt = p[0], attr = p[1];
+        if (fmt != 4) {  // entries without a payload are 4 bytes
+            p += 4;
+            continue;
+        }
+        unsigned short size;
+        memcpy(&size, p + 2, 2);
+        if (attr == 0x2f && size >= 8) {  // EIATTR_REGCOUNT: symbol index, registers
+            unsigned sym, regs;
+            memcpy(&sym, p + 4, 4);
+            memcpy(&regs, p + 8, 4);
+            if (sym < nsyms) {
+                const char* kernel = symnames + syms[sym].st_name;
+                uint64_t shared = 0;
+                const std::string want = std::string(".nv.shared.") + kernel;
+                for (int j = 0; j < eh->e_shnum; ++j)
+                    if (want == names + sh[j].sh_name) shared = sh[j].sh_size >= 1024 ? sh[j].sh_size - 1024 : sh[j].sh_size;
+                emu::counters::note_resources(kernel, (int)regs, shared);
+            }
+        }
+        p += 4 + size;
+    }
+}
+}  // namespace
+#endif
+
+// The image (PTX or a cubin) is not run: every kernel of every family is already in the table.
+// The counters build reads a cubin's register and shared-memory use, for occupancy.
+EXPORT CUresult cuModuleLoadData(CUmodule* m, const void* image) {
+#if EMU_COUNTERS
+    if (image) read_cubin(static_cast<const unsigned char*>(image));
+#else
+    (void)image;
+#endif
     *m = &the_module;
     return OK;
 }

@@ -17,6 +17,12 @@
 #include <string>
 #include <vector>
 
+#if EMU_COUNTERS
+#include "counters.h"
+#define EMU_COUNT(x) ::emu::counters::x
+#else
+#define EMU_COUNT(x) ((void)0)
+#endif
 #if EMU_ASAN
 #include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
@@ -216,6 +222,7 @@ void fiber_main() {
     __tsan_acquire(&tsan_block_start);
 #endif
     L.kernel->run(L.args);
+    EMU_COUNT(flush_thread(current->linear));
     Fiber& f = me();
     f.state = DONE;
     Warp& w = warps[f.t.warp];
@@ -270,6 +277,7 @@ void yield_waiting(State s, unsigned gen, const char* file, int line) {
 
 // Arrives at lane's warp exchange of `kind`; returns the slot bank of the completed exchange.
 int warp_arrive(int kind, unsigned mask, const unsigned long long* mine, const char* file, int line) {
+    EMU_COUNT(flush_thread(current->linear));
     const int lane = current->lane;
     Warp& w = warps[current->warp];
     if (!((mask >> lane) & 1u)) fail(who() + ": warp collective at " + where(file, line) + " with mask " +
@@ -339,6 +347,7 @@ void ptx_mma_sync_aligned_m16n8k32_row_col_s32_s8_s8_s32(int& d0, int& d1, int& 
                                   b0 | (unsigned long long)b1 << 32, 0, 0, 0, 0, 0};
     const int bank = warp_arrive(4, 0xffffffffu, mine, file, line);
     const Warp& w = warps[current->warp];
+    EMU_COUNT(mma(current->lane));
     // Rebuild A (16 x 32) and B (32 x 8) from every lane's fragments.
     signed char A[16][32], B[32][8];
     for (int l = 0; l < 32; ++l) {
@@ -370,6 +379,7 @@ void ptx_mma_sync_aligned_m16n8k32_row_col_s32_s8_s8_s32(int& d0, int& d1, int& 
 // ---- barriers ------------------------------------------------------------------------------------
 
 int barrier(int kind, int pred, const char* file, int line) {
+    EMU_COUNT(flush_thread(current->linear));
     if (bar_arrived == 0) {
         bar_kind = kind;
         bar_file = file;
@@ -437,6 +447,7 @@ std::string describe_stuck() {
 
 void run_block(std::vector<int>& idx) {
     const int n = L.nthreads;
+    EMU_COUNT(begin_block(n));
     if (shared_lo) poison(shared_lo, shared_hi);
     if (dyn_shared) poison(dyn_shared, dyn_shared + dyn_shared_bytes);
     bar_gen = 0;
@@ -510,6 +521,7 @@ void run_block(std::vector<int>& idx) {
 #if EMU_TSAN
     __tsan_acquire(&tsan_block_done);
 #endif
+    EMU_COUNT(end_block());
 }
 }  // namespace
 
@@ -549,6 +561,7 @@ std::string launch(const Kernel& k, dim3 grid, dim3 block, size_t dynamic_shared
     dyn_shared = dynamic_shared_bytes ? static_cast<unsigned char*>(malloc(dynamic_shared_bytes)) : nullptr;
     grid_dim = grid;
     block_dim = block;
+    EMU_COUNT(begin_launch(k.name, grid, block, dynamic_shared_bytes, shared_lo, shared_hi, dyn_shared));
     std::vector<int> idx(nthreads);
     for (int i = 0; i < (int)nthreads; ++i) idx[i] = i;
     for (unsigned z = 0; z < grid.z && L.error.empty(); ++z)
@@ -559,6 +572,7 @@ std::string launch(const Kernel& k, dim3 grid, dim3 block, size_t dynamic_shared
                 block_idx.z = z;
                 run_block(idx);
             }
+    EMU_COUNT(end_launch());
     free(dyn_shared);
     dyn_shared = nullptr;
     std::string err = L.error;

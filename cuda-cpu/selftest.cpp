@@ -11,6 +11,11 @@
 #include <vector>
 
 #include "runtime.h"
+#if EMU_COUNTERS
+#include "counters.h"
+extern "C" int cuda_cpu_counters_read(CudaCpuLaunch* out, int max);
+extern "C" void cuda_cpu_counters_reset();
+#endif
 
 namespace {
 
@@ -184,6 +189,43 @@ int main() {
         int* po = out;
         check(run("st_shared_overrun", d(1), d(32), {&po, &k}).empty(), "(planted sanitizer bugs run in the sanitized builds)");
     }
+#if EMU_COUNTERS
+    {  // what the counters must see of toy kernels whose access patterns are known
+        static unsigned buf[64 * 64], out[32];
+        emu::counters::note_alloc((uint64_t)buf, sizeof buf);
+        emu::counters::note_alloc((uint64_t)out, sizeof out);
+        unsigned* pin = buf;
+        unsigned* pout = out;
+        auto last = [](const char* name, std::vector<void*> args) {
+            cuda_cpu_counters_reset();
+            run(name, d(1), d(32), args);
+            CudaCpuLaunch r[4];
+            const int n = cuda_cpu_counters_read(r, 4);
+            return n == 1 ? r[0] : CudaCpuLaunch{};
+        };
+        auto eff = [](const CudaCpuLaunch& r) { return r.load_sectors ? (double)r.load_bytes / (32.0 * r.load_sectors) : 0.0; };
+        CudaCpuLaunch r = last("st_rows_u16", {&pin, &pout});
+        check(r.load_requests == 1 && r.load_sectors == 32 && eff(r) == 1.0 / 16, "2 bytes from each lane's own row: load efficiency 1/16");
+        r = last("st_rows_u32", {&pin, &pout});
+        check(r.load_requests == 1 && r.load_sectors == 32 && eff(r) == 1.0 / 8, "4 bytes from each lane's own row: 1/8");
+        r = last("st_contiguous", {&pin, &pout});
+        check(r.load_requests == 1 && r.load_sectors == 4 && eff(r) == 1.0, "a contiguous read: 1");
+        check(r.store_requests == 1 && r.store_sectors == 4 && r.unique_sectors == 8 && r.dram_read_bytes == 128,
+              "its store: 4 sectors; 8 distinct sectors; 128 bytes from DRAM");
+        r = last("st_shared_banks", {&pout});
+        // 32 row writes (each lane its own row: stride 32 words, one bank, 32 wavefronts each),
+        // the column read (32 wavefronts) and the row read (1).
+        check(r.shared_requests == 34 && r.shared_wavefronts == 32 * 32 + 32 + 1 && r.shared_ideal_wavefronts == 34,
+              "shared bank conflicts: a column costs 32 wavefronts, a row 1 (" + std::to_string(r.shared_wavefronts) + ")");
+        signed char A[16 * 32] = {}, Bt[8 * 32] = {};
+        int C[128] = {}, D[128];
+        emu::counters::note_alloc((uint64_t)A, sizeof A);
+        signed char *pa = A, *pb = Bt;
+        int *pc = C, *pd = D;
+        r = last("st_mma_16832", {&pa, &pb, &pc, &pd});
+        check(r.mma_instructions == 1, "one warp mma.sync counted once");
+    }
+#endif
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }

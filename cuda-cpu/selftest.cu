@@ -111,3 +111,23 @@ extern "C" __global__ void __launch_bounds__(64) st_missing_barrier(int* out) {
     // No __syncthreads() here: thread i reads what thread i + 1 may not have written yet.
     out[threadIdx.x] = s[(threadIdx.x + 1) % 64];
 }
+
+// Counters: each lane reads its own row (2 or 4 bytes of a 256-byte row), or one contiguous
+// 4-byte element; and shared memory read down a column (every lane on one bank) or along a row.
+extern "C" __global__ void __launch_bounds__(32) st_rows_u16(const unsigned short* in, unsigned* out) {
+    out[threadIdx.x] = in[threadIdx.x * 128];
+}
+extern "C" __global__ void __launch_bounds__(32) st_rows_u32(const unsigned* in, unsigned* out) {
+    out[threadIdx.x] = in[threadIdx.x * 64];
+}
+extern "C" __global__ void __launch_bounds__(32) st_contiguous(const unsigned* in, unsigned* out) {
+    out[threadIdx.x] = in[threadIdx.x];
+}
+extern "C" __global__ void __launch_bounds__(32) st_shared_banks(unsigned* out) {
+    __shared__ unsigned s[32 * 33];
+    for (int i = 0; i < 32; ++i) s[threadIdx.x * 32 + i] = threadIdx.x + i;  // row tid
+    __syncthreads();
+    unsigned column = s[threadIdx.x * 32];  // one bank for all lanes: 32 wavefronts
+    unsigned row = s[threadIdx.x];          // 32 banks: 1 wavefront
+    out[threadIdx.x] = column + row;
+}

@@ -7,6 +7,9 @@
 #   scripts/cuda-cpu.sh [--sanitize address|thread] [--order fwd|rev|rand:SEED] -- COMMAND...
 #   scripts/cuda-cpu.sh --build-only [--sanitize ...]     # build, print the library's folder
 #   scripts/cuda-cpu.sh --selftest [--sanitize ...] [--order ...]   # the emulator's own checks
+#   scripts/cuda-cpu.sh --counters -- target/release/mllm-kernels bench --backend cuda --counters
+#     (kernel counters: every load and store counted, see cuda-cpu/counters.h; `--counters` is a
+#     build of its own, like a sanitizer)
 #
 # e.g. scripts/cuda-cpu.sh -- target/release/mllm-kernels verify --backend cuda
 # The device is built into target/cuda-cpu/<plain|address|thread>/ when its sources changed
@@ -21,11 +24,12 @@ while [ $# -gt 0 ]; do
     --order) order=$2; shift 2 ;;
     --build-only) build_only=1; shift ;;
     --selftest) selftest=1; shift ;;
+    --counters) sanitize=counters; shift ;;
     --) shift; break ;;
     *) echo "cuda-cpu.sh: unknown option $1 (see the header of $0)" >&2; exit 2 ;;
   esac
 done
-case "$sanitize" in plain|address|thread) ;; *) echo "cuda-cpu.sh: --sanitize address|thread" >&2; exit 2 ;; esac
+case "$sanitize" in plain|address|thread|counters) ;; *) echo "cuda-cpu.sh: --sanitize address|thread" >&2; exit 2 ;; esac
 if [ $build_only = 0 ] && [ $selftest = 0 ] && [ $# = 0 ]; then echo "cuda-cpu.sh: no COMMAND after --" >&2; exit 2; fi
 
 cxx=${MLLM_CUDA_CPU_CXX:-clang++-19}
@@ -46,6 +50,10 @@ case "$sanitize" in
   address) kflags=(-O1 -fsanitize=address,undefined -fsanitize-address-use-after-return=never -fno-sanitize-recover=all -fno-omit-frame-pointer)
            rflags=(-DEMU_ASAN=1) lflags=(-fsanitize=address,undefined -shared-libsan) ;;
   thread) kflags=(-O1 -fsanitize=thread) rflags=(-DEMU_TSAN=1) lflags=(-fsanitize=thread -shared-libsan) ;;
+  # Every load and store of the kernels reaches a hook; no x86 vectorizing, so loads stay the
+  # width the source gives them, as on a GPU.
+  counters) kflags=(-O2 -fno-vectorize -fno-slp-vectorize -fsanitize-coverage=trace-pc-guard,trace-loads,trace-stores)
+            rflags=(-DEMU_COUNTERS=1) lflags=() ;;
 esac
 
 # Rebuild only when an input changed: the stamp is a hash of every source and the flags.
@@ -53,6 +61,10 @@ stamp=$( (cat "$root"/cuda-cpu/*.cpp "$root"/cuda-cpu/*.h "$root"/cuda-cpu/gen.p
            "$root"/kernels/* "$root/src/backend/status_bits.rs"; "$cxx" --version; echo "${kflags[*]} ${lflags[*]}") \
          | sha256sum | cut -c1-16)
 lib="$out/libcuda.so.1"
+# One build at a time per folder (tests run several of these at once); the runs themselves
+# share the built library.
+exec 9> "$out/.lock"
+flock 9
 if [ ! -f "$lib" ] || [ "$(cat "$out/stamp" 2>/dev/null)" != "$stamp" ]; then
   echo "cuda-cpu: building the emulated CUDA device ($sanitize) into $out" >&2
   t0=$(date +%s)
@@ -70,15 +82,23 @@ if [ ! -f "$lib" ] || [ "$(cat "$out/stamp" 2>/dev/null)" != "$stamp" ]; then
     compile "$gen/$f.cpp" "$out/$f.kernels.o" "${kflags[@]}" -I "$gen"
     [ "$f" = selftest ] || objs+=("$out/$f.kernels.o")
   done
-  for r in runtime driver; do compile "$root/cuda-cpu/$r.cpp" "$out/$r.o" -O2 -fno-builtin "${rflags[@]}"; done
+  runtime=(runtime driver)
+  [ "$sanitize" = counters ] && runtime+=(counters)
+  for r in "${runtime[@]}"; do compile "$root/cuda-cpu/$r.cpp" "$out/$r.o" -O2 -fno-builtin "${rflags[@]}"; done
   compile "$root/cuda-cpu/selftest.cpp" "$out/selftest.o" -O1 "${rflags[@]}"
   for p in "${pids[@]}"; do wait "$p"; done
-  "$cxx" -shared -Wl,-soname,libcuda.so.1 "${lflags[@]}" -o "$lib" "${objs[@]}" "$out/runtime.o" "$out/driver.o" -lpthread -ldl
-  "$cxx" "${lflags[@]/-shared-libsan/}" -o "$out/selftest" "$out/selftest.kernels.o" "$out/runtime.o" "$out/selftest.o" -lpthread -ldl
+  rt_objs=("${runtime[@]/#/$out/}")
+  rt_objs=("${rt_objs[@]/%/.o}")
+  "$cxx" -shared -Wl,-soname,libcuda.so.1 "${lflags[@]}" -o "$lib" "${objs[@]}" "${rt_objs[@]}" -lpthread -ldl
+  st_objs=("$out/runtime.o")
+  [ "$sanitize" = counters ] && st_objs+=("$out/counters.o")
+  "$cxx" "${lflags[@]/-shared-libsan/}" -o "$out/selftest" "$out/selftest.kernels.o" "${st_objs[@]}" "$out/selftest.o" -lpthread -ldl
   ln -sf libcuda.so.1 "$out/libcuda.so"
   echo "$stamp" > "$out/stamp"
   echo "cuda-cpu: built in $(( $(date +%s) - t0 )) s" >&2
 fi
+flock -u 9
+exec 9>&-
 if [ $build_only = 1 ]; then echo "$out"; exit 0; fi
 
 export MLLM_CUDA_CPU_ORDER="$order" MLLM_CUDA_CPU_SANITIZE="$sanitize"

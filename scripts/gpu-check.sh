@@ -5,7 +5,10 @@
 #   scripts/gpu-check.sh run OUTDIR     on a Linux x86-64 host with an NVIDIA GPU and no Rust:
 #                                       CUDA tests, verify --backend cuda, bench, PyTorch baselines;
 #                                       writes report.md, *.json, logs and gpu_verified.txt to OUTDIR.
-# The run half is one command meant to finish in well under 8 minutes.
+#   scripts/gpu-check.sh ncu OUTDIR     on the same host, as a device call of its own: ncu over
+#                                       `bench --counters` (the cases the emulated device counts),
+#                                       set beside the emulator's figures (ncu_compare.txt).
+# The run half is one command meant to finish in well under 8 minutes; ncu in under 5.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -27,7 +30,12 @@ for l in sys.stdin:
   cp target/release/mllm-kernels "$b/mllm-kernels"
   cp "$test_bin" "$b/kernels-tests"
   strip "$b/mllm-kernels" "$b/kernels-tests" 2>/dev/null || true
-  cp scripts/gpu-check.sh scripts/baselines.py "$b/"
+  cp scripts/gpu-check.sh scripts/baselines.py scripts/ncu_compare.py "$b/"
+  # The emulated device's counts of the counter cases, for `ncu` to be compared with (best
+  # effort: it needs clang-19, and takes a few minutes).
+  scripts/cuda-cpu.sh --counters -- target/release/mllm-kernels bench --backend cuda --counters \
+    --json "$b/counters.json" > /dev/null \
+    || echo "gpu-check: no emulator counters (clang-19 missing?); the ncu pass will print ncu alone" >&2
   # flash-linear-attention's kernels (fla-core: pure Python over Triton, 6 MB) and einops for the
   # fla baselines: the GPU host has PyTorch and Triton but may lack these, and cannot download.
   # Best effort.
@@ -125,8 +133,35 @@ run() {
   [ $tests_rc = 0 ] && [ $verify_rc = 0 ] && [ $bench_rc = 0 ]
 }
 
+# ncu over one untimed launch per counter case: what the emulator's counters model, measured.
+ncu_pass() {
+  local out=${1:?usage: gpu-check.sh ncu OUTDIR}
+  mkdir -p "$out"
+  local b="$here"
+  [ -x "$b/mllm-kernels" ] || b="$here/../.gpu-bundle"
+  local ncu
+  ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
+  [ -n "$ncu" ] || { echo "gpu-check: ncu not found" >&2; return 1; }
+  local metrics=dram__bytes_read.sum,dram__bytes_write.sum
+  metrics+=,l1tex__t_requests_pipe_lsu_mem_global_op_ld.sum,l1tex__t_sectors_pipe_lsu_mem_global_op_ld.sum
+  metrics+=,l1tex__t_requests_pipe_lsu_mem_global_op_st.sum,l1tex__t_sectors_pipe_lsu_mem_global_op_st.sum
+  metrics+=,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum,sm__warps_active.avg.pct_of_peak_sustained_active
+  metrics+=,launch__registers_per_thread,launch__waves_per_multiprocessor
+  echo "== ncu over bench --counters (one launch per case)"
+  timeout 280 "$ncu" --csv --metrics "$metrics" "$b/mllm-kernels" bench --backend cuda --counters \
+    > "$out/ncu.csv" 2> "$out/ncu.log"
+  local rc=$?
+  if [ -f "$b/counters.json" ]; then
+    python3 "$b/ncu_compare.py" "$out/ncu.csv" "$b/counters.json" | tee "$out/ncu_compare.txt"
+  else
+    echo "no counters.json in the bundle: ncu's figures alone are in $out/ncu.csv"
+  fi
+  return $rc
+}
+
 case "${1:-}" in
   build) build ;;
   run) shift; run "$@" ;;
-  *) echo "usage: $0 build | run OUTDIR" >&2; exit 2 ;;
+  ncu) shift; ncu_pass "$@" ;;
+  *) echo "usage: $0 build | run OUTDIR | ncu OUTDIR" >&2; exit 2 ;;
 esac

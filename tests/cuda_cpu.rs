@@ -4,7 +4,8 @@
 //! case passes `verify --backend cuda` on it, through the crate's cudarc path, in four builds:
 //! plain in forward and reverse thread order, AddressSanitizer + UBSan in a seeded random order,
 //! and ThreadSanitizer. It proves the kernels' logic and memory safety, not that they run on a
-//! GPU. It needs python3 and clang-19: in CI their absence fails the run, elsewhere the test is
+//! GPU. Its counters build counts toy kernels whose access patterns are known, and one small
+//! case per family through `bench --counters`. It needs python3 and clang-19: in CI their absence fails the run, elsewhere the test is
 //! skipped with a message saying how to get them.
 
 use std::process::Command;
@@ -113,11 +114,63 @@ fn the_emulated_device_proves_nothing_and_is_not_timed() {
     let proof = dir.join("GPU_VERIFIED.md");
     std::fs::write(&proof, "| core | 0123456789abcdef | abc | 2026-01-01 | a GPU |\n").unwrap();
     let p = proof.display().to_string();
-    let (ok, text) = run(&["--", bin, "verify", "--family", "core", "--backend", "cuda", "--commit", "abc", "--proof", &p]);
+    let (ok, text) =
+        run(&["--", bin, "verify", "--family", "core", "--backend", "cuda", "--commit", "abc", "--proof", &p]);
     assert!(!ok && text.contains("nothing written"), "verify --proof on the emulated device:\n{}", tail(&text, 10));
     let kept = std::fs::read_to_string(&proof).unwrap();
     assert!(kept.contains("a GPU"), "the proof file changed: {kept}");
     let (ok, text) = run(&["--", bin, "bench", "--family", "core", "--backend", "cuda", "--iters", "1"]);
     assert!(!ok && text.contains("emulated CUDA device"), "bench on the emulated device:\n{}", tail(&text, 10));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The counters build (issue "Kernel counters without a GPU"): toy kernels whose coalescing and
+/// bank conflicts are known by construction (its selftest: 2 bytes per lane from its own row
+/// give efficiency 1/16, 4 bytes 1/8, a contiguous read 1; a shared column 32 wavefronts, a row
+/// 1), then `bench --counters` on one small case per family, read back from its JSON.
+#[test]
+fn counters_of_toy_kernels_and_one_case_per_family() {
+    if !have("python3", "the emulated CUDA device's generator needs Python 3")
+        || !have("clang++-19", "install clang-19 and libclang-rt-19-dev (scripts/env.sh does, as root on Debian)")
+    {
+        return;
+    }
+    let (ok, text) = run(&["--counters", "--selftest"]);
+    assert!(ok && text.contains("load efficiency 1/16") && text.contains(" passed, 0 failed"), "{}", tail(&text, 30));
+    let bin = env!("CARGO_BIN_EXE_mllm-kernels");
+    let cases = serde_json::json!([
+        {"kernel": "core.rmsnorm", "params": {"rows": 64, "cols": 1024, "dtype": "bf16"}},
+        {"kernel": "ternary.matmul", "params": {"m": 1, "n": 256, "k": 1024, "dtype": "bf16"}},
+        {"kernel": "mla.mla_decode", "params": {"batch": 2, "sq": 1, "heads": 16, "latent": 512, "rope": 64,
+            "page_size": 64, "pages": 20, "max_pages": 8, "splits": 2, "scale": 0.0417, "dtype": "bf16"}},
+        {"kernel": "mom.gated_delta_step", "params": {"batch": 2, "memories": 4, "topk": 2, "heads": 2, "head_k": 64,
+            "head_v": 64, "slots": 4, "dtype": "bf16"}},
+        {"kernel": "visual.select", "params": {"seqs": 2, "n": 256, "k": 64}},
+    ]);
+    let dir = std::env::temp_dir().join(format!("mllm-counters-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (file, json) = (dir.join("cases.json"), dir.join("counters.json"));
+    std::fs::write(&file, cases.to_string()).unwrap();
+    let (f, j) = (file.display().to_string(), json.display().to_string());
+    let (ok, text) =
+        run(&["--counters", "--", bin, "bench", "--backend", "cuda", "--counters", "--cases", &f, "--json", &j]);
+    assert!(ok, "bench --counters:\n{}", tail(&text, 30));
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = doc["runs"][0]["counters"].as_array().expect("counter rows").clone();
+    assert_eq!(rows.len(), 5, "{doc}");
+    for r in &rows {
+        let name = r["kernel"].as_str().unwrap_or("?");
+        assert!(r["error"].is_null(), "{name}: {}", r["error"]);
+        let ld = r["load_efficiency"].as_f64().unwrap_or(0.0);
+        assert!(ld > 0.0 && ld <= 32.0, "{name}: load efficiency {ld}");
+        assert!(r["traffic_amplification"].as_f64().unwrap_or(0.0) > 0.0, "{name}: no DRAM traffic counted");
+        let launches = r["launches"].as_array().unwrap();
+        assert!(!launches.is_empty(), "{name}: no launch counted");
+        // Registers come from the sm_90 cubin, which CI builds (ptxas is required there).
+        if in_ci() {
+            assert!(launches.iter().all(|l| l["registers"].as_i64().unwrap_or(0) > 0), "{name}: {launches:?}");
+            assert!(launches.iter().all(|l| l["waves"].as_f64().unwrap_or(0.0) > 0.0), "{name}: {launches:?}");
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

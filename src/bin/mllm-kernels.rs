@@ -81,6 +81,11 @@ struct BenchArgs {
     /// A JSON file of your own cases: [{"kernel": "ternary.matmul", "params": {...}}, ...].
     #[arg(long, conflicts_with_all = ["kernel", "family"])]
     cases: Option<PathBuf>,
+    /// Count instead of time, on the emulated CUDA device's counters build
+    /// (`scripts/cuda-cpu.sh --counters -- mllm-kernels bench --backend cuda --counters`): memory
+    /// traffic, coalescing, bank conflicts, occupancy and waves of one launch per case.
+    #[arg(long)]
+    counters: bool,
 }
 
 #[derive(Args)]
@@ -148,13 +153,14 @@ fn bench_selection(o: &BenchArgs) -> Result<Vec<(&'static dyn Kernel, Case)>, St
         let k = find(id)?;
         return match &o.params {
             Some(p) => Ok(vec![(k, bench::user_case(parse(p, "--params")?).map_err(|e| e.to_string())?)]),
+            None if o.counters => Ok(k.counter_cases().into_iter().map(|c| (k, c)).collect()),
             None => Ok(k.bench_cases().into_iter().map(|c| (k, c)).collect()),
         };
     }
     Ok(kernels()
         .into_iter()
         .filter(|k| o.sel.family.as_deref().is_none_or(|f| f == k.family()))
-        .flat_map(|k| k.bench_cases().into_iter().map(move |c| (k, c)))
+        .flat_map(|k| if o.counters { k.counter_cases() } else { k.bench_cases() }.into_iter().map(move |c| (k, c)))
         .collect())
 }
 
@@ -328,6 +334,125 @@ fn cmd_verify(o: &VerifyArgs) -> ExitCode {
     }
 }
 
+/// One row of `bench --counters`.
+#[cfg(feature = "cuda")]
+fn print_counter_row(b: &Backend, r: &mllm_kernels::harness::counters::CounterRow) {
+    if let Some(e) = &r.error {
+        say!("{:26} {:5} {:40} error: {e}", r.kernel, r.dtype, r.shape);
+        return;
+    }
+    if !b.is_emulated() {
+        say!("{:26} {:5} {:40} launched once, not counted (a profiler counts it here)", r.kernel, r.dtype, r.shape);
+        return;
+    }
+    let regs: Vec<String> = r.launches.iter().map(|l| l.registers.to_string()).collect();
+    let occ: Vec<String> = r.launches.iter().map(|l| l.blocks_per_sm.to_string()).collect();
+    let waves = if (r.waves.1 - r.waves.0).abs() < 0.0005 {
+        format!("{:.3}", r.waves.0)
+    } else {
+        format!("{:.3}-{:.3}", r.waves.0, r.waves.1)
+    };
+    say!(
+        "{:26} {:5} {:40} {:>6.3} {:>6.3} {:>6.2} {:>4} {:>6} {:>11} {:>4.0}% {:>8.2} {:>7.2} {:>9.2}",
+        r.kernel,
+        r.dtype,
+        r.shape,
+        r.load_efficiency,
+        r.store_efficiency,
+        r.bank_conflict_factor,
+        regs.join("/"),
+        occ.join("/"),
+        waves,
+        100.0 * r.mma_share,
+        r.requested_amplification,
+        r.traffic_amplification,
+        r.floor_us
+    );
+}
+
+/// `bench --counters`: one counted launch per case on the emulated CUDA device.
+#[cfg(feature = "cuda")]
+fn bench_counters(o: &BenchArgs, bks: &[Backend], cases: &[(&'static dyn Kernel, Case)]) -> ExitCode {
+    use mllm_kernels::harness::counters;
+    // A JSON path that cannot be written fails now, not after the whole run.
+    if let Some(path) = &o.json {
+        if let Err(e) = std::fs::write(path, "") {
+            eprintln!("cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    let cases: Vec<(&dyn Kernel, Case)> = cases.iter().map(|(k, c)| (*k as &dyn Kernel, c.clone())).collect();
+    let mut failed = false;
+    let mut all = Vec::new();
+    for b in bks {
+        if b.is_emulated() {
+            say!(
+                "-- {}: {} | counters of one launch per case, counted on the emulated device, not timed | floor = \
+                 compulsory bytes at {} GB/s (H100 copy)",
+                b.label(),
+                b.describe(),
+                counters::H100_COPY_GBPS
+            );
+        } else {
+            say!("-- {}: {} | one untimed launch per counter case, for a profiler (ncu)", b.label(), b.describe());
+        }
+        say!(
+            "{:26} {:5} {:40} {:>6} {:>6} {:>6} {:>4} {:>6} {:>11} {:>5} {:>8} {:>7} {:>9}",
+            "kernel",
+            "dtype",
+            "shape",
+            "ld eff",
+            "st eff",
+            "banks",
+            "regs",
+            "blk/SM",
+            "waves",
+            "mma",
+            "req amp",
+            "DRAM x",
+            "floor us"
+        );
+        let mut rows = Vec::new();
+        let counted = counters::count_each(&cases, b, |r| {
+            rows.push(r.clone());
+            print_counter_row(b, r);
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        });
+        if let Err(e) = counted {
+            eprintln!("{}: {e}", b.label());
+            failed = true;
+            continue;
+        }
+        failed |= rows.iter().any(|r| r.error.is_some());
+        all.push(serde_json::json!({
+            "backend": b.label(), "device": b.describe(), "counters": rows,
+        }));
+    }
+    if let Some(path) = &o.json {
+        let doc = serde_json::json!({
+            "command": std::env::args().collect::<Vec<_>>().join(" "),
+            "crate_version": env!("CARGO_PKG_VERSION"),
+            "commit": git_commit(),
+            "runs": all,
+        });
+        if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap_or_default()) {
+            eprintln!("cannot write {}: {e}", path.display());
+            failed = true;
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn bench_counters(_: &BenchArgs, _: &[Backend], _: &[(&'static dyn Kernel, Case)]) -> ExitCode {
+    eprintln!("--counters needs the `cuda` feature (the emulated CUDA device)");
+    ExitCode::FAILURE
+}
+
 fn cmd_bench(o: &BenchArgs) -> ExitCode {
     // The CPU oracle is f64 reference code: timing it only when asked.
     let bks = match backends(o.sel.backend).map(|v| {
@@ -358,6 +483,9 @@ fn cmd_bench(o: &BenchArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if o.counters {
+        return bench_counters(o, &bks, &cases);
+    }
     let mut all = Vec::new();
     let mut failed = false;
     for b in &bks {

@@ -38,6 +38,12 @@ impl Registered for RmsNorm {
             ("4096x7168", json!({"rows": 4096, "cols": 7168})),
         ]))
     }
+    fn counter_cases() -> Vec<Case> {
+        no_f16(float_cases(&[
+            ("1x7168", json!({"rows": 1, "cols": 7168})),
+            ("256x7168 (bench 4096 rows)", json!({"rows": 256, "cols": 7168})),
+        ]))
+    }
     fn inputs(&self, _: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
         let dt = self.params.dtype;
         let w: Vec<f64> = (0..self.params.cols).map(|_| rng.range(0.5, 1.5)).collect();
@@ -124,6 +130,12 @@ impl Registered for GatherRows {
     }
     fn bench_cases() -> Vec<Case> {
         float_cases(&[("2048<-8192x4096", json!({"rows": 2048, "src_rows": 8192, "cols": 4096}))])
+            .into_iter()
+            .filter(|c| c.dtype == DType::BF16)
+            .collect()
+    }
+    fn counter_cases() -> Vec<Case> {
+        float_cases(&[("256<-8192x4096 (bench 2048 rows)", json!({"rows": 256, "src_rows": 8192, "cols": 4096}))])
             .into_iter()
             .filter(|c| c.dtype == DType::BF16)
             .collect()

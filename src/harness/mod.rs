@@ -6,6 +6,8 @@
 
 pub mod bench;
 pub mod check;
+#[cfg(feature = "cuda")]
+pub mod counters;
 pub mod proof;
 pub mod tensor;
 
@@ -142,6 +144,11 @@ pub trait Kernel: Sync {
     fn cases(&self) -> Vec<Case>;
     /// Shapes `bench` runs.
     fn bench_cases(&self) -> Vec<Case>;
+    /// Shapes `bench --counters` runs on the emulated CUDA device: the bench shapes, or where
+    /// one is too large to emulate in seconds, a scaled-down one that says so in its label.
+    fn counter_cases(&self) -> Vec<Case> {
+        self.bench_cases()
+    }
     /// Validates `params` into the kernel's plan, once per case.
     fn prepare(&self, params: &Value) -> Result<Box<dyn Prepared>>;
 }
@@ -178,6 +185,10 @@ pub trait Registered: Plan {
     /// The cases `bench` runs (none by default).
     fn bench_cases() -> Vec<Case> {
         vec![]
+    }
+    /// The cases `bench --counters` runs (see [`Kernel::counter_cases`]): the bench cases by default.
+    fn counter_cases() -> Vec<Case> {
+        Self::bench_cases()
     }
     /// Fresh random inputs for every `In` and `InOut` tensor (see [`Prepared::inputs`]).
     fn inputs(&self, fixture: &Fixture, rng: &mut Rng) -> Result<TensorMap>;
@@ -264,6 +275,36 @@ impl<P: Registered> Kernel for Reg<P> {
     }
     fn bench_cases(&self) -> Vec<Case> {
         P::bench_cases()
+    }
+    fn counter_cases(&self) -> Vec<Case> {
+        let c = P::counter_cases();
+        if !c.is_empty() {
+            return c;
+        }
+        // No bench shape: the largest verify case, preferring those without a fixture, then
+        // those whose fixture only shapes lengths (the rest plant bad input).
+        let size = |c: &Case| self.prepare(&c.params).map(|p| p.cost().bytes).unwrap_or(0.0);
+        let planted = |c: &Case| {
+            let f = c.fixture.0.to_string();
+            ["bad", "repeat", "nonfinite", "short", "zeros", "ties", "over", "negative"].iter().any(|w| f.contains(w))
+        };
+        let rank = |c: &Case| {
+            if c.fixture.0.is_null() {
+                2
+            } else if planted(c) {
+                0
+            } else {
+                1
+            }
+        };
+        P::cases()
+            .into_iter()
+            .max_by(|a, b| rank(a).cmp(&rank(b)).then(size(a).total_cmp(&size(b))))
+            .map(|mut c| {
+                c.label = format!("{} (largest verify case; no bench shape)", c.label);
+                vec![c]
+            })
+            .unwrap_or_default()
     }
     fn prepare(&self, params: &Value) -> Result<Box<dyn Prepared>> {
         Ok(Box::new(P::build(parse(params)?)?))

@@ -407,6 +407,11 @@ impl Registered for GatedDeltaChunk {
             (l, p)
         }))
     }
+    fn counter_cases() -> Vec<Case> {
+        bf16_cases([(128usize, 1usize)].map(|(t, h)| {
+            chunk_case(&format!("T{t} H{h} K256 V256 (bench T2048+ H4)"), &[t], 1, h, 256, 256, json!({}))
+        }))
+    }
     fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
         let p = &self.params;
         let mut m = TensorMap::new();
@@ -521,6 +526,12 @@ impl Registered for GatedDeltaStep {
         bf16_cases(
             [1usize, 64, 256]
                 .map(|b| step_case(&format!("B{b} M4 top2 H4 K256 V256"), b, 4, 2, 4, 256, 256, json!({}))),
+        )
+    }
+    fn counter_cases() -> Vec<Case> {
+        bf16_cases(
+            [(1usize, ""), (4, " (bench B64, B256)")]
+                .map(|(b, l)| step_case(&format!("B{b} M4 top2 H4 K256 V256{l}"), b, 4, 2, 4, 256, 256, json!({}))),
         )
     }
     fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
@@ -733,6 +744,18 @@ impl Registered for MomLayer {
     fn bench_cases() -> Vec<Case> {
         bf16_cases([layer_case("4 seqs T512 M4 top2 H4 K256 V256", &[512; 4], 4, 2, 4, 256, 256, json!({}))])
     }
+    fn counter_cases() -> Vec<Case> {
+        bf16_cases([layer_case(
+            "1 seq T64 M4 top2 H4 K256 V256 (bench 4 seqs T512)",
+            &[64],
+            4,
+            2,
+            4,
+            256,
+            256,
+            json!({}),
+        )])
+    }
     fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
         let p = &self.params;
         let mut m = layer_inputs(self, &self.dims, p.dtype, p.tokens, fx, rng)?;
@@ -795,6 +818,9 @@ impl Registered for MomLayerStep {
         bf16_cases(
             [64usize, 256].map(|b| step_case(&format!("B{b} M4 top2 H4 K256 V256"), b, 4, 2, 4, 256, 256, json!({}))),
         )
+    }
+    fn counter_cases() -> Vec<Case> {
+        bf16_cases([step_case("B4 M4 top2 H4 K256 V256 (bench B64, B256)", 4, 4, 2, 4, 256, 256, json!({}))])
     }
     fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
         let p = &self.params;

@@ -54,6 +54,9 @@ impl Registered for QuantizeWeights {
     fn bench_cases() -> Vec<Case> {
         bf16_cases([("5632x2048".into(), json!({"n": 5632, "k": 2048}))])
     }
+    fn counter_cases() -> Vec<Case> {
+        bf16_cases([("1408x2048 (bench 5632 rows)".into(), json!({"n": 1408, "k": 2048}))])
+    }
     fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
         let p = &self.params;
         let mut w = rng.normals(p.n * p.k, 0.05);
@@ -203,6 +206,14 @@ impl Registered for RmsNormQuant {
     fn bench_cases() -> Vec<Case> {
         bf16_cases([1, 4096].map(|m| (format!("{m}x2048 P3"), json!({"m": m, "k": 2048, "projections": 3}))))
     }
+    fn counter_cases() -> Vec<Case> {
+        bf16_cases([1, 256].map(|m| {
+            (
+                format!("{m}x2048 P3{}", if m > 1 { " (bench 4096 rows)" } else { "" }),
+                json!({"m": m, "k": 2048, "projections": 3}),
+            )
+        }))
+    }
     fn inputs(&self, _: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
         Ok(norm_inputs(rng, self.params.dtype, &self.x, self.params.k, self.params.projections))
     }
@@ -259,6 +270,19 @@ impl Registered for TernaryMatmul {
         let mma = [512, 4096]
             .map(|m| (format!("gemm mma M{m} 5632x2048"), json!({"m": m, "n": 5632, "k": 2048, "tensor_cores": true})));
         bf16_cases(gemv.into_iter().chain(gemm).chain(mma))
+    }
+    /// The GEMVs at their bench shapes; the GEMMs at M64 512x1024, since one bench-sized GEMM is
+    /// billions of emulated multiply-adds.
+    fn counter_cases() -> Vec<Case> {
+        let gemv = [(2048, 2048), (5632, 2048), (2048, 5632), (6912, 2560), (3200, 20480)]
+            .map(|(n, k)| (format!("gemv M1 {n}x{k}"), json!({"m": 1, "n": n, "k": k})));
+        let gemm = [false, true].map(|tc| {
+            (
+                format!("gemm{} M64 512x1024 (bench M512+ 5632x2048)", if tc { " mma" } else { "" }),
+                json!({"m": 64, "n": 512, "k": 1024, "tensor_cores": tc}),
+            )
+        });
+        bf16_cases(gemv.into_iter().chain(gemm))
     }
     fn inputs(&self, _: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
         let p = &self.params;
@@ -438,6 +462,12 @@ impl Registered for MlgruScan {
     }
     fn bench_cases() -> Vec<Case> {
         bf16_cases([scan_case("4 seqs T1024 d2048", &[1024; 4], 2048, 4, json!({}))].map(|(l, p)| (l.to_string(), p)))
+    }
+    fn counter_cases() -> Vec<Case> {
+        bf16_cases(
+            [scan_case("4 seqs T256 d2048 (bench T1024)", &[256; 4], 2048, 4, json!({}))]
+                .map(|(l, p)| (l.to_string(), p)),
+        )
     }
     fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
         let p = &self.params;

@@ -104,6 +104,10 @@ impl Registered for Select {
         let (b, _, n, _) = BENCH;
         tagged_cases(DType::F32, &[(&format!("B{b} n{n} top half"), json!({"seqs": b, "n": n, "k": n / 2}))])
     }
+    fn counter_cases() -> Vec<Case> {
+        let (_, _, n, _) = BENCH;
+        tagged_cases(DType::F32, &[(&format!("B1 n{n} top half (bench B8)"), json!({"seqs": 1, "n": n, "k": n / 2}))])
+    }
     fn cases() -> Vec<Case> {
         let c = |l: &str, p: Value| (l.to_string(), p);
         owned(
@@ -292,6 +296,20 @@ impl Registered for AttnMass {
             mass_case(&format!("B{b} T{} last rows H32/8 D128", t0 + n + t1), &lens, &segs, b, 32, 8, 128, json!({}));
         bf16_cases([(l, p)])
     }
+    fn counter_cases() -> Vec<Case> {
+        let (_, t0, n, t1) = BENCH;
+        let (l, p) = mass_case(
+            &format!("B1 T{} last rows H32/8 D128 (bench B8)", t0 + n + t1),
+            &[t0 + n + t1],
+            &[t0, n],
+            1,
+            32,
+            8,
+            128,
+            json!({}),
+        );
+        bf16_cases([(l, p)])
+    }
     fn cases() -> Vec<Case> {
         owned(
             None,
@@ -432,6 +450,23 @@ impl Registered for SparseAttention {
             )
         }))
     }
+    /// One sequence with a tenth of the image and four query heads per KV head as in the bench
+    /// (4/1 instead of 32/8): causal attention over 3,000 tokens is billions of emulated steps.
+    fn counter_cases() -> Vec<Case> {
+        let (_, t0, n, t1) = BENCH;
+        let n = n / 10;
+        bf16_cases([1.0, 0.25].map(|keep: f64| {
+            let len = t0 + t1 + (n as f64 * keep).round() as usize;
+            attn_case(
+                &format!("B1 keep {keep} of {n}: {len} tokens H4/1 D128 (bench B8, 2880, H32/8)"),
+                &[len],
+                4,
+                1,
+                128,
+                json!({}),
+            )
+        }))
+    }
     fn cases() -> Vec<Case> {
         owned(
             None,
@@ -517,6 +552,20 @@ impl Registered for NeighborAttention {
         let img: Vec<usize> = (0..b).flat_map(|_| [t0, 48, 60]).collect();
         bf16_cases([2usize, 4].map(|r| {
             grid_case(&format!("B{b} 48x60 grid r{r} H32/8 D128"), &lens, &img, 32, 8, 128, json!({"radius": r}))
+        }))
+    }
+    fn counter_cases() -> Vec<Case> {
+        let (_, t0, _, t1) = BENCH;
+        bf16_cases([2usize, 4].map(|r| {
+            grid_case(
+                &format!("B1 12x15 grid r{r} H4/1 D128 (bench B8 48x60 H32/8)"),
+                &[t0 + 180 + t1],
+                &[t0, 12, 15],
+                4,
+                1,
+                128,
+                json!({"radius": r}),
+            )
         }))
     }
     fn cases() -> Vec<Case> {
