@@ -7,6 +7,7 @@
 #include "counters.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <algorithm>
@@ -83,7 +84,7 @@ void l2_touch(uint64_t sector, bool store) {
         if (!store) cur.dram_read_bytes += 32;
         lru.push_front(sector);
         lru_pos[sector] = lru.begin();
-        if (lru.size() > kL2Bytes / 32) {
+        if (lru.size() > l2_bytes() / 32) {
             lru_pos.erase(lru.back());
             lru.pop_back();
         }
@@ -119,6 +120,15 @@ void note(const void* addr, uint32_t size, bool store, uintptr_t site) {
 }
 
 }  // namespace
+
+uint64_t l2_bytes() {
+    static const uint64_t bytes = [] {
+        const char* mb = getenv("MLLM_CUDA_CPU_L2_MB");
+        const unsigned long long v = mb ? strtoull(mb, nullptr, 10) : 0;
+        return v ? (uint64_t)v << 20 : 50ull << 20;
+    }();
+    return bytes;
+}
 
 void note_alloc(uint64_t ptr, uint64_t bytes) {
     std::lock_guard<std::mutex> g(alloc_lock);

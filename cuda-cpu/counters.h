@@ -20,7 +20,7 @@ struct CudaCpuLaunch {
     uint64_t load_requests, load_sectors;    // warp-level requests and the 32-byte sectors they touch
     uint64_t store_requests, store_sectors;
     uint64_t unique_sectors;                 // distinct sectors touched: the compulsory traffic
-    uint64_t dram_read_bytes, dram_write_bytes;  // through an L2 of the card's size, cold at launch
+    uint64_t dram_read_bytes, dram_write_bytes;  // through an L2 of the card's size (l2_bytes), cold at launch
     uint64_t shared_requests, shared_wavefronts, shared_ideal_wavefronts;
     uint64_t mma_instructions;               // warp-wide mma.sync, 16 x 8 x 32 multiply-adds each
 };
@@ -29,7 +29,8 @@ namespace emu {
 namespace counters {
 
 constexpr int kSms = 132;
-constexpr uint64_t kL2Bytes = 50ull << 20;
+// The modelled L2: an H100's 50 MB, or MLLM_CUDA_CPU_L2_MB megabytes.
+uint64_t l2_bytes();
 
 void note_alloc(uint64_t ptr, uint64_t bytes);
 void note_free(uint64_t ptr);

@@ -428,23 +428,7 @@ fn bench_counters(o: &BenchArgs, bks: &[Backend], cases: &[(&'static dyn Kernel,
             "backend": b.label(), "device": b.describe(), "counters": rows,
         }));
     }
-    if let Some(path) = &o.json {
-        let doc = serde_json::json!({
-            "command": std::env::args().collect::<Vec<_>>().join(" "),
-            "crate_version": env!("CARGO_PKG_VERSION"),
-            "commit": git_commit(),
-            "runs": all,
-        });
-        if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap_or_default()) {
-            eprintln!("cannot write {}: {e}", path.display());
-            failed = true;
-        }
-    }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    finish_bench(o, all, failed)
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -556,17 +540,19 @@ fn cmd_bench(o: &BenchArgs) -> ExitCode {
             }
         }
     }
+    finish_bench(o, all, failed)
+}
+
+/// Writes `--json` (the command, version, commit and every backend's run) and gives the exit code.
+fn finish_bench(o: &BenchArgs, all: Vec<serde_json::Value>, mut failed: bool) -> ExitCode {
     if let Some(path) = &o.json {
-        if let Err(e) = std::fs::write(
-            path,
-            serde_json::to_string_pretty(&serde_json::json!({
-                "command": std::env::args().collect::<Vec<_>>().join(" "),
-                "crate_version": env!("CARGO_PKG_VERSION"),
-                "commit": git_commit(),
-                "runs": all,
-            }))
-            .unwrap_or_default(),
-        ) {
+        let doc = serde_json::json!({
+            "command": std::env::args().collect::<Vec<_>>().join(" "),
+            "crate_version": env!("CARGO_PKG_VERSION"),
+            "commit": git_commit(),
+            "runs": all,
+        });
+        if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap_or_default()) {
             eprintln!("cannot write {}: {e}", path.display());
             failed = true;
         }
