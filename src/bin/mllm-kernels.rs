@@ -374,13 +374,6 @@ fn print_counter_row(b: &Backend, r: &mllm_kernels::harness::counters::CounterRo
 #[cfg(feature = "cuda")]
 fn bench_counters(o: &BenchArgs, bks: &[Backend], cases: &[(&'static dyn Kernel, Case)]) -> ExitCode {
     use mllm_kernels::harness::counters;
-    // A JSON path that cannot be written fails now, not after the whole run.
-    if let Some(path) = &o.json {
-        if let Err(e) = std::fs::write(path, "") {
-            eprintln!("cannot write {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
-    }
     let cases: Vec<(&dyn Kernel, Case)> = cases.iter().map(|(k, c)| (*k as &dyn Kernel, c.clone())).collect();
     let mut failed = false;
     let mut all = Vec::new();
@@ -467,78 +460,87 @@ fn cmd_bench(o: &BenchArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A JSON path that cannot be written fails now, not after the whole run.
+    if let Some(path) = &o.json {
+        if let Err(e) = std::fs::write(path, "") {
+            eprintln!("cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
     if o.counters {
         return bench_counters(o, &bks, &cases);
     }
     let mut all = Vec::new();
     let mut failed = false;
     for b in &bks {
-        match bench::bench_cases(&cases, b, o.iters as usize) {
+        let ceil = match bench::ceilings(b) {
+            Ok(c) => c,
             Err(e) => {
                 eprintln!("{}: {e}", b.label());
                 failed = true;
+                continue;
             }
-            Ok((ceil, rows)) => {
-                let rotation = if ceil.l2_bytes == 0 {
-                    "no input rotation (no GPU cache to defeat)".to_string()
-                } else {
-                    format!("inputs rotated past {} MiB (twice the L2)", (2 * ceil.l2_bytes) >> 20)
-                };
-                say!(
-                    "-- {}: {} | copy {:.1} GB/s | launch floor {:.2} us | {rotation} | timed with {}",
-                    b.kind().name(),
-                    ceil.device,
-                    ceil.copy_gbps,
-                    ceil.launch_floor_us,
-                    ceil.timing.describe()
-                );
-                if b.kind() == BackendKind::Cpu || b.describe().contains("Cpu") {
-                    say!("   a CPU runs these kernels: the times show the bench works, not how fast a GPU is");
-                }
-                say!(
-                    "{:26} {:5} {:18} {:>6} {:>10} {:>9} {:>9} {:>7}",
-                    "kernel",
-                    "dtype",
-                    "shape",
-                    "copies",
-                    "time us",
-                    "GB/s",
-                    "TFLOP/s",
-                    "%copy"
-                );
-                for r in &rows {
-                    match &r.error {
-                        Some(e) => {
-                            failed = true;
-                            say!("{:26} {:5} {:18} error: {e}", r.kernel, r.dtype, r.shape);
-                        }
-                        None => say!(
-                            "{:26} {:5} {:18} {:>6} {:>10.2} {:>9.1} {:>9.3} {:>6.1}%{}",
-                            r.kernel,
-                            r.dtype,
-                            r.shape,
-                            r.copies,
-                            r.time_us,
-                            r.gbps,
-                            r.tflops,
-                            100.0 * r.bw_share,
-                            if r.latency_bound && ceil.launch_floor_us > 0.0 {
-                                format!(
-                                    "  latency-bound ({:.1}x the launch floor)",
-                                    r.time_us / ceil.launch_floor_us.max(1e-9)
-                                )
-                            } else {
-                                String::new()
-                            }
-                        ),
-                    }
-                }
-                all.push(serde_json::json!({
-                    "backend": b.kind().name(), "device": b.describe(), "driver": driver_of(b),
-                    "ceilings": ceil, "rows": rows,
-                }));
-            }
+        };
+        let rotation = if ceil.l2_bytes == 0 {
+            "no input rotation (no GPU cache to defeat)".to_string()
+        } else {
+            format!("inputs rotated past {} MiB (twice the L2)", (2 * ceil.l2_bytes) >> 20)
+        };
+        say!(
+            "-- {}: {} | copy {:.1} GB/s | launch floor {:.2} us | {rotation} | timed with {}",
+            b.kind().name(),
+            ceil.device,
+            ceil.copy_gbps,
+            ceil.launch_floor_us,
+            ceil.timing.describe()
+        );
+        if b.kind() == BackendKind::Cpu || b.describe().contains("Cpu") {
+            say!("   a CPU runs these kernels: the times show the bench works, not how fast a GPU is");
         }
+        say!(
+            "{:26} {:5} {:18} {:>6} {:>10} {:>9} {:>9} {:>7}",
+            "kernel",
+            "dtype",
+            "shape",
+            "copies",
+            "time us",
+            "GB/s",
+            "TFLOP/s",
+            "%copy"
+        );
+        // Each row as it is timed, so a long run shows its progress.
+        let mut rows = Vec::with_capacity(cases.len());
+        for (k, case) in &cases {
+            let r = bench::bench_case(*k, b, case, o.iters as usize, &ceil);
+            match &r.error {
+                Some(e) => {
+                    failed = true;
+                    say!("{:26} {:5} {:18} error: {e}", r.kernel, r.dtype, r.shape);
+                }
+                None => say!(
+                    "{:26} {:5} {:18} {:>6} {:>10.2} {:>9.1} {:>9.3} {:>6.1}%{}",
+                    r.kernel,
+                    r.dtype,
+                    r.shape,
+                    r.copies,
+                    r.time_us,
+                    r.gbps,
+                    r.tflops,
+                    100.0 * r.bw_share,
+                    if r.latency_bound && ceil.launch_floor_us > 0.0 {
+                        format!("  latency-bound ({:.1}x the launch floor)", r.time_us / ceil.launch_floor_us.max(1e-9))
+                    } else {
+                        String::new()
+                    }
+                ),
+            }
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            rows.push(r);
+        }
+        all.push(serde_json::json!({
+            "backend": b.kind().name(), "device": b.describe(), "driver": driver_of(b),
+            "ceilings": ceil, "rows": rows,
+        }));
     }
     finish_bench(o, all, failed)
 }
