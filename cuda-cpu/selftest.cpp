@@ -191,7 +191,8 @@ int main() {
     }
 #if EMU_COUNTERS
     {  // what the counters must see of toy kernels whose access patterns are known
-        static unsigned buf[64 * 64], out[32];
+        alignas(256) static unsigned buf[64 * 64];  // aligned as cuMemAlloc aligns: sector counts depend on it
+        alignas(256) static unsigned out[32];
         emu::counters::note_alloc((uint64_t)buf, sizeof buf);
         emu::counters::note_alloc((uint64_t)out, sizeof out);
         unsigned* pin = buf;
