@@ -44,6 +44,7 @@ __device__ void mla_decode(const T* __restrict__ q, const T* __restrict__ kv, co
         }
         if (tid == 0 && row == 0 && j == 0) {
             bool bad = cu[0] != 0 || cu[batch] != sq;
+            for (int s = 0; s < batch; ++s) bad |= cu[s + 1] < cu[s];  // must not decrease
             // Every sequence's length, not only those some row reads: a sequence with no new
             // tokens (or one no row finds) still has its bad length reported.
             for (int s = 0; s < batch; ++s) bad |= seq_lens[s] < 0 || seq_lens[s] > max_pages * P;

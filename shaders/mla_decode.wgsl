@@ -93,7 +93,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 // Every sequence's length, not only those some row reads.
                 for (var s = 0u; s < p.nseq; s++) {
                     let n = lens[p.lens_off + s];
-                    bad = bad || n < 0 || n > cap;
+                    // cu_seqlens must not decrease, whatever its ends.
+                    bad = bad || n < 0 || n > cap || cu[p.cu_off + s + 1u] < cu[p.cu_off + s];
                 }
                 if (bad) { atomicOr(&status[0], ST_INDEX_OUT_OF_RANGE); }
             }

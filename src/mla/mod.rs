@@ -273,8 +273,8 @@ impl MlaDecode {
 /// are rows `cu_seqlens[b]..cu_seqlens[b + 1]` of `q [tokens, H, L + R]`; the cache already holds
 /// them (`append_cache` first), its `seq_lens[b]` counting them, and each new token sees the keys
 /// up to its own position. Out `o [tokens, H, L]`, `lse [H, tokens]` (FlashAttention's varlen
-/// layout). Bad `cu_seqlens` (not from 0 to tokens, a token in no range) raise
-/// `INDEX_OUT_OF_RANGE`, as bad pages and lengths do in [`MlaDecode`].
+/// layout). Bad `cu_seqlens` (not from 0 to tokens, decreasing anywhere, a token in no range)
+/// raise `INDEX_OUT_OF_RANGE`, as bad pages and lengths do in [`MlaDecode`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MlaPrefillParams {

@@ -122,7 +122,8 @@ pub fn prefill(
     let tokens = q.len() / (s.heads * w);
     let mut o = vec![0.0; tokens * s.heads * l];
     let mut lse = vec![f64::NEG_INFINITY; s.heads * tokens];
-    let mut bad = cu[0] != 0 || cu[s.batch] as i64 != tokens as i64;
+    // Ends right but decreasing between (`[0, 5, 4]`) is as bad as wrong ends: every backend raises.
+    let mut bad = cu[0] != 0 || cu[s.batch] as i64 != tokens as i64 || (0..s.batch).any(|b| cu[b + 1] < cu[b]);
     for j in 0..tokens {
         // The first sequence whose range holds token j (the kernels search the same way).
         let Some(b) = (0..s.batch).find(|&b| (cu[b] as i64) <= j as i64 && (j as i64) < cu[b + 1] as i64) else {

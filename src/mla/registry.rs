@@ -413,6 +413,8 @@ impl Registered for MlaPrefill {
             ),
             case("split layout new 6 of 6", &[6], &[6], 4, (64, 32, 8), json!({"split_cache": true})),
             case("new 2 of 1 (fewer keys than new tokens)", &[2], &[1], 1, (64, 0, 4), json!({})),
+            // Its ends are right (0 and tokens) and every token finds a range: only the
+            // decrease between them is wrong, and every backend must still raise the status.
             case("bad cu_seqlens", &[3, 2], &[5, 4], 2, (64, 16, 4), json!({"fixture.bad_cu": true})),
         ];
         let rows: Vec<(&str, serde_json::Value)> = rows.iter().map(|(l, p)| (l.as_str(), p.clone())).collect();
