@@ -50,12 +50,17 @@ for l in sys.stdin:
   [ "$kib" -lt $((60 * 1024)) ] || { echo "gpu-check: bundle is ${kib} KiB, over 60 MiB" >&2; exit 1; }
 }
 
+# The bundle's folder: in the bundle the binaries sit beside this script; in a checkout, in
+# .gpu-bundle/.
+bundle() {
+  if [ -x "$here/mllm-kernels" ]; then echo "$here"; else echo "$here/../.gpu-bundle"; fi
+}
+
 run() {
   local out=${1:?usage: gpu-check.sh run OUTDIR}
   mkdir -p "$out"
-  # In the bundle the binaries sit beside this script; in a checkout, in .gpu-bundle/.
-  local b="$here"
-  [ -x "$b/mllm-kernels" ] || b="$here/../.gpu-bundle"
+  local b
+  b=$(bundle)
   local commit
   commit=$(tr -d '\n' < "$b/COMMIT" 2>/dev/null || echo unknown)
   local t0=$SECONDS
@@ -137,8 +142,8 @@ run() {
 ncu_pass() {
   local out=${1:?usage: gpu-check.sh ncu OUTDIR}
   mkdir -p "$out"
-  local b="$here"
-  [ -x "$b/mllm-kernels" ] || b="$here/../.gpu-bundle"
+  local b
+  b=$(bundle)
   local ncu
   ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
   [ -n "$ncu" ] || { echo "gpu-check: ncu not found" >&2; return 1; }

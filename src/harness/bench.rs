@@ -99,12 +99,6 @@ fn time_loop(backend: &Backend, iters: usize, mut f: impl FnMut(&mut Launch, usi
     backend.synchronize()?;
     match backend {
         #[cfg(feature = "cuda")]
-        Backend::Cuda(c) if c.is_emulated() => Err(Error::BackendUnavailable(
-            "the emulated CUDA device (cuda-cpu) runs on the CPU: its times say nothing about a GPU. \
-             Bench a GPU, or run `verify --backend cuda` on the emulated device"
-                .into(),
-        )),
-        #[cfg(feature = "cuda")]
         Backend::Cuda(c) => {
             use crate::backend::cuda::cuda_err;
             let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);

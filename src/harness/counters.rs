@@ -20,7 +20,7 @@ pub const H100_COPY_GBPS: f64 = 2978.0;
 
 /// One launch's counters, exactly as `cuda-cpu/counters.h` lays out `CudaCpuLaunch`.
 #[repr(C)]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, bytemuck::Zeroable)]
 struct RawLaunch {
     kernel: [u8; 64],
     grid: [u32; 3],
@@ -171,32 +171,7 @@ impl Reader {
         // SAFETY: read copies at most `max` records into the buffer it is given, and returns how
         // many there are; a zero-sized first call only counts them.
         let n = unsafe { (self.read)(std::ptr::null_mut(), 0) }.max(0) as usize;
-        let mut v = vec![
-            RawLaunch {
-                kernel: [0; 64],
-                grid: [0; 3],
-                block: [0; 3],
-                dynamic_shared: 0,
-                static_shared: 0,
-                registers: 0,
-                blocks_per_sm: 0,
-                waves: 0.0,
-                load_bytes: 0,
-                store_bytes: 0,
-                load_requests: 0,
-                load_sectors: 0,
-                store_requests: 0,
-                store_sectors: 0,
-                unique_sectors: 0,
-                dram_read_bytes: 0,
-                dram_write_bytes: 0,
-                shared_requests: 0,
-                shared_wavefronts: 0,
-                shared_ideal_wavefronts: 0,
-                mma_instructions: 0,
-            };
-            n
-        ];
+        let mut v = vec![<RawLaunch as bytemuck::Zeroable>::zeroed(); n];
         // SAFETY: `v` holds `n` records of the layout checked in `open`.
         let got = unsafe { (self.read)(v.as_mut_ptr(), n as i32) }.max(0) as usize;
         v.truncate(got.min(n));
@@ -315,11 +290,9 @@ fn count_case(kernel: &dyn Kernel, backend: &Backend, case: &Case, reader: Optio
             row.requested_amplification = ratio(requested, row.compulsory_bytes);
             row.traffic_amplification = ratio(sum(|x| x.dram_bytes), row.compulsory_bytes);
             row.bank_conflict_factor = ratio(sum(|x| x.shared_wavefronts), sum(|x| x.shared_ideal_wavefronts));
-            let waves: Vec<f64> = l.iter().map(|x| x.waves).collect();
-            row.waves =
-                (waves.iter().copied().fold(f64::INFINITY, f64::min), waves.iter().copied().fold(0.0, f64::max));
-            if waves.is_empty() {
-                row.waves = (0.0, 0.0);
+            if !l.is_empty() {
+                let waves = l.iter().map(|x| x.waves);
+                row.waves = (waves.clone().fold(f64::INFINITY, f64::min), waves.fold(0.0, f64::max));
             }
             row.mma_share = ratio(2.0 * 4096.0 * sum(|x| x.mma_instructions), row.flops);
             row.floor_us = row.compulsory_bytes / (H100_COPY_GBPS * 1e3);
