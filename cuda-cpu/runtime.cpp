@@ -416,11 +416,6 @@ int barrier(int kind, int pred, const char* file, int line) {
 
 void* dynamic_shared() { return dyn_shared; }
 
-void fatal(const char* what, const char* file, int line) {
-    fail(who() + ": " + what + " at " + where(file, line));
-    abort();  // fail() does not return from a fiber, and device code runs only in fibers
-}
-
 // ---- the kernel table ----------------------------------------------------------------------------
 
 namespace {

@@ -86,7 +86,6 @@ unsigned ballot(unsigned mask, int pred, const char* file, int line);
 void syncwarp(unsigned mask, const char* file, int line);
 // The launch's dynamic shared memory (sharedMemBytes of cuLaunchKernel, poisoned with 0xff).
 void* dynamic_shared();
-[[noreturn]] void fatal(const char* what, const char* file, int line);
 
 }  // namespace emu
 
