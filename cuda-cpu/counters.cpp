@@ -108,9 +108,14 @@ void note(const void* addr, uint32_t size, bool store, uintptr_t site) {
     const int linear = current->linear;
     Pending& p = pending[linear];
     const uint64_t a = (uint64_t)addr;
-    // clang on x86 splits a 16-byte load or store into two 8-byte ones from two sites: merge them.
-    if (p.size == 8 && size == 8 && a == p.addr + 8 && store == p.store && (p.addr & 15) == 0 && site != p.site) {
+    // clang on x86 splits a 16-byte load or store into two 8-byte ones from two sites, in either
+    // order: merge them.
+    const uint64_t lo = a < p.addr ? a : p.addr;
+    if (p.size == 8 && size == 8 && (a == p.addr + 8 || p.addr == a + 8) && store == p.store && (lo & 15) == 0 &&
+        site != p.site) {
         p.size = 16;
+        p.addr = lo;
+        p.site = p.site < site ? p.site : site;
         record(linear, p);
         p.size = 0;
         return;
@@ -232,8 +237,8 @@ void end_launch() {
     active = false;
 }
 
-void mma(int lane) {
-    if (active && lane == 0) ++cur.mma_instructions;
+void mma(int lane, uint64_t macs) {
+    if (active && lane == 0) cur.mma_macs += macs;
 }
 
 }  // namespace counters

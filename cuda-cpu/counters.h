@@ -22,7 +22,7 @@ struct CudaCpuLaunch {
     uint64_t unique_sectors;                 // distinct sectors touched: the compulsory traffic
     uint64_t dram_read_bytes, dram_write_bytes;  // through an L2 of the card's size (l2_bytes), cold at launch
     uint64_t shared_requests, shared_wavefronts, shared_ideal_wavefronts;
-    uint64_t mma_instructions;               // warp-wide mma.sync, 16 x 8 x 32 multiply-adds each
+    uint64_t mma_macs;                       // multiply-adds of warp-wide mma.sync instructions
 };
 
 namespace emu {
@@ -43,7 +43,7 @@ void begin_block(int nthreads);
 void flush_thread(int linear);  // at a barrier, a warp collective and the thread's end
 void end_block();
 void end_launch();
-void mma(int lane);
+void mma(int lane, uint64_t macs);
 
 }  // namespace counters
 }  // namespace emu

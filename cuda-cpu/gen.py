@@ -24,8 +24,25 @@ import subprocess
 import sys
 
 # Inline PTX the emulator models: mnemonic -> the model in cuda_emu.h / runtime.cpp.
-PTX_MODELS = {
-    "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32": "ptx_mma_sync_aligned_m16n8k32_row_col_s32_s8_s8_s32",
+PTX_MODELS = {m: "ptx_" + m.replace(".", "_") for m in [
+    "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32",
+    "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32",
+    "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32",
+    "ldmatrix.sync.aligned.m8n8.x1.shared.b16",
+    "ldmatrix.sync.aligned.m8n8.x2.shared.b16",
+    "ldmatrix.sync.aligned.m8n8.x4.shared.b16",
+    "ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16",
+    "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16",
+    "cp.async.cg.shared.global",
+    "cp.async.commit_group",
+    "cp.async.wait_group",
+    "cp.async.wait_all",
+]}
+# Instructions whose operands carry more than the %n references the model receives: the whole
+# instruction must have this form (the model of cp.async.cg knows only a 16-byte copy with an
+# explicit source size).
+PTX_FORMS = {
+    "cp.async.cg.shared.global": r"cp\.async\.cg\.shared\.global \[%\d+\], \[%\d+\], 16, %\d+",
 }
 
 
@@ -127,6 +144,9 @@ def rewrite_asm(src, rel):
         if mnemonic not in PTX_MODELS:
             sys.exit("%s (expanded line %d): the emulator has no model of PTX `%s`; add one to cuda-cpu "
                      "(runtime.cpp, cuda_emu.h, gen.py's PTX_MODELS)" % (rel, line, mnemonic))
+        form = PTX_FORMS.get(mnemonic)
+        if form and not re.fullmatch(form, " ".join(insns[0].split())):
+            sys.exit("%s (expanded line %d): the emulator models `%s` only as /%s/, not %r" % (rel, line, mnemonic, form, insns[0]))
         operands = []
         for sec in sections[1:3]:
             for op in split_top(sec, ","):
@@ -134,7 +154,7 @@ def rewrite_asm(src, rel):
                 if op:
                     operands.append(re.match(r'\s*"[^"]*"\s*\((.*)\)\s*$', op, re.S).group(1))
         refs = [operands[int(n)] for n in re.findall(r"%(\d+)", insns[0])]
-        out += src[i:m.start()] + "::emu::%s(%s, __FILE__, __LINE__)" % (PTX_MODELS[mnemonic], ", ".join(refs))
+        out += src[i:m.start()] + "::emu::%s(%s)" % (PTX_MODELS[mnemonic], ", ".join(refs + ["__FILE__", "__LINE__"]))
         i = j
 
 

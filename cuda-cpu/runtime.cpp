@@ -100,7 +100,15 @@ struct Launch {
     std::string error;
 };
 
+// A thread's cp.async copies in flight: group -1 until committed, then its group number.
+struct AsyncCopies {
+    std::vector<std::pair<int, CpAsync>> queue;
+    int committed = 0;
+    std::vector<CpAsync> due;  // handed to the wait that retires them
+};
+
 Fiber* fibers;  // kMaxThreads of them, allocated once so no context ever moves
+AsyncCopies* async_copies;  // one per thread, like fibers
 Warp warps[kMaxThreads / 32];
 void* sched_sp;  // the host thread's stack pointer while a fiber runs
 Launch L;
@@ -340,6 +348,133 @@ void syncwarp(unsigned mask, const char* file, int line) {
 #endif
 }
 
+void gather(unsigned mask, const unsigned long long* mine, unsigned long long (*all)[8], const char* file, int line) {
+    const int bank = warp_arrive(5, mask, mine, file, line);
+    const Warp& w = warps[current->warp];
+    memcpy(all, w.slot[bank], sizeof w.slot[bank]);
+}
+
+// ---- the shared window, ldmatrix and cp.async -------------------------------------------------
+
+constexpr unsigned kStaticWindow = 0x1000u, kDynamicWindow = 0x80000000u;
+
+unsigned shared_window(const void* p, const char* file, int line) {
+    const unsigned char* c = static_cast<const unsigned char*>(p);
+    if (shared_lo && c >= shared_lo && c < shared_hi) return kStaticWindow + (unsigned)(c - shared_lo);
+    if (dyn_shared && c >= dyn_shared && c < dyn_shared + dyn_shared_bytes) return kDynamicWindow + (unsigned)(c - dyn_shared);
+    fail(who() + ": __cvta_generic_to_shared at " + where(file, line) + " of a pointer outside shared memory");
+    return 0;
+}
+
+void* shared_at(unsigned addr, unsigned bytes, const char* file, int line) {
+    unsigned char* p = nullptr;
+    if (addr >= kDynamicWindow && addr - kDynamicWindow + (size_t)bytes <= dyn_shared_bytes) {
+        p = dyn_shared + (addr - kDynamicWindow);
+    } else if (addr >= kStaticWindow && addr < kDynamicWindow && shared_lo &&
+               addr - kStaticWindow + (size_t)bytes <= (size_t)(shared_hi - shared_lo)) {
+        p = shared_lo + (addr - kStaticWindow);
+    }
+    if (!p) fail(who() + ": shared address " + std::to_string(addr) + " at " + where(file, line) + " (" + std::to_string(bytes) +
+                 " bytes) is outside the block's shared memory");
+    if (addr % bytes) fail(who() + ": shared address " + std::to_string(addr) + " at " + where(file, line) +
+                           " is not aligned to " + std::to_string(bytes) + " bytes");
+    return p;
+}
+
+void ldmatrix_rows(int num, bool trans, const unsigned long long* mine, unsigned* r, const char* file, int line) {
+    const int lane = current->lane;
+    unsigned long long all[32][8];
+    gather(0xffffffffu, mine, all, file, line);
+    auto elem = [&](int matrix, int row, int col) {  // 16-bit element (row, col) of matrix
+        return (unsigned)(all[8 * matrix + row][col / 4] >> (16 * (col % 4))) & 0xffffu;
+    };
+    const int g = lane >> 2, t = lane & 3;
+    for (int i = 0; i < num; ++i)
+        r[i] = trans ? elem(i, 2 * t, g) | elem(i, 2 * t + 1, g) << 16 : elem(i, g, 2 * t) | elem(i, g, 2 * t + 1) << 16;
+}
+
+void cp_async_push(void* dst, const void* src, unsigned long long w0, unsigned long long w1, const char* file, int line) {
+    if ((uintptr_t)src % 16)
+        fail(who() + ": cp.async at " + where(file, line) + " from a global address not aligned to 16 bytes");
+    async_copies[current->linear].queue.push_back({-1, CpAsync{dst, {w0, w1}}});
+}
+
+void cp_async_commit() {
+    AsyncCopies& a = async_copies[current->linear];
+    for (auto& c : a.queue)
+        if (c.first < 0) c.first = a.committed;
+    ++a.committed;
+}
+
+const CpAsync* cp_async_due(int keep, int* n) {
+    AsyncCopies& a = async_copies[current->linear];
+    a.due.clear();
+    std::vector<std::pair<int, CpAsync>> rest;
+    for (auto& c : a.queue) {
+        if (c.first >= 0 && c.first < a.committed - keep) a.due.push_back(c.second);
+        else rest.push_back(c);
+    }
+    a.queue.swap(rest);
+    *n = (int)a.due.size();
+    return a.due.data();
+}
+
+// ---- mma ---------------------------------------------------------------------------------------
+
+namespace {
+float half_bits(unsigned h) {
+    __half v;
+    v.x = (unsigned short)h;
+    return __half2float(v);
+}
+float bf16_bits(unsigned h) { return __uint_as_float(h << 16); }
+
+template <float (*Elem)(unsigned)>
+void mma16816(float& d0, float& d1, float& d2, float& d3, unsigned a0, unsigned a1, unsigned a2, unsigned a3, unsigned b0,
+              unsigned b1, float c0, float c1, float c2, float c3, const char* file, int line) {
+    unsigned long long mine[8] = {a0 | (unsigned long long)a1 << 32, a2 | (unsigned long long)a3 << 32,
+                                  b0 | (unsigned long long)b1 << 32, 0, 0, 0, 0, 0};
+    unsigned long long all[32][8];
+    gather(0xffffffffu, mine, all, file, line);
+    EMU_COUNT(mma(current->lane, 16 * 8 * 16));
+    float A[16][16], B[16][8];
+    for (int l = 0; l < 32; ++l) {
+        const int g = l >> 2, t = l & 3;
+        const unsigned a[4] = {(unsigned)all[l][0], (unsigned)(all[l][0] >> 32), (unsigned)all[l][1], (unsigned)(all[l][1] >> 32)};
+        const unsigned b[2] = {(unsigned)all[l][2], (unsigned)(all[l][2] >> 32)};
+        for (int j = 0; j < 2; ++j) {
+            A[g][2 * t + j] = Elem(a[0] >> (16 * j) & 0xffffu);
+            A[g + 8][2 * t + j] = Elem(a[1] >> (16 * j) & 0xffffu);
+            A[g][2 * t + 8 + j] = Elem(a[2] >> (16 * j) & 0xffffu);
+            A[g + 8][2 * t + 8 + j] = Elem(a[3] >> (16 * j) & 0xffffu);
+            B[2 * t + j][g] = Elem(b[0] >> (16 * j) & 0xffffu);
+            B[2 * t + 8 + j][g] = Elem(b[1] >> (16 * j) & 0xffffu);
+        }
+    }
+    const int g = current->lane >> 2, t = current->lane & 3;
+    auto dot = [&](float c, int r, int col) {
+        double s = c;
+        for (int k = 0; k < 16; ++k) s += (double)A[r][k] * (double)B[k][col];
+        return (float)s;
+    };
+    d0 = dot(c0, g, 2 * t);
+    d1 = dot(c1, g, 2 * t + 1);
+    d2 = dot(c2, g + 8, 2 * t);
+    d3 = dot(c3, g + 8, 2 * t + 1);
+}
+}  // namespace
+
+void ptx_mma_sync_aligned_m16n8k16_row_col_f32_f16_f16_f32(float& d0, float& d1, float& d2, float& d3, unsigned a0,
+                                                           unsigned a1, unsigned a2, unsigned a3, unsigned b0, unsigned b1,
+                                                           float c0, float c1, float c2, float c3, const char* file, int line) {
+    mma16816<half_bits>(d0, d1, d2, d3, a0, a1, a2, a3, b0, b1, c0, c1, c2, c3, file, line);
+}
+void ptx_mma_sync_aligned_m16n8k16_row_col_f32_bf16_bf16_f32(float& d0, float& d1, float& d2, float& d3, unsigned a0,
+                                                             unsigned a1, unsigned a2, unsigned a3, unsigned b0, unsigned b1,
+                                                             float c0, float c1, float c2, float c3, const char* file, int line) {
+    mma16816<bf16_bits>(d0, d1, d2, d3, a0, a1, a2, a3, b0, b1, c0, c1, c2, c3, file, line);
+}
+
 void ptx_mma_sync_aligned_m16n8k32_row_col_s32_s8_s8_s32(int& d0, int& d1, int& d2, int& d3, unsigned a0, unsigned a1,
                                                          unsigned a2, unsigned a3, unsigned b0, unsigned b1, int c0,
                                                          int c1, int c2, int c3, const char* file, int line) {
@@ -347,7 +482,7 @@ void ptx_mma_sync_aligned_m16n8k32_row_col_s32_s8_s8_s32(int& d0, int& d1, int& 
                                   b0 | (unsigned long long)b1 << 32, 0, 0, 0, 0, 0};
     const int bank = warp_arrive(4, 0xffffffffu, mine, file, line);
     const Warp& w = warps[current->warp];
-    EMU_COUNT(mma(current->lane));
+    EMU_COUNT(mma(current->lane, 16 * 8 * 32));
     // Rebuild A (16 x 32) and B (32 x 8) from every lane's fragments.
     signed char A[16][32], B[32][8];
     for (int l = 0; l < 32; ++l) {
@@ -454,6 +589,8 @@ void run_block(std::vector<int>& idx) {
         wp.present = lanes == 32 ? 0xffffffffu : (1u << lanes) - 1u;
     }
     for (int i = 0; i < n; ++i) {
+        async_copies[i].queue.clear();
+        async_copies[i].committed = 0;
         Fiber& f = fibers[i];
         if (!f.stack) {
             void* m = mmap(nullptr, kStack + 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -545,6 +682,7 @@ std::string launch(const Kernel& k, dim3 grid, dim3 block, size_t dynamic_shared
         return b;
     }
     if (!fibers) fibers = new Fiber[kMaxThreads];
+    if (!async_copies) async_copies = new AsyncCopies[kMaxThreads];
 #if EMU_TSAN
     tsan_host = __tsan_get_current_fiber();
 #endif

@@ -103,6 +103,107 @@ int main() {
             }
         check(bad == 0, "mma.sync.m16n8k32 s8 equals A B + C (" + std::to_string(bad) + " of 128 wrong)");
     }
+    {  // mma.sync m16n8k16 (f16, bf16) against a plain product: values k / 8 with |k| <= 16 are
+       // exact in both types, and so is every sum, so the result must match to the bit
+        unsigned s = 777;
+        auto rnd = [&] { return (s = s * 1103515245u + 12345u) >> 16; };
+        auto val = [&] { return (float)((int)(rnd() % 33) - 16) / 8.f; };
+        for (int bf = 0; bf < 2; ++bf) {
+            float A[16 * 16], Bt[8 * 16], C[128], D[128];
+            unsigned short a16[16 * 16], b16[8 * 16];
+            for (int i = 0; i < 256; ++i) {
+                A[i] = val();
+                a16[i] = bf ? __float2bfloat16_rn(A[i]).x : __float2half_rn(A[i]).x;
+            }
+            for (int i = 0; i < 128; ++i) {
+                Bt[i] = val();
+                b16[i] = bf ? __float2bfloat16_rn(Bt[i]).x : __float2half_rn(Bt[i]).x;
+                C[i] = val();
+            }
+            unsigned short *pa = a16, *pb = b16;
+            float *pc = C, *pd = D;
+            const char* name = bf ? "st_mma_16816_bf16" : "st_mma_16816_f16";
+            check(run(name, d(1), d(32), {&pa, &pb, &pc, &pd}).empty(), std::string(name) + " launches");
+            int bad = 0;
+            for (int r = 0; r < 16; ++r)
+                for (int c = 0; c < 8; ++c) {
+                    float want = C[r * 8 + c];
+                    for (int k = 0; k < 16; ++k) want += A[r * 16 + k] * Bt[c * 16 + k];
+                    bad += D[r * 8 + c] != want;
+                }
+            check(bad == 0, std::string("mma.sync.m16n8k16 ") + (bf ? "bf16" : "f16") + " equals A B + C (" +
+                                std::to_string(bad) + " of 128 wrong)");
+        }
+    }
+    {  // ldmatrix, every variant, against the fragment layout written out here
+        unsigned short in[32 * 8];
+        for (int i = 0; i < 256; ++i) in[i] = (unsigned short)(i + 1);
+        std::vector<unsigned> out(5 * 128, 0);
+        unsigned short* pi = in;
+        unsigned* po = out.data();
+        check(run("st_ldmatrix", d(1), d(32), {&pi, &po}).empty(), "st_ldmatrix launches");
+        auto el = [&](int row, int col) { return (unsigned)in[row * 8 + col]; };
+        const char* names[5] = {"x4", "x2", "x1", "x4.trans", "x2.trans"};
+        const int regs[5] = {4, 2, 1, 4, 2};
+        for (int v = 0; v < 5; ++v) {
+            int bad = 0;
+            for (int l = 0; l < 32; ++l)
+                for (int i = 0; i < regs[v]; ++i) {
+                    const int g = l >> 2, t = l & 3;
+                    const unsigned want = v < 3 ? el(8 * i + g, 2 * t) | el(8 * i + g, 2 * t + 1) << 16
+                                                : el(8 * i + 2 * t, g) | el(8 * i + 2 * t + 1, g) << 16;
+                    bad += out[v * 128 + l * 4 + i] != want;
+                }
+            check(bad == 0, std::string("ldmatrix ") + names[v] + " hands out the PTX fragment layout (" +
+                                std::to_string(bad) + " wrong)");
+        }
+    }
+    {  // cp.async + ldmatrix + mma: a 16 x 32 by 32 x 16 product, bf16, exact as above
+        unsigned s = 4242;
+        auto rnd = [&] { return (s = s * 1103515245u + 12345u) >> 16; };
+        float A[16 * 32], B[32 * 16], D[16 * 16];
+        alignas(16) unsigned short a16[16 * 32], b16[32 * 16];
+        for (int i = 0; i < 512; ++i) {
+            A[i] = (float)((int)(rnd() % 33) - 16) / 8.f;
+            B[i] = (float)((int)(rnd() % 33) - 16) / 8.f;
+            a16[i] = __float2bfloat16_rn(A[i]).x;
+            b16[i] = __float2bfloat16_rn(B[i]).x;
+        }
+        unsigned short *pa = a16, *pb = b16;
+        float* pd = D;
+        check(run("st_tile_gemm_bf16", d(1), d(32), {&pa, &pb, &pd}).empty(), "st_tile_gemm_bf16 launches");
+        int bad = 0;
+        for (int r = 0; r < 16; ++r)
+            for (int c = 0; c < 16; ++c) {
+                float want = 0.f;
+                for (int k = 0; k < 32; ++k) want += A[r * 32 + k] * B[k * 16 + c];
+                bad += D[r * 16 + c] != want;
+            }
+        check(bad == 0, "cp.async -> ldmatrix (B transposed) -> mma equals A B (" + std::to_string(bad) + " of 256 wrong)");
+    }
+    {  // cp.async lands at the wait that retires its group, not before
+        alignas(16) unsigned in[128];
+        unsigned out[128];
+        for (int i = 0; i < 128; ++i) in[i] = 1000u + (unsigned)i;
+        unsigned *pi = in, *po = out;
+        check(run("st_cp_async", d(1), d(32), {&pi, &po}).empty(), "st_cp_async launches");
+        bool before = true, landed = true, pending = true, zero = true;
+        for (int l = 0; l < 32; ++l) {
+            before &= out[l] == 0xaaaaaaaau;
+            landed &= out[32 + l] == in[4 * l];
+            pending &= out[64 + l] == 0xaaaaaaaau;
+            zero &= out[96 + l] == 0u;
+        }
+        check(before, "a cp.async destination read before any wait holds the old bytes");
+        check(landed && pending, "cp.async.wait_group 1 retires the older group only");
+        check(zero, "a cp.async with source size 0 writes zeros at its wait");
+        std::string e = run("st_cp_async_misaligned", d(1), d(32), {&pi, &po});
+        check(has(e, "not aligned to 16 bytes"), "a cp.async from a misaligned global address is reported: " + e);
+        unsigned short g16[256] = {};
+        unsigned short* pg = g16;
+        e = run("st_ldmatrix_global", d(1), d(32), {&pg, &po});
+        check(has(e, "outside shared memory"), "an ldmatrix of a pointer outside shared memory is reported: " + e);
+    }
     {  // the thread order asked for
         int counter = 0, out[64];
         int* pc = &counter;
@@ -224,7 +325,19 @@ int main() {
         signed char *pa = A, *pb = Bt;
         int *pc = C, *pd = D;
         r = last("st_mma_16832", {&pa, &pb, &pc, &pd});
-        check(r.mma_instructions == 1, "one warp mma.sync counted once");
+        check(r.mma_macs == 4096, "one warp mma.sync m16n8k32 counted once: 4096 multiply-adds");
+        alignas(16) static unsigned short a16[16 * 32], b16[32 * 16];
+        alignas(256) static float dd[256];
+        emu::counters::note_alloc((uint64_t)a16, sizeof a16);
+        emu::counters::note_alloc((uint64_t)b16, sizeof b16);
+        emu::counters::note_alloc((uint64_t)dd, sizeof dd);
+        unsigned short *p16a = a16, *p16b = b16;
+        float* pdd = dd;
+        r = last("st_tile_gemm_bf16", {&p16a, &p16b, &pdd});
+        check(r.mma_macs == 4 * 2048, "four mma.sync m16n8k16: 8192 multiply-adds (" + std::to_string(r.mma_macs) + ")");
+        check(r.load_bytes == 2048 && r.load_requests == 4 && r.load_sectors == 64,
+              "cp.async's global reads are counted: 2 KiB in 4 warp requests of 16 sectors (" + std::to_string(r.load_bytes) +
+                  ", " + std::to_string(r.load_requests) + ", " + std::to_string(r.load_sectors) + ")");
     }
 #endif
     printf("%d passed, %d failed\n", passed, failed);

@@ -4,6 +4,8 @@
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 
+#include "../kernels/tensor_core.cuh"
+
 extern "C" __global__ void __launch_bounds__(32) st_intrinsics(unsigned* out) {
     if (threadIdx.x != 0) return;
     out[0] = __byte_perm(0x33221100u, 0x77665544u, 0x5410u);
@@ -41,6 +43,121 @@ extern "C" __global__ void __launch_bounds__(32) st_mma_16832(const signed char*
     D[g * 8 + 2 * t + 1] = c[1];
     D[(g + 8) * 8 + 2 * t] = c[2];
     D[(g + 8) * 8 + 2 * t + 1] = c[3];
+}
+
+// ---- tensor-core pieces (kernels/tensor_core.cuh, the wrappers every kernel uses) ------------
+
+__device__ __forceinline__ unsigned st_pair(const unsigned short* p) { return (unsigned)p[0] | (unsigned)p[1] << 16; }
+
+// One warp: D (16 x 8, f32) = A (16 x 16) B (16 x 8) + C, fragments read straight from global
+// memory in the PTX ISA's layout (Bt is B transposed, 8 x 16).
+template <typename T>
+__device__ void st_mma_16816(const unsigned short* A, const unsigned short* Bt, const float* C, float* D) {
+    const int l = threadIdx.x, g = l >> 2, t = l & 3;
+    const unsigned a[4] = {st_pair(A + g * 16 + 2 * t), st_pair(A + (g + 8) * 16 + 2 * t), st_pair(A + g * 16 + 2 * t + 8),
+                           st_pair(A + (g + 8) * 16 + 2 * t + 8)};
+    const unsigned b0 = st_pair(Bt + g * 16 + 2 * t), b1 = st_pair(Bt + g * 16 + 2 * t + 8);
+    float d[4] = {C[g * 8 + 2 * t], C[g * 8 + 2 * t + 1], C[(g + 8) * 8 + 2 * t], C[(g + 8) * 8 + 2 * t + 1]};
+    mma16816<T>(d, a, b0, b1);
+    D[g * 8 + 2 * t] = d[0];
+    D[g * 8 + 2 * t + 1] = d[1];
+    D[(g + 8) * 8 + 2 * t] = d[2];
+    D[(g + 8) * 8 + 2 * t + 1] = d[3];
+}
+extern "C" __global__ void __launch_bounds__(32) st_mma_16816_f16(const unsigned short* A, const unsigned short* Bt, const float* C,
+                                                                float* D) {
+    st_mma_16816<__half>(A, Bt, C, D);
+}
+extern "C" __global__ void __launch_bounds__(32) st_mma_16816_bf16(const unsigned short* A, const unsigned short* Bt,
+                                                                 const float* C, float* D) {
+    st_mma_16816<__nv_bfloat16>(A, Bt, C, D);
+}
+
+// Every ldmatrix variant on a 32 x 8 shared matrix of 16-bit values; lane l writes its
+// registers to out[variant][l][0..3] (x4, x2, x1, x4.trans, x2.trans; lane l names row l).
+extern "C" __global__ void __launch_bounds__(32) st_ldmatrix(const unsigned short* in, unsigned* out) {
+    __shared__ __align__(16) unsigned short s[32 * 8];
+    const int l = threadIdx.x;
+    for (int c = 0; c < 8; ++c) s[l * 8 + c] = in[l * 8 + c];
+    __syncthreads();
+    unsigned r4[4], r2[2];
+    unsigned* o = out + l * 4;
+    ldsm_x4(r4, s + l * 8);
+    for (int i = 0; i < 4; ++i) o[i] = r4[i];
+    ldsm_x2(r2, s + (l % 16) * 8);
+    o[128] = r2[0], o[129] = r2[1];
+    asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];\n" : "=r"(r2[0]) : "r"(smem_u32(s + (l % 8) * 8)));
+    o[256] = r2[0];
+    ldsm_x4_trans(r4, s + l * 8);
+    for (int i = 0; i < 4; ++i) o[384 + i] = r4[i];
+    ldsm_x2_trans(r2, s + (l % 16) * 8);
+    o[512] = r2[0], o[513] = r2[1];
+}
+
+// The way the kernels use the pieces: A (16 x 32) and B (32 x 16, row-major [k][n]) staged into
+// shared memory by cp.async, fragments by ldmatrix (B's transposed), D = A B on mma (f32).
+template <typename T>
+__device__ void st_tile_gemm(const unsigned short* A, const unsigned short* B, float* D) {
+    __shared__ __align__(16) unsigned short sa[16 * 32], sb[32 * 16];
+    const int l = threadIdx.x, g = l >> 2, t = l & 3;
+    for (int c = l; c < 64; c += 32) {  // 16-byte chunks: 64 of A, 64 of B
+        cp_async16(sa + c * 8, A + c * 8, true);
+        cp_async16(sb + c * 8, B + c * 8, true);
+    }
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+    float d[2][4] = {};
+    for (int k0 = 0; k0 < 32; k0 += 16) {
+        unsigned a[4], b[4];
+        ldsm_x4(a, sa + (l % 16) * 32 + k0 + (l / 16) * 8);
+        ldsm_x4_trans(b, sb + (k0 + (l % 8) + ((l / 8) & 1) * 8) * 16 + (l / 16) * 8);
+        mma16816<T>(d[0], a, b[0], b[1]);
+        mma16816<T>(d[1], a, b[2], b[3]);
+    }
+    for (int n = 0; n < 2; ++n) {
+        D[g * 16 + n * 8 + 2 * t] = d[n][0];
+        D[g * 16 + n * 8 + 2 * t + 1] = d[n][1];
+        D[(g + 8) * 16 + n * 8 + 2 * t] = d[n][2];
+        D[(g + 8) * 16 + n * 8 + 2 * t + 1] = d[n][3];
+    }
+}
+extern "C" __global__ void __launch_bounds__(32) st_tile_gemm_bf16(const unsigned short* A, const unsigned short* B, float* D) {
+    st_tile_gemm<__nv_bfloat16>(A, B, D);
+}
+
+// cp.async retires by group: out[l] = the word before any wait (the old 0xaaaaaaaa), out[32 + l]
+// after wait_group 1 (group 0 landed), out[64 + l] = the zero-filled word of group 1 still old
+// then, out[96 + l] = it after wait_group 0 (zero).
+extern "C" __global__ void __launch_bounds__(32) st_cp_async(const unsigned* in, unsigned* out) {
+    __shared__ __align__(16) unsigned s[32 * 4 + 32 * 4];
+    const int l = threadIdx.x;
+    for (int i = 0; i < 8; ++i) s[l * 8 + i] = 0xaaaaaaaau;
+    __syncthreads();
+    cp_async16(s + 4 * l, in + 4 * l, true);
+    out[l] = s[4 * l];
+    cp_async_commit();
+    cp_async16(s + 128 + 4 * l, in, false);
+    cp_async_commit();
+    cp_async_wait<1>();
+    out[32 + l] = s[4 * l];
+    out[64 + l] = s[128 + 4 * l];
+    cp_async_wait<0>();
+    out[96 + l] = s[128 + 4 * l];
+}
+
+// Planted: a cp.async from a global address off 16-byte alignment, and an ldmatrix row address
+// that is not shared memory at all.
+extern "C" __global__ void __launch_bounds__(32) st_cp_async_misaligned(const unsigned* in, unsigned* out) {
+    __shared__ __align__(16) unsigned s[4];
+    if (threadIdx.x == 0) cp_async16(s, in + 1, true);
+    cp_async_wait<0>();
+    out[threadIdx.x] = 0;
+}
+extern "C" __global__ void __launch_bounds__(32) st_ldmatrix_global(const unsigned short* in, unsigned* out) {
+    unsigned r[4];
+    ldsm_x4(r, in + threadIdx.x * 8);
+    out[threadIdx.x] = r[0];
 }
 
 // The order threads ran in before the first barrier: ticket i went to thread out[i].

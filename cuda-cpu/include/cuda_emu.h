@@ -86,6 +86,27 @@ unsigned ballot(unsigned mask, int pred, const char* file, int line);
 void syncwarp(unsigned mask, const char* file, int line);
 // The launch's dynamic shared memory (sharedMemBytes of cuLaunchKernel, poisoned with 0xff).
 void* dynamic_shared();
+// Every lane of `mask` hands in 64 bytes and gets all 32 lanes' (a warp collective).
+void gather(unsigned mask, const unsigned long long* mine, unsigned long long (*all)[8], const char* file, int line);
+
+// The shared state space as PTX sees it: a 32-bit window, static shared memory from 0x1000 and
+// the launch's dynamic shared memory from 0x80000000. `shared_window` maps a generic pointer
+// into it (a pointer outside shared memory is reported); `shared_at` maps back, reporting an
+// address outside both regions or not aligned to `bytes`.
+unsigned shared_window(const void* p, const char* file, int line);
+void* shared_at(unsigned addr, unsigned bytes, const char* file, int line);
+
+// cp.async: a copy is queued by its thread with the bytes read from global memory at issue
+// (a GPU may read them any time before the wait); the shared store happens only at the
+// cp.async.wait_group that retires its group, so a read before the wait sees the old bytes.
+struct CpAsync {
+    void* dst;
+    unsigned long long w[2];
+};
+void cp_async_push(void* dst, const void* src, unsigned long long w0, unsigned long long w1, const char* file, int line);
+void cp_async_commit();
+// The copies the wait retires: every copy of every committed group but the `keep` newest.
+const CpAsync* cp_async_due(int keep, int* n);
 
 }  // namespace emu
 
@@ -307,6 +328,12 @@ inline __half __float2half_rn(float f) {
     return h;
 }
 inline __half __float2half(float f) { return __float2half_rn(f); }
+inline unsigned short __half_as_ushort(__half h) { return h.x; }
+inline __half __ushort_as_half(unsigned short v) {
+    __half h;
+    h.x = v;
+    return h;
+}
 inline float __bfloat162float(__nv_bfloat16 h) { return __uint_as_float((unsigned)h.x << 16); }
 inline __nv_bfloat16 __float2bfloat16_rn(float f) {
     const unsigned b = __float_as_uint(f);
@@ -316,6 +343,12 @@ inline __nv_bfloat16 __float2bfloat16_rn(float f) {
     return h;
 }
 inline __nv_bfloat16 __float2bfloat16(float f) { return __float2bfloat16_rn(f); }
+inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 h) { return h.x; }
+inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short v) {
+    __nv_bfloat16 h;
+    h.x = v;
+    return h;
+}
 
 // ---- inline PTX with a model here (gen.py turns each `asm` statement into one of these) -------
 
@@ -328,4 +361,94 @@ namespace emu {
 void ptx_mma_sync_aligned_m16n8k32_row_col_s32_s8_s8_s32(int& d0, int& d1, int& d2, int& d3, unsigned a0, unsigned a1, unsigned a2,
                                             unsigned a3, unsigned b0, unsigned b1, int c0, int c1, int c2, int c3,
                                             const char* file, int line);
+
+// mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}: D = A (16 x 16) B (16 x 8) + C in f32, one
+// warp. Lane l = 4 g + t holds (PTX ISA, "Matrix fragments for mma.m16n8k16", 16-bit types;
+// the low half of a register is the lower column or row): a0 = A[g][2t, 2t+1],
+// a1 = A[g+8][2t, 2t+1], a2 = A[g][2t+8, 2t+9], a3 = A[g+8][2t+8, 2t+9]; b0 = B[2t, 2t+1][g],
+// b1 = B[2t+8, 2t+9][g]; c0, c1 = C[g][2t, 2t+1], c2, c3 = C[g+8][2t, 2t+1], and D likewise.
+// The products are exact; the model sums them in f64 and rounds once (a GPU rounds more often,
+// in an order it does not document).
+#define EMU_MMA16816(NAME)                                                                                        \
+    void NAME(float& d0, float& d1, float& d2, float& d3, unsigned a0, unsigned a1, unsigned a2, unsigned a3, \
+              unsigned b0, unsigned b1, float c0, float c1, float c2, float c3, const char* file, int line);
+EMU_MMA16816(ptx_mma_sync_aligned_m16n8k16_row_col_f32_f16_f16_f32)
+EMU_MMA16816(ptx_mma_sync_aligned_m16n8k16_row_col_f32_bf16_bf16_f32)
+#undef EMU_MMA16816
+
+// ldmatrix.sync.aligned.m8n8.{x1,x2,x4}[.trans].shared.b16: lanes 8i .. 8i+7 give the shared
+// addresses of the 8 rows (16 bytes each) of matrix i; register i of lane l = 4 g + t then holds
+// row g, 16-bit columns 2t and 2t+1 of matrix i, or with .trans its column g, rows 2t and 2t+1.
+void ldmatrix_rows(int num, bool trans, const unsigned long long* mine, unsigned* r, const char* file, int line);
+#define EMU_INLINE inline __attribute__((always_inline))
+// Each lane's row is its own 16-byte shared load, here at the call site (where the counters and
+// the sanitizers see it); the runtime hands the fragments out.
+EMU_INLINE void ldmatrix(int num, bool trans, unsigned* r, unsigned addr, const char* file, int line) {
+    unsigned long long mine[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    if (current->lane < 8 * num) {
+        const unsigned long long* row = static_cast<const unsigned long long*>(shared_at(addr, 16, file, line));
+        mine[0] = row[0];
+        mine[1] = row[1];
+    }
+    ldmatrix_rows(num, trans, mine, r, file, line);
+}
+EMU_INLINE void ptx_ldmatrix_sync_aligned_m8n8_x1_shared_b16(unsigned& r0, unsigned a, const char* f, int l) {
+    ldmatrix(1, false, &r0, a, f, l);
+}
+EMU_INLINE void ptx_ldmatrix_sync_aligned_m8n8_x2_shared_b16(unsigned& r0, unsigned& r1, unsigned a, const char* f, int l) {
+    unsigned r[2];
+    ldmatrix(2, false, r, a, f, l);
+    r0 = r[0], r1 = r[1];
+}
+EMU_INLINE void ptx_ldmatrix_sync_aligned_m8n8_x4_shared_b16(unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3, unsigned a,
+                                                         const char* f, int l) {
+    unsigned r[4];
+    ldmatrix(4, false, r, a, f, l);
+    r0 = r[0], r1 = r[1], r2 = r[2], r3 = r[3];
+}
+EMU_INLINE void ptx_ldmatrix_sync_aligned_m8n8_x2_trans_shared_b16(unsigned& r0, unsigned& r1, unsigned a, const char* f, int l) {
+    unsigned r[2];
+    ldmatrix(2, true, r, a, f, l);
+    r0 = r[0], r1 = r[1];
+}
+EMU_INLINE void ptx_ldmatrix_sync_aligned_m8n8_x4_trans_shared_b16(unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3,
+                                                               unsigned a, const char* f, int l) {
+    unsigned r[4];
+    ldmatrix(4, true, r, a, f, l);
+    r0 = r[0], r1 = r[1], r2 = r[2], r3 = r[3];
+}
+
+// cp.async.cg.shared.global [dst], [src], 16, src_size: src_size bytes (at most 16) from a
+// 16-byte-aligned global address, the rest of the 16 zero-filled. The global read is an
+// ordinary load of this thread, so the counters and the sanitizers see it at its call site.
+EMU_INLINE void ptx_cp_async_cg_shared_global(unsigned dst, const void* src, unsigned src_size, const char* file, int line) {
+    void* d = shared_at(dst, 16, file, line);
+    unsigned long long w0 = 0, w1 = 0;
+    if (src_size >= 16) {  // two adjacent 8-byte loads, which the counters merge into one 16-byte one
+        const unsigned long long* s = static_cast<const unsigned long long*>(src);
+        w0 = s[0];
+        w1 = s[1];
+    } else {
+        const unsigned char* s = static_cast<const unsigned char*>(src);
+        for (unsigned i = 0; i < src_size; ++i) (i < 8 ? w0 : w1) |= (unsigned long long)s[i] << (8 * (i % 8));
+    }
+    cp_async_push(d, src_size ? src : nullptr, w0, w1, file, line);
+}
+EMU_INLINE void ptx_cp_async_commit_group(const char*, int) { cp_async_commit(); }
+// The shared stores of the retired copies are this thread's own, here.
+EMU_INLINE void ptx_cp_async_wait_group(int keep, const char*, int) {
+    int n = 0;
+    const CpAsync* c = cp_async_due(keep, &n);
+    for (int i = 0; i < n; ++i) {
+        unsigned long long* d = static_cast<unsigned long long*>(c[i].dst);
+        d[0] = c[i].w[0];
+        d[1] = c[i].w[1];
+    }
+}
+EMU_INLINE void ptx_cp_async_wait_all(const char* file, int line) {
+    cp_async_commit();
+    ptx_cp_async_wait_group(0, file, line);
+}
 }  // namespace emu
+
+#define __cvta_generic_to_shared(p) ((size_t)::emu::shared_window((p), __FILE__, __LINE__))

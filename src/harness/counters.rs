@@ -42,7 +42,7 @@ struct RawLaunch {
     shared_requests: u64,
     shared_wavefronts: u64,
     shared_ideal_wavefronts: u64,
-    mma_instructions: u64,
+    mma_macs: u64,
 }
 
 /// One launch of a case, as the report and `--json` give it.
@@ -84,8 +84,8 @@ pub struct LaunchCounters {
     pub shared_wavefronts: u64,
     /// See `shared_requests`.
     pub shared_ideal_wavefronts: u64,
-    /// Warp-wide `mma.sync` instructions (16 x 8 x 32 multiply-adds each).
-    pub mma_instructions: u64,
+    /// Multiply-adds of warp-wide `mma.sync` instructions.
+    pub mma_macs: u64,
 }
 
 /// One case's counters: its launches and the figures a reader compares.
@@ -202,7 +202,7 @@ fn launch_of(r: &RawLaunch) -> LaunchCounters {
         shared_requests: r.shared_requests,
         shared_wavefronts: r.shared_wavefronts,
         shared_ideal_wavefronts: r.shared_ideal_wavefronts,
-        mma_instructions: r.mma_instructions,
+        mma_macs: r.mma_macs,
     }
 }
 
@@ -294,7 +294,7 @@ fn count_case(kernel: &dyn Kernel, backend: &Backend, case: &Case, reader: Optio
                 let waves = l.iter().map(|x| x.waves);
                 row.waves = (waves.clone().fold(f64::INFINITY, f64::min), waves.fold(0.0, f64::max));
             }
-            row.mma_share = ratio(2.0 * 4096.0 * sum(|x| x.mma_instructions), row.flops);
+            row.mma_share = ratio(2.0 * sum(|x| x.mma_macs), row.flops);
             row.floor_us = row.compulsory_bytes / (H100_COPY_GBPS * 1e3);
             row.launches = l;
         }
