@@ -95,7 +95,6 @@ void l2_touch(uint64_t sector, bool store) {
 void record(int linear, const Pending& p) {
     const bool shared = ((const unsigned char*)p.addr >= sh_lo && (const unsigned char*)p.addr < sh_hi) ||
                         ((const unsigned char*)p.addr >= dyn_lo && (const unsigned char*)p.addr < dyn_hi);
-    if (!shared && !is_global(p.addr)) return;  // the thread's own stack: registers and local memory
     const uint32_t occ = occurrences[linear][p.site]++;
     Request& r = requests[Key{p.site, (uint32_t)(linear >> 5), occ, p.store, shared}];
     r.bytes += p.size;
@@ -108,6 +107,10 @@ void note(const void* addr, uint32_t size, bool store, uintptr_t site) {
     const int linear = current->linear;
     Pending& p = pending[linear];
     const uint64_t a = (uint64_t)addr;
+    // The thread's own stack and the emulator's host memory are registers and bookkeeping: they
+    // neither count nor split a pending access.
+    const unsigned char* c = (const unsigned char*)addr;
+    if (!(c >= sh_lo && c < sh_hi) && !(c >= dyn_lo && c < dyn_hi) && !is_global(a)) return;
     // clang on x86 splits a 16-byte load or store into two 8-byte ones from two sites, in either
     // order: merge them.
     const uint64_t lo = a < p.addr ? a : p.addr;

@@ -74,9 +74,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         var sq_b = i32(p.sq);
         var found = true;
         if (p.prefill != 0u) {
+            // A cu_seqlens that does not run from 0 to the token count without decreasing gives
+            // every row no key.
+            var bad_cu = cu[p.cu_off] != 0 || cu[p.cu_off + p.nseq] != i32(p.sq);
+            for (var s = 0u; s < p.nseq; s++) {
+                bad_cu = bad_cu || cu[p.cu_off + s + 1u] < cu[p.cu_off + s];
+            }
             found = false;
             for (var s = 0u; s < p.nseq; s++) {
-                if (!found && i >= cu[p.cu_off + s] && i < cu[p.cu_off + s + 1u]) {
+                if (!found && !bad_cu && i >= cu[p.cu_off + s] && i < cu[p.cu_off + s + 1u]) {
                     found = true;
                     b = s;
                 }
@@ -85,8 +91,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 sq_b = cu[p.cu_off + b + 1u] - cu[p.cu_off + b];
                 i = i - cu[p.cu_off + b];
             } else {
-                b = 0u;
-                atomicOr(&status[0], ST_INDEX_OUT_OF_RANGE);
+                b = 0u;  // only with a bad cu_seqlens, which row 0 reports
             }
             if (row == 0u && j == 0u) {
                 var bad = cu[p.cu_off] != 0 || cu[p.cu_off + p.nseq] != i32(p.sq);

@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
+use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 
-use super::{AbsorbQ, AppendCache, Geometry, HeadProduct, MlaDecode, MlaPrefill, ProjectOut, Rope};
+use super::{tc_tile, AbsorbQ, AppendCache, Geometry, HeadProduct, MlaDecode, MlaPrefill, ProjectOut, Rope};
 use crate::backend::cuda::{cuda_err, CudaBackend, CudaFloat};
 use crate::backend::Status;
-use crate::dtype::same_dtype;
+use crate::dtype::{same_dtype, DType};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 
@@ -118,31 +119,66 @@ fn attention<T: CudaFloat, Q: DevicePtr<T>, C: DevicePtr<T>, B: DevicePtr<i32>, 
     let (wp, _g) = ws.device_ptr_mut(stream);
     let ints = [g.nseq, g.sq, g.heads, g.latent, g.rope, g.page_size, g.pages, g.max_pages, g.splits].map(|v| v as i32);
     let [nseq, sq, heads, l, r, ps, pages, max_pages, splits] = ints;
-    let f = cuda.function("mla", &format!("mla_decode_{}", T::DTYPE))?;
-    let mut b = stream.launch_builder(&f);
-    b.arg(&qp).arg(&cp).arg(&pp).arg(&tp).arg(&lp).arg(&cup).arg(&wp).arg(&stp).arg(&nseq);
-    b.arg(&sq).arg(&heads).arg(&l).arg(&r).arg(&ps).arg(&pages).arg(&max_pages).arg(&splits);
-    b.arg(&kv_stride).arg(&pe_stride).arg(&g.scale);
     let rows = g.sq * g.heads;
+    let total = (g.grid_batch * rows) as i64;
     if rows > i32::MAX as usize || g.splits > 65535 || g.grid_batch > 65535 {
         return Err(Error::InvalidParams(format!(
             "mla attention grid {rows} x {} x {} does not fit CUDA (splits and batch at most 65535)",
             g.splits, g.grid_batch
         )));
     }
-    let cfg = LaunchConfig {
-        grid_dim: (rows as u32, g.splits as u32, g.grid_batch as u32),
-        block_dim: (128, 1, 1),
-        shared_mem_bytes: 0,
+    // f16 and bf16 run on tensor cores when cp.async can copy 16 bytes at a time from every
+    // buffer (an engine's view at an odd offset takes the CUDA-core kernel instead).
+    let aligned = [qp, cp, pp].iter().all(|p| p % 16 == 0);
+    let tile = match T::DTYPE {
+        DType::F16 | DType::BF16 if aligned => tc_tile(g.latent, g.rope, rows, cuda.shared_optin() as usize),
+        _ => None,
     };
-    // SAFETY: matches mla_decode_<dtype>; every buffer's length was checked against the plan's
-    // tensor list by the caller; cu_seqlens (prefill) is searched within its nseq + 1 entries;
-    // table entries are read only below ceil(clamped len / P) <= max_pages and page ids are
-    // range-checked before any cache access; L <= 2048 and R <= 128 fit the kernel's shared
-    // query row and register tile (checked by `new`).
-    unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+    if let Some(t) = tile {
+        let name = format!("mla_decode_tc_g{}_k{}_{}", t.rows, t.keys, T::DTYPE);
+        let f = cuda.function("mla", &name)?;
+        f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, t.shared as i32)
+            .map_err(cuda_err)?;
+        let mut b = stream.launch_builder(&f);
+        b.arg(&qp).arg(&cp).arg(&pp).arg(&tp).arg(&lp).arg(&cup).arg(&wp).arg(&stp).arg(&nseq);
+        b.arg(&sq).arg(&heads).arg(&l).arg(&r).arg(&ps).arg(&pages).arg(&max_pages).arg(&splits);
+        b.arg(&kv_stride).arg(&pe_stride).arg(&g.scale).arg(&total);
+        // Decode: groups of each sequence's rows, one grid row per sequence. Prefill: every
+        // sequence's groups in one row, at most ceil(rows / G) + B of them (a block past the
+        // last returns at once).
+        let groups = if i.cu.is_some() { rows.div_ceil(t.rows) + g.nseq } else { rows.div_ceil(t.rows) };
+        let cfg = LaunchConfig {
+            grid_dim: (groups as u32, g.splits as u32, g.grid_batch as u32),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: t.shared as u32,
+        };
+        // SAFETY: matches mla_decode_tc_g<G>_k<TK>_<dtype>; every buffer's length was checked
+        // against the plan's tensor list by the caller and q, the cache and the rope cache are
+        // 16-byte aligned (checked above; L and R are multiples of 16, so every row is); a block
+        // writes only its own rows (decode: the group's; prefill: a valid cu_seqlens partitions
+        // the tokens, a bad one sends every block to its own flat rows); table entries are read
+        // below ceil(clamped len / P) and page ids range-checked before any copy; `t.shared` is
+        // what the kernel lays out and within the device's opt-in limit (tc_tile).
+        unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+    } else {
+        let f = cuda.function("mla", &format!("mla_decode_{}", T::DTYPE))?;
+        let mut b = stream.launch_builder(&f);
+        b.arg(&qp).arg(&cp).arg(&pp).arg(&tp).arg(&lp).arg(&cup).arg(&wp).arg(&stp).arg(&nseq);
+        b.arg(&sq).arg(&heads).arg(&l).arg(&r).arg(&ps).arg(&pages).arg(&max_pages).arg(&splits);
+        b.arg(&kv_stride).arg(&pe_stride).arg(&g.scale);
+        let cfg = LaunchConfig {
+            grid_dim: (rows as u32, g.splits as u32, g.grid_batch as u32),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: matches mla_decode_<dtype>; every buffer's length was checked against the plan's
+        // tensor list by the caller; cu_seqlens (prefill) is searched within its nseq + 1 entries;
+        // table entries are read only below ceil(clamped len / P) <= max_pages and page ids are
+        // range-checked before any cache access; L <= 2048 and R <= 128 fit the kernel's shared
+        // query row and register tile (checked by `new`).
+        unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+    }
 
-    let total = (g.grid_batch * rows) as i64;
     let f = cuda.function("mla", &format!("mla_combine_{}", T::DTYPE))?;
     let mut b = stream.launch_builder(&f);
     b.arg(&wp).arg(&op).arg(&ep).arg(&sq).arg(&heads).arg(&l).arg(&splits).arg(&total);

@@ -105,8 +105,9 @@ pub fn decode(
 
 /// Prefill: sequence `b`'s new tokens are rows `cu[b]..cu[b + 1]` of `q [tokens, H, L + R]`, the
 /// last of its `len_b` tokens (already in the cache), each seeing the keys up to its own position.
-/// A row in no sequence's range (bad `cu_seqlens`) gets `o = 0`, `lse = -inf` and raises the
-/// status. Returns `o [tokens, H, L]`, `lse [H, tokens]` (FlashAttention's varlen layout).
+/// A `cu_seqlens` that does not run from 0 to the token count without decreasing gives every
+/// row `o = 0`, `lse = -inf` and raises the status (a valid one puts each token in exactly one
+/// range). Returns `o [tokens, H, L]`, `lse [H, tokens]` (FlashAttention's varlen layout).
 #[allow(clippy::too_many_arguments)]
 pub fn prefill(
     q: &[f64],
@@ -123,11 +124,15 @@ pub fn prefill(
     let mut o = vec![0.0; tokens * s.heads * l];
     let mut lse = vec![f64::NEG_INFINITY; s.heads * tokens];
     // Ends right but decreasing between (`[0, 5, 4]`) is as bad as wrong ends: every backend raises.
-    let mut bad = cu[0] != 0 || cu[s.batch] as i64 != tokens as i64 || (0..s.batch).any(|b| cu[b + 1] < cu[b]);
+    let cu_bad = cu[0] != 0 || cu[s.batch] as i64 != tokens as i64 || (0..s.batch).any(|b| cu[b + 1] < cu[b]);
+    // Every length is checked, even of a sequence no row reads.
+    let mut bad = cu_bad || seq_lens[..s.batch].iter().any(|&len| visible_len(len, s).1);
+    if cu_bad {
+        return (o, lse, true);
+    }
     for j in 0..tokens {
-        // The first sequence whose range holds token j (the kernels search the same way).
+        // The one sequence whose range holds token j.
         let Some(b) = (0..s.batch).find(|&b| (cu[b] as i64) <= j as i64 && (j as i64) < cu[b + 1] as i64) else {
-            bad = true;
             continue;
         };
         let (len, clamped) = visible_len(seq_lens[b], s);

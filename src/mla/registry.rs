@@ -75,6 +75,15 @@ fn decode_case(
     (label.to_string(), with_extra(p, &extra))
 }
 
+/// A bench or counters case's table holds exactly its sequences' pages (no spare entry), so the
+/// plan's capacity is the cache it reads and its flops and bytes are the work done.
+fn exact_table((label, mut p): (String, serde_json::Value), len: usize, page: usize) -> (String, serde_json::Value) {
+    let batch = p["batch"].as_u64().unwrap_or(1) as usize;
+    p["max_pages"] = json!(len.div_ceil(page));
+    p["pages"] = json!(batch * len.div_ceil(page));
+    (label, p)
+}
+
 impl Registered for MlaDecode {
     const FAMILY: &'static str = "mla";
     fn cases() -> Vec<Case> {
@@ -100,6 +109,14 @@ impl Registered for MlaDecode {
             ),
             decode_case("split layout R0", 2, 2, (64, 0, 16), &[7, 16], json!({"split_cache": true})),
             decode_case("long len 1000 split 4", 1, 2, (64, 16, 16), &[1000], json!({"splits": 4})),
+            // The tensor-core kernel's group boundaries (H x Sq = 63, 64, 65, 128 rows; 64 per
+            // group at L <= 512) and page sizes 1, 16, 64.
+            decode_case("group 63 rows: H63 P1", 1, 63, (64, 16, 1), &[37, 20], json!({})),
+            decode_case("group 64 rows: H32 Sq2 P16 split 2", 2, 32, (128, 32, 16), &[70, 41], json!({"splits": 2})),
+            decode_case("group 65 rows: H65 P64", 1, 65, (64, 64, 64), &[130, 3], json!({})),
+            decode_case("group 128 rows: H64 Sq2 P64 L512 R64", 2, 64, (512, 64, 64), &[66], json!({})),
+            // L = 2048: 16 rows a group, each warp 256 output columns; tiles of 16 keys.
+            decode_case("L2048 R128 H20 P16 split 2", 1, 20, (2048, 128, 16), &[45], json!({"splits": 2})),
             decode_case("bad page ids", 1, 3, (64, 16, 8), &[30, 20], json!({"fixture.bad_page": true})),
             decode_case(
                 "seq_len over capacity, negative",
@@ -119,23 +136,26 @@ impl Registered for MlaDecode {
             // An H100's 132 multiprocessors: the split the scheduler gives there.
             let splits = MlaDecode::schedule(b, sq, h, len, 132);
             let label = format!("B{b} Sq{sq} H{h} len{len}");
-            v.push(decode_case(&label, sq, h, (512, 64, 64), &vec![len as i64; b], json!({"splits": splits})));
+            let c = decode_case(&label, sq, h, (512, 64, 64), &vec![len as i64; b], json!({"splits": splits}));
+            v.push(exact_table(c, len, 64));
         }
         bf16_cases(v)
     }
     /// Each bench shape with fewer sequences (and shorter ones where H >= 64), so one launch
-    /// emulates in seconds; the per-sequence access pattern is the bench's.
+    /// emulates in seconds; the per-sequence access pattern and the split count are the bench's
+    /// (no part shorter than 256 keys).
     fn counter_cases() -> Vec<Case> {
         let mut v = Vec::new();
-        for (b, sq, h, len, bench) in [
-            (2, 1, 16, 4096, "B64"),
-            (1, 1, 128, 1024, "B64 len4096"),
-            (1, 2, 64, 1024, "B128 len8192"),
-            (1, 1, 32, 2048, "B128 len8192"),
+        for (b, sq, h, len, (bench_b, bench_len), bench) in [
+            (2, 1, 16, 4096, (64, 4096), "B64"),
+            (1, 1, 128, 1024, (64, 4096), "B64 len4096"),
+            (1, 2, 64, 1024, (128, 8192), "B128 len8192"),
+            (1, 1, 32, 2048, (128, 8192), "B128 len8192"),
         ] {
-            let splits = MlaDecode::schedule(b, sq, h, len, 132);
+            let splits = MlaDecode::schedule(bench_b, sq, h, bench_len, 132).min((len / 256).max(1));
             let label = format!("B{b} Sq{sq} H{h} len{len} (bench {bench})");
-            v.push(decode_case(&label, sq, h, (512, 64, 64), &vec![len as i64; b], json!({"splits": splits})));
+            let c = decode_case(&label, sq, h, (512, 64, 64), &vec![len as i64; b], json!({"splits": splits}));
+            v.push(exact_table(c, len, 64));
         }
         bf16_cases(v)
     }
@@ -412,6 +432,17 @@ impl Registered for MlaPrefill {
                 json!({"splits": 2}),
             ),
             case("split layout new 6 of 6", &[6], &[6], 4, (64, 32, 8), json!({"split_cache": true})),
+            // Groups of 64 (token, head) rows straddle tokens with different causal ends; a
+            // sequence's last group is partial, one sequence has no new token.
+            case(
+                "groups over new 5/9/0/3 of 20/9/4/70 H16 P16",
+                &[5, 9, 0, 3],
+                &[20, 9, 4, 70],
+                16,
+                (128, 32, 16),
+                json!({}),
+            ),
+            case("H128 new 2/3 of 40/3 P1 split 2", &[2, 3], &[40, 3], 128, (64, 16, 1), json!({"splits": 2})),
             case("new 2 of 1 (fewer keys than new tokens)", &[2], &[1], 1, (64, 0, 4), json!({})),
             // Its ends are right (0 and tokens) and every token finds a range: only the
             // decrease between them is wrong, and every backend must still raise the status.
