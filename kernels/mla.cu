@@ -491,6 +491,116 @@ __device__ void mla_head_product(const T* __restrict__ a, const T* __restrict__ 
     }
 }
 
+// The same product on tensor cores (f16, bf16), one block per (64 tokens, 64 output columns,
+// head): 4 warps, each 16 tokens x 64 columns; k in steps of 32 staged by cp.async, double-
+// buffered. `WT` false: w[h] is [k][j] with j contiguous (absorb_q's W_UK); true: [j][k] with k
+// contiguous (project_out's W_UV, read transposed). The host checks what cp.async needs: the
+// contiguous strides 1, K and N multiples of 8, the other strides multiples of 8 elements and
+// 16-byte-aligned bases; anything else takes mla_head_product.
+#define MLA_HP_BM 64
+#define MLA_HP_BN 64
+#define MLA_HP_BK 32
+template <typename T, bool WT>
+__device__ void mla_head_product_tc(const T* __restrict__ a, const T* __restrict__ w, T* __restrict__ out, int tokens,
+                                    int K, int N, i64 a_ts, i64 a_hs, i64 o_ts, i64 o_hs, i64 w_hs, i64 w_ks,
+                                    i64 w_js) {
+    constexpr int AW = MLA_HP_BK + 8;                      // padded row of the A tile
+    constexpr int BW = WT ? MLA_HP_BK + 8 : MLA_HP_BN + 8;  // padded row of the B tile
+    constexpr int BROWS = WT ? MLA_HP_BN : MLA_HP_BK;
+    __shared__ __align__(16) T As[2][MLA_HP_BM * AW];
+    __shared__ __align__(16) T Bs[2][BROWS * BW];
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+    const int j0 = blockIdx.x * MLA_HP_BN, m0 = blockIdx.y * MLA_HP_BM;
+    const i64 h = blockIdx.z;
+    const T* wh = w + h * w_hs;
+    auto load = [&](int stage, int k0) {
+        for (int c = tid; c < MLA_HP_BM * (MLA_HP_BK / 8); c += blockDim.x) {
+            const int r = c / (MLA_HP_BK / 8), kc = (c % (MLA_HP_BK / 8)) * 8;
+            const bool ok = m0 + r < tokens && k0 + kc < K;
+            const T* src = ok ? a + (i64)(m0 + r) * a_ts + h * a_hs + k0 + kc : a;
+            cp_async16(&As[stage][r * AW + kc], src, ok);
+        }
+        constexpr int RC = (WT ? MLA_HP_BK : MLA_HP_BN) / 8;  // 16-byte chunks per B row
+        for (int c = tid; c < BROWS * RC; c += blockDim.x) {
+            const int r = c / RC, cc = (c % RC) * 8;
+            // WT: row r is output column j0 + r, chunk cc is k0 + cc; else row r is k0 + r.
+            const int kk = WT ? k0 + cc : k0 + r, jj = WT ? j0 + r : j0 + cc;
+            const bool ok = kk < K && jj < N;
+            const T* src = ok ? wh + (i64)kk * w_ks + (i64)jj * w_js : w;
+            cp_async16(&Bs[stage][r * BW + cc], src, ok);
+        }
+    };
+    float acc[MLA_HP_BN / 8][4];
+#pragma unroll
+    for (int n = 0; n < MLA_HP_BN / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+    const int nk = (K + MLA_HP_BK - 1) / MLA_HP_BK;
+    load(0, 0);
+    cp_async_commit();
+    for (int kt = 0; kt < nk; ++kt) {
+        const int st = kt & 1;
+        if (kt + 1 < nk) {
+            load(st ^ 1, (kt + 1) * MLA_HP_BK);  // that stage's last reader finished before the barrier below
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+#pragma unroll
+        for (int k0 = 0; k0 < MLA_HP_BK; k0 += 16) {
+            unsigned af[4];
+            ldsm_x4(af, &As[st][(warp * 16 + (lane & 15)) * AW + k0 + (lane >> 4) * 8]);
+#pragma unroll
+            for (int n = 0; n < MLA_HP_BN / 8; n += 2) {
+                unsigned bf[4];
+                if (WT) ldsm_x4(bf, &Bs[st][(n * 8 + (lane & 7) + (lane >> 4) * 8) * BW + k0 + ((lane >> 3) & 1) * 8]);
+                else ldsm_x4_trans(bf, &Bs[st][(k0 + (lane & 7) + ((lane >> 3) & 1) * 8) * BW + n * 8 + (lane >> 4) * 8]);
+                mma16816<T>(acc[n], af, bf[0], bf[1]);
+                mma16816<T>(acc[n + 1], af, bf[2], bf[3]);
+            }
+        }
+        __syncthreads();  // the stage is reloaded next iteration
+    }
+    // The tile goes out through shared memory (the A stages, free after the last barrier), so
+    // each thread stores whole 16-byte pieces of output rows.
+    constexpr int CW = MLA_HP_BN + 8;
+    static_assert(MLA_HP_BM * CW <= 2 * MLA_HP_BM * AW, "the output tile fits the A stages");
+    T* Cs = &As[0][0];
+#pragma unroll
+    for (int n = 0; n < MLA_HP_BN / 8; ++n) {
+        const int r = warp * 16 + g, c = n * 8 + 2 * t4;
+        *reinterpret_cast<unsigned*>(Cs + r * CW + c) = pack2<T>(acc[n][0], acc[n][1]);
+        *reinterpret_cast<unsigned*>(Cs + (r + 8) * CW + c) = pack2<T>(acc[n][2], acc[n][3]);
+    }
+    __syncthreads();
+    const bool vec = reinterpret_cast<unsigned long long>(out) % 16 == 0 && o_ts % 8 == 0 && o_hs % 8 == 0;
+    for (int c = tid; c < MLA_HP_BM * (MLA_HP_BN / 8); c += blockDim.x) {
+        const int r = c / (MLA_HP_BN / 8), cc = (c % (MLA_HP_BN / 8)) * 8;
+        const int m = m0 + r, j = j0 + cc;
+        if (m >= tokens || j >= N) continue;  // N is a multiple of 8: a piece is all in or all out
+        T* dst = out + (i64)m * o_ts + h * o_hs + j;
+        if (vec) {
+            *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(Cs + r * CW + cc);
+        } else {
+            for (int e = 0; e < 8; ++e) dst[e] = Cs[r * CW + cc + e];
+        }
+    }
+}
+
+#define MLA_HP_TC(SUF, T)                                                                                          \
+    extern "C" __global__ void __launch_bounds__(128)                                                             \
+        mla_head_product_tc_##SUF(const T* a, const T* w, T* out, int tokens, int K, int N, i64 a_ts, i64 a_hs,   \
+                                  i64 o_ts, i64 o_hs, i64 w_hs, i64 w_ks, i64 w_js) {                            \
+        mla_head_product_tc<T, false>(a, w, out, tokens, K, N, a_ts, a_hs, o_ts, o_hs, w_hs, w_ks, w_js);         \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(128)                                                             \
+        mla_head_product_tc_wt_##SUF(const T* a, const T* w, T* out, int tokens, int K, int N, i64 a_ts,          \
+                                     i64 a_hs, i64 o_ts, i64 o_hs, i64 w_hs, i64 w_ks, i64 w_js) {               \
+        mla_head_product_tc<T, true>(a, w, out, tokens, K, N, a_ts, a_hs, o_ts, o_hs, w_hs, w_ks, w_js);          \
+    }
+MLA_HP_TC(f16, __half)
+MLA_HP_TC(bf16, __nv_bfloat16)
+
 #define MLA_ENTRIES(SUF, T)                                                                                      \
     extern "C" __global__ void __launch_bounds__(MLA_TILE)                                                       \
         mla_decode_##SUF(const T* q, const T* kv, const T* pe, const int* table, const int* lens, const int* cu, \

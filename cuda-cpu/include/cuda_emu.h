@@ -43,20 +43,18 @@ struct dim3 {
 };
 typedef dim3 uint3;
 
-#define EMU_VEC2(name, T, al) \
-    struct __attribute__((aligned(al))) name { T x, y; };
-#define EMU_VEC4(name, T, al) \
-    struct __attribute__((aligned(al))) name { T x, y, z, w; };
-EMU_VEC2(int2, int, 8)
-EMU_VEC2(uint2, unsigned int, 8)
-EMU_VEC2(float2, float, 8)
-EMU_VEC4(int4, int, 16)
-EMU_VEC4(uint4, unsigned int, 16)
-EMU_VEC4(float4, float, 16)
-EMU_VEC4(char4, signed char, 4)
-EMU_VEC4(uchar4, unsigned char, 4)
-#undef EMU_VEC2
-#undef EMU_VEC4
+// clang's vector types, so a 16-byte copy is one 16-byte load and store (a struct copy would be
+// a memcpy call, which the counters build cannot see), with CUDA's sizes and alignments.
+#define EMU_VEC(name, T, n) typedef T name __attribute__((ext_vector_type(n)));
+EMU_VEC(int2, int, 2)
+EMU_VEC(uint2, unsigned int, 2)
+EMU_VEC(float2, float, 2)
+EMU_VEC(int4, int, 4)
+EMU_VEC(uint4, unsigned int, 4)
+EMU_VEC(float4, float, 4)
+EMU_VEC(char4, signed char, 4)
+EMU_VEC(uchar4, unsigned char, 4)
+#undef EMU_VEC
 inline int2 make_int2(int x, int y) { return {x, y}; }
 inline uint2 make_uint2(unsigned x, unsigned y) { return {x, y}; }
 inline float2 make_float2(float x, float y) { return {x, y}; }

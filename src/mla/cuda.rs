@@ -298,6 +298,30 @@ impl HeadProduct {
         let [tokens, heads, k, n] = ints;
         let (wh, wk, wj) = self.w;
         let longs = [self.a.0, self.a.1, self.out.0, self.out.1, wh, wk, wj].map(|v| v as i64);
+        if let Some(transposed) = self.tensor_core_layout(T::DTYPE, [ap, wp]) {
+            let name = format!("mla_head_product_tc{}_{}", if transposed { "_wt" } else { "" }, T::DTYPE);
+            let f = cuda.function("mla", &name)?;
+            let mut b = stream.launch_builder(&f);
+            b.arg(&ap).arg(&wp).arg(&op).arg(&tokens).arg(&k).arg(&n);
+            for v in &longs {
+                b.arg(v);
+            }
+            let grid = (self.n.div_ceil(64), self.tokens.div_ceil(64), self.heads);
+            if grid.1 > 65535 || grid.2 > 65535 {
+                return Err(Error::InvalidParams(format!("head product grid {grid:?} does not fit CUDA")));
+            }
+            let cfg = LaunchConfig {
+                grid_dim: (grid.0 as u32, grid.1 as u32, grid.2 as u32),
+                block_dim: (128, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: matches mla_head_product_tc[_wt]_<dtype>; a, w and out hold their views'
+            // spans (checked by the caller); every copy is range-checked against tokens, K and N
+            // before it reads, and 16-byte aligned (tensor_core_layout); each output element is
+            // written by one thread of one block, and output rows do not overlap (checked by `new`).
+            unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+            return Ok(());
+        }
         let f = cuda.function("mla", &format!("mla_head_product_{}", T::DTYPE))?;
         let mut b = stream.launch_builder(&f);
         b.arg(&ap).arg(&wp).arg(&op).arg(&tokens).arg(&heads).arg(&k).arg(&n);

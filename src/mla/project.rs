@@ -72,6 +72,25 @@ impl HeadProduct {
         Ok(())
     }
 
+    /// Whether the tensor-core kernel can run this product on buffers at `bases` (a, w, device
+    /// addresses): `Some(transposed)` for f16/bf16 when `w`'s rows are contiguous along j (or,
+    /// transposed, along k), K and N are multiples of 8, every other stride is a multiple of 8
+    /// elements and both bases are 16-byte aligned, so cp.async copies 16 bytes at a time.
+    pub fn tensor_core_layout(&self, dtype: DType, bases: [u64; 2]) -> Option<bool> {
+        let (hs, ks, js) = self.w;
+        let transposed = match (ks, js) {
+            (_, 1) => false,
+            (1, _) => true,
+            _ => return None,
+        };
+        let other = if transposed { js } else { ks };
+        let eights = [self.k, self.n, self.a.0, self.a.1, hs, other];
+        let ok = matches!(dtype, DType::F16 | DType::BF16)
+            && eights.iter().all(|v| v % 8 == 0)
+            && bases.iter().all(|b| b % 16 == 0);
+        ok.then_some(transposed)
+    }
+
     /// The oracle: every output row of the view in f64 (gaps untouched).
     pub fn run_f64(&self, a: &[f64], w: &[f64], out: &mut [f64]) {
         let (hs, ks, js) = self.w;

@@ -354,7 +354,31 @@ impl Registered for AbsorbQ {
                 json!({"tokens": 3, "heads": 2, "nope": 16, "latent": 64,
                 "w_head_stride": 2560, "q_nope_strides": [40, 20], "q_strides": [160, 80]}),
             ),
+            // Tensor cores (f16/bf16): two token tiles, the last partial; a k step of 32 that
+            // runs past Dn = 40; q_nope strides that are multiples of 8 into q's latent part.
+            ("T70 H2 Dn128 L512", json!({"tokens": 70, "heads": 2, "nope": 128, "latent": 512})),
+            ("T9 H3 Dn40 L192", json!({"tokens": 9, "heads": 3, "nope": 40, "latent": 192})),
+            (
+                "aligned views into q's latent part",
+                json!({"tokens": 3, "heads": 2, "nope": 16, "latent": 64,
+                "w_head_stride": 2560, "q_nope_strides": [48, 24], "q_strides": [160, 80]}),
+            ),
         ])
+    }
+    /// DeepSeek-V3's widths at a decode step of 64 and 128 tokens (B x Sq), every head.
+    fn bench_cases() -> Vec<Case> {
+        bf16_cases(
+            [64, 128]
+                .map(|t| {
+                    (format!("T{t} H128 Dn128 L512"), json!({"tokens": t, "heads": 128, "nope": 128, "latent": 512}))
+                })
+                .to_vec(),
+        )
+    }
+    /// 16 of the 128 heads (a head's product is the bench's).
+    fn counter_cases() -> Vec<Case> {
+        let p = json!({"tokens": 64, "heads": 16, "nope": 128, "latent": 512});
+        bf16_cases(vec![("T64 H16 Dn128 L512 (bench T64 H128)".into(), p)])
     }
     fn inputs(&self, _: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
         Ok(random_inputs_of(self, self.params.dtype, rng, 0.5))
@@ -385,7 +409,26 @@ impl Registered for ProjectOut {
                 json!({"tokens": 2, "heads": 3, "latent": 64, "v_dim": 24,
                 "w_head_stride": 2560, "out_strides": [77, 25]}),
             ),
+            // Tensor cores, W_UV transposed: two token tiles; L = 72 ends inside a k step of 32
+            // and Dv = 40 inside a column tile of 64.
+            ("T66 H2 L512 Dv128", json!({"tokens": 66, "heads": 2, "latent": 512, "v_dim": 128})),
+            ("T5 H3 L72 Dv40", json!({"tokens": 5, "heads": 3, "latent": 72, "v_dim": 40})),
         ])
+    }
+    /// DeepSeek-V3's widths at a decode step of 64 and 128 tokens, every head.
+    fn bench_cases() -> Vec<Case> {
+        bf16_cases(
+            [64, 128]
+                .map(|t| {
+                    (format!("T{t} H128 L512 Dv128"), json!({"tokens": t, "heads": 128, "latent": 512, "v_dim": 128}))
+                })
+                .to_vec(),
+        )
+    }
+    /// 16 of the 128 heads.
+    fn counter_cases() -> Vec<Case> {
+        let p = json!({"tokens": 64, "heads": 16, "latent": 512, "v_dim": 128});
+        bf16_cases(vec![("T64 H16 L512 Dv128 (bench T64 H128)".into(), p)])
     }
     fn inputs(&self, _: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
         Ok(random_inputs_of(self, self.params.dtype, rng, 0.5))
