@@ -393,9 +393,11 @@ void ldmatrix_rows(int num, bool trans, const unsigned long long* mine, unsigned
         r[i] = trans ? elem(i, 2 * t, g) | elem(i, 2 * t + 1, g) << 16 : elem(i, g, 2 * t) | elem(i, g, 2 * t + 1) << 16;
 }
 
-void cp_async_push(void* dst, const void* src, unsigned long long w0, unsigned long long w1, const char* file, int line) {
-    if ((uintptr_t)src % 16)
-        fail(who() + ": cp.async at " + where(file, line) + " from a global address not aligned to 16 bytes");
+void cp_async_misaligned(const char* file, int line) {
+    fail(who() + ": cp.async at " + where(file, line) + " from a global address not aligned to 16 bytes");
+}
+
+void cp_async_push(void* dst, unsigned long long w0, unsigned long long w1) {
     async_copies[current->linear].queue.push_back({-1, CpAsync{dst, {w0, w1}}});
 }
 

@@ -1,6 +1,6 @@
 // MLA latent attention: paged absorbed decode into split-KV partial states, and their combine.
 #include "common.cuh"
-#include "tensor_core.cuh"
+#include "attention_tc.cuh"
 
 // Keys per tile = threads per block; a thread owns latent dims tid, tid + TILE, ... (L <= 2048).
 #define MLA_TILE 128
@@ -125,28 +125,46 @@ __device__ void mla_decode(const T* __restrict__ q, const T* __restrict__ kv, co
 
 // ---- tensor-core decode and prefill (f16, bf16) ----------------------------------------------
 //
-// One block (8 warps) per (group of up to G query rows of one sequence, split, sequence). A row
-// is a (new token, head) pair, r = i * H + h, so a group holds 64 heads of one token at H = 128,
-// or every head of 4 tokens at H = 16. The block stages its query rows in shared memory once,
-// then walks its split of the cache TK keys at a time: each tile's latent and rope rows are
-// copied into shared memory once for the whole group (cp.async, 16 bytes a thread, the next
-// tile in flight while the current one is multiplied), so the cache is read once per group
-// instead of once per head.
-//
-// The G rows are 16-row strips; the WPS = 8 / (G / 16) warps of a strip share it:
-//   S = Q K^T   each warp a slice of the tile's keys, on mma m16n8k16 (f32 accumulate);
-//   softmax     row maxima through shared memory, so every warp of a strip holds the same
-//               running max m and rescale alpha for its rows; P (16-bit) goes to shared memory;
-//   O += P V    V is the latent part of the same tile; each warp owns L / WPS output columns
-//               in registers (G * L <= 32768 keeps that at 128 floats a thread).
-// Scores are kept in log2 units (scale * log2 e), so exp2f is the softmax's exponential.
-//
-// Shared memory (dynamic; rows padded by 8 elements so the 8 rows an ldmatrix phase reads fall
-// in 8 different 16-byte bank groups): Q [G][W + 8], K [2][TK][W + 8], P [G][TK + 8] (T),
-// red [WPS][G] (f32), krow [2][TK] (i64 cache row of each key, -1: no key). mla_tc_smem_bytes
-// is mirrored by the host (src/mla/cuda.rs).
-#define MLA_TC_WARPS 8
-#define MLA_TC_MAX_NT 32  // n-tiles of 8 output columns a warp holds: G * L / (8 * 256)
+// One block (8 warps) per (group of up to G query rows of one sequence, split, sequence), run by
+// the shared core attn_tc_group (attention_tc.cuh). A row is a (new token, head) pair,
+// r = i * H + h, so a group holds 64 heads of one token at H = 128, or every head of 4 tokens at
+// H = 16; each cache tile (latent and rope rows through the block table, any page size) is read
+// once for the whole group, so the cache is read ceil(H * Sq / G) times instead of H * Sq. V is
+// the latent part of the same tile. Each (group, split) writes its rows' normalized partials and
+// log-sum-exps to the workspace, as mla_decode does.
+template <typename T>
+struct MlaTcProblem {
+    const T *q, *kv, *pe;
+    const int* table;
+    float* ws;
+    unsigned* status;
+    int qw, vw;  // L + R, L
+    int b, n_b, r0, heads, len, P, pages, max_pages, splits, j;
+    bool bad_cu;
+    i64 grow0, kv_stride, pe_stride, total;
+
+    __device__ const T* q_row(int r) const { return q + (grow0 + r) * qw; }
+    __device__ i64 key_row(int t, int, int*) const {
+        const int page = table[(i64)b * max_pages + t / P];
+        if (page >= 0 && page < pages) return (i64)page * P + t % P;
+        raise_status(status, ST_INDEX_OUT_OF_RANGE);
+        return -1;
+    }
+    __device__ const T* k_src(i64 row, int c) const {
+        const int lc = vw / 8;
+        return c < lc ? kv + row * kv_stride + c * 8 : pe + row * pe_stride + (c - lc) * 8;
+    }
+    __device__ const T* v_src(i64, int) const { return kv; }  // V is the key tile's latent part
+    // Keys t < vis(i) are visible to token i of the sequence's n_b new ones.
+    __device__ int vis(int r) const { return bad_cu ? 0 : max(0, min(len - n_b + (r0 + r) / heads + 1, len)); }
+    __device__ bool visible(int r, int t, int) const { return t < vis(r); }
+    __device__ bool v_zero(int, int, int) const { return false; }
+    __device__ void store(int r, int c, float o0, float o1) const {
+        float* po = ws + ((i64)j * total + grow0 + r) * vw + c;  // c and vw even: 8-byte aligned
+        *reinterpret_cast<float2*>(po) = make_float2(o0, o1);
+    }
+    __device__ void store_lse(int r, float lse) const { ws[(i64)splits * total * vw + (i64)j * total + grow0 + r] = lse; }
+};
 
 template <typename T, int G, int TK>
 __device__ void mla_attn_tc(const T* __restrict__ q, const T* __restrict__ kv, const T* __restrict__ pe,
@@ -154,19 +172,7 @@ __device__ void mla_attn_tc(const T* __restrict__ q, const T* __restrict__ kv, c
                             float* __restrict__ ws, unsigned int* status, int batch, int sq, int heads, int L, int R,
                             int P, int pages, int max_pages, int splits, i64 kv_stride, i64 pe_stride, float scale,
                             i64 total) {
-    constexpr int STRIPS = G / 16, WPS = MLA_TC_WARPS / STRIPS, NKT = TK / 8;
-    constexpr int KT_PER = (NKT + WPS - 1) / WPS;  // key n-tiles of S a warp computes
-    extern __shared__ __align__(16) unsigned char mla_smem[];
-    const int W = L + R, QW = W + 8, PW = TK + 8;
-    T* Qs = reinterpret_cast<T*>(mla_smem);
-    T* Ks = Qs + G * QW;
-    T* Ps = Ks + 2 * TK * QW;
-    float* red = reinterpret_cast<float*>(Ps + G * PW);
-    i64* krow = reinterpret_cast<i64*>(red + WPS * G);
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
-    const int strip = warp / WPS, wk = warp % WPS;
-    const int j = blockIdx.y;
-
+    const int tid = threadIdx.x, j = blockIdx.y;
     // The block's sequence b, its new tokens n_b, the first of them (row_base) and its group.
     int b = blockIdx.z, n_b = sq, row_base = blockIdx.z * sq, grp = blockIdx.x;
     bool bad_cu = false;
@@ -199,204 +205,17 @@ __device__ void mla_attn_tc(const T* __restrict__ q, const T* __restrict__ kv, c
     const int r0 = grp * G;
     const int rows = (int)min((i64)G, (i64)n_b * heads - r0);
     if (rows <= 0) return;
-    const i64 grow0 = (i64)row_base * heads + r0;  // global row of the group's first row
     const int cap = max_pages * P;
     int len = seq_lens[b];
     if (len < 0 || len > cap) {
         if (!cu && tid == 0 && blockIdx.x == 0 && j == 0) raise_status(status, ST_INDEX_OUT_OF_RANGE);
         len = len < 0 ? 0 : cap;
     }
-    // Keys t < vis(i) are visible to token i; the group's last row has the largest i.
-    auto vis_of = [&](int r) { return bad_cu ? 0 : max(0, min(len - n_b + (r0 + r) / heads + 1, len)); };
+    MlaTcProblem<T> pb{q, kv, pe, table, ws, status, L + R, L, b, n_b, r0, heads, len, P, pages, max_pages, splits, j,
+                       bad_cu, (i64)row_base * heads + r0, kv_stride, pe_stride, total};
     const int chunk = (len + splits - 1) / splits;
-    const int t0 = j * chunk, t1 = min(t0 + chunk, vis_of(rows - 1));
-
-    // The cache row of each key of the tile at `base` (-1: past t1 or on a bad page).
-    auto key_rows = [&](int stage, int base) {
-        for (int k = tid; k < TK; k += blockDim.x) {
-            const int t = base + k;
-            i64 crow = -1;
-            if (t < t1) {
-                const int page = table[(i64)b * max_pages + t / P];
-                if (page >= 0 && page < pages) crow = (i64)page * P + t % P;
-                else raise_status(status, ST_INDEX_OUT_OF_RANGE);
-            }
-            krow[stage * TK + k] = crow;
-        }
-    };
-    // cp.async of a tile's rows, 16 bytes a copy, consecutive threads along a row; no key: zeros.
-    auto load_tile = [&](int stage) {
-        T* dst = Ks + stage * TK * QW;
-        const int chunks = W / 8, lchunks = L / 8;
-        for (int c = tid; c < TK * chunks; c += blockDim.x) {
-            const int k = c / chunks, cc = c % chunks;
-            const i64 crow = krow[stage * TK + k];
-            const T* src = kv;
-            if (crow >= 0) src = cc < lchunks ? kv + crow * kv_stride + cc * 8 : pe + crow * pe_stride + (cc - lchunks) * 8;
-            cp_async16(dst + k * QW + cc * 8, src, crow >= 0);
-        }
-    };
-
-    // Prologue: the query rows (rows past the group's: zeros) and the first tile.
-    {
-        const int chunks = W / 8;
-        for (int c = tid; c < G * chunks; c += blockDim.x) {
-            const int r = c / chunks, cc = c % chunks;
-            cp_async16(Qs + r * QW + cc * 8, r < rows ? q + (grow0 + r) * W + cc * 8 : q, r < rows);
-        }
-    }
-    key_rows(0, t0);
-    __syncthreads();
-    if (t0 < t1) load_tile(0);
-    cp_async_commit();
-
-    const float sl2 = scale * 1.4426950408889634f;  // scores in log2 units
-    float o[MLA_TC_MAX_NT][4];
-#pragma unroll
-    for (int n = 0; n < MLA_TC_MAX_NT; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
-    float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};  // rows g and g + 8 of the strip
-    const int vis_r[2] = {vis_of(strip * 16 + g), vis_of(strip * 16 + g + 8)};
-    const int NT = L / (8 * WPS);  // this warp's output n-tiles
-    const int col0 = wk * NT * 8;
-
-    for (int base = t0, stage = 0; base < t1; base += TK, stage ^= 1) {
-        cp_async_wait<0>();
-        __syncthreads();  // B1: the tile (and at first the query rows) is in shared memory
-        const T* Kt = Ks + stage * TK * QW;
-        // S = Q K^T for this warp's key n-tiles.
-        float s[KT_PER][4];
-#pragma unroll
-        for (int k = 0; k < KT_PER; ++k) s[k][0] = s[k][1] = s[k][2] = s[k][3] = 0.f;
-        const int kt0 = wk * KT_PER;
-        if (kt0 < NKT) {
-            for (int d0 = 0; d0 < W; d0 += 16) {
-                unsigned a[4];
-                ldsm_x4(a, Qs + (strip * 16 + (lane & 15)) * QW + d0 + (lane >> 4) * 8);
-#pragma unroll
-                for (int k = 0; k < KT_PER; ++k) {
-                    if (kt0 + k < NKT) {
-                        unsigned bb[2];
-                        ldsm_x2(bb, Kt + ((kt0 + k) * 8 + (lane & 7)) * QW + d0 + ((lane >> 3) & 1) * 8);
-                        mma16816<T>(s[k], a, bb[0], bb[1]);
-                    }
-                }
-            }
-        }
-        // Mask (no key, or past the row's causal end), scale, and the rows' maxima over this
-        // warp's keys; lanes 4g .. 4g+3 share a row.
-        float mx[2] = {NEG_INF, NEG_INF};
-#pragma unroll
-        for (int k = 0; k < KT_PER; ++k) {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int kk = (kt0 + k) * 8 + 2 * t4 + (e & 1), hr = e >> 1;
-                const bool ok = kt0 + k < NKT && krow[stage * TK + kk] >= 0 && base + kk < vis_r[hr];
-                s[k][e] = ok ? s[k][e] * sl2 : NEG_INF;
-                mx[hr] = fmaxf(mx[hr], s[k][e]);
-            }
-        }
-#pragma unroll
-        for (int hr = 0; hr < 2; ++hr) {
-            mx[hr] = fmaxf(mx[hr], __shfl_xor_sync(0xffffffffu, mx[hr], 1));
-            mx[hr] = fmaxf(mx[hr], __shfl_xor_sync(0xffffffffu, mx[hr], 2));
-        }
-        if (t4 == 0) {
-            red[wk * G + strip * 16 + g] = mx[0];
-            red[wk * G + strip * 16 + g + 8] = mx[1];
-        }
-        // The next tile's key rows (its stage's previous rows were last read before B1).
-        const bool more = base + TK < t1;
-        if (more) key_rows(stage ^ 1, base + TK);
-        __syncthreads();  // B2: the maxima and the next key rows are visible
-        float alpha[2];
-#pragma unroll
-        for (int hr = 0; hr < 2; ++hr) {
-            float mt = NEG_INF;
-            for (int w = 0; w < WPS; ++w) mt = fmaxf(mt, red[w * G + strip * 16 + g + 8 * hr]);
-            const float mn = fmaxf(m[hr], mt);
-            // With every key so far hidden, mn is -inf: weights and the rescale stay 0, never NaN.
-            alpha[hr] = m[hr] == NEG_INF ? 0.f : exp2f(m[hr] - mn);
-            m[hr] = mn;
-            l[hr] *= alpha[hr];
-        }
-#pragma unroll
-        for (int k = 0; k < KT_PER; ++k) {
-            if (kt0 + k < NKT) {
-                float p[4];
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    p[e] = s[k][e] == NEG_INF ? 0.f : exp2f(s[k][e] - m[e >> 1]);
-                    l[e >> 1] += p[e];
-                }
-                const int kk = (kt0 + k) * 8 + 2 * t4;
-                *reinterpret_cast<unsigned*>(Ps + (strip * 16 + g) * PW + kk) = pack2<T>(p[0], p[1]);
-                *reinterpret_cast<unsigned*>(Ps + (strip * 16 + g + 8) * PW + kk) = pack2<T>(p[2], p[3]);
-            }
-        }
-        // The next tile goes in flight into the other stage (its last reader finished before B1).
-        if (more) load_tile(stage ^ 1);
-        cp_async_commit();
-        __syncthreads();  // B3: P is visible
-        // O = alpha O + P V over this warp's columns; V is the latent part of the tile.
-#pragma unroll
-        for (int n = 0; n < MLA_TC_MAX_NT; ++n) {
-            o[n][0] *= alpha[0];
-            o[n][1] *= alpha[0];
-            o[n][2] *= alpha[1];
-            o[n][3] *= alpha[1];
-        }
-#pragma unroll
-        for (int k0 = 0; k0 < TK; k0 += 16) {
-            unsigned a[4];
-            ldsm_x4(a, Ps + (strip * 16 + (lane & 15)) * PW + k0 + (lane >> 4) * 8);
-            const T* vrow = Kt + (k0 + (lane & 7) + ((lane >> 3) & 1) * 8) * QW + col0 + (lane >> 4) * 8;
-#pragma unroll
-            for (int n = 0; n < MLA_TC_MAX_NT; n += 2) {
-                if (n + 1 < NT) {
-                    unsigned bb[4];
-                    ldsm_x4_trans(bb, vrow + n * 8);
-                    mma16816<T>(o[n], a, bb[0], bb[1]);
-                    mma16816<T>(o[n + 1], a, bb[2], bb[3]);
-                } else if (n < NT) {
-                    unsigned bb[2];
-                    ldsm_x2_trans(bb, Kt + (k0 + (lane & 7) + ((lane >> 3) & 1) * 8) * QW + col0 + n * 8);
-                    mma16816<T>(o[n], a, bb[0], bb[1]);
-                }
-            }
-        }
-    }
-    cp_async_wait<0>();  // no copy may outlive the block's shared memory
-    // The rows' sums: the quad's lanes, then the strip's warps (all share m).
-#pragma unroll
-    for (int hr = 0; hr < 2; ++hr) {
-        l[hr] += __shfl_xor_sync(0xffffffffu, l[hr], 1);
-        l[hr] += __shfl_xor_sync(0xffffffffu, l[hr], 2);
-    }
-    __syncthreads();  // every read of red in the loop is done
-    if (t4 == 0) {
-        red[wk * G + strip * 16 + g] = l[0];
-        red[wk * G + strip * 16 + g + 8] = l[1];
-    }
-    __syncthreads();
-#pragma unroll
-    for (int hr = 0; hr < 2; ++hr) {
-        const int r = strip * 16 + g + 8 * hr;
-        float sum = 0.f;
-        for (int w = 0; w < WPS; ++w) sum += red[w * G + r];
-        if (r >= rows) continue;
-        const i64 prow = (i64)j * total + grow0 + r;
-        float* po = ws + prow * L;
-        const float inv = sum > 0.f ? 1.f / sum : 0.f;
-#pragma unroll
-        for (int n = 0; n < MLA_TC_MAX_NT; ++n) {
-            if (n < NT) {
-                const int c = col0 + n * 8 + 2 * t4;
-                po[c] = o[n][2 * hr] * inv;
-                po[c + 1] = o[n][2 * hr + 1] * inv;
-            }
-        }
-        if (wk == 0 && t4 == 0) ws[(i64)splits * total * L + prow] = sum > 0.f ? (m[hr] + log2f(sum)) * 0.6931471805599453f : NEG_INF;
-    }
+    const int t0 = j * chunk, t1 = min(t0 + chunk, pb.vis(rows - 1));  // the last row sees the most
+    attn_tc_group<T, G, TK, 32, false>(pb, rows, t0, t1, scale);  // G * L <= 32768: 32 n-tiles
 }
 
 // Merges a row's split partials into o (dtype) and lse, written [B, H, Sq]. A split with no key

@@ -2,6 +2,7 @@
 // attention over the kept tokens. Every output element has one owning thread (ranks and prefix
 // sums instead of atomics), so the results do not depend on scheduling.
 #include "common.cuh"
+#include "attention_tc.cuh"
 
 #define VIS_TILE 128
 
@@ -342,6 +343,123 @@ __device__ void vis_neighbor_attention(const T* q, const T* k, const T* v, const
     GridVis vis{i, cu[b] + (ok ? s : 0), ok ? hg * wg : 0, ok && wg > 0 ? wg : 1, radius, causal, mask & 1};
     vis_attend(q, k, v, o, lse, cu[b], cu[b + 1], i, h, H, Hkv, D, scale, vis, (mask & 2) && vis.visual(i));
 }
+
+// ---- sparse and neighbour attention on tensor cores (f16, bf16) --------------------------------
+//
+// One block (8 warps) per (group of up to G query rows of one sequence, KV head), run by the
+// shared core attn_tc_group (attention_tc.cuh). A row is a (token, head of the KV head's GQA
+// group) pair, r = (i - cu[b]) * g + h % g, so the g query heads of one KV head share every K and
+// V tile, which is read once per group instead of once per query row and head. Keys run over
+// the sequence up to the last one any row of the group can see; visibility is decided per
+// (row, key) by original position (sparse) or by the YOPO window (neighbour).
+template <typename T>
+struct VisTcProblem {
+    const T *q, *k, *v;
+    T* o;
+    float* lse;
+    const int* pos;        // sparse: original positions; null for neighbour attention
+    const int* row_tok;    // shared: each group row's token
+    const int* row_mask;   // shared: each group row's head mask (neighbour)
+    int qw, vw, H, Hkv, g, kh, r0;
+    int s, n, wg, radius, causal;  // neighbour: the sequence's image (absolute first row) and window
+    __device__ int head(int r) const { return kh * g + (r0 + r) % g; }
+    __device__ const T* q_row(int r) const { return q + ((i64)row_tok[r] * H + head(r)) * qw; }
+    __device__ i64 key_row(int t, int, int* aux) const {
+        if (pos) *aux = pos[t];
+        return (i64)t * Hkv + kh;
+    }
+    __device__ const T* k_src(i64 row, int c) const { return k + row * qw + c * 8; }
+    __device__ const T* v_src(i64 row, int c) const { return v + row * vw + c * 8; }
+    __device__ bool img(int j) const { return j >= s && j < s + n; }
+    __device__ bool visible(int r, int j, int aux) const {
+        const int i = row_tok[r];
+        if (pos) return aux <= pos[i];
+        if (!img(i)) return j <= i;
+        if (j < s) return true;
+        if (!img(j)) return false;
+        const int yi = (i - s) / wg, xi = (i - s) % wg, yj = (j - s) / wg, xj = (j - s) % wg;
+        return abs(yi - yj) <= radius && abs(xi - xj) <= radius && (!causal || j <= i);
+    }
+    __device__ bool v_zero(int r, int j, int) const { return (row_mask[r] & 1) && img(j); }
+    __device__ void store(int r, int c, float o0, float o1) const {
+        const bool zero = (row_mask[r] & 2) && img(row_tok[r]);
+        T* dst = o + ((i64)row_tok[r] * H + head(r)) * vw + c;
+        const float a = zero ? 0.f : o0, bb = zero ? 0.f : o1;
+        if (reinterpret_cast<unsigned long long>(dst) % 4 == 0) {  // one 4-byte store for the pair
+            *reinterpret_cast<unsigned*>(dst) = pack2<T>(a, bb);
+        } else {
+            dst[0] = from_f32<T>(a);
+            dst[1] = from_f32<T>(bb);
+        }
+    }
+    __device__ void store_lse(int r, float l) const { lse[(i64)row_tok[r] * H + head(r)] = l; }
+};
+
+#define MAX_DIM_TC 256  // the visual family's MAX_DIM
+// pos != null: sparse attention; else neighbour attention (img, head_mask, radius, causal).
+template <typename T, int G, int TK>
+__device__ void vis_attn_tc(const T* q, const T* k, const T* v, const int* cu, const int* pos, const int* img,
+                            const int* head_mask, T* o, float* lse, unsigned* status, int seqs, int tokens, int H,
+                            int Hkv, int D, float scale, int radius, int causal) {
+    __shared__ int row_tok[G], row_mask[G], reach;
+    if (!vis_offsets_ok(cu, seqs, tokens)) {
+        if (threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0) raise_status(status, ST_INDEX_OUT_OF_RANGE);
+        return;
+    }
+    const int g = H / Hkv, kh = blockIdx.y;
+    int grp = blockIdx.x, b = -1;
+    for (int sq = 0; sq < seqs && b < 0; ++sq) {
+        const i64 ng = ((i64)(cu[sq + 1] - cu[sq]) * g + G - 1) / G;
+        if (grp < ng) b = sq;
+        else grp -= (int)ng;
+    }
+    if (b < 0) return;  // past the last group (the grid holds an upper bound)
+    const int n_b = cu[b + 1] - cu[b], r0 = grp * G;
+    const int rows = (int)min((i64)G, (i64)n_b * g - r0);
+    int s = 0, n = 0, wg = 1;
+    if (!pos) {
+        const int is = img[3 * b], hg = img[3 * b + 1], iw = img[3 * b + 2];
+        const bool ok = is >= 0 && hg >= 0 && iw >= 0 && (i64)is + (i64)hg * iw <= n_b;
+        if (!ok && threadIdx.x == 0 && grp == 0 && kh == 0) raise_status(status, ST_INDEX_OUT_OF_RANGE);
+        if (ok) s = cu[b] + is, n = hg * iw, wg = iw > 0 ? iw : 1;
+    }
+    if (threadIdx.x == 0) reach = cu[b];
+    for (int r = threadIdx.x; r < G; r += blockDim.x) {
+        row_tok[r] = r < rows ? cu[b] + (r0 + r) / g : cu[b];
+        row_mask[r] = r < rows && head_mask ? head_mask[kh * g + (r0 + r) % g] : 0;
+    }
+    __syncthreads();
+    // The keys any row can see end before `reach`: by position, the last key at or before the
+    // group's latest position; by window, a visual row's window reaches radius rows on.
+    if (pos) {
+        int pmax = pos[row_tok[0]];
+        for (int r = 1; r < rows; ++r) pmax = max(pmax, pos[row_tok[r]]);
+        for (int j = cu[b] + (int)threadIdx.x; j < cu[b + 1]; j += blockDim.x)
+            if (pos[j] <= pmax) atomicMax(&reach, j + 1);
+    } else if (threadIdx.x < rows) {
+        const int i = row_tok[threadIdx.x];
+        const bool vi = i >= s && i < s + n;
+        const i64 far = vi && !causal ? (i64)i + (i64)radius * wg + radius + 1 : (i64)i + 1;
+        atomicMax(&reach, (int)min(far, (i64)cu[b + 1]));
+    }
+    __syncthreads();
+    VisTcProblem<T> pb{q, k, v, o, lse, pos, row_tok, row_mask, D, D, H, Hkv, g, kh, r0, s, n, wg, radius, causal};
+    attn_tc_group<T, G, TK, MAX_DIM_TC / (8 * attn_tc_wps(G)), true>(pb, rows, cu[b], reach, scale);
+}
+
+#define VIS_TC_ENTRY(SUF, T, G, TK)                                                                              \
+    extern "C" __global__ void __launch_bounds__(256) visual_attention_tc_g##G##_k##TK##_##SUF(                  \
+        const T* q, const T* k, const T* v, const int* cu, const int* pos, const int* img, const int* head_mask,  \
+        T* o, float* lse, unsigned* status, int seqs, int tokens, int H, int Hkv, int D, float scale, int radius, \
+        int causal) {                                                                                             \
+        vis_attn_tc<T, G, TK>(q, k, v, cu, pos, img, head_mask, o, lse, status, seqs, tokens, H, Hkv, D, scale,   \
+                              radius, causal);                                                                    \
+    }
+#define VIS_TC_TILES(SUF, T)                                                                                  \
+    VIS_TC_ENTRY(SUF, T, 64, 32) VIS_TC_ENTRY(SUF, T, 64, 64) VIS_TC_ENTRY(SUF, T, 32, 32)                    \
+    VIS_TC_ENTRY(SUF, T, 32, 64) VIS_TC_ENTRY(SUF, T, 16, 32) VIS_TC_ENTRY(SUF, T, 16, 64)
+VIS_TC_TILES(f16, __half)
+VIS_TC_TILES(bf16, __nv_bfloat16)
 
 // Merge, pass 1: grid (ceil(n / 128), B); thread j finds candidate j's kept slot (its own when
 // kept, else the kept candidate of highest cosine similarity, ties to the lower slot).

@@ -88,6 +88,7 @@ pub mod mom;
 pub mod plan;
 pub mod registry;
 pub mod sources;
+pub mod tc;
 pub mod ternary;
 pub mod visual;
 

@@ -2,7 +2,7 @@
 //! every output, and bad paged-cache input.
 
 use mllm_kernels::harness::{random_inputs, run_kernel, Fixture};
-use mllm_kernels::mla::{MlaDecode, MlaDecodeParams};
+use mllm_kernels::mla::{tc_tile, MlaDecode, MlaDecodeParams};
 use mllm_kernels::{Backend, BackendKind, DType, Plan};
 use serde_json::json;
 
@@ -61,10 +61,41 @@ fn split_kv_does_not_change_the_result_on_every_backend() {
 
 #[test]
 fn the_scheduler_fills_the_device_without_reading_lengths() {
-    assert_eq!(MlaDecode::schedule(128, 1, 128, 8192, 132), 1, "16384 rows already fill 132 SMs");
-    assert_eq!(MlaDecode::schedule(1, 1, 16, 8192, 132), 17);
+    // Groups of up to 64 rows: 128 sequences of 128 heads are 256 blocks, two waves need 264.
+    assert_eq!(MlaDecode::schedule(128, 1, 128, 8192, 132), 2);
+    assert_eq!(MlaDecode::schedule(512, 1, 128, 8192, 132), 1, "1024 groups already fill 132 SMs twice");
+    assert_eq!(MlaDecode::schedule(1, 1, 16, 8192, 132), 32, "one group: as many parts as 256-key pieces allow");
     assert_eq!(MlaDecode::schedule(1, 1, 16, 300, 132), 1, "no part shorter than 256 keys");
-    assert!(MlaDecode::schedule(64, 2, 16, 4096, 132) >= 1);
+    // FlashMLA's bench shapes: at least one wave of groups x splits on 132 SMs.
+    for (b, sq, h, len) in [(64, 1, 16, 4096), (64, 1, 128, 4096), (128, 2, 64, 8192), (128, 1, 32, 8192)] {
+        let rows: usize = sq * h;
+        let groups = b * rows.div_ceil([16, 32, 64].into_iter().find(|&g| g >= rows).unwrap_or(64));
+        let blocks = groups * MlaDecode::schedule(b, sq, h, len, 132);
+        assert!(blocks >= 132, "B{b} Sq{sq} H{h}: {blocks} blocks");
+    }
+}
+
+#[test]
+fn the_tensor_core_tile_fits_registers_and_shared_memory() {
+    const H100: usize = 227 * 1024;
+    const A100: usize = 163 * 1024;
+    const ADA: usize = 99 * 1024;
+    // DeepSeek's L 512 + R 64: 64 rows and 32 keys on an H100 and an A100 alike.
+    let t = tc_tile(512, 64, 128, H100).expect("a tile");
+    assert_eq!((t.rows, t.keys), (64, 32));
+    assert!(t.shared <= A100, "{} bytes", t.shared);
+    // Few rows take the smallest group that holds them.
+    assert_eq!(tc_tile(512, 64, 16, H100).map(|t| t.rows), Some(16));
+    assert_eq!(tc_tile(512, 64, 17, H100).map(|t| t.rows), Some(32));
+    // Ada's 99 KiB: a smaller group and tile, still within the limit.
+    let t = tc_tile(512, 64, 128, ADA).expect("a tile on sm_89");
+    assert!(t.shared <= ADA && t.rows < 64, "{t:?}");
+    // The output must fit a warp's registers: G * L <= 32768.
+    assert_eq!(tc_tile(1024, 0, 128, H100).map(|t| t.rows), Some(32));
+    let t = tc_tile(2048, 128, 128, H100).expect("L 2048");
+    assert_eq!((t.rows, t.keys), (16, 16));
+    assert!(t.shared <= H100);
+    assert_eq!(tc_tile(2048, 128, 128, 64 * 1024), None, "nothing fits 64 KiB at L 2048");
 }
 
 /// Outputs bound at an offset inside larger buffers: the words before and after stay as they

@@ -101,7 +101,9 @@ struct CpAsync {
     void* dst;
     unsigned long long w[2];
 };
-void cp_async_push(void* dst, const void* src, unsigned long long w0, unsigned long long w1, const char* file, int line);
+void cp_async_push(void* dst, unsigned long long w0, unsigned long long w1);
+// Reports a cp.async from a global address off 16-byte alignment and abandons the thread.
+void cp_async_misaligned(const char* file, int line);
 void cp_async_commit();
 // The copies the wait retires: every copy of every committed group but the `keep` newest.
 const CpAsync* cp_async_due(int keep, int* n);
@@ -421,6 +423,7 @@ EMU_INLINE void ptx_ldmatrix_sync_aligned_m8n8_x4_trans_shared_b16(unsigned& r0,
 // ordinary load of this thread, so the counters and the sanitizers see it at its call site.
 EMU_INLINE void ptx_cp_async_cg_shared_global(unsigned dst, const void* src, unsigned src_size, const char* file, int line) {
     void* d = shared_at(dst, 16, file, line);
+    if (src_size && reinterpret_cast<uintptr_t>(src) % 16) cp_async_misaligned(file, line);  // does not return
     unsigned long long w0 = 0, w1 = 0;
     if (src_size >= 16) {  // two adjacent 8-byte loads, which the counters merge into one 16-byte one
         const unsigned long long* s = static_cast<const unsigned long long*>(src);
@@ -430,7 +433,7 @@ EMU_INLINE void ptx_cp_async_cg_shared_global(unsigned dst, const void* src, uns
         const unsigned char* s = static_cast<const unsigned char*>(src);
         for (unsigned i = 0; i < src_size; ++i) (i < 8 ? w0 : w1) |= (unsigned long long)s[i] << (8 * (i % 8));
     }
-    cp_async_push(d, src_size ? src : nullptr, w0, w1, file, line);
+    cp_async_push(d, w0, w1);
 }
 EMU_INLINE void ptx_cp_async_commit_group(const char*, int) { cp_async_commit(); }
 // The shared stores of the retired copies are this thread's own, here.

@@ -128,8 +128,9 @@ fn attention<T: CudaFloat, Q: DevicePtr<T>, C: DevicePtr<T>, B: DevicePtr<i32>, 
         )));
     }
     // f16 and bf16 run on tensor cores when cp.async can copy 16 bytes at a time from every
-    // buffer (an engine's view at an odd offset takes the CUDA-core kernel instead).
-    let aligned = [qp, cp, pp].iter().all(|p| p % 16 == 0);
+    // buffer and the workspace takes 8-byte pairs (an engine's view at an odd offset takes the
+    // CUDA-core kernel instead).
+    let aligned = [qp, cp, pp].iter().all(|p| p % 16 == 0) && wp % 8 == 0;
     let tile = match T::DTYPE {
         DType::F16 | DType::BF16 if aligned => tc_tile(g.latent, g.rope, rows, cuda.shared_optin() as usize),
         _ => None,

@@ -27,6 +27,9 @@ pub use gqa::GqaAsMla;
 pub use project::{AbsorbQ, AbsorbQParams, HeadProduct, ProjectOut, ProjectOutParams};
 pub use rope::{Rope, RopeParams};
 
+use crate::tc::attention_tile;
+pub use crate::tc::TcTile;
+
 use crate::backend::{Status, StatusBits};
 use crate::dtype::{float_dtype, from_f64, same_dtype, to_f64, DType, Float};
 use crate::error::{invalid, Error, Result};
@@ -232,42 +235,13 @@ impl MlaDecode {
 /// What one launch of the attention kernels needs. Decode runs `batch` grid sequences of `sq`
 /// rows each; prefill runs one grid sequence of all `sq` = `tokens` rows, each finding its
 /// sequence in `cu_seqlens`.
-/// The tensor-core attention's tile (kernels/mla.cu, `mla_attn_tc`): `rows` query rows (heads x
-/// new tokens of one sequence) per block, `keys` cache tokens per tile, and the dynamic shared
-/// memory that takes in bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TcTile {
-    /// G: query rows per block (16, 32 or 64); the cache is read once per group of G rows.
-    pub rows: usize,
-    /// TK: keys per tile (16 or 32), double-buffered.
-    pub keys: usize,
-    /// Dynamic shared memory per block, bytes.
-    pub shared: usize,
-}
-
-/// Bytes of the kernel's layout: Q [G][W + 8], K [2][TK][W + 8], P [G][TK + 8] (16-bit), the
-/// row reductions [8 / (G / 16)][G] (f32) and the key rows [2][TK] (i64).
-fn tc_shared_bytes(g: usize, tk: usize, w: usize) -> usize {
-    2 * (g * (w + 8) + 2 * tk * (w + 8) + g * (tk + 8)) + 4 * (128 / g) * g + 8 * 2 * tk
-}
-
 /// The tile the tensor-core decode and prefill use for `rows_wanted` query rows per sequence
-/// (decode: `sq * heads`; prefill: the most a sequence may have): the smallest group holding
-/// them, capped where the output would not fit a warp's registers (G * latent <= 32768, so 64
-/// at L = 512), then the largest tile of keys that fits `shared_optin` bytes. None when even the
-/// smallest does not fit.
+/// (decode: `sq * heads`; prefill: all `tokens * heads`): the smallest group holding them, capped
+/// where the output would not fit a warp's registers (G * latent <= 32768, so 64 at L = 512),
+/// then the largest tile of keys (32 or 16) that fits `shared_optin` bytes; V is the latent part
+/// of the key tile. None when even the smallest does not fit. See [`crate::tc::attention_tile`].
 pub fn tc_tile(latent: usize, rope: usize, rows_wanted: usize, shared_optin: usize) -> Option<TcTile> {
-    let w = latent + rope;
-    let fits_regs = |g: usize| g * latent <= 32768;
-    let first = [16, 32, 64].into_iter().filter(|&g| fits_regs(g)).find(|&g| g >= rows_wanted);
-    let largest = [64, 32, 16].into_iter().find(|&g| fits_regs(g))?;
-    let start = first.unwrap_or(largest);
-    [64, 32, 16].into_iter().filter(|&g| g <= start).find_map(|g| {
-        [32, 16]
-            .into_iter()
-            .map(|tk| TcTile { rows: g, keys: tk, shared: tc_shared_bytes(g, tk, w) })
-            .find(|t| t.shared <= shared_optin)
-    })
+    attention_tile(latent + rope, None, latent, rows_wanted, shared_optin, &[32, 16])
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -2,20 +2,77 @@
 
 use std::sync::Arc;
 
+use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 
 use super::{AttnMass, Compact, Merge, NeighborAttention, Select, SelectMode, SparseAttention};
 use crate::backend::cuda::{cuda_err, CudaBackend, CudaFloat};
 use crate::backend::Status;
-use crate::dtype::same_dtype;
+use crate::dtype::{same_dtype, DType};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
+use crate::tc::attention_tile;
 
 fn grid_dim(what: &str, v: usize) -> Result<u32> {
     u32::try_from(v)
         .ok()
         .filter(|&v| v <= 65535 || what == "x")
         .ok_or_else(|| Error::InvalidParams(format!("visual: {what} grid of {v} blocks exceeds CUDA's limit")))
+}
+
+/// The pointers and sizes of one tensor-core attention launch (`visual_attention_tc_*`).
+struct TcAttention {
+    qkv: [u64; 3],
+    cu: u64,
+    pos: u64,
+    img: u64,
+    head_mask: u64,
+    out: [u64; 2],
+    status: u64,
+    sizes: [usize; 5], // seqs, tokens, heads, kv_heads, dim
+    scale: f32,
+    radius: i32,
+    causal: i32,
+}
+
+/// Runs the attention on tensor cores when it can: f16/bf16, D a multiple of 16, q, k and v
+/// 16-byte aligned (cp.async copies 16 bytes), and a tile that fits the device's shared memory.
+/// Ok(false): the caller launches the CUDA-core kernel instead.
+fn attention_tc<T: CudaFloat>(cuda: &CudaBackend, stream: &Arc<CudaStream>, a: &TcAttention) -> Result<bool> {
+    let [seqs, tokens, heads, kv_heads, d] = a.sizes;
+    let g = heads / kv_heads;
+    let ok = matches!(T::DTYPE, DType::F16 | DType::BF16) && d.is_multiple_of(16) && a.qkv.iter().all(|p| p % 16 == 0);
+    let tile =
+        if ok { attention_tile(d, Some(d), d, tokens * g, cuda.shared_optin() as usize, &[64, 32]) } else { None };
+    let Some(t) = tile else { return Ok(false) };
+    let f = cuda.function("visual", &format!("visual_attention_tc_g{}_k{}_{}", t.rows, t.keys, T::DTYPE))?;
+    f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, t.shared as i32)
+        .map_err(cuda_err)?;
+    let ints = [seqs, tokens, heads, kv_heads, d].map(|x| x as i32);
+    let mut b = stream.launch_builder(&f);
+    for p in a.qkv.iter().chain([&a.cu, &a.pos, &a.img, &a.head_mask]).chain(&a.out).chain([&a.status]) {
+        b.arg(p);
+    }
+    for v in &ints {
+        b.arg(v);
+    }
+    b.arg(&a.scale).arg(&a.radius).arg(&a.causal);
+    // Every sequence's groups of G (token, head) rows in one grid row per KV head: at most
+    // ceil(T g / G) + B of them (a block past the last returns at once).
+    let groups = (tokens * g).div_ceil(t.rows) + seqs;
+    let cfg = LaunchConfig {
+        grid_dim: (grid_dim("x", groups)?, grid_dim("y", kv_heads)?, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: t.shared as u32,
+    };
+    // SAFETY: matches visual_attention_tc_g<G>_k<TK>_<dtype>; the caller checked every length
+    // against the plan's tensor list; cu_seqlens is validated in every block before any other
+    // read, groups lie inside their sequence (so keys, pos and outputs are read and written within
+    // it), the image is checked against its sequence, head_mask is read only when non-null; q,
+    // k and v are 16-byte aligned and D a multiple of 16 (checked above); `t.shared` is the
+    // kernel's layout within the device's opt-in limit; each output row belongs to one group.
+    unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+    Ok(true)
 }
 
 impl Select {
@@ -211,6 +268,22 @@ impl SparseAttention {
         let (pp, _e) = pos.device_ptr(stream);
         let (op, _f) = o.device_ptr_mut(stream);
         let (lp, _g) = lse.device_ptr_mut(stream);
+        let tc = TcAttention {
+            qkv: [qp, kp, vp],
+            cu: cp,
+            pos: pp,
+            img: 0,
+            head_mask: 0,
+            out: [op, lp],
+            status: stp,
+            sizes: [p.seqs, p.tokens, p.heads, p.kv_heads, p.dim],
+            scale: p.scale,
+            radius: 0,
+            causal: 0,
+        };
+        if attention_tc::<T>(cuda, stream, &tc)? {
+            return Ok(());
+        }
         let [seqs, tokens, h, hkv, d] = [p.seqs, p.tokens, p.heads, p.kv_heads, p.dim].map(|x| x as i32);
         let f = cuda.function("visual", &format!("visual_sparse_attention_{}", T::DTYPE))?;
         let mut b = stream.launch_builder(&f);
@@ -269,6 +342,22 @@ impl NeighborAttention {
         let (lp, _g) = lse.device_ptr_mut(stream);
         let [seqs, tokens, h, hkv, d, r] = [p.seqs, p.tokens, p.heads, p.kv_heads, p.dim, p.radius].map(|x| x as i32);
         let causal = i32::from(p.causal_window);
+        let tc = TcAttention {
+            qkv: [qp, kp, vp],
+            cu: cp,
+            pos: 0,
+            img: ip,
+            head_mask: mp,
+            out: [op, lp],
+            status: stp,
+            sizes: [p.seqs, p.tokens, p.heads, p.kv_heads, p.dim],
+            scale: p.scale,
+            radius: r,
+            causal,
+        };
+        if attention_tc::<T>(cuda, stream, &tc)? {
+            return Ok(());
+        }
         let f = cuda.function("visual", &format!("visual_neighbor_attention_{}", T::DTYPE))?;
         let mut b = stream.launch_builder(&f);
         b.arg(&qp).arg(&kp).arg(&vp).arg(&cp).arg(&ip).arg(&mp).arg(&op).arg(&lp).arg(&stp);

@@ -476,6 +476,10 @@ impl Registered for SparseAttention {
                 attn_case("every token kept (dense causal), D128", &[150], 2, 1, 128, json!({"fixture.dense": true})),
                 attn_case("3 seqs D40 H3", &[5, 0, 64], 3, 3, 40, json!({})),
                 attn_case("D256 MQA", &[20], 4, 1, 256, json!({})),
+                // Tensor cores (f16/bf16; D a multiple of 16): groups of 64 (token, head) rows
+                // straddle tokens and end partial; one sequence is empty; 16 heads share a KV head.
+                attn_case("tensor cores: 3 seqs 70/0/130 GQA 8/2 D128", &[70, 0, 130], 8, 2, 128, json!({})),
+                attn_case("tensor cores: MQA 16/1 D64", &[45], 16, 1, 64, json!({})),
                 attn_case("bad cu_seqlens", &[5, 6, 7], 1, 1, 8, json!({"fixture.bad_cu": true})),
             ],
         )
@@ -592,6 +596,27 @@ impl Registered for NeighborAttention {
                     json!({"has_head_mask": true, "fixture.masks": [1, 2, 3, 0]}),
                 ),
                 grid_case("2 seqs, one without an image, D64", &[20, 9], &[2, 3, 5, 0, 0, 0], 2, 1, 64, json!({})),
+                // Tensor cores: masks on GQA heads of one group; a window reaching 3 rows ahead of
+                // the query (non-causal) over 80 keys; an image that does not fit.
+                grid_case(
+                    "tensor cores: head masks on GQA 4/2 D32",
+                    &[5 + 16 + 3],
+                    &[5, 4, 4],
+                    4,
+                    2,
+                    32,
+                    json!({"has_head_mask": true, "fixture.masks": [1, 2, 3, 0]}),
+                ),
+                grid_case(
+                    "tensor cores: 8x10 grid r3 GQA 8/2 D64",
+                    &[6 + 80 + 5],
+                    &[6, 8, 10],
+                    8,
+                    2,
+                    64,
+                    json!({"radius": 3}),
+                ),
+                grid_case("tensor cores: bad image D16", &[20, 9], &[2, 3, 5, 4, 3, 3], 2, 1, 16, json!({})),
                 grid_case("1 x 1 grid, r0", &[4], &[1, 1, 1], 1, 1, 8, json!({"radius": 0})),
                 grid_case("bad image", &[20, 9], &[2, 3, 5, 4, 3, 3], 1, 1, 8, json!({})),
                 grid_case(
