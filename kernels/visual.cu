@@ -447,6 +447,195 @@ __device__ void vis_attn_tc(const T* q, const T* k, const T* v, const int* cu, c
     attn_tc_group<T, G, TK, MAX_DIM_TC / (8 * attn_tc_wps(G)), true>(pb, rows, cu[b], reach, scale);
 }
 
+// ---- attention mass on tensor cores (f16, bf16) -------------------------------------------------
+//
+// Pass 1, each chosen row's LSE, is the shared core with no output columns: one block per group
+// of up to G (row, GQA head) pairs of a KV head, each key tile read once per group; a row sees
+// the keys of its own sequence up to its position.
+template <typename T>
+struct VisLseProblem {
+    const T *q, *k;
+    float* ws;
+    const int* row_t;   // shared: each pair's token, -1 when its row is ignored
+    const int* row_lo;  // shared: the first key of its sequence
+    int qw, vw, H, Hkv, g, kh, p0;
+    __device__ int row(int r) const { return (p0 + r) / g; }
+    __device__ int head(int r) const { return kh * g + (p0 + r) % g; }
+    __device__ const T* q_row(int r) const { return q + ((i64)row(r) * H + head(r)) * qw; }
+    __device__ i64 key_row(int t, int, int*) const { return (i64)t * Hkv + kh; }
+    __device__ const T* k_src(i64 row, int c) const { return k + row * qw + c * 8; }
+    __device__ const T* v_src(i64, int) const { return k; }
+    __device__ bool visible(int r, int j, int) const { return row_t[r] >= 0 && j >= row_lo[r] && j <= row_t[r]; }
+    __device__ bool v_zero(int, int, int) const { return false; }
+    __device__ void store(int, int, float, float) const {}
+    __device__ void store_lse(int r, float l) const { ws[(i64)row(r) * H + head(r)] = l; }
+};
+
+template <typename T, int G, int TK>
+__device__ void vis_row_lse_tc(const T* q, const int* qpos, const T* k, const int* cu, float* ws, int seqs, int tokens,
+                               int R, int H, int Hkv, int D, float scale) {
+    __shared__ int row_t[G], row_lo[G], lo, hi;
+    if (!vis_offsets_ok(cu, seqs, tokens)) return;  // pass 2 raises the status and zeroes the masses
+    const int g = H / Hkv, kh = blockIdx.y, p0 = blockIdx.x * G;
+    const int rows = min(G, R * g - p0);
+    if (threadIdx.x == 0) lo = tokens, hi = 0;
+    __syncthreads();
+    for (int r = threadIdx.x; r < G; r += blockDim.x) {
+        const int t = r < rows ? qpos[(p0 + r) / g] : -1;
+        const bool ok = t >= 0 && t < tokens;
+        row_t[r] = ok ? t : -1;
+        row_lo[r] = ok ? cu[vis_seq_of(cu, seqs, t)] : 0;
+        if (ok) {
+            atomicMin(&lo, row_lo[r]);
+            atomicMax(&hi, t + 1);
+        }
+    }
+    __syncthreads();
+    VisLseProblem<T> pb{q, k, ws, row_t, row_lo, D, 0, H, Hkv, g, kh, p0};
+    attn_tc_group<T, G, TK, 1, false>(pb, rows, lo, hi, scale);
+}
+
+// Pass 2: one block (4 warps) per (64 keys of a sequence's segment, sequence). For each head
+// (the KV head's key tile staged once per g heads) and each chunk of 64 rows, S = Q K^T runs on
+// mma; each warp sums w_r exp(s - lse) down its 16 rows for every key with shuffles and keeps
+// the column sums in registers, and the 4 warps' sums meet in shared memory in a fixed order:
+// every mass has one owner, no atomics, the same bits on every run.
+#define VIS_MASS_KEYS 64
+template <typename T>
+__device__ void vis_mass_tc(const T* q, const int* qpos, const float* qw, const T* k, const int* cu, const int* seg,
+                            const float* lse, float* mass, unsigned* status, int seqs, int tokens, int R, int H,
+                            int Hkv, int D, int n, float scale, int reduce) {
+    constexpr int TK = VIS_MASS_KEYS;
+    extern __shared__ __align__(16) unsigned char mass_smem[];
+    __shared__ int row_t[64];
+    __shared__ float row_w[64], row_l[64], red[4][TK];
+    const int QW = D + 8;
+    T* Qs = reinterpret_cast<T*>(mass_smem);
+    T* Ks = Qs + 64 * QW;
+    const int b = blockIdx.y, j0 = blockIdx.x * TK, g = H / Hkv, Ho = reduce ? 1 : H;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gq = lane >> 2, t4 = lane & 3;
+    auto write = [&](int ho, bool zero) {  // the tile's masses of output head ho from red
+        __syncthreads();
+        for (int c = tid; c < TK; c += blockDim.x)
+            if (j0 + c < n) mass[((i64)b * Ho + ho) * n + j0 + c] = zero ? 0.f : red[0][c] + red[1][c] + red[2][c] + red[3][c];
+        __syncthreads();
+    };
+    if (!vis_offsets_ok(cu, seqs, tokens)) {
+        if (tid == 0) raise_status(status, ST_INDEX_OUT_OF_RANGE);
+        for (int ho = 0; ho < Ho; ++ho) write(ho, true);
+        return;
+    }
+    const int s0 = seg[2 * b], len = seg[2 * b + 1], L = cu[b + 1] - cu[b];
+    const bool seg_ok = s0 >= 0 && len >= 0 && (i64)s0 + len <= L && len <= n;
+    if (!seg_ok && tid == 0) raise_status(status, ST_INDEX_OUT_OF_RANGE);
+    if (tid == 0)
+        for (int r = 0; r < R; ++r)
+            if (qpos[r] < 0 || qpos[r] >= tokens) raise_status(status, ST_INDEX_OUT_OF_RANGE);
+    if (!seg_ok || j0 >= len) {
+        for (int ho = 0; ho < Ho; ++ho) write(ho, true);
+        return;
+    }
+    const i64 key0 = (i64)cu[b] + s0 + j0;  // the tile's first key row (inside the sequence)
+    const int nkeys = min(TK, len - j0);
+    const float sl2 = scale * 1.4426950408889634f;
+    float acc[TK / 8][2];
+    auto reset = [&] {
+#pragma unroll
+        for (int kt = 0; kt < TK / 8; ++kt) acc[kt][0] = acc[kt][1] = 0.f;
+    };
+    reset();
+    for (int h = 0; h < H; ++h) {
+        if (h % g == 0) {  // this KV head's key tile
+            __syncthreads();
+            for (int c = tid; c < TK * (D / 8); c += blockDim.x) {
+                const int kk = c / (D / 8), cc = c % (D / 8);
+                const bool ok = kk < nkeys;
+                cp_async16(Ks + kk * QW + cc * 8, ok ? k + ((key0 + kk) * Hkv + h / g) * D + cc * 8 : k, ok);
+            }
+            cp_async_commit();
+        }
+        for (int rc = 0; rc < R; rc += 64) {
+            __syncthreads();  // the previous chunk's rows and Q are no longer read
+            for (int r = tid; r < 64; r += blockDim.x) {
+                const int t = rc + r < R ? qpos[rc + r] : -1;
+                const bool ok = t >= cu[b] && t < cu[b + 1] && t >= 0 && t < tokens;
+                row_t[r] = ok ? t : -1;
+                row_w[r] = ok ? qw[rc + r] : 0.f;
+                row_l[r] = ok ? lse[(i64)(rc + r) * H + h] * 1.4426950408889634f : 0.f;
+            }
+            // A chunk whose rows all lie in other sequences (or see none of the tile) is skipped.
+            const int any = __syncthreads_or(tid < 64 && row_t[tid] >= key0);
+            if (!any) continue;
+            for (int c = tid; c < 64 * (D / 8); c += blockDim.x) {
+                const int r = c / (D / 8), cc = c % (D / 8);
+                const bool ok = rc + r < R;
+                cp_async16(Qs + r * QW + cc * 8, ok ? q + ((i64)(rc + r) * H + h) * D + cc * 8 : q, ok);
+            }
+            cp_async_commit();
+            cp_async_wait<0>();
+            __syncthreads();
+            float s[TK / 8][4];
+#pragma unroll
+            for (int kt = 0; kt < TK / 8; ++kt) s[kt][0] = s[kt][1] = s[kt][2] = s[kt][3] = 0.f;
+            for (int d0 = 0; d0 < D; d0 += 16) {
+                unsigned a[4];
+                ldsm_x4(a, Qs + (warp * 16 + (lane & 15)) * QW + d0 + (lane >> 4) * 8);
+#pragma unroll
+                for (int kt = 0; kt < TK / 8; kt += 2) {
+                    unsigned bb[4];
+                    ldsm_x4(bb, Ks + (kt * 8 + (lane & 7) + (lane >> 4) * 8) * QW + d0 + ((lane >> 3) & 1) * 8);
+                    mma16816<T>(s[kt], a, bb[0], bb[1]);
+                    mma16816<T>(s[kt + 1], a, bb[2], bb[3]);
+                }
+            }
+            // w_r exp(s - lse) for visible (row, key) pairs, summed down the warp's 16 rows.
+#pragma unroll
+            for (int kt = 0; kt < TK / 8; ++kt) {
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int kk = kt * 8 + 2 * t4 + e;
+                    float v = 0.f;
+#pragma unroll
+                    for (int hr = 0; hr < 2; ++hr) {
+                        const int r = warp * 16 + gq + 8 * hr, t = row_t[r];
+                        if (t >= 0 && kk < nkeys && key0 + kk <= t) v += row_w[r] * exp2f(s[kt][2 * hr + e] * sl2 - row_l[r]);
+                    }
+                    v += __shfl_xor_sync(0xffffffffu, v, 4);
+                    v += __shfl_xor_sync(0xffffffffu, v, 8);
+                    v += __shfl_xor_sync(0xffffffffu, v, 16);
+                    acc[kt][e] += v;
+                }
+            }
+        }
+        if (!reduce || h == H - 1) {
+            if (gq == 0)
+#pragma unroll
+                for (int kt = 0; kt < TK / 8; ++kt) {
+                    red[warp][kt * 8 + 2 * t4] = acc[kt][0];
+                    red[warp][kt * 8 + 2 * t4 + 1] = acc[kt][1];
+                }
+            write(reduce ? 0 : h, false);
+            reset();
+        }
+    }
+    cp_async_wait<0>();
+}
+
+#define VIS_MASS_TC(SUF, T)                                                                                       \
+    extern "C" __global__ void __launch_bounds__(128) visual_mass_tc_##SUF(                                       \
+        const T* q, const int* qpos, const float* qw, const T* k, const int* cu, const int* seg, const float* lse, \
+        float* mass, unsigned* status, int seqs, int tokens, int R, int H, int Hkv, int D, int n, float scale,      \
+        int reduce) {                                                                                              \
+        vis_mass_tc<T>(q, qpos, qw, k, cu, seg, lse, mass, status, seqs, tokens, R, H, Hkv, D, n, scale, reduce); \
+    }                                                                                                              \
+    extern "C" __global__ void __launch_bounds__(256) visual_row_lse_tc_##SUF(                                    \
+        const T* q, const int* qpos, const T* k, const int* cu, float* ws, int seqs, int tokens, int R, int H,     \
+        int Hkv, int D, float scale) {                                                                             \
+        vis_row_lse_tc<T, 64, 64>(q, qpos, k, cu, ws, seqs, tokens, R, H, Hkv, D, scale);                          \
+    }
+VIS_MASS_TC(f16, __half)
+VIS_MASS_TC(bf16, __nv_bfloat16)
+
 #define VIS_TC_ENTRY(SUF, T, G, TK)                                                                              \
     extern "C" __global__ void __launch_bounds__(256) visual_attention_tc_g##G##_k##TK##_##SUF(                  \
         const T* q, const T* k, const T* v, const int* cu, const int* pos, const int* img, const int* head_mask,  \

@@ -11,7 +11,7 @@ use crate::backend::Status;
 use crate::dtype::{same_dtype, DType};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
-use crate::tc::attention_tile;
+use crate::tc::{attention_tile, shared_bytes};
 
 fn grid_dim(what: &str, v: usize) -> Result<u32> {
     u32::try_from(v)
@@ -200,10 +200,41 @@ impl AttnMass {
         let (sp, _h) = ws.device_ptr_mut(stream);
         let ints = [p.seqs, p.tokens, p.rows, p.heads, p.kv_heads, p.dim, p.n].map(|v| v as i32);
         let [seqs, tokens, rows, h, hkv, d, n] = ints;
+        // Tensor cores for f16/bf16 when cp.async can copy q and k rows 16 bytes at a time.
+        let optin = cuda.shared_optin() as usize;
+        let tc =
+            matches!(T::DTYPE, DType::F16 | DType::BF16) && p.dim.is_multiple_of(16) && qp % 16 == 0 && kp % 16 == 0;
+        let mass_shared = 2 * 64 * (p.dim + 8) * T::DTYPE.size();
+        let lse_shared = shared_bytes(64, 64, p.dim, None);
         let (_lg, lp) = match lse.filter(|_| p.has_lse) {
             Some(l) => {
                 let (ptr, g) = l.device_ptr(stream);
                 (Some(g), ptr)
+            }
+            None if tc && lse_shared <= optin => {
+                let f = cuda.function("visual", &format!("visual_row_lse_tc_{}", T::DTYPE))?;
+                f.set_attribute(
+                    CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    lse_shared as i32,
+                )
+                .map_err(cuda_err)?;
+                let mut b = stream.launch_builder(&f);
+                b.arg(&qp).arg(&pp).arg(&kp).arg(&cp).arg(&sp).arg(&seqs).arg(&tokens).arg(&rows).arg(&h).arg(&hkv);
+                b.arg(&d).arg(&p.scale);
+                let groups = (p.rows * (p.heads / p.kv_heads)).div_ceil(64);
+                let cfg = LaunchConfig {
+                    grid_dim: (grid_dim("x", groups)?, grid_dim("y", p.kv_heads)?, 1),
+                    block_dim: (256, 1, 1),
+                    shared_mem_bytes: lse_shared as u32,
+                };
+                // SAFETY: matches visual_row_lse_tc_<dtype>; bad cu_seqlens return before any
+                // read; a group's pairs are rows < R, a row with qpos outside the tokens sees no
+                // key, keys are read within [first key of a row's sequence, last row position];
+                // q and k 16-byte aligned and D a multiple of 16 (checked); `lse_shared` is the
+                // core's layout for G = TK = 64 within the opt-in limit; each (row, head) of ws
+                // belongs to one group.
+                unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+                (None, sp)
             }
             None => {
                 let f = cuda.function("visual", &format!("visual_row_lse_{}", T::DTYPE))?;
@@ -223,6 +254,26 @@ impl AttnMass {
             }
         };
         let reduce = i32::from(p.reduce_heads);
+        if tc && mass_shared <= optin {
+            let f = cuda.function("visual", &format!("visual_mass_tc_{}", T::DTYPE))?;
+            f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, mass_shared as i32)
+                .map_err(cuda_err)?;
+            let mut b = stream.launch_builder(&f);
+            b.arg(&qp).arg(&pp).arg(&wp).arg(&kp).arg(&cp).arg(&gp).arg(&lp).arg(&mp).arg(&stp);
+            b.arg(&seqs).arg(&tokens).arg(&rows).arg(&h).arg(&hkv).arg(&d).arg(&n).arg(&p.scale).arg(&reduce);
+            let cfg = LaunchConfig {
+                grid_dim: (grid_dim("x", p.n.div_ceil(64))?, grid_dim("y", p.seqs)?, 1),
+                block_dim: (128, 1, 1),
+                shared_mem_bytes: mass_shared as u32,
+            };
+            // SAFETY: matches visual_mass_tc_<dtype>; each block writes only its own 64 columns
+            // of its sequence's masses; keys are read at validated segment rows below the
+            // segment's length, rows outside the sequence or the tokens are skipped; q and k
+            // 16-byte aligned, D a multiple of 16 (checked); `mass_shared` holds Q and K
+            // [64][D + 8] within the opt-in limit; lengths checked.
+            unsafe { b.launch(cfg) }.map_err(cuda_err)?;
+            return Ok(());
+        }
         let f = cuda.function("visual", &format!("visual_mass_{}", T::DTYPE))?;
         let mut b = stream.launch_builder(&f);
         b.arg(&qp).arg(&pp).arg(&wp).arg(&kp).arg(&cp).arg(&gp).arg(&lp).arg(&mp).arg(&stp);

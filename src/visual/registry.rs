@@ -337,6 +337,39 @@ impl Registered for AttnMass {
                 ),
                 mass_case("given LSE", &[45, 20], &[5, 30, 1, 12], 5, 2, 1, 32, json!({"has_lse": true})),
                 mass_case("bad row and segment", &[30, 20], &[4, 20, 10, 15], 4, 1, 1, 8, json!({"fixture.bad": true})),
+                // Tensor cores (f16/bf16, D a multiple of 16): 70 rows over 2 sequences are two
+                // chunks of 64 and two groups of (row, head) pairs; a 150-key segment is three
+                // key tiles, the last partial; per head and summed; a bad row and segment.
+                mass_case(
+                    "tensor cores: 70 rows, 150 keys, GQA 4/2 D32 per head",
+                    &[200, 90],
+                    &[20, 150, 5, 60],
+                    70,
+                    4,
+                    2,
+                    32,
+                    json!({"reduce_heads": false, "fixture.early": true}),
+                ),
+                mass_case(
+                    "tensor cores: 70 rows, 150 keys, MQA 3/1 D48",
+                    &[200, 90],
+                    &[20, 150, 5, 60],
+                    70,
+                    3,
+                    1,
+                    48,
+                    json!({}),
+                ),
+                mass_case(
+                    "tensor cores: bad row and segment D16",
+                    &[30, 20],
+                    &[4, 20, 10, 15],
+                    4,
+                    2,
+                    1,
+                    16,
+                    json!({"fixture.bad": true}),
+                ),
             ],
         )
     }
