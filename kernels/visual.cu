@@ -37,13 +37,49 @@ __device__ int vis_scan256(int flag, int* scan, int& prefix) {
     return total;
 }
 
+// Sorts v[0..l) descending, ties to the lower index, into sk / si (N = a power of two >= l,
+// 256 threads): a bitonic network over (value, index) pairs in shared memory, the padding
+// (-inf, INT_MAX) sorting last. O(N log^2 N) work in log^2 N barrier steps, where ranking each
+// candidate against every other is O(l^2) reads.
+__device__ void vis_sort_desc(const float* v, int l, float* sk, int* si, int N) {
+    for (int j = threadIdx.x; j < N; j += blockDim.x) {
+        sk[j] = j < l ? v[j] : NEG_INF;
+        si[j] = j < l ? j : 0x7fffffff;
+    }
+    __syncthreads();
+    for (int size = 2; size <= N; size <<= 1) {
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            for (int t = threadIdx.x; t < N / 2; t += blockDim.x) {
+                const int lo = 2 * t - (t & (stride - 1)), hi = lo + stride;
+                const bool up = (lo & size) == 0;  // this run sorts into the final (descending) order
+                const bool before = sk[hi] > sk[lo] || (sk[hi] == sk[lo] && si[hi] < si[lo]);
+                if (before == up) {
+                    const float kv = sk[lo];
+                    const int ki = si[lo];
+                    sk[lo] = sk[hi], si[lo] = si[hi];
+                    sk[hi] = kv, si[hi] = ki;
+                }
+            }
+            __syncthreads();
+        }
+    }
+}
+
 // Select: one block of 256 threads per sequence. mode 0 top-k, 1 cumulative mass, 2 above mean.
+// sort_n > 0 (a power of two >= n, dynamic shared memory of 9 sort_n bytes): ranks come from a
+// block-wide sort; sort_n = 0: each candidate is ranked against every other (O(n^2), for rows
+// too long to sort in shared memory). Either way ties go to the lower index, and the masses are
+// summed by one thread in descending order, so every backend keeps the same set.
 extern "C" __global__ void __launch_bounds__(256, 1) visual_select(const float* score, const int* lens, const float* order, int* idx,
                                                      int* count, unsigned* status, int n, int mode, int k, float tau,
-                                                     int has_order) {
+                                                     int has_order, int sort_n) {
+    extern __shared__ __align__(16) unsigned char sel_smem[];
     __shared__ int scan[256];
     __shared__ int keep_n;
     __shared__ float total;
+    float* sk = reinterpret_cast<float*>(sel_smem);
+    int* si = reinterpret_cast<int*>(sk + sort_n);
+    unsigned char* kept = reinterpret_cast<unsigned char*>(si + sort_n);
     const int b = blockIdx.x;
     const float* s = score + (i64)b * n;
     const float* ord = has_order ? order + (i64)b * n : s;
@@ -71,16 +107,22 @@ extern "C" __global__ void __launch_bounds__(256, 1) visual_select(const float* 
         total = t;
     }
     __syncthreads();
+    const bool sorted = sort_n > 0 && mode != 2;
     if (mode == 1) {
-        // Masses in descending order (as float bits in idx, overwritten below), summed in order.
-        for (int j = threadIdx.x; j < l; j += 256) out[vis_rank(s, l, j)] = __float_as_int(s[j]);
-        __syncthreads();
+        // Masses in descending order, summed in order by one thread.
+        if (sorted) {
+            vis_sort_desc(s, l, sk, si, sort_n);
+        } else {
+            // As float bits in idx, overwritten below.
+            for (int j = threadIdx.x; j < l; j += 256) out[vis_rank(s, l, j)] = __float_as_int(s[j]);
+            __syncthreads();
+        }
         if (threadIdx.x == 0) {
             const float need = tau * total;
             float cum = 0.f;
             int p = l;
             for (int r = 0; r < l; ++r) {
-                cum += __int_as_float(out[r]);
+                cum += sorted ? sk[r] : __int_as_float(out[r]);
                 if (cum >= need) {
                     p = r + 1;
                     break;
@@ -92,12 +134,20 @@ extern "C" __global__ void __launch_bounds__(256, 1) visual_select(const float* 
         keep_n = k;
     }
     __syncthreads();
+    if (sorted) {
+        // The kept candidates are the first keep_n of `ord` in rank order.
+        if (mode == 0 || has_order) vis_sort_desc(ord, l, sk, si, sort_n);  // mass mode without order: sorted above
+        for (int j = threadIdx.x; j < l; j += 256) kept[j] = 0;
+        __syncthreads();
+        for (int r = threadIdx.x; r < min(keep_n, l); r += 256) kept[si[r]] = 1;
+        __syncthreads();
+    }
     const float mean = total / (float)l;
     int running = 0;
     for (int j0 = 0; j0 < n; j0 += 256) {
         const int j = j0 + threadIdx.x;
         int flag = 0;
-        if (j < l) flag = mode == 2 ? (s[j] > mean) : (vis_rank(ord, l, j) < keep_n);
+        if (j < l) flag = mode == 2 ? (s[j] > mean) : sorted ? kept[j] : (vis_rank(ord, l, j) < keep_n);
         int prefix;
         const int tile = vis_scan256(flag, scan, prefix);
         if (flag) out[running + prefix] = j;

@@ -111,14 +111,27 @@ impl Select {
             SelectMode::AboveMean => 2,
         };
         let (n, k, ho) = (p.n as i32, p.k.min(i32::MAX as usize) as i32, i32::from(p.has_order));
+        // Ranks by a block-wide sort of (score, index) pairs when they fit shared memory: 9
+        // bytes per slot of the power of two at or above n; else by counting (O(n^2)).
+        let slots = p.n.next_power_of_two().max(2);
+        let sort_n = if mode != 2 && 9 * slots <= cuda.shared_optin() as usize { slots } else { 0 };
         let f = cuda.function("visual", "visual_select")?;
+        f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (9 * sort_n) as i32)
+            .map_err(cuda_err)?;
+        let sort_i = sort_n as i32;
         let mut b = stream.launch_builder(&f);
         b.arg(&sp).arg(&lp).arg(&op).arg(&ip).arg(&cp).arg(&stp).arg(&n).arg(&mode).arg(&k).arg(&p.tau).arg(&ho);
-        let cfg =
-            LaunchConfig { grid_dim: (grid_dim("x", p.seqs)?, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        b.arg(&sort_i);
+        let cfg = LaunchConfig {
+            grid_dim: (grid_dim("x", p.seqs)?, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: (9 * sort_n) as u32,
+        };
         // SAFETY: matches visual_select; one block per sequence reads its n scores (and order)
         // only below lens[b] after checking 0 <= lens[b] <= n, and writes its own idx row and
-        // count; lengths checked against the tensor list.
+        // count; the sort's arrays hold sort_n >= n slots in the 9 * sort_n bytes of dynamic
+        // shared memory (within the opt-in limit, or 0 and unused); lengths checked against
+        // the tensor list.
         unsafe { b.launch(cfg) }.map_err(cuda_err)?;
         Ok(())
     }

@@ -129,6 +129,15 @@ impl Registered for Select {
                     json!({"seqs": 2, "n": 64, "mode": "mass", "tau": 0.8, "has_order": true}),
                 ),
                 c("mass with ties", json!({"seqs": 2, "n": 40, "mode": "mass", "tau": 0.7, "fixture": "ties"})),
+                // Rows of 20000 are too long for CUDA's shared-memory sort: ranks by counting.
+                c(
+                    "top-k 10 of 300 in rows of 20000 (CUDA: ranks by counting)",
+                    json!({"seqs": 2, "n": 20000, "k": 10, "fixture": {"lens": [300, 77]}}),
+                ),
+                c(
+                    "mass tau 0.6 of 300 in rows of 20000, ranked by another score",
+                    json!({"seqs": 1, "n": 20000, "mode": "mass", "tau": 0.6, "has_order": true, "fixture": {"lens": [300]}}),
+                ),
                 c("above mean", json!({"seqs": 3, "n": 257, "mode": "above_mean"})),
                 c("above mean all equal", json!({"seqs": 1, "n": 20, "mode": "above_mean", "fixture": "equal"})),
                 c("bad length and a NaN", json!({"seqs": 3, "n": 10, "k": 4, "fixture": "bad"})),
