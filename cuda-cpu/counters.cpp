@@ -32,6 +32,7 @@ struct Pending {
     uint64_t addr = 0;
     uint32_t size = 0;
     bool store = false;
+    uint32_t unit = 0;  // the size of each merged piece
 };
 
 struct Key {
@@ -111,20 +112,25 @@ void note(const void* addr, uint32_t size, bool store, uintptr_t site) {
     // neither count nor split a pending access.
     const unsigned char* c = (const unsigned char*)addr;
     if (!(c >= sh_lo && c < sh_hi) && !(c >= dyn_lo && c < dyn_hi) && !is_global(a)) return;
-    // clang on x86 splits a 16-byte load or store into two 8-byte ones from two sites, in either
-    // order: merge them.
+    // clang on x86 splits a 16-byte vector load or store (which nvcc keeps as one v4 access)
+    // into 8- or 4-byte ones from separate sites, in either order: pieces of the same size that
+    // adjoin, from different sites, merge up to an aligned 16 bytes. A rolled loop repeats one
+    // site, so its accesses stay separate, as they are on a GPU.
     const uint64_t lo = a < p.addr ? a : p.addr;
-    if (p.size == 8 && size == 8 && (a == p.addr + 8 || p.addr == a + 8) && store == p.store && (lo & 15) == 0 &&
-        site != p.site) {
-        p.size = 16;
+    const bool adjoins = a == p.addr + p.size || (p.size == size && p.addr == a + size);
+    if (p.size && size == p.unit && size < 16 && store == p.store && site != p.site && adjoins &&
+        p.size + size <= 16 && (lo & 15) == 0) {
+        p.size += size;
         p.addr = lo;
         p.site = p.site < site ? p.site : site;
-        record(linear, p);
-        p.size = 0;
+        if (p.size == 16) {
+            record(linear, p);
+            p.size = 0;
+        }
         return;
     }
     if (p.size) record(linear, p);
-    p = Pending{site, a, size, store};
+    p = Pending{site, a, size, store, size};
 }
 
 }  // namespace

@@ -315,9 +315,9 @@ int main() {
         check(r.store_requests == 1 && r.store_sectors == 4 && r.unique_sectors == 8 && r.dram_read_bytes == 128,
               "its store: 4 sectors; 8 distinct sectors; 128 bytes from DRAM");
         r = last("st_shared_banks", {&pout});
-        // 32 row writes (each lane its own row: stride 32 words, one bank, 32 wavefronts each),
+        // 16 row writes (each lane its own row: stride 32 words, one bank, 32 wavefronts each),
         // the column read (32 wavefronts) and the row read (1).
-        check(r.shared_requests == 34 && r.shared_wavefronts == 32 * 32 + 32 + 1 && r.shared_ideal_wavefronts == 34,
+        check(r.shared_requests == 18 && r.shared_wavefronts == 16 * 32 + 32 + 1 && r.shared_ideal_wavefronts == 18,
               "shared bank conflicts: a column costs 32 wavefronts, a row 1 (" + std::to_string(r.shared_wavefronts) + ")");
         signed char A[16 * 32] = {}, Bt[8 * 32] = {};
         int C[128] = {}, D[128];

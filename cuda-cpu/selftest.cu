@@ -242,7 +242,9 @@ extern "C" __global__ void __launch_bounds__(32) st_contiguous(const unsigned* i
 }
 extern "C" __global__ void __launch_bounds__(32) st_shared_banks(unsigned* out) {
     __shared__ unsigned s[32 * 33];
-    for (int i = 0; i < 32; ++i) s[threadIdx.x * 32 + i] = threadIdx.x + i;  // row tid
+    // Every other word of row tid: 16 stores that no two adjoin, so the counters cannot merge
+    // them into wider accesses, whatever the compiler unrolls.
+    for (int i = 0; i < 32; i += 2) s[threadIdx.x * 32 + i] = threadIdx.x + i;
     __syncthreads();
     unsigned column = s[threadIdx.x * 32];  // one bank for all lanes: 32 wavefronts
     unsigned row = s[threadIdx.x];          // 32 banks: 1 wavefront

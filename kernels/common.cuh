@@ -18,6 +18,13 @@ template <> __device__ __forceinline__ float from_f32<float>(float v) { return v
 template <> __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
 template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
+// A 16-bit float's bits and back.
+__device__ __forceinline__ unsigned short as_bits(__half v) { return __half_as_ushort(v); }
+__device__ __forceinline__ unsigned short as_bits(__nv_bfloat16 v) { return __bfloat16_as_ushort(v); }
+template <typename T> __device__ __forceinline__ T bits_as(unsigned short b);
+template <> __device__ __forceinline__ __half bits_as<__half>(unsigned short b) { return __ushort_as_half(b); }
+template <> __device__ __forceinline__ __nv_bfloat16 bits_as<__nv_bfloat16>(unsigned short b) { return __ushort_as_bfloat16(b); }
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

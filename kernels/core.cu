@@ -1,13 +1,74 @@
 // Core kernels shared by every family: RMSNorm, merging partial attention states, row gather.
 #include "common.cuh"
 
+// 16-byte pieces of a row: element i of a piece as f32, and f32 values packed back.
+template <typename T>
+__device__ __forceinline__ unsigned piece_word(const uint4& v, int i) {
+    return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+template <typename T>
+__device__ __forceinline__ float piece_elem(const uint4& v, int i) {
+    if constexpr (sizeof(T) == 4) {
+        return __uint_as_float(piece_word<T>(v, i));
+    } else {
+        const unsigned w = piece_word<T>(v, i / 2);
+        return to_f32(bits_as<T>((unsigned short)((i & 1) ? w >> 16 : w & 0xffffu)));
+    }
+}
+template <typename T>
+__device__ __forceinline__ uint4 piece_pack(const float (&f)[16 / sizeof(T)]) {
+    if constexpr (sizeof(T) == 4) {
+        return make_uint4(__float_as_uint(f[0]), __float_as_uint(f[1]), __float_as_uint(f[2]), __float_as_uint(f[3]));
+    } else {
+        unsigned w[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+            w[i] = (unsigned)as_bits(from_f32<T>(f[2 * i])) | (unsigned)as_bits(from_f32<T>(f[2 * i + 1])) << 16;
+        return make_uint4(w[0], w[1], w[2], w[3]);
+    }
+}
+__device__ __forceinline__ bool aligned16(const void* p) { return reinterpret_cast<unsigned long long>(p) % 16 == 0; }
+
+// A row of up to 256 threads x RMS_PIECES 16-byte pieces stays in registers between the sum of
+// squares and the scaling: one pass over x.
+#define RMS_PIECES 8
+
 // y = x / sqrt(mean(x^2) + eps) * w, one block per row; rows are strided views.
 template <typename T>
 __device__ void rmsnorm(const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ y, int cols,
                         i64 x_stride, i64 y_stride, float eps) {
+    constexpr int E = 16 / sizeof(T);
     const i64 row = blockIdx.x + (i64)blockIdx.y * gridDim.x;
     const T* xr = x + row * x_stride;
     T* yr = y + row * y_stride;
+    const int np = cols / E;
+    if (cols % E == 0 && x_stride % E == 0 && y_stride % E == 0 && aligned16(x) && aligned16(y) && aligned16(w) &&
+        np <= RMS_PIECES * (int)blockDim.x) {
+        uint4 v[RMS_PIECES];
+        float acc = 0.f;
+#pragma unroll
+        for (int k = 0; k < RMS_PIECES; ++k) {
+            const int c = threadIdx.x + k * blockDim.x;
+            if (c < np) {
+                v[k] = reinterpret_cast<const uint4*>(xr)[c];
+#pragma unroll
+                for (int e = 0; e < E; ++e) acc += piece_elem<T>(v[k], e) * piece_elem<T>(v[k], e);
+            }
+        }
+        const float inv = 1.f / sqrtf(block_sum(acc) / (float)cols + eps);
+#pragma unroll
+        for (int k = 0; k < RMS_PIECES; ++k) {
+            const int c = threadIdx.x + k * blockDim.x;
+            if (c < np) {
+                const uint4 wv = reinterpret_cast<const uint4*>(w)[c];
+                float f[E];
+#pragma unroll
+                for (int e = 0; e < E; ++e) f[e] = piece_elem<T>(v[k], e) * inv * piece_elem<T>(wv, e);
+                reinterpret_cast<uint4*>(yr)[c] = piece_pack<T>(f);
+            }
+        }
+        return;
+    }
     float acc = 0.f;
     for (int c = threadIdx.x; c < cols; c += blockDim.x) {
         const float v = to_f32(xr[c]);
@@ -57,6 +118,13 @@ __device__ void gather_rows(const T* __restrict__ src, const int* __restrict__ i
     if (!ok && threadIdx.x == 0) raise_status(status, ST_INDEX_OUT_OF_RANGE);
     const T* s = src + (ok ? (i64)j * src_stride : 0);
     T* d = out + i * out_stride;
+    constexpr int E = 16 / sizeof(T);
+    if (cols % E == 0 && src_stride % E == 0 && out_stride % E == 0 && aligned16(src) && aligned16(out)) {
+        // 16 bytes a thread per copy.
+        for (int c = threadIdx.x; c < cols / E; c += blockDim.x)
+            reinterpret_cast<uint4*>(d)[c] = ok ? reinterpret_cast<const uint4*>(s)[c] : make_uint4(0u, 0u, 0u, 0u);
+        return;
+    }
     for (int c = threadIdx.x; c < cols; c += blockDim.x) d[c] = ok ? s[c] : from_f32<T>(0.f);
 }
 

@@ -30,6 +30,13 @@ impl Registered for RmsNorm {
             ("5x333 strided", json!({"rows": 5, "cols": 333, "eps": 1e-6, "x_stride": 341, "y_stride": 335})),
             ("64x4096", json!({"rows": 64, "cols": 4096, "eps": 1e-6})),
             ("2x5120 odd stride", json!({"rows": 2, "cols": 5120, "eps": 1e-8, "y_stride": 5121})),
+            // CUDA: 16-byte pieces kept in registers (strides a multiple of 8 elements), and a row
+            // longer than 256 threads x 8 pieces holds in f32, which takes the two-pass loop.
+            (
+                "3x1040 strided by 1056",
+                json!({"rows": 3, "cols": 1040, "eps": 1e-6, "x_stride": 1056, "y_stride": 1048}),
+            ),
+            ("2x8200", json!({"rows": 2, "cols": 8200, "eps": 1e-6})),
         ])
     }
     fn bench_cases() -> Vec<Case> {
@@ -125,6 +132,11 @@ impl Registered for GatherRows {
             (
                 "17<-40x65 strided, bad idx",
                 json!({"rows": 17, "src_rows": 40, "cols": 65, "src_stride": 67, "out_stride": 69, "fixture": "bad"}),
+            ),
+            // CUDA: 16-byte copies (widths and strides multiples of 8 elements), with a bad index.
+            (
+                "12<-30x96 strided by 104, bad idx",
+                json!({"rows": 12, "src_rows": 30, "cols": 96, "src_stride": 104, "out_stride": 112, "fixture": "bad"}),
             ),
         ])
     }
