@@ -199,3 +199,24 @@ fn a_raised_status_fails_unless_the_file_expects_it() {
     }
     assert!(seen > 0);
 }
+
+/// What the safetensors crate reports without a name (a shape its offsets do not hold, a dtype
+/// no kernel uses) comes back naming the tensor.
+#[test]
+fn malformed_tensors_are_named() {
+    // A header by hand: `in.x` claims 4 f32 (16 bytes) over 12 bytes of data.
+    let header = br#"{"__metadata__":{"kernel":"core.rmsnorm","params":"{}"},"in.x":{"dtype":"F32","shape":[4],"data_offsets":[0,12]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    bytes.extend_from_slice(&[0u8; 12]);
+    let err = check::parse_file(&bytes).expect_err("a shape its offsets do not hold");
+    let msg = err.to_string();
+    assert!(msg.contains("`in.x`") && msg.contains("needs 16 bytes") && msg.contains("hold 12"), "{msg}");
+    // An F64 tensor.
+    let header = br#"{"__metadata__":{"kernel":"core.rmsnorm","params":"{}"},"in.w":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    bytes.extend_from_slice(&[0u8; 8]);
+    let msg = check::parse_file(&bytes).expect_err("an F64 tensor").to_string();
+    assert!(msg.contains("`in.w`") && msg.contains("F64"), "{msg}");
+}

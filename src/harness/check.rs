@@ -35,7 +35,7 @@ pub struct CheckFile {
     pub status: u32,
 }
 
-fn dtype_of(d: StDtype) -> Result<DType> {
+fn dtype_of(name: &str, d: StDtype) -> Result<DType> {
     Ok(match d {
         StDtype::F32 => DType::F32,
         StDtype::F16 => DType::F16,
@@ -43,7 +43,43 @@ fn dtype_of(d: StDtype) -> Result<DType> {
         StDtype::I8 => DType::I8,
         StDtype::I32 => DType::I32,
         StDtype::U32 => DType::U32,
-        other => return Err(Error::DType(format!("safetensors dtype {other:?} is not used by any kernel"))),
+        other => {
+            return Err(Error::DType(format!(
+                "tensor `{name}`: safetensors dtype {other:?} is not used by any kernel (F32, F16, BF16, I8, I32, U32)"
+            )))
+        }
+    })
+}
+
+/// Which tensor of a safetensors header has a shape and dtype its data offsets do not hold (the
+/// safetensors crate reports that without the name): the first such entry, described.
+fn bad_tensor_info(bytes: &[u8]) -> Option<String> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
+    header.iter().filter(|(k, _)| k.as_str() != "__metadata__").find_map(|(name, v)| {
+        let dtype = v.get("dtype")?.as_str()?;
+        let size: u128 = match dtype {
+            "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" => 1,
+            "I16" | "U16" | "F16" | "BF16" => 2,
+            "I32" | "U32" | "F32" => 4,
+            "I64" | "U64" | "F64" => 8,
+            _ => return Some(format!("tensor `{name}`: unknown dtype {dtype}")),
+        };
+        let shape: Vec<u128> =
+            v.get("shape")?.as_array()?.iter().map(|d| d.as_u64().map(u128::from)).collect::<Option<_>>()?;
+        let offs: Vec<u128> =
+            v.get("data_offsets")?.as_array()?.iter().map(|d| d.as_u64().map(u128::from)).collect::<Option<_>>()?;
+        let need = shape.iter().try_fold(size, |a, &d| a.checked_mul(d))?;
+        let have = match offs[..] {
+            [a, b] if b >= a => b - a,
+            _ => return Some(format!("tensor `{name}`: data_offsets {offs:?} are not [start, end]")),
+        };
+        (need != have).then(|| {
+            format!(
+                "tensor `{name}`: shape {shape:?} of {dtype} needs {need} bytes, its data_offsets {offs:?} hold {have}"
+            )
+        })
     })
 }
 
@@ -60,7 +96,10 @@ fn st_dtype(d: DType) -> StDtype {
 
 /// Parses a check file's bytes.
 pub fn parse_file(bytes: &[u8]) -> Result<CheckFile> {
-    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| Error::Io(format!("safetensors header: {e}")))?;
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| match bad_tensor_info(bytes) {
+        Some(why) => Error::Io(format!("safetensors header: {why}")),
+        None => Error::Io(format!("safetensors header: {e}")),
+    })?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Io(format!("safetensors: {e}")))?;
     let md = meta.metadata().clone().unwrap_or_default();
     let kernel = md.get("kernel").cloned().ok_or_else(|| Error::Io("metadata has no `kernel`".into()))?;
@@ -83,8 +122,11 @@ pub fn parse_file(bytes: &[u8]) -> Result<CheckFile> {
     let mut inputs = TensorMap::new();
     let mut expected = TensorMap::new();
     for (name, view) in st.tensors() {
-        let t =
-            HostTensor { dtype: dtype_of(view.dtype())?, shape: view.shape().to_vec(), bytes: view.data().to_vec() };
+        let t = HostTensor {
+            dtype: dtype_of(&name, view.dtype())?,
+            shape: view.shape().to_vec(),
+            bytes: view.data().to_vec(),
+        };
         if let Some(n) = name.strip_prefix("in.") {
             inputs.insert(n.to_string(), t);
         } else if let Some(n) = name.strip_prefix("out.") {

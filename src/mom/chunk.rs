@@ -8,7 +8,7 @@ use super::{
 };
 use crate::backend::{Status, StatusBits};
 use crate::dtype::{float_dtype, same_dtype, DType, Float};
-use crate::error::{invalid, Result};
+use crate::error::{invalid, Error, Result};
 use crate::layout::{dim, elements, pool_fits, slot_of};
 use crate::plan::{Plan, TensorSpec};
 
@@ -97,7 +97,10 @@ impl ShortConv {
         check_slot_ids(slot_ids, self.params.seqs, self.params.slots)?;
         let end = cu_mem[self.streams()] as usize;
         if let Some(r) = (0..end).find(|&r| order[r] < 0 || order[r] as usize >= self.params.tokens) {
-            return Err(invalid(format!("order[{r}] = {} is outside [0, {})", order[r], self.params.tokens)));
+            return Err(Error::InvalidInput(format!(
+                "order[{r}] = {} is outside [0, {})",
+                order[r], self.params.tokens
+            )));
         }
         Ok(())
     }

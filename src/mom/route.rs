@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::{check_offsets, default_eps, default_true, heads_ok, offsets, oracle, routing};
 use crate::backend::{Status, StatusBits};
 use crate::dtype::{float_dtype, same_dtype, to_f64, DType, Float};
-use crate::error::{invalid, Result};
+use crate::error::{invalid, Error, Result};
 use crate::layout::{dim, elements};
 use crate::plan::{Plan, TensorSpec};
 
@@ -156,7 +156,7 @@ impl Permute {
         for t in 0..p.tokens {
             for j in 0..p.topk {
                 if oracle::choice(idx, t, j, p.topk, p.memories).is_none() {
-                    return Err(invalid(format!(
+                    return Err(Error::InvalidInput(format!(
                         "idx[{t}][{j}] = {} is outside [0, {}) or repeats an earlier choice",
                         idx[t * p.topk + j],
                         p.memories

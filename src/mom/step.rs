@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::{check_slot_ids, conv_channel, default_conv, default_true, load_state, oracle, store_state, Dims, Rule};
 use crate::backend::{Status, StatusBits};
 use crate::dtype::{float_dtype, same_dtype, DType, Float};
-use crate::error::{invalid, Result};
+use crate::error::{invalid, Error, Result};
 use crate::layout::{dim, elements, pool_fits, slot_of};
 use crate::plan::{Plan, TensorSpec};
 
@@ -87,7 +87,7 @@ impl GatedDeltaStep {
 
     /// Host-side check of what the kernel would skip with a status bit: slot ids in
     /// `[0, slots)` and distinct, each choice in `idx` within `[0, M)` and not repeated.
-    /// `Error::InvalidParams` (choices) or `Error::InvalidInput` (slots) names the first bad one.
+    /// `Error::InvalidInput` names the first bad choice or slot.
     pub fn validate(&self, idx: &[i32], slot_ids: &[i32]) -> Result<()> {
         self.check_len("idx", idx.len())?;
         self.check_len("slot_ids", slot_ids.len())?;
@@ -95,7 +95,7 @@ impl GatedDeltaStep {
         check_slot_ids(slot_ids, p.batch, p.slots)?;
         for b in 0..p.batch {
             if let Some(j) = (0..p.topk).find(|&j| oracle::choice(idx, b, j, p.topk, p.memories).is_none()) {
-                return Err(invalid(format!(
+                return Err(Error::InvalidInput(format!(
                     "idx[{b}][{j}] = {} is outside [0, {}) or repeats an earlier choice",
                     idx[b * p.topk + j],
                     p.memories
