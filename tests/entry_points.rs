@@ -397,6 +397,27 @@ fn the_tool_refuses_bad_invocations_readably() {
             r#"{"tokens":1,"memories":4,"topk":2,"dtype":"f32","fixture":"ties"}"#,
         ],
         vec!["bench", "--family", "core", "--json", "/nonexistent/dir/bench.json"],
+        // 17 GB of f32 rows, refused before allocating (issue 24): an error naming the tensor.
+        vec![
+            "bench",
+            "--kernel",
+            "core.rmsnorm",
+            "--params",
+            r#"{"rows":46340,"cols":46340,"dtype":"f32"}"#,
+            "--max-bytes",
+            "1000000000",
+        ],
+        vec![
+            "bench",
+            "--backend",
+            "cpu",
+            "--kernel",
+            "mla.mla_decode",
+            "--max-bytes",
+            "1000000",
+            "--params",
+            r#"{"batch":1,"sq":1,"heads":1,"latent":64,"rope":0,"page_size":1,"pages":1048576,"max_pages":1048576,"scale":1.0,"dtype":"f32","splits":1048576}"#,
+        ],
         vec!["check"],
         vec!["check", "/nonexistent/file.safetensors"],
         vec!["check", g],
@@ -408,6 +429,9 @@ fn the_tool_refuses_bad_invocations_readably() {
         assert!(out.status.code().is_some_and(|c| c != 0), "{args:?}: exit {:?}", out.status);
         assert!(!err.trim().is_empty(), "{args:?}: nothing on stderr");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
+        if args.contains(&"--max-bytes") {
+            assert!(err.contains("over --max-bytes") && err.contains("` alone "), "{args:?}: {err}");
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -423,5 +447,25 @@ fn a_tensor_over_the_wgpu_buffer_limit_is_an_error() {
     match w.upload(&big) {
         Err(Error::Wgpu(m)) => assert!(m.contains("max_buffer_size"), "{m}"),
         other => panic!("a {}-byte upload: {:?}", big.len(), other.map(|b| b.size())),
+    }
+}
+
+/// Issue 24: a plan whose tensors would not fit is refused before anything is allocated, naming
+/// the largest tensor; twice the bytes must fit the host's available memory.
+#[test]
+fn a_plan_over_the_memory_budget_is_refused_before_allocation() {
+    use mllm_kernels::harness::budget::within;
+    use mllm_kernels::TensorSpec;
+    let specs = [TensorSpec::input("x", DType::F32, 1 << 20), TensorSpec::output("y", DType::F32, 1 << 28)];
+    let err = within("core.rmsnorm", &specs, 1 << 20, None).expect_err("over --max-bytes");
+    assert!(err.to_string().contains("`y` alone 1073741824 bytes"), "{err}");
+    let err = within("core.rmsnorm", &specs, 0, Some(2 << 30)).expect_err("twice 1 GiB over 2 GiB available");
+    assert!(err.to_string().contains("available memory"), "{err}");
+    within("core.rmsnorm", &specs, 0, Some(3 << 30)).expect("fits");
+    // Every registered case of every kernel fits this machine (and the prepare path checks).
+    for k in mllm_kernels::registry::kernels() {
+        for c in k.cases() {
+            k.prepare(&c.params).unwrap_or_else(|e| panic!("{} {}: {e}", k.id(), c.label));
+        }
     }
 }

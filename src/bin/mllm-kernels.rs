@@ -15,6 +15,10 @@ use mllm_kernels::{devices, Backend, BackendKind};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// The most bytes one kernel case's tensors may take; a case over it is an error before
+    /// anything is allocated (always: twice the bytes must fit the host's available memory).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..))]
+    max_bytes: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -516,6 +520,8 @@ fn cmd_bench(o: &BenchArgs) -> ExitCode {
                 Some(e) => {
                     failed = true;
                     say!("{:26} {:5} {:18} error: {e}", r.kernel, r.dtype, r.shape);
+                    // The table stays on stdout; a failed case is also an error on stderr.
+                    eprintln!("{} {} {}: {e}", r.kernel, r.dtype, r.shape);
                 }
                 None => say!(
                     "{:26} {:5} {:18} {:>6} {:>10.2} {:>9.1} {:>9.3} {:>6.1}%{}",
@@ -667,7 +673,11 @@ fn quiet_vulkan_wsi() {
 fn main() -> ExitCode {
     // First, while the process has one thread: nothing else reads the environment meanwhile.
     quiet_vulkan_wsi();
-    match Cli::parse().cmd {
+    let cli = Cli::parse();
+    if let Some(b) = cli.max_bytes {
+        mllm_kernels::harness::budget::set_max_bytes(b);
+    }
+    match cli.cmd {
         Cmd::Devices => cmd_devices(),
         Cmd::Verify(a) => cmd_verify(&a),
         Cmd::Bench(a) => cmd_bench(&a),

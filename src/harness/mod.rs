@@ -307,7 +307,63 @@ impl<P: Registered> Kernel for Reg<P> {
             .unwrap_or_default()
     }
     fn prepare(&self, params: &Value) -> Result<Box<dyn Prepared>> {
-        Ok(Box::new(P::build(parse(params)?)?))
+        let plan = P::build(parse(params)?)?;
+        budget::check(P::NAME, &Plan::tensors(&plan))?;
+        Ok(Box::new(plan))
+    }
+}
+
+/// The memory a plan's tensors may take on the host before the harness allocates any of them
+/// (a params file can size a scratch buffer at gigabytes, and a failed allocation aborts the
+/// process instead of returning an error).
+pub mod budget {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use crate::error::{Error, Result};
+    use crate::plan::TensorSpec;
+
+    static MAX_BYTES: AtomicU64 = AtomicU64::new(0);
+
+    /// A process-wide cap on one plan's tensor bytes (the tool's `--max-bytes`); 0 removes it.
+    pub fn set_max_bytes(bytes: u64) {
+        MAX_BYTES.store(bytes, Ordering::Relaxed);
+    }
+
+    /// `MemAvailable` from /proc/meminfo (Linux), bytes.
+    fn host_available() -> Option<u64> {
+        let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb.saturating_mul(1024))
+    }
+
+    /// The harness holds each tensor about twice on the host (generated or read, then read back
+    /// or compared), so twice the plan's bytes must fit the host's available memory and the
+    /// bytes themselves `--max-bytes`. The error names the plan, the largest tensor and both
+    /// sizes.
+    pub fn check(plan: &str, tensors: &[TensorSpec]) -> Result<()> {
+        within(plan, tensors, MAX_BYTES.load(Ordering::Relaxed), host_available())
+    }
+
+    /// [`check`] against a given cap (0: none) and available host memory.
+    pub fn within(plan: &str, tensors: &[TensorSpec], max_bytes: u64, available: Option<u64>) -> Result<()> {
+        let bytes = |t: &TensorSpec| (t.len as u64).saturating_mul(t.dtype.size() as u64);
+        let total = tensors.iter().map(bytes).fold(0u64, u64::saturating_add);
+        let Some(big) = tensors.iter().max_by_key(|t| bytes(t)) else { return Ok(()) };
+        let over = |limit: u64, what: &str| {
+            Error::InvalidParams(format!(
+                "{plan}: its tensors take {total} bytes (`{}` alone {} bytes), over {what} of {limit} bytes",
+                big.name,
+                bytes(big)
+            ))
+        };
+        if max_bytes > 0 && total > max_bytes {
+            return Err(over(max_bytes, "--max-bytes"));
+        }
+        if let Some(av) = available.filter(|&av| total.saturating_mul(2) > av) {
+            return Err(over(av / 2, "half the host's available memory (the harness keeps each tensor twice)"));
+        }
+        Ok(())
     }
 }
 
