@@ -21,9 +21,9 @@ fn warps_per_strip(g: usize) -> usize {
     8 / (g / 16)
 }
 
-/// Bytes of the core's layout: Q [G][W + 8], K [2][TK][W + 8], V [2][TK][V + 8] when values are
-/// a separate tensor (`v_width`), P [G][TK + 8] (16-bit), the row reductions
-/// [8 / (G / 16)][G] (f32), the key rows [2][TK] (i64) and their mask data [2][TK] (i32).
+/// Bytes of the core's layout: Q `[G][W + 8]`, K `[2][TK][W + 8]`, V `[2][TK][V + 8]` when
+/// values are a separate tensor (`v_width`), P `[G][TK + 8]` (16-bit), the row reductions
+/// `[8 / (G / 16)][G]` (f32), the key rows `[2][TK]` (i64) and their mask data `[2][TK]` (i32).
 pub fn shared_bytes(g: usize, tk: usize, w: usize, v_width: Option<usize>) -> usize {
     let v = v_width.map_or(0, |v| 2 * tk * (v + 8));
     2 * (g * (w + 8) + 2 * tk * (w + 8) + v + g * (tk + 8)) + 4 * warps_per_strip(g) * g + 12 * 2 * tk
