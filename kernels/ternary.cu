@@ -156,10 +156,15 @@ __device__ __forceinline__ void interleave(const int4 a, unsigned b[4]) {
     }
 }
 
+// Code 3 (no weight) as code 1 (weight 0), as unpack and the oracle read it, on every backend:
+// the high bit of each code whose two bits are set is cleared.
+__device__ __forceinline__ unsigned sane_codes(unsigned w) { return w ^ ((w & (w >> 1) & 0x55555555u) << 1); }
+
 // sum over 16 weights of one packed word times 16 int8 activations.
 __device__ __forceinline__ int dot16(unsigned word, const int4 a, int acc) {
     unsigned b[4];
     interleave(a, b);
+    word = sane_codes(word);
 #pragma unroll
     for (int i = 0; i < 4; ++i) acc = __dp4a((int)b[i], (int)__vsub4((word >> (2 * i)) & 0x03030303u, 0x01010101u), acc);
     return acc;
@@ -244,7 +249,7 @@ __device__ void gemm(const signed char* __restrict__ q, const float* __restrict_
         {  // B: row tid / 4, one packed word -> four natural-order int8x4 words
             const int r = tid >> 2, c = tid & 3;
             unsigned word = 0x55555555u;  // code 1 everywhere: weight 0
-            if (j0 + r < n && kt + c < kw) word = __ldg(wp + (i64)(j0 + r) * kw + kt + c);
+            if (j0 + r < n && kt + c < kw) word = sane_codes(__ldg(wp + (i64)(j0 + r) * kw + kt + c));
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
                 const unsigned x = (word >> (8 * i)) & 0xffu;
@@ -326,7 +331,7 @@ __device__ void gemm_mma(const signed char* __restrict__ q, const float* __restr
             if (m0 + r < M && kt + c < kw) av = *reinterpret_cast<const int4*>(qp + (i64)(m0 + r) * kp + (kt + c) * 16);
             *reinterpret_cast<int4*>(&As[r * MMA_LD + c * 4]) = av;
             unsigned word = 0x55555555u;  // code 1 everywhere: weight 0
-            if (j0 + r < n && kt + c < kw) word = __ldg(wp + (i64)(j0 + r) * kw + kt + c);
+            if (j0 + r < n && kt + c < kw) word = sane_codes(__ldg(wp + (i64)(j0 + r) * kw + kt + c));
             unsigned bv[4];
 #pragma unroll
             for (int i = 0; i < 4; ++i) {

@@ -244,6 +244,13 @@ impl Registered for TernaryMatmul {
                 json!({"m": 2, "n": 33, "k": 40, "out_stride": 35, "accumulate": true, "write_acc": true}),
             ),
             ("gemm 9x20x33", json!({"m": 9, "n": 20, "k": 33, "write_acc": true})),
+            // Code 3 in the packed words reads as weight 0 on every backend.
+            ("gemv 3x37x100 code 3", json!({"m": 3, "n": 37, "k": 100, "write_acc": true, "fixture": "code3"})),
+            ("gemm 9x20x33 code 3", json!({"m": 9, "n": 20, "k": 33, "write_acc": true, "fixture": "code3"})),
+            (
+                "gemm mma 9x20x33 code 3",
+                json!({"m": 9, "n": 20, "k": 33, "tensor_cores": true, "write_acc": true, "fixture": "code3"}),
+            ),
             (
                 "gemm 70x65x200 P2 +=",
                 json!({"m": 70, "n": 65, "k": 200, "projections": 2, "accumulate": true, "write_acc": true}),
@@ -284,9 +291,12 @@ impl Registered for TernaryMatmul {
         });
         bf16_cases(gemv.into_iter().chain(gemm))
     }
-    fn inputs(&self, _: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
+    fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
         let p = &self.params;
         let mut m = weight_inputs(rng, self.total_n(), p.k, self.gamma_len(), "");
+        if fx.is("code3") {
+            spoil_codes(&mut m)?;
+        }
         let kp = padded_k(p.k);
         let mut q = vec![0i8; self.q_len()];
         for r in 0..p.projections * p.m {
@@ -315,12 +325,24 @@ impl Registered for TernaryMatmul {
     }
 }
 
+/// Code 3 (no weight) in every fifth packed word, padding included: every backend reads it as
+/// weight 0, as `unpack` and the oracle do, so a file holding it gives one answer everywhere.
+fn spoil_codes(m: &mut TensorMap) -> Result<()> {
+    let mut w = host(m, "packed")?.to_vec::<u32>()?;
+    for (i, v) in w.iter_mut().enumerate().step_by(5) {
+        *v |= 3 << (2 * (i % 16));
+    }
+    m.insert("packed".into(), HostTensor::from_u32(&[w.len()], &w));
+    Ok(())
+}
+
 impl Registered for BitLinear {
     const FAMILY: &'static str = "ternary";
     fn cases() -> Vec<Case> {
         float_cases(&[
             ("fused 1x1x1", json!({"m": 1, "n": 1, "k": 1, "fuse": "always"})),
             ("fused 1x33x100", json!({"m": 1, "n": 33, "k": 100, "fuse": "always"})),
+            ("fused 1x33x100 code 3", json!({"m": 1, "n": 33, "k": 100, "fuse": "always", "fixture": "code3"})),
             ("fused 4x40x64 P3 (f, c, g)", json!({"m": 4, "n": 40, "k": 64, "projections": 3, "fuse": "always"})),
             (
                 "fused 8x50x300 strided +=",
@@ -347,10 +369,13 @@ impl Registered for BitLinear {
             shapes.map(|(n, k)| (format!("fused M1 {n}x{k}"), json!({"m": 1, "n": n, "k": k, "fuse": "always"})));
         bf16_cases(auto.into_iter().chain(fused))
     }
-    fn inputs(&self, _: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
+    fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
         let p = &self.params;
         let mut m = norm_inputs(rng, p.dtype, &self.quant.x, p.k, p.projections);
         m.extend(weight_inputs(rng, self.matmul.total_n(), p.k, self.matmul.gamma_len(), ""));
+        if fx.is("code3") {
+            spoil_codes(&mut m)?;
+        }
         if p.accumulate {
             m.insert("out".into(), random_view(rng, p.dtype, &self.matmul.out, 1.0));
         }
