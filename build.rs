@@ -45,6 +45,14 @@ fn main() {
     for v in ["NVCC", "PTXAS", "CUDA_HOME", "CUDA_PATH", "MLLM_CUDA_INCLUDE", "LD_LIBRARY_PATH", "MLLM_NO_CUDA_BUILD"] {
         println!("cargo:rerun-if-env-changed={v}");
     }
+    // The CUDA wheels scripts/env.sh installs (NVRTC, headers, ptxas): a build made before they
+    // arrived must be redone when they do, or it keeps a PTX-less build until a kernel changes.
+    // The folder is created empty where it is missing (it is git-ignored) so it can be watched:
+    // a path that does not exist would rerun this script on every build.
+    let wheels = manifest.join(".cuda");
+    if wheels.is_dir() || fs::create_dir_all(&wheels).is_ok() {
+        println!("cargo:rerun-if-changed={}", wheels.display());
+    }
     let mut gen = String::new();
     cuda(&manifest, &out, &mut gen);
     wgsl(&manifest, &out, &mut gen);
