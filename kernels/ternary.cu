@@ -160,11 +160,11 @@ __device__ __forceinline__ void interleave(const int4 a, unsigned b[4]) {
 // the high bit of each code whose two bits are set is cleared.
 __device__ __forceinline__ unsigned sane_codes(unsigned w) { return w ^ ((w & (w >> 1) & 0x55555555u) << 1); }
 
-// sum over 16 weights of one packed word times 16 int8 activations.
+// sum over 16 weights of one packed word (codes made sane by the caller) times 16 int8
+// activations.
 __device__ __forceinline__ int dot16(unsigned word, const int4 a, int acc) {
     unsigned b[4];
     interleave(a, b);
-    word = sane_codes(word);
 #pragma unroll
     for (int i = 0; i < 4; ++i) acc = __dp4a((int)b[i], (int)__vsub4((word >> (2 * i)) & 0x03030303u, 0x01010101u), acc);
     return acc;
@@ -190,7 +190,7 @@ __device__ void gemv_row(const signed char* q_p, const float* s_p, const unsigne
     const unsigned* wrow = packed + (i64)j * kw;
     int acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     for (int w = lane; w < kw; w += 32) {
-        const unsigned word = __ldg(wrow + w);
+        const unsigned word = sane_codes(__ldg(wrow + w));
 #pragma unroll
         for (int mm = 0; mm < 8; ++mm)
             if (mm < M) acc[mm] = dot16(word, *reinterpret_cast<const int4*>(q_p + (i64)mm * kp + w * 16), acc[mm]);
