@@ -5,6 +5,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
+# The emulated CUDA device's sanitizer and counters builds (tests/cuda_cpu.rs needs them) compile
+# in the background while cargo builds the tests, whose last steps use one core. Each is built
+# once, when its sources change; a test that needs one waits on its lock, and a failed build
+# here is rebuilt and reported by the test itself.
+if command -v clang++-19 >/dev/null; then
+  mkdir -p target
+  (for b in "--sanitize address" "--sanitize thread" "--counters"; do
+     scripts/cuda-cpu.sh $b --build-only || true
+   done) > target/cuda-cpu-prebuild.log 2>&1 &
+  prebuild=$!
+  trap 'kill "$prebuild" 2>/dev/null || true' EXIT
+fi
 # The release profile (with the crate's overflow checks on, Cargo.toml): the build
 # scripts/verify.sh made is reused, not redone at other settings.
 # Benches (one smoke pass each) and examples first, so the suite's summary closes the log.
@@ -12,7 +24,7 @@ cargo test --release --benches --examples
 cargo test --release --doc
 # --show-output puts each test's seed, backend and ptxas report into the log.
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log"; [ -n "${prebuild:-}" ] && kill "$prebuild" 2>/dev/null || true' EXIT
 cargo test --release --lib --bins --tests -- --show-output "$@" 2>&1 | tee "$log"
 # A test that found no backend to run on passes; say so where people look, after the summary.
 skips=$(grep -o "skipping the [a-z]* backend: .*" "$log" | sort | uniq -c || true)
