@@ -39,6 +39,20 @@
 
 __host__ __device__ constexpr int attn_tc_wps(int G) { return ATTN_TC_WARPS / (G / 16); }
 
+// Groups of G rows laid out sequence after sequence, sequence s holding
+// (cu[s + 1] - cu[s]) * per_token rows (cu a checked partition): the sequence that holds group
+// `grp`, with `grp` made its index within that sequence; -1 past the last group (a grid holds an
+// upper bound, ceil(rows / G) + seqs).
+template <int G>
+__device__ int attn_tc_group_seq(const int* cu, int seqs, int per_token, int& grp) {
+    for (int s = 0; s < seqs; ++s) {
+        const i64 ng = ((i64)(cu[s + 1] - cu[s]) * per_token + G - 1) / G;
+        if (grp < ng) return s;
+        grp -= (int)ng;
+    }
+    return -1;
+}
+
 // MAXNT: the most n-tiles of 8 output columns a warp holds (VW / (8 * WPS) at the widest VW the
 // caller allows); the accumulators are that many registers x 4.
 template <typename T, int G, int TK, int MAXNT, bool SEPV, typename P>

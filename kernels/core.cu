@@ -2,16 +2,15 @@
 #include "common.cuh"
 
 // 16-byte pieces of a row: element i of a piece as f32, and f32 values packed back.
-template <typename T>
 __device__ __forceinline__ unsigned piece_word(const uint4& v, int i) {
     return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 template <typename T>
 __device__ __forceinline__ float piece_elem(const uint4& v, int i) {
     if constexpr (sizeof(T) == 4) {
-        return __uint_as_float(piece_word<T>(v, i));
+        return __uint_as_float(piece_word(v, i));
     } else {
-        const unsigned w = piece_word<T>(v, i / 2);
+        const unsigned w = piece_word(v, i / 2);
         return to_f32(bits_as<T>((unsigned short)((i & 1) ? w >> 16 : w & 0xffffu)));
     }
 }

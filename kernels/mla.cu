@@ -47,8 +47,7 @@ __device__ void mla_decode(const T* __restrict__ q, const T* __restrict__ kv, co
             b = 0;  // only with a bad cu_seqlens, which block (0, 0) reports
         }
         if (tid == 0 && row == 0 && j == 0) {
-            bool bad = cu[0] != 0 || cu[batch] != sq;
-            for (int s = 0; s < batch; ++s) bad |= cu[s + 1] < cu[s];  // must not decrease
+            bool bad = bad_cu;
             // Every sequence's length, not only those some row reads: a sequence with no new
             // tokens (or one no row finds) still has its bad length reported.
             for (int s = 0; s < batch; ++s) bad |= seq_lens[s] < 0 || seq_lens[s] > max_pages * P;
@@ -191,13 +190,8 @@ __device__ void mla_attn_tc(const T* __restrict__ q, const T* __restrict__ kv, c
             n_b = sq;
             row_base = 0;
         } else {
-            b = -1;
-            for (int s = 0; s < batch && b < 0; ++s) {
-                const i64 ng = ((i64)(cu[s + 1] - cu[s]) * heads + G - 1) / G;
-                if (grp < ng) b = s;
-                else grp -= (int)ng;
-            }
-            if (b < 0) return;  // past the last group (the grid holds an upper bound)
+            b = attn_tc_group_seq<G>(cu, batch, heads, grp);
+            if (b < 0) return;  // past the last group
             n_b = cu[b + 1] - cu[b];
             row_base = cu[b];
         }

@@ -457,13 +457,9 @@ __device__ void vis_attn_tc(const T* q, const T* k, const T* v, const int* cu, c
         return;
     }
     const int g = H / Hkv, kh = blockIdx.y;
-    int grp = blockIdx.x, b = -1;
-    for (int sq = 0; sq < seqs && b < 0; ++sq) {
-        const i64 ng = ((i64)(cu[sq + 1] - cu[sq]) * g + G - 1) / G;
-        if (grp < ng) b = sq;
-        else grp -= (int)ng;
-    }
-    if (b < 0) return;  // past the last group (the grid holds an upper bound)
+    int grp = blockIdx.x;
+    const int b = attn_tc_group_seq<G>(cu, seqs, g, grp);
+    if (b < 0) return;  // past the last group
     const int n_b = cu[b + 1] - cu[b], r0 = grp * G;
     const int rows = (int)min((i64)G, (i64)n_b * g - r0);
     int s = 0, n = 0, wg = 1;
