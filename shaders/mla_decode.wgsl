@@ -61,6 +61,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let gb = (g % total) / nrows;
     let row = g % nrows;
     let w = p.latent + p.rope;
+    // Latent dims per invocation: loops stop at what L needs (the CPU adapter's loop budget).
+    let np = (p.latent + WG - 1u) / WG;
     let qb = p.q_off + (gb * nrows + row) * w;
     for (var d = tid; d < w; d += WG) { qs[d] = ld_q(qb + d); }
     // -inf built at run time: a constant infinity is a WGSL creation error.
@@ -121,7 +123,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var m = neg_inf;
     var l = 0.0;
     var acc: array<f32, 32>;
-    for (var k = 0u; k < PER; k++) { acc[k] = 0.0; }
+    for (var k = 0u; k < np; k++) { acc[k] = 0.0; }
     for (var base = t0; base < t1; base += i32(WG)) {
         let t = base + i32(tid);
         var s = neg_inf;
@@ -148,13 +150,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         crow[tid] = cr;
         l = l * alpha + wg_sum(wk, tid);
         m = mnew;
-        for (var k = 0u; k < PER; k++) { acc[k] = acc[k] * alpha; }
+        for (var k = 0u; k < np; k++) { acc[k] = acc[k] * alpha; }
         let n = u32(min(i32(WG), t1 - base));
         for (var kk = 0u; kk < n; kk++) {
             let wv = wt[kk];
             if (wv != 0.0) {
                 let cb = p.kv_off + crow[kk] * p.kv_stride;
-                for (var k = 0u; k < PER; k++) {
+                for (var k = 0u; k < np; k++) {
                     let d = tid + k * WG;
                     if (d < p.latent) { acc[k] += wv * ld_kv(cb + d); }
                 }
@@ -164,7 +166,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let prow = j * total + gb * nrows + row;
     let inv = select(0.0, 1.0 / l, l > 0.0);
-    for (var k = 0u; k < PER; k++) {
+    for (var k = 0u; k < np; k++) {
         let d = tid + k * WG;
         if (d < p.latent) { ws[p.ws_off + prow * p.latent + d] = acc[k] * inv; }
     }

@@ -37,13 +37,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let ib = p.sin_off + (s * p.heads + h) * kv;
     let pb = p.tr_off + (e * p.heads + h) * p.head_k * p.head_k;
     let sb = p.st_off + (e * p.heads + h) * kv;
-    for (var i = 0u; i < p.head_k; i++) {
+    // The first dispatch updates the state; each takes rows w0..w1 of the stream (the host
+    // splits long streams over dispatches).
+    for (var i = 0u; i < select(0u, p.head_k, p.w0 == 0u); i++) {
         var acc = state[sb + sidx(i, c)];
         for (var j = 0u; j < p.head_k; j++) { acc += trans[pb + i * p.head_k + j] * s_in[ib + sidx(j, c)]; }
         state[sb + sidx(i, c)] = acc;
     }
     let hk = p.heads * p.head_k;
-    for (var r = rs; r < re; r++) {
+    for (var r = min(rs + p.w0, re); r < min(rs + p.w1, re); r++) {
         var acc = 0.0;
         for (var j = 0u; j < p.head_k; j++) { acc += ld_qt(p.qt_off + r * hk + h * p.head_k + j) * s_in[ib + sidx(j, c)]; }
         let oe = p.o_off + r * p.heads * p.head_v + h * p.head_v + c;

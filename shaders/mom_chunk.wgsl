@@ -4,7 +4,10 @@
 //   u_i = beta_i (v_i - e^{G_i} k_i.S0 - sum_{j<i} e^{G_i - G_j} (k_i.k_j) u_j),
 // o_i = e^{G_i} q_i.S0 + sum_{j<=i} e^{G_i - G_j} (q_i.k_j) u_j, and the state becomes
 // e^{G_n} S0 + sum_j e^{G_n - G_j} k_j u_j^T. Only G_i - G_j with j <= i are exponentiated.
-// Params (binding 0) is ChunkUniform in src/mom/uniforms.rs.
+// A dispatch takes tiles t0..t1 of every stream (the host splits long streams over dispatches,
+// the state carrying over through the pool, so no invocation loops past its budget: a CPU
+// adapter stops loops at 65,535 iterations). Params (binding 0) is ChunkUniform in
+// src/mom/uniforms.rs.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> qkv: array<{{E}}>;
@@ -59,8 +62,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if (fault_w != 0u) { atomicOr(&status[0], fault_w); }
     }
     let fault = workgroupUniformLoad(&fault_w);
-    let rs = workgroupUniformLoad(&r0_w);
-    let re = workgroupUniformLoad(&r1_w);
+    let re_all = workgroupUniformLoad(&r1_w);
+    let ch = min(p.chunk, CT);
+    let rs = min(workgroupUniformLoad(&r0_w) + p.t0 * ch, re_all);
+    let re = min(workgroupUniformLoad(&r0_w) + p.t1 * ch, re_all);
     if (fault != 0u) {
         // A bad or shared slot: the stream's outputs are 0, its pool entry untouched (rows
         // are 0..0 when cu itself is bad).
@@ -74,7 +79,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let e = workgroupUniformLoad(&e_w);
     let sbase = p.st_off + (e * p.heads + h) * p.head_k * p.head_v;
-    let ch = min(p.chunk, CT);
     var u: array<f32, 32>;
     var qs: array<f32, 32>;
     for (var r0 = rs; r0 < re; r0 += ch) {

@@ -40,10 +40,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let e = workgroupUniformLoad(&e_w);
     if (fault != 0u) { return; }
     let pb = p.tr_off + (e * p.heads + h) * p.head_k * p.head_k;
-    if (live) {
+    // A dispatch walks rows w0..w1 of the stream (the host splits long streams over
+    // dispatches, the product carrying over in `trans`); the first starts from the identity.
+    if (live && p.w0 == 0u) {
         for (var i = 0u; i < p.head_k; i++) { trans[pb + i * p.head_k + c] = select(0.0, 1.0, i == c); }
     }
-    for (var r = rs; r < re; r++) {
+    for (var r = min(rs + p.w0, re); r < min(rs + p.w1, re); r++) {
         let rb = p.qkv_off + r * w;
         var sq = 0.0;
         var sk = 0.0;

@@ -1,6 +1,9 @@
-// Select, one workgroup per sequence: a candidate is kept by its rank (descending, ties to the
-// lower index) or by the mean; kept indices are placed ascending by a workgroup prefix sum, so
-// no atomics decide the output. Mode 0 top-k, 1 cumulative mass (ZipVL), 2 above mean.
+// Select, one workgroup per sequence: mode 0 top-k, 1 cumulative mass (ZipVL), 2 above mean.
+// Modes 0 and 1 sort the candidates' indices in place in `idx` (a bitonic network run by the
+// whole workgroup, descending by score or order, ties to the lower index), take the first
+// `keep`, and sort those ascending; mode 2 flags candidates above the mean and places them by a
+// workgroup prefix sum. No atomics decide the output, and no invocation loops over all pairs of
+// candidates (a CPU adapter stops loops at 65,535 iterations).
 // Params (binding 0) is SelectUniform in src/visual/uniforms.rs.
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -10,6 +13,8 @@
 @group(0) @binding(4) var<storage, read_write> idx: array<i32>;
 @group(0) @binding(5) var<storage, read_write> count: array<i32>;
 @group(0) @binding(6) var<storage, read_write> status: array<atomic<u32>>;
+
+const WG: u32 = 256u;
 
 var<workgroup> bad: atomic<u32>;
 var<workgroup> bad_w: u32;
@@ -29,17 +34,52 @@ fn o_at(b: u32, j: u32) -> f32 {
     return s_at(b, j);
 }
 
-// Rank of j among the first l candidates by descending value, ties to the lower index.
-fn rank_of(b: u32, l: u32, j: u32, by_order: bool) -> u32 {
-    var v = s_at(b, j);
-    if (by_order) { v = o_at(b, j); }
-    var r = 0u;
-    for (var i = 0u; i < l; i++) {
-        var w = s_at(b, i);
-        if (by_order) { w = o_at(b, i); }
-        if (w > v || (w == v && i < j)) { r++; }
+// Whether candidate `i` sorts before `j`: by key (0 score, 1 order) descending, ties to the lower
+// index; key 2 is the index itself, ascending.
+fn before(b: u32, i: u32, j: u32, key: u32) -> bool {
+    if (key == 2u) { return i < j; }
+    var vi = s_at(b, i);
+    var vj = s_at(b, j);
+    if (key == 1u) {
+        vi = o_at(b, i);
+        vj = o_at(b, j);
     }
-    return r;
+    return vi > vj || (vi == vj && i < j);
+}
+
+// Sorts idx[ob .. ob + len) by `before`, every invocation of the workgroup taking part (len is
+// workgroup-uniform). The network is bitonic over the next power of two with every comparator
+// pointing the same way, so positions past `len` act as trailing padding and are skipped.
+fn sort(b: u32, ob: u32, len: u32, key: u32, tid: u32) {
+    var n2 = 1u;
+    while (n2 < len) { n2 <<= 1u; }
+    for (var k = 2u; k <= n2; k <<= 1u) {
+        // The first step of a merge compares mirrored positions of each k-block.
+        for (var i = tid; i < n2 / 2u; i += WG) {
+            let h = k / 2u;
+            let lo = (i / h) * k + i % h;
+            let hi = (i / h) * k + k - 1u - i % h;
+            exchange(b, ob, lo, hi, len, key);
+        }
+        storageBarrier();
+        for (var j = k / 4u; j > 0u; j >>= 1u) {
+            for (var i = tid; i < n2 / 2u; i += WG) {
+                let lo = (i / j) * 2u * j + i % j;
+                exchange(b, ob, lo, lo + j, len, key);
+            }
+            storageBarrier();
+        }
+    }
+}
+
+fn exchange(b: u32, ob: u32, lo: u32, hi: u32, len: u32, key: u32) {
+    if (hi >= len) { return; }
+    let x = u32(idx[ob + lo]);
+    let y = u32(idx[ob + hi]);
+    if (before(b, y, x, key)) {
+        idx[ob + lo] = i32(y);
+        idx[ob + hi] = i32(x);
+    }
 }
 
 @compute @workgroup_size(256)
@@ -54,12 +94,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if (l < 0 || u32(l) > p.n) { atomicOr(&bad, ST_INDEX_OUT_OF_RANGE); len_w = 0u; }
     }
     let l = workgroupUniformLoad(&len_w);
-    for (var j = tid; j < l; j += 256u) {
+    for (var j = tid; j < l; j += WG) {
         if (!finite(s_at(b, j)) || !finite(o_at(b, j))) { atomicOr(&bad, ST_VALUE_OUT_OF_RANGE); }
     }
     workgroupBarrier();
     if (tid == 0u) {
         bad_w = atomicLoad(&bad);
+        // In index order, as the oracle sums.
         var t = 0.0;
         for (var j = 0u; j < l; j++) { t += s_at(b, j); }
         total_w = t;
@@ -70,55 +111,61 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             atomicOr(&status[0], fault);
             count[p.count_off + b] = 0;
         }
-        for (var j = tid; j < p.n; j += 256u) { idx[ob + j] = -1; }
+        for (var j = tid; j < p.n; j += WG) { idx[ob + j] = -1; }
         return;
     }
     let total = workgroupUniformLoad(&total_w);
-    if (p.mode == 1u) {
-        // The masses in descending order (float bits in idx, overwritten below), summed in order.
-        for (var j = tid; j < l; j += 256u) { idx[ob + rank_of(b, l, j, false)] = bitcast<i32>(s_at(b, j)); }
-        workgroupBarrier();
-        if (tid == 0u) {
-            let need = p.tau * total;
-            var cum = 0.0;
-            keep_w = l;
-            for (var r = 0u; r < l; r++) {
-                cum += bitcast<f32>(idx[ob + r]);
-                if (cum >= need) {
-                    keep_w = r + 1u;
-                    break;
+    var keep = 0u;
+    if (p.mode == 2u) {
+        // Above the mean: flags placed by a prefix sum, in index order.
+        let mean = total / f32(l);
+        var running = 0u;
+        for (var j0 = 0u; j0 < l; j0 += WG) {
+            let j = j0 + tid;
+            var flag = 0u;
+            if (j < l) { flag = select(0u, 1u, s_at(b, j) > mean); }
+            scan[tid] = flag;
+            workgroupBarrier();
+            for (var off = 1u; off < WG; off <<= 1u) {
+                var v = 0u;
+                if (tid >= off) { v = scan[tid - off]; }
+                workgroupBarrier();
+                scan[tid] += v;
+                workgroupBarrier();
+            }
+            if (flag == 1u) { idx[ob + running + scan[tid] - 1u] = i32(j); }
+            running += scan[WG - 1u];
+            workgroupBarrier();
+        }
+        keep = running;
+    } else {
+        for (var j = tid; j < l; j += WG) { idx[ob + j] = i32(j); }
+        storageBarrier();
+        if (p.mode == 1u) {
+            // The fewest largest raw masses that reach tau of the total, summed in sorted order.
+            sort(b, ob, l, 0u, tid);
+            if (tid == 0u) {
+                let need = p.tau * total;
+                var cum = 0.0;
+                keep_w = l;
+                for (var r = 0u; r < l; r++) {
+                    cum += s_at(b, u32(idx[ob + r]));
+                    if (cum >= need) {
+                        keep_w = r + 1u;
+                        break;
+                    }
                 }
             }
+            keep = workgroupUniformLoad(&keep_w);
+            // The kept set is ranked by `order`; without one the score order stands.
+            if (p.has_order != 0u) { sort(b, ob, l, 1u, tid); }
+        } else {
+            keep = min(p.k, l);
+            sort(b, ob, l, 1u, tid);
         }
-    } else if (tid == 0u) {
-        keep_w = p.k;
+        sort(b, ob, keep, 2u, tid);
     }
-    let keep = workgroupUniformLoad(&keep_w);
-    let mean = total / f32(l);
-    var running = 0u;
-    for (var j0 = 0u; j0 < p.n; j0 += 256u) {
-        let j = j0 + tid;
-        var flag = 0u;
-        if (j < l) {
-            if (p.mode == 2u) {
-                flag = select(0u, 1u, s_at(b, j) > mean);
-            } else {
-                flag = select(0u, 1u, rank_of(b, l, j, true) < keep);
-            }
-        }
-        scan[tid] = flag;
-        workgroupBarrier();
-        for (var off = 1u; off < 256u; off <<= 1u) {
-            var v = 0u;
-            if (tid >= off) { v = scan[tid - off]; }
-            workgroupBarrier();
-            scan[tid] += v;
-            workgroupBarrier();
-        }
-        if (flag == 1u) { idx[ob + running + scan[tid] - 1u] = i32(j); }
-        running += scan[255];
-        workgroupBarrier();
-    }
-    for (var j = running + tid; j < p.n; j += 256u) { idx[ob + j] = -1; }
-    if (tid == 0u) { count[p.count_off + b] = i32(running); }
+    storageBarrier();
+    for (var j = keep + tid; j < p.n; j += WG) { idx[ob + j] = -1; }
+    if (tid == 0u) { count[p.count_off + b] = i32(keep); }
 }

@@ -12,6 +12,7 @@ mod cuda_cpu;
 mod entry_points;
 mod fuzz;
 mod harness_tests;
+mod loop_budgets;
 mod mla_tests;
 mod mom_tests;
 mod properties;

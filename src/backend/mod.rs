@@ -6,6 +6,8 @@
 #[cfg(feature = "cuda")]
 pub mod cuda;
 #[cfg(feature = "wgpu")]
+pub mod loops;
+#[cfg(feature = "wgpu")]
 pub mod wgpu;
 
 mod status;

@@ -10,7 +10,26 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::sources;
 
+use super::loops;
+pub use super::loops::CPU_LOOP_LIMIT;
 pub use wgpu;
+
+/// One dispatch's loop budget against what its invocations ran ([`WgpuBackend::loop_counts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoopCount {
+    /// The WGSL module (`visual_mass_f32`, ...).
+    pub module: String,
+    /// The budget the kernel declared for its params.
+    pub declared: u64,
+    /// The most loop iterations any one invocation ran.
+    pub measured: u64,
+}
+
+struct LoopRecord {
+    module: String,
+    declared: u64,
+    counter: wgpu::Buffer,
+}
 
 /// A view into a caller's buffer: the tensor starts `offset` elements in.
 /// Offsets travel to the shader in a uniform, so any element offset works.
@@ -81,7 +100,9 @@ pub struct WgpuBackend {
     device: wgpu::Device,
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
-    pipelines: Mutex<HashMap<&'static str, Arc<wgpu::ComputePipeline>>>,
+    pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    /// While loop counting is on (`count_loops`), each dispatch's declared budget and counter.
+    loop_counts: Mutex<Option<Vec<LoopRecord>>>,
     dummy: Mutex<Option<wgpu::Buffer>>,
     /// Why the device was lost, where this backend created it (an engine's device keeps the
     /// engine's own lost callback).
@@ -149,6 +170,7 @@ impl WgpuBackend {
             info,
             pipelines: Mutex::new(HashMap::new()),
             dummy: Mutex::new(None),
+            loop_counts: Mutex::new(None),
             lost: Arc::new(Mutex::new(None)),
         }
     }
@@ -230,19 +252,21 @@ impl WgpuBackend {
         })
     }
 
-    fn pipeline(&self, module: &str) -> Result<Arc<wgpu::ComputePipeline>> {
+    fn pipeline(&self, module: &str, counted: bool) -> Result<Arc<wgpu::ComputePipeline>> {
+        let key = if counted { format!("{module} (loops counted)") } else { module.to_string() };
         let mut cache = self.pipelines.lock().map_err(|_| Error::Wgpu("pipeline cache poisoned".into()))?;
-        if let Some(p) = cache.get(module) {
+        if let Some(p) = cache.get(&key) {
             return Ok(p.clone());
         }
         let entry = sources::WGSL_MODULES
             .iter()
             .find(|m| m.name == module)
             .ok_or_else(|| Error::Wgpu(format!("no WGSL module `{module}`")))?;
-        let p = self.scoped(&format!("pipeline `{module}`"), || {
+        let source = if counted { loops::instrument(entry.source) } else { entry.source.to_string() };
+        let p = self.scoped(&format!("pipeline `{key}`"), || {
             let sm = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(entry.name),
-                source: wgpu::ShaderSource::Wgsl(entry.source.into()),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
             });
             self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(entry.name),
@@ -254,13 +278,69 @@ impl WgpuBackend {
             })
         })?;
         let p = Arc::new(p);
-        cache.insert(entry.name, p.clone());
+        cache.insert(key, p.clone());
         Ok(p)
+    }
+
+    /// An error when `module`'s loop budget is over [`CPU_LOOP_LIMIT`] and this is a CPU
+    /// adapter: llvmpipe would cut the loops short and give a wrong answer without a word.
+    /// `fix` says what the caller can change (computed only when refusing).
+    pub(crate) fn refuse_loops(&self, module: &str, loops: u64, fix: impl FnOnce() -> String) -> Result<()> {
+        if self.is_cpu_adapter() && loops >= CPU_LOOP_LIMIT {
+            return Err(Error::InvalidParams(format!(
+                "`{module}` would run up to {loops} loop iterations in one invocation, and this CPU \
+                 adapter ({}) silently stops every loop of an invocation at {CPU_LOOP_LIMIT}, which \
+                 would give a wrong answer: {}, or run it on the cpu or cuda backend",
+                self.info.name,
+                fix()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether this adapter runs shaders on the CPU (Mesa's lavapipe), where loops are cut short
+    /// past [`CPU_LOOP_LIMIT`] iterations per invocation.
+    pub fn is_cpu_adapter(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Turns loop counting on or off (a debugging and testing aid). While on, every dispatch
+    /// runs a copy of its shader that counts each invocation's loop iterations, and
+    /// [`WgpuBackend::loop_counts`] returns, per dispatch, the budget the kernel declared and
+    /// the most any invocation ran. Turning it off drops the records.
+    pub fn count_loops(&self, on: bool) -> Result<()> {
+        let mut c = self.loop_counts.lock().map_err(|_| Error::Wgpu("loop counts lock poisoned".into()))?;
+        *c = on.then(Vec::new);
+        Ok(())
+    }
+
+    /// The dispatches recorded since loop counting was turned on or last read, in order (waits
+    /// for the queue; the work must have been submitted). Empty while counting is off.
+    pub fn loop_counts(&self) -> Result<Vec<LoopCount>> {
+        let records = {
+            let mut c = self.loop_counts.lock().map_err(|_| Error::Wgpu("loop counts lock poisoned".into()))?;
+            c.as_mut().map(std::mem::take).unwrap_or_default()
+        };
+        records
+            .into_iter()
+            .map(|r| {
+                let raw = self.download(&r.counter)?;
+                let measured = raw
+                    .get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_le_bytes)
+                    .ok_or_else(|| Error::Wgpu("short loop counter read".into()))?;
+                Ok(LoopCount { module: r.module, declared: r.declared, measured: u64::from(measured) })
+            })
+            .collect()
     }
 
     /// Records one dispatch of `module` into `enc`: binding 0 is the uniform `params`, bindings
     /// 1.. are `buffers` (whole buffers, clipped to the binding limit; offsets are in `params`).
     /// Rows past 65535 workgroups spill into the grid's y dimension; shaders fold them back.
+    /// `loops` is the dispatch's loop budget (most loop iterations of one invocation, see
+    /// [`super::loops`]): over [`CPU_LOOP_LIMIT`] on a CPU adapter the dispatch is refused,
+    /// because llvmpipe would cut the loops short and give a wrong answer without a word.
     pub(crate) fn dispatch(
         &self,
         enc: &mut wgpu::CommandEncoder,
@@ -268,8 +348,15 @@ impl WgpuBackend {
         params: &[u8],
         buffers: &[&wgpu::Buffer],
         groups: u32,
+        loops: u64,
     ) -> Result<()> {
-        let pipeline = self.pipeline(module)?;
+        self.refuse_loops(module, loops, || "split the work (fewer tokens per sequence, smaller sizes)".into())?;
+        let counter = {
+            let c = self.loop_counts.lock().map_err(|_| Error::Wgpu("loop counts lock poisoned".into()))?;
+            c.is_some()
+        };
+        let pipeline = self.pipeline(module, counter)?;
+        let counter = if counter { Some(self.upload(&[0u8; 4])?) } else { None };
         let max = self.max_binding();
         let mut padded = params.to_vec();
         padded.resize(params.len().div_ceil(16).max(1) * 16, 0);
@@ -298,9 +385,24 @@ impl WgpuBackend {
                     .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(module), timestamp_writes: None });
                 pass.set_pipeline(&pipeline);
                 pass.set_bind_group(0, &bind, &[]);
+                if let Some(c) = &counter {
+                    let counted = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: Some("mllm loop counter"),
+                        layout: &pipeline.get_bind_group_layout(loops::COUNTER_GROUP),
+                        entries: &[wgpu::BindGroupEntry { binding: 0, resource: c.as_entire_binding() }],
+                    });
+                    pass.set_bind_group(loops::COUNTER_GROUP, &counted, &[]);
+                }
                 pass.dispatch_workgroups(gx, gy, 1);
             }
-        })
+        })?;
+        if let Some(counter) = counter {
+            let mut c = self.loop_counts.lock().map_err(|_| Error::Wgpu("loop counts lock poisoned".into()))?;
+            if let Some(v) = c.as_mut() {
+                v.push(LoopRecord { module: module.to_string(), declared: loops, counter });
+            }
+        }
+        Ok(())
     }
 
     /// Whether the device can time work inside a command encoder with GPU timestamps

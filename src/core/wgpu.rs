@@ -2,6 +2,7 @@
 
 use super::uniforms::{GatherUniform, MergeUniform, RmsNormUniform};
 use super::{GatherRows, MergeStates, RmsNorm};
+use crate::backend::loops;
 use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
@@ -34,6 +35,8 @@ impl RmsNorm {
             bytemuck::bytes_of(&u),
             &[x.buffer, w.buffer, y.buffer],
             groups,
+            // Sum of squares, the 256-lane reduction, the scaled row's word walk.
+            loops::strided(p.cols as u64, 256) + loops::tree(256) + loops::word_walk(p.cols as u64, dt, 256),
         )
     }
 }
@@ -75,6 +78,7 @@ impl MergeStates {
             bytemuck::bytes_of(&u),
             &[o1.buffer, l1.buffer, o2.buffer, l2.buffer, o.buffer, l.buffer],
             groups_u32(p.states)?,
+            loops::word_walk(p.dim as u64, dt, 64),
         )
     }
 }
@@ -110,6 +114,7 @@ impl GatherRows {
             bytemuck::bytes_of(&u),
             &[src.buffer, idx.buffer, out.buffer, st],
             groups_u32(p.rows)?,
+            loops::word_walk(p.cols as u64, dt, 64),
         )
     }
 }

@@ -227,7 +227,14 @@ pub fn ceilings(backend: &Backend) -> Result<Ceilings> {
             })?;
             let floor = time_loop(backend, 50, |l, _| {
                 let enc = l.encoder()?;
-                w.dispatch(enc, "core_noop", bytemuck::bytes_of(&crate::core::uniforms::NoopUniform { n: 0 }), &[], 1)
+                w.dispatch(
+                    enc,
+                    "core_noop",
+                    bytemuck::bytes_of(&crate::core::uniforms::NoopUniform { n: 0 }),
+                    &[],
+                    1,
+                    0,
+                )
             })?;
             Ok(Ceilings {
                 device,

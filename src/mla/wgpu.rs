@@ -2,6 +2,7 @@
 
 use super::uniforms::{AppendUniform, CombineUniform, DecodeUniform, HeadProductUniform, RopeUniform};
 use super::{AbsorbQ, AppendCache, Geometry, HeadProduct, MlaDecode, MlaPrefill, ProjectOut, Rope};
+use crate::backend::loops::{self, strided, word_walk};
 use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
 use crate::backend::Status;
 use crate::error::{Error, Result};
@@ -126,7 +127,19 @@ fn attention(
     let total = g.grid_batch * g.sq * g.heads;
     let groups = u32_of("workgroups", total * g.splits)?;
     let bufs = [q.buffer, cache.buffer, pe_buf, table.buffer, lens.buffer, ws.buffer, st, cu_buf];
-    gpu.dispatch(enc, &format!("mla_decode_{}", g.dtype), bytemuck::bytes_of(&u), &bufs, groups)?;
+    let module = format!("mla_decode_{}", g.dtype);
+    let prefill = u.prefill != 0;
+    let budget = decode_loops(g, prefill);
+    gpu.refuse_loops(&module, budget, || {
+        // The fewest splits whose key walk fits: each split walks at most `tiles` 64-key tiles.
+        let base = decode_loops(&Geometry { max_pages: 0, ..*g }, prefill);
+        let tiles = (loops::CPU_LOOP_LIMIT - 1).saturating_sub(base) / decode_loops_per_tile(g).max(1);
+        match (g.max_pages * g.page_size).div_ceil(64).checked_div(tiles as usize) {
+            Some(s) => format!("raise `splits` to {} or more (each split then walks fewer keys)", s.max(1) + 1),
+            None => "use fewer latent dims".into(),
+        }
+    })?;
+    gpu.dispatch(enc, &module, bytemuck::bytes_of(&u), &bufs, groups, budget)?;
     let c = CombineUniform {
         total: u32_of("rows", total)?,
         sq: u.sq,
@@ -138,7 +151,27 @@ fn attention(
         lse_off,
     };
     let bufs = [ws.buffer, o.buffer, lse.buffer];
-    gpu.dispatch(enc, &format!("mla_combine_{}", g.dtype), bytemuck::bytes_of(&c), &bufs, c.total)
+    let (splits, epw) = (g.splits as u64, (4 / g.dtype.size()) as u64);
+    let combine = 2 * splits + strided(g.latent as u64 / epw + 1, 64) * (1 + epw * (1 + splits));
+    gpu.dispatch(enc, &format!("mla_combine_{}", g.dtype), bytemuck::bytes_of(&c), &bufs, c.total, combine)
+}
+
+/// The loop budget of one `mla_decode.wgsl` invocation: the query row's load, the prefill's
+/// walks over `cu_seqlens`, and per 64-key tile of its split the key's score (L + R), two
+/// 64-lane reductions, the rescale and the weighted sum of the tile's rows (64 keys, L / 64 dims
+/// each).
+fn decode_loops(g: &Geometry, prefill: bool) -> u64 {
+    let (l, r) = (g.latent as u64, g.rope as u64);
+    let np = strided(l, 64);
+    let keys = ((g.max_pages * g.page_size) as u64).div_ceil(g.splits.max(1) as u64);
+    let prefill = if prefill { 3 * g.nseq as u64 } else { 0 };
+    strided(l + r, 64) + prefill + 2 * np + strided(keys, 64).saturating_mul(decode_loops_per_tile(g))
+}
+
+fn decode_loops_per_tile(g: &Geometry) -> u64 {
+    let (l, r) = (g.latent as u64, g.rope as u64);
+    let np = strided(l, 64);
+    l + r + 2 * loops::tree(64) + np + 64 * (1 + np)
 }
 
 impl AppendCache {
@@ -188,7 +221,11 @@ impl AppendCache {
             pe_cache_off,
         };
         let bufs = [kv_new.buffer, pe_new_buf, slots.buffer, cache.buffer, pe_cache_buf, st];
-        gpu.dispatch(enc, &format!("mla_append_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, u.tokens)
+        let epw = (4 / p.dtype.size()) as u64;
+        // The repeated-slot scan over every token, then the row's latent and rope parts.
+        let budget =
+            strided(p.tokens as u64, 64) + strided(p.latent as u64, 64 * epw) + strided(p.rope as u64, 64 * epw);
+        gpu.dispatch(enc, &format!("mla_append_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, u.tokens, budget)
     }
 }
 
@@ -215,7 +252,8 @@ impl Rope {
             sin_off: self.bind(&sin, "sin", mb)?,
         };
         let bufs = [x.buffer, cos.buffer, sin.buffer];
-        gpu.dispatch(enc, &format!("mla_rope_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, u.tokens)
+        let budget = strided((p.heads * (p.dim / 2)) as u64, 64);
+        gpu.dispatch(enc, &format!("mla_rope_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, u.tokens, budget)
     }
 }
 
@@ -248,7 +286,10 @@ impl HeadProduct {
         };
         let groups = u32_of("workgroups", self.tokens * self.heads)?;
         let bufs = [a.buffer, w.buffer, out.buffer];
-        gpu.dispatch(enc, &format!("mla_head_product_{dtype}"), bytemuck::bytes_of(&u), &bufs, groups)
+        // The input row's load, then per output word a K-long dot for each of its elements.
+        let (k, epw) = (self.k as u64, (4 / dtype.size()) as u64);
+        let budget = strided(k, 64) + word_walk(self.n as u64, dtype, 64) / (1 + epw) * (1 + epw * (1 + k));
+        gpu.dispatch(enc, &format!("mla_head_product_{dtype}"), bytemuck::bytes_of(&u), &bufs, groups, budget)
     }
 }
 

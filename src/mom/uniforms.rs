@@ -30,10 +30,11 @@ uniforms! {
     }
     /// `mom_chunk`: one workgroup per (64 state columns, head, stream); `chunk` rows per tile
     /// (at most 32 here).
+    /// A dispatch walks tiles `t0..t1` of each stream.
     ChunkUniform for ["mom_chunk"] {
         streams: u32, seqs: u32, rows: u32, heads: u32, head_k: u32, head_v: u32, slots: u32, chunk: u32, rule: u32,
         v_first: u32, scale: f32, vtiles: u32, qkv_off: u32, gb_off: u32, cu_off: u32, slot_off: u32, st_off: u32,
-        o_off: u32,
+        o_off: u32, t0: u32, t1: u32,
     }
     /// `mom_gated_norm`: one workgroup per (token, head) row of `head_v`.
     GatedNormUniform for ["mom_gated_norm"] {
@@ -43,6 +44,6 @@ uniforms! {
     PieceUniform for ["mom_transport", "mom_apply_state"] {
         streams: u32, seqs: u32, rows: u32, heads: u32, head_k: u32, head_v: u32, slots: u32, rule: u32,
         v_first: u32, scale: f32, qkv_off: u32, gb_off: u32, cu_off: u32, slot_off: u32, tr_off: u32, qt_off: u32,
-        sin_off: u32, st_off: u32, o_off: u32,
+        sin_off: u32, st_off: u32, o_off: u32, w0: u32, w1: u32,
     }
 }

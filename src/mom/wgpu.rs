@@ -10,6 +10,7 @@ use super::{
     ApplyState, GatedDeltaChunk, GatedDeltaStep, GatedNorm, Permute, PieceParams, Route, Rule, ShortConv, Transport,
     Unpermute,
 };
+use crate::backend::loops::{strided, tree, TARGET_LOOPS};
 use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
 use crate::backend::Status;
 use crate::error::Result;
@@ -40,7 +41,11 @@ impl Route {
             w_off: self.bind(&weights, "weights", mb)?,
         };
         let bufs = [logits.buffer, idx.buffer, weights.buffer, status.wgpu_buffer("route")?];
-        gpu.dispatch(enc, &format!("mom_route_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, u.tokens.div_ceil(64))
+        // The finiteness scan, then per pick a scan over the memories; both fallbacks counted.
+        let (m, k) = (p.memories as u64, p.topk as u64);
+        let budget = m + k * (3 + m) + k;
+        let groups = u.tokens.div_ceil(64);
+        gpu.dispatch(enc, &format!("mom_route_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, groups, budget)
     }
 }
 
@@ -79,15 +84,26 @@ impl Permute {
         };
         let st = status.wgpu_buffer("permute")?;
         let bytes = bytemuck::bytes_of(&u);
+        let (tokens, seqs, k) = (p.tokens as u64, p.seqs as u64, p.topk as u64);
+        let n = k + u64::from(p.shared);
         gpu.dispatch(
             enc,
             "mom_permute_count",
             bytes,
             &[idx.buffer, cu_seqlens.buffer, counts.buffer, inverse.buffer, st],
             u.groups,
+            // cu_seqlens' check, the bad-input fill, and a sequence's picks (each checked
+            // against the token's earlier picks).
+            seqs + strided(tokens * n, 256) + strided(tokens * k, 256) * (1 + k),
         )?;
         let bufs = [idx.buffer, cu_seqlens.buffer, counts.buffer, order.buffer, inverse.buffer, cu_mem.buffer];
-        gpu.dispatch(enc, "mom_permute_place", bytes, &bufs, u.groups)
+        // The prefix over earlier groups, the tail fill, the shared stream, and the routed
+        // streams' 256-row blocks (picks checked, an 8-step scan each).
+        let place = strided(u64::from(u.groups), 256)
+            + strided(tokens * n, 256)
+            + strided(tokens, 256)
+            + strided(tokens * k, 256) * (1 + k + tree(256));
+        gpu.dispatch(enc, "mom_permute_place", bytes, &bufs, u.groups, place)
     }
 }
 
@@ -120,7 +136,8 @@ impl Unpermute {
             out_off: self.bind(&out, "out", mb)?,
         };
         let bufs = [y.buffer, inverse.buffer, weights.buffer, out.buffer, status.wgpu_buffer("unpermute")?];
-        gpu.dispatch(enc, &format!("mom_unpermute_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, u.tokens)
+        let budget = strided(p.width as u64, 64) * (1 + u64::from(u.n));
+        gpu.dispatch(enc, &format!("mom_unpermute_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, u.tokens, budget)
     }
 }
 
@@ -173,7 +190,12 @@ impl ShortConv {
         let groups = u32_of("workgroups", (d.channels() + 2 * p.heads).div_ceil(64) * self.streams())?;
         let bufs = [x.buffer, order.buffer, cu_mem.buffer, slot_ids.buffer, conv_w.buffer, gate_params.buffer];
         let bufs = [&bufs[..], &[conv_state.buffer, qkv.buffer, gb.buffer, status.wgpu_buffer("short_conv")?]].concat();
-        gpu.dispatch(enc, &format!("mom_short_conv_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, groups)
+        // The cu_mem and slot checks, then the stream's rows (one sequence's tokens at most),
+        // each through the conv window, on both sides of the channel/gate branch.
+        let rows = self.rows().min(p.tokens) as u64;
+        let conv = p.conv as u64;
+        let budget = self.streams() as u64 + p.seqs as u64 + 2 * conv + rows * (2 + conv);
+        gpu.dispatch(enc, &format!("mom_short_conv_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, groups, budget)
     }
 }
 
@@ -216,11 +238,30 @@ impl GatedDeltaChunk {
             slot_off: self.bind(&slot_ids, "slot_ids", mb)?,
             st_off: self.bind(&state, "state", mb)?,
             o_off: self.bind(&o, "o", mb)?,
+            t0: 0,
+            t1: 0,
         };
         let groups = u32_of("workgroups", vtiles * p.heads * p.streams)?;
         let st = status.wgpu_buffer("gated_delta_chunk")?;
         let bufs = [qkv.buffer, gb.buffer, cu.buffer, slot_ids.buffer, state.buffer, o.buffer, st];
-        gpu.dispatch(enc, &format!("mom_chunk_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, groups)
+        // A stream has at most every row: its tiles go in windows, a dispatch each, the state
+        // carrying over through the pool.
+        let module = format!("mom_chunk_{}", p.dtype);
+        let (fixed, per_tile) = chunk_loops(p.streams, p.seqs, p.head_k, p.chunk);
+        let ch = p.chunk.clamp(1, 32);
+        gpu.refuse_loops(&module, fixed + per_tile, || "use a smaller head_k".into())?;
+        let per = (TARGET_LOOPS.saturating_sub(fixed) / per_tile).max(1) as usize;
+        let tiles = p.rows.div_ceil(ch);
+        let mut t0 = 0;
+        loop {
+            let t1 = (t0 + per).min(tiles);
+            let w = ChunkUniform { t0: u32_of("tile", t0)?, t1: u32_of("tile", t1)?, ..u };
+            gpu.dispatch(enc, &module, bytemuck::bytes_of(&w), &bufs, groups, fixed + (t1 - t0) as u64 * per_tile)?;
+            t0 = t1;
+            if t0 >= tiles {
+                return Ok(());
+            }
+        }
     }
 }
 
@@ -275,7 +316,13 @@ impl GatedDeltaStep {
         let bufs = [x.buffer, conv_w.buffer, gate_params.buffer, idx.buffer, weights.buffer, slot_ids.buffer];
         let bufs =
             [&bufs[..], &[state.buffer, conv_state.buffer, o.buffer, status.wgpu_buffer("gated_delta_step")?]].concat();
-        gpu.dispatch(enc, &format!("mom_step_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, groups)
+        // The slot check and fault fill, then per memory of the token: its pick, the conv of
+        // the head's q, k, v channels, two norms, and the delta rule over K for each column.
+        let (k, v, topk) = (p.head_k as u64, p.head_v as u64, p.topk as u64);
+        let per_memory =
+            1 + topk + strided(2 * k + v, 64) * (1 + p.conv as u64) + 2 * (strided(k, 64) + tree(64)) + 4 * (1 + 2 * k);
+        let budget = p.batch as u64 + strided(v, 64) + (topk + u64::from(p.shared)) * per_memory + 4;
+        gpu.dispatch(enc, &format!("mom_step_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, groups, budget)
     }
 }
 
@@ -303,7 +350,8 @@ impl GatedNorm {
             y_off: self.bind(&y, "y", mb)?,
         };
         let bufs = [o.buffer, gate.buffer, w.buffer, y.buffer];
-        gpu.dispatch(enc, &format!("mom_gated_norm_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, u.rows)
+        let budget = 2 * strided(p.head_v as u64, 64) + tree(64);
+        gpu.dispatch(enc, &format!("mom_gated_norm_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, u.rows, budget)
     }
 }
 
@@ -354,7 +402,21 @@ impl Transport {
         let groups = u32_of("workgroups", p.head_k.div_ceil(64) * p.heads * p.streams)?;
         let st = status.wgpu_buffer("transport")?;
         let bufs = [qkv.buffer, gb.buffer, cu.buffer, slot_ids.buffer, trans.buffer, qt.buffer, st];
-        gpu.dispatch(enc, &format!("mom_transport_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, groups)
+        // The stream checks and the identity, then per row the q and k loads, two reductions
+        // and the column's two K-long passes.
+        let k = p.head_k as u64;
+        let fixed = (p.streams + p.seqs) as u64 + k;
+        row_windows(
+            gpu,
+            enc,
+            &format!("mom_transport_{}", p.dtype),
+            u,
+            &bufs,
+            groups,
+            p.rows,
+            fixed,
+            strided(k, 64) + 2 * tree(64) + 2 * k,
+        )
     }
 }
 
@@ -391,6 +453,52 @@ impl ApplyState {
         let groups = u32_of("workgroups", p.head_v.div_ceil(64) * p.heads * p.streams)?;
         let st = status.wgpu_buffer("apply_state")?;
         let bufs = [s_in.buffer, trans.buffer, qt.buffer, cu.buffer, slot_ids.buffer, state.buffer, o.buffer, st];
-        gpu.dispatch(enc, &format!("mom_apply_state_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, groups)
+        // The stream checks and the K x K state update of the column, then a K-long dot per row.
+        let k = p.head_k as u64;
+        let fixed = (p.streams + p.seqs) as u64 + k * (1 + k);
+        row_windows(gpu, enc, &format!("mom_apply_state_{}", p.dtype), u, &bufs, groups, p.rows, fixed, 1 + k)
+    }
+}
+
+/// The loop budget of a `mom_chunk.wgsl` invocation as (fixed, per tile): the stream checks,
+/// then per tile of `min(chunk, 32)` rows the fault fill or the key norms, the tile's
+/// triangular products and state reads in 16-wide slices of K, the column's triangular solve,
+/// and the state update.
+fn chunk_loops(streams: usize, seqs: usize, head_k: usize, chunk: usize) -> (u64, u64) {
+    let (k, ch) = (head_k as u64, chunk.clamp(1, 32) as u64);
+    let ksteps = strided(k, 16);
+    let square = strided(ch * ch, 64);
+    let slice = 1 + strided(ch * 16, 64) + square * (1 + 16) + 16 * (1 + ch);
+    let update = 1 + strided(ch * 16, 64) + 16 * (1 + ch);
+    let per_tile = ch + k + square + ch + 32 + ksteps * (slice + update) + ch * (2 + 2 * ch);
+    ((streams + seqs) as u64, per_tile)
+}
+
+/// Dispatches `module` over a stream's rows in windows (`w0..w1`), a dispatch each, so that no
+/// invocation runs past [`TARGET_LOOPS`]: `fixed` and `per_row` are an invocation's loop budget
+/// (a stream has at most `rows` rows). At least one dispatch runs.
+#[allow(clippy::too_many_arguments)]
+fn row_windows(
+    gpu: &WgpuBackend,
+    enc: &mut wgpu::CommandEncoder,
+    module: &str,
+    u: PieceUniform,
+    bufs: &[&wgpu::Buffer],
+    groups: u32,
+    rows: usize,
+    fixed: u64,
+    per_row: u64,
+) -> Result<()> {
+    gpu.refuse_loops(module, fixed + per_row, || "use a smaller head_k".into())?;
+    let per = (TARGET_LOOPS.saturating_sub(fixed) / per_row.max(1)).max(1) as usize;
+    let mut w0 = 0;
+    loop {
+        let w1 = (w0 + per).min(rows);
+        let w = PieceUniform { w0: u32_of("row", w0)?, w1: u32_of("row", w1)?, ..u };
+        gpu.dispatch(enc, module, bytemuck::bytes_of(&w), bufs, groups, fixed + (w1 - w0) as u64 * per_row)?;
+        w0 = w1;
+        if w0 >= rows {
+            return Ok(());
+        }
     }
 }

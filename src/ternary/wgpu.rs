@@ -9,6 +9,7 @@ use super::{
     padded_k, words_per_row, BitLinear, MlgruScan, MlgruStep, Pack, QuantizeWeights, RmsNormQuant, TernaryMatmul,
     Unpack,
 };
+use crate::backend::loops::{strided, tree, word_walk};
 use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
 use crate::backend::Status;
 use crate::dtype::DType;
@@ -54,6 +55,7 @@ impl QuantizeWeights {
             bytemuck::bytes_of(&RowAbsSumUniform { n, k }),
             &[w.buffer, ws.buffer, st],
             n,
+            strided(p.k as u64, 64) + tree(64),
         )?;
         gpu.dispatch(
             enc,
@@ -61,6 +63,7 @@ impl QuantizeWeights {
             bytemuck::bytes_of(&GammaUniform { parts: p.partitions as u32, rows_per_part: rpp, k }),
             &[ws.buffer, gamma.buffer],
             p.partitions as u32,
+            strided(u64::from(rpp), 64) + tree(64),
         )?;
         let u = QuantPackUniform { n, k, kw, rows_per_part: rpp };
         let groups = n_u32("words", self.packed_len().div_ceil(64))?;
@@ -70,6 +73,7 @@ impl QuantizeWeights {
             bytemuck::bytes_of(&u),
             &[w.buffer, gamma.buffer, packed.buffer],
             groups,
+            16,
         )
     }
 }
@@ -136,6 +140,8 @@ impl Pack {
             bytemuck::bytes_of(&u),
             &[a.0.buffer, b.0.buffer, status.wgpu_buffer("ternary")?],
             groups,
+            // A word's 16 codes, and unpack's four output words.
+            16 + 4,
         )
     }
 }
@@ -189,6 +195,7 @@ impl RmsNormQuant {
             bytemuck::bytes_of(&u),
             &[x.buffer, w.buffer, q.buffer, s.buffer],
             groups,
+            norm_quant_loops(p.k),
         )
     }
 }
@@ -259,6 +266,7 @@ impl TernaryMatmul {
             bytemuck::bytes_of(&u),
             &[q.buffer, s.buffer, packed.buffer, gamma.buffer, out.buffer, acc_buf],
             groups,
+            self.wgpu_loops(),
         )
     }
 }
@@ -317,6 +325,11 @@ impl BitLinear {
             bytemuck::bytes_of(&u),
             &[x.buffer, norm_w.buffer, packed.buffer, gamma.buffer, out.buffer, q.buffer, s.buffer],
             n_u32("groups", row_groups * p.projections)?,
+            // Per input row its norm and quantization into workgroup memory, the copy out,
+            // then 16 output rows, each a GEMV row.
+            p.m as u64 * (1 + norm_quant_loops(p.k))
+                + strided((p.m * words_per_row(p.k) * 4) as u64, 64)
+                + 16 * (1 + gemv_loops(p.m, p.k)),
         )
     }
 }
@@ -388,6 +401,8 @@ impl MlgruStep {
             bytemuck::bytes_of(&u),
             &[fcg.buffer, state.buffer, slot_ids.buffer, lbb, w.buffer, o.buffer, status.wgpu_buffer("ternary")?],
             n_u32("batch", p.batch)?,
+            // The repeated-slot scan, the gate norm, the channel walk.
+            strided(p.batch as u64, 64) + strided(p.d as u64, 64) + tree(64) + word_walk(p.d as u64, p.dtype, 64),
         )
     }
 }
@@ -443,6 +458,11 @@ impl MlgruScan {
         };
         let nb = p.d.div_ceil(64);
         let dt = p.dtype;
+        // The local and apply passes walk one chunk of a channel; the carry walks the chunks.
+        let scan_budget = p.chunk as u64;
+        gpu.refuse_loops(&format!("ternary_scan_local_{dt}"), scan_budget, || "use a smaller `chunk`".into())?;
+        let carry_budget = (p.seqs + chunks) as u64;
+        gpu.refuse_loops("ternary_scan_carry", carry_budget, || "use a larger `chunk` (fewer chunks)".into())?;
         let groups = n_u32("scan groups", nb * chunks * p.seqs)?;
         gpu.dispatch(
             enc,
@@ -450,6 +470,7 @@ impl MlgruScan {
             bytemuck::bytes_of(&u),
             &[fcg.buffer, cu.buffer, lbb, ws.buffer, st],
             groups,
+            scan_budget,
         )?;
         let c = CarryUniform {
             d: u.d,
@@ -467,6 +488,7 @@ impl MlgruScan {
             bytemuck::bytes_of(&c),
             &[cu.buffer, slot_ids.buffer, state.buffer, ws.buffer, st],
             n_u32("carry groups", nb * p.seqs)?,
+            carry_budget,
         )?;
         gpu.dispatch(
             enc,
@@ -474,6 +496,7 @@ impl MlgruScan {
             bytemuck::bytes_of(&u),
             &[fcg.buffer, cu.buffer, lbb, ws.buffer, st],
             groups,
+            scan_budget,
         )?;
         let g = GateNormUniform {
             tokens: p.tokens as u32,
@@ -488,6 +511,33 @@ impl MlgruScan {
             bytemuck::bytes_of(&g),
             &[fcg.buffer, ws.buffer, w.buffer, o.buffer],
             n_u32("tokens", p.tokens)?,
+            strided(p.d as u64, 64) + tree(64) + word_walk(p.d as u64, dt, 64),
         )
+    }
+}
+
+/// Loop budget of `norm_scales` and the quantized row's word loop (ternary_normquant.wgsli):
+/// the sum of squares and the absolute maximum over K, two 64-lane reductions, four values a word.
+fn norm_quant_loops(k: usize) -> u64 {
+    let k = k as u64;
+    2 * strided(k, 64) + 2 * tree(64) + strided(padded_k(k as usize) as u64 / 4, 64) * (1 + 4)
+}
+
+/// Loop budget of one GEMV output row (ternary_gemv.wgsl): per packed word the M activation
+/// rows, then the eight-row reduction.
+fn gemv_loops(m: usize, k: usize) -> u64 {
+    strided(words_per_row(k) as u64, 64) * (1 + m as u64) + 8 + tree(64) * (1 + 8)
+}
+
+impl TernaryMatmul {
+    /// The loop budget of the GEMV or GEMM dispatch (ternary_gemm.wgsl: per K step of 2 packed
+    /// words, the two staging loads and the 8 staged u32; the 4 x 4 epilogue).
+    fn wgpu_loops(&self) -> u64 {
+        let p = &self.params;
+        if self.uses_gemv() {
+            return gemv_loops(p.m, p.k);
+        }
+        let step = 1 + 2 + 8;
+        4 + 16 + strided(words_per_row(p.k) as u64, 2) * step
     }
 }

@@ -2,6 +2,7 @@
 
 use super::uniforms::{CompactUniform, MassUniform, MergeUniform, NeighborUniform, SelectUniform, SparseUniform};
 use super::{AttnMass, Compact, Merge, NeighborAttention, Select, SelectMode, SparseAttention};
+use crate::backend::loops::{strided, tree, TARGET_LOOPS};
 use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
 use crate::backend::Status;
 use crate::error::Result;
@@ -47,7 +48,7 @@ impl Select {
             count_off: self.bind(&count, "count", mb)?,
         };
         let bufs = [score.buffer, lens.buffer, order_buf, idx.buffer, count.buffer, status.wgpu_buffer("select")?];
-        gpu.dispatch(enc, "visual_select", bytemuck::bytes_of(&u), &bufs, u.seqs)
+        gpu.dispatch(enc, "visual_select", bytemuck::bytes_of(&u), &bufs, u.seqs, self.wgpu_loops())
     }
 }
 
@@ -85,7 +86,11 @@ impl Compact {
         let st = status.wgpu_buffer("compact")?;
         let bufs =
             [cu_seqlens.buffer, seg.buffer, idx.buffer, count.buffer, rows.buffer, pos.buffer, cu_out.buffer, st];
-        gpu.dispatch(enc, "visual_compact", bytemuck::bytes_of(&u), &bufs, u.seqs)
+        // cu_seqlens' check, the bad-input fill, the new lengths of the earlier sequences (each
+        // checking its kept list), its own list, its rows and the tail fill.
+        let (seqs, tokens, n) = (p.seqs as u64, p.tokens as u64, p.n as u64);
+        let budget = seqs + 3 * strided(tokens, 256) + (strided(seqs, 256) + 1) * n;
+        gpu.dispatch(enc, "visual_compact", bytemuck::bytes_of(&u), &bufs, u.seqs, budget)
     }
 }
 
@@ -136,6 +141,8 @@ impl AttnMass {
             lse_off,
             mass_off: self.bind(&mass, "mass", mb)?,
             ws_off,
+            r0: 0,
+            r1: 0,
         };
         let bytes = bytemuck::bytes_of(&u);
         if !p.has_lse {
@@ -146,13 +153,28 @@ impl AttnMass {
                 bytes,
                 &bufs,
                 u32_of("workgroups", p.rows * p.heads)?,
+                self.lse_loops(),
             )?;
         }
         let st = status.wgpu_buffer("attn_mass")?;
         let bufs =
             [q.buffer, qpos.buffer, qw.buffer, k.buffer, cu_seqlens.buffer, seg.buffer, lse_buf, mass.buffer, st];
-        let groups = u32_of("workgroups", p.n.div_ceil(64) * p.seqs)?;
-        gpu.dispatch(enc, &format!("visual_mass_{}", p.dtype), bytes, &bufs, groups)
+        let ho = if p.reduce_heads { 1 } else { p.heads };
+        let groups = u32_of("workgroups", p.n.div_ceil(64) * ho * p.seqs)?;
+        let module = format!("visual_mass_{}", p.dtype);
+        let per = self.mass_rows_per_dispatch();
+        gpu.refuse_loops(&module, self.mass_loops(1), || "use fewer heads or a smaller head dim".into())?;
+        // Rater rows in windows, one dispatch each (at least one, which writes the zeros).
+        let mut r0 = 0;
+        loop {
+            let r1 = (r0 + per).min(p.rows);
+            let w = MassUniform { r0: r0 as u32, r1: r1 as u32, ..u };
+            gpu.dispatch(enc, &module, bytemuck::bytes_of(&w), &bufs, groups, self.mass_loops(r1 - r0))?;
+            r0 = r1;
+            if r0 >= p.rows {
+                return Ok(());
+            }
+        }
     }
 }
 
@@ -193,7 +215,15 @@ impl SparseAttention {
         let st = status.wgpu_buffer("sparse_attention")?;
         let bufs = [q.buffer, k.buffer, v.buffer, cu_seqlens.buffer, pos.buffer, o.buffer, lse.buffer, st];
         let groups = u32_of("workgroups", p.tokens * p.heads)?;
-        gpu.dispatch(enc, &format!("visual_sparse_attention_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, groups)
+        let budget = attend_loops(p.seqs, p.tokens, p.dim);
+        gpu.dispatch(
+            enc,
+            &format!("visual_sparse_attention_{}", p.dtype),
+            bytemuck::bytes_of(&u),
+            &bufs,
+            groups,
+            budget,
+        )
     }
 }
 
@@ -245,7 +275,9 @@ impl NeighborAttention {
         let st = status.wgpu_buffer("neighbor_attention")?;
         let bufs = [q.buffer, k.buffer, v.buffer, cu_seqlens.buffer, img.buffer, mask_buf, o.buffer, lse.buffer, st];
         let groups = u32_of("workgroups", p.tokens * p.heads)?;
-        gpu.dispatch(enc, &format!("visual_neighbor_attention_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, groups)
+        let budget = attend_loops(p.seqs, p.tokens, p.dim);
+        let module = format!("visual_neighbor_attention_{}", p.dtype);
+        gpu.dispatch(enc, &module, bytemuck::bytes_of(&u), &bufs, groups, budget)
     }
 }
 
@@ -291,9 +323,90 @@ impl Merge {
             &format!("visual_merge_assign_{dt}"),
             bytes,
             &bufs,
-            u32_of("workgroups", p.n.div_ceil(64) * p.seqs)?,
+            u32_of("workgroups", p.n * p.seqs)?,
+            self.assign_loops(),
         )?;
         let bufs = [&ins[..], &[assign.buffer, merged.buffer]].concat();
-        gpu.dispatch(enc, &format!("visual_merge_mean_{dt}"), bytes, &bufs, u32_of("workgroups", p.n * p.seqs)?)
+        // The checks, then per output dim a walk over the sequence's candidates.
+        let (n, dim) = (p.n as u64, p.dim as u64);
+        let mean = p.seqs as u64 + n + strided(dim, 64) * (2 + n);
+        gpu.dispatch(enc, &format!("visual_merge_mean_{dt}"), bytes, &bufs, u32_of("workgroups", p.n * p.seqs)?, mean)
+    }
+}
+
+/// The loop budget of `visual_attend.wgsli` behind its kernel's setup: cu_seqlens' check and the
+/// walk to the row's sequence, the query's load, then per 64-key tile of the sequence (at most
+/// every token) the key's score, two 64-lane reductions and the weighted sum over D / 64 dims.
+fn attend_loops(seqs: usize, tokens: usize, dim: usize) -> u64 {
+    let (d, ne) = (dim as u64, strided(dim as u64, 64));
+    let tile = 1 + d + 2 * tree(64) + ne * (1 + 64);
+    2 * seqs as u64 + strided(d, 64) + strided(tokens as u64, 64).saturating_mul(tile) + ne
+}
+
+impl Select {
+    /// The loop budget of `visual_select.wgsl`: the finiteness scan, the total, the fault fill
+    /// and the tail fill, then for `AboveMean` a prefix sum per 256-candidate block, else the
+    /// index fill and the bitonic sorts (by score for `Mass`, by order, by index), and the
+    /// cumulative walk for `Mass`.
+    fn wgpu_loops(&self) -> u64 {
+        let p = &self.params;
+        let n = p.n as u64;
+        let blocks = strided(n, 256);
+        let base = 4 * blocks + n;
+        base + match p.mode {
+            SelectMode::AboveMean => blocks * (1 + tree(256)),
+            SelectMode::TopK => blocks + 2 * bitonic_loops(n),
+            SelectMode::Mass => blocks + 3 * bitonic_loops(n) + n,
+        }
+    }
+}
+
+/// The loop budget of `sort` in visual_select.wgsl over `len` entries: the power of two, then
+/// per merge size the mirrored step and the half-cleaning steps, each 256 lanes over half the
+/// padded length.
+fn bitonic_loops(len: u64) -> u64 {
+    let n2 = len.max(1).next_power_of_two();
+    let stages = u64::from(n2.ilog2());
+    let half = strided(n2 / 2, 256);
+    stages + (1..=stages).map(|s| 1 + half + (s - 1) * (1 + half)).sum::<u64>()
+}
+
+impl AttnMass {
+    /// The loop budget of `visual_row_lse.wgsl`: the walk to the row's sequence, cu_seqlens'
+    /// check, the query's load, a D-long score per key of the sequence (at most every token) and
+    /// the 64-lane reduction.
+    fn lse_loops(&self) -> u64 {
+        let p = &self.params;
+        let d = p.dim as u64;
+        2 * p.seqs as u64 + strided(d, 64) + strided(p.tokens as u64, 64) * (1 + d) + tree(64)
+    }
+
+    /// The loop budget of a `visual_mass.wgsl` dispatch over `rows` rater rows: cu_seqlens'
+    /// check, the row check, then per row the scores over the heads the invocation sums (all
+    /// of them when heads are reduced), each D long.
+    fn mass_loops(&self, rows: usize) -> u64 {
+        let p = &self.params;
+        let (rows, d) = (rows as u64, p.dim as u64);
+        let per_row = if p.reduce_heads { p.heads as u64 } else { 1 };
+        p.seqs as u64 + rows + rows * (1 + per_row * (1 + d))
+    }
+
+    /// Rater rows per `visual_mass` dispatch: as many as keep an invocation within
+    /// [`TARGET_LOOPS`], on every adapter (so the CPU adapter runs what a GPU runs).
+    fn mass_rows_per_dispatch(&self) -> usize {
+        let one = self.mass_loops(1);
+        let fixed = self.mass_loops(0);
+        let per = (one - fixed).max(1);
+        (TARGET_LOOPS.saturating_sub(fixed) / per).max(1) as usize
+    }
+}
+
+impl Merge {
+    /// The loop budget of `visual_merge_assign.wgsl`: the checks, the binary search among the
+    /// kept, the candidate's norm, a D-long cosine against every 64th kept token, the tree.
+    fn assign_loops(&self) -> u64 {
+        let p = &self.params;
+        let (n, d) = (p.n as u64, p.dim as u64);
+        p.seqs as u64 + n + 2 + u64::from(n.max(1).ilog2()) + d + strided(n, 64) * (1 + d) + tree(64)
     }
 }

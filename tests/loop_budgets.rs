@@ -1,0 +1,62 @@
+//! Loop budgets (issue "WGSL at realistic sizes"): every WGSL dispatch declares the most loop
+//! iterations one invocation runs, and on a CPU adapter a dispatch over llvmpipe's 65,535 is
+//! refused. Here every registered case runs with loop counting on (each shader rewritten to
+//! count its invocations' loop iterations), and no dispatch may run more than it declared.
+
+use std::collections::BTreeMap;
+
+use mllm_kernels::backend::wgpu::CPU_LOOP_LIMIT;
+use mllm_kernels::harness::{fresh_seed, verify_case};
+use mllm_kernels::{Backend, BackendKind};
+
+use crate::common::backend;
+
+#[test]
+fn every_dispatch_runs_within_its_declared_loop_budget() {
+    let Some(b) = backend(BackendKind::Wgpu) else { return };
+    let Backend::Wgpu(gpu) = &b else { return };
+    gpu.count_loops(true).expect("loop counting on");
+    let seed = fresh_seed();
+    eprintln!("loop budgets on {}: seed {seed}", b.describe());
+    // Per shader (dtype suffix dropped): the most measured, and its declared budget then.
+    let mut seen: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let (mut over, mut failed, mut dispatches) = (Vec::new(), Vec::new(), 0);
+    for k in mllm_kernels::registry::kernels() {
+        for (i, case) in k.cases().iter().enumerate() {
+            let r = verify_case(k, &b, case, seed.wrapping_add(i as u64));
+            let counts = gpu.loop_counts().expect("loop counts");
+            if !r.ok && !r.note.contains("loop iterations in one invocation") {
+                failed.push(format!("{} {} {}: {}", r.kernel, r.dtype, r.shape, r.note));
+            }
+            for c in counts {
+                dispatches += 1;
+                if c.measured > c.declared {
+                    over.push(format!(
+                        "{} ({} {}): ran {} loop iterations in one invocation, declared {}",
+                        c.module, r.kernel, r.shape, c.measured, c.declared
+                    ));
+                }
+                let base =
+                    ["_f32", "_f16", "_bf16"].iter().fold(c.module.clone(), |m, s| m.trim_end_matches(s).to_string());
+                let e = seen.entry(base).or_default();
+                if c.measured >= e.0 {
+                    *e = (c.measured, c.declared);
+                }
+            }
+        }
+    }
+    gpu.count_loops(false).expect("loop counting off");
+    for (m, (measured, declared)) in &seen {
+        eprintln!("{m:32} most run {measured:>6}, declared then {declared:>6} (limit {CPU_LOOP_LIMIT})");
+    }
+    assert!(failed.is_empty(), "cases failed with counted shaders:\n{}", failed.join("\n"));
+    assert!(over.is_empty(), "{} of {dispatches} dispatches ran past their budget:\n{}", over.len(), over.join("\n"));
+    // Every shader but the bench's empty one ran at least once.
+    let shaders: std::collections::BTreeSet<String> = mllm_kernels::sources::WGSL_MODULES
+        .iter()
+        .map(|m| ["_f32", "_f16", "_bf16"].iter().fold(m.name.to_string(), |n, s| n.trim_end_matches(s).to_string()))
+        .filter(|n| n != "core_noop")
+        .collect();
+    let missing: Vec<_> = shaders.iter().filter(|s| !seen.contains_key(*s)).collect();
+    assert!(missing.is_empty(), "no registered case dispatched {missing:?}");
+}
