@@ -60,3 +60,25 @@ fn every_dispatch_runs_within_its_declared_loop_budget() {
     let missing: Vec<_> = shaders.iter().filter(|s| !seen.contains_key(*s)).collect();
     assert!(missing.is_empty(), "no registered case dispatched {missing:?}");
 }
+
+/// On a CPU adapter, a dispatch whose budget is over llvmpipe's limit is an error that says why
+/// and what to change, never a result: the 32k-token decode in one split.
+#[test]
+fn an_over_budget_dispatch_is_an_error_on_a_cpu_adapter() {
+    let Some(b) = backend(BackendKind::Wgpu) else { return };
+    let Backend::Wgpu(gpu) = &b else { return };
+    if !gpu.is_cpu_adapter() {
+        eprintln!("{} is not a CPU adapter: it runs every budget", b.describe());
+        return;
+    }
+    let k = mllm_kernels::registry::kernels().into_iter().find(|k| k.id() == "mla.mla_decode").expect("mla_decode");
+    let mut case = k.cases().into_iter().find(|c| c.realistic).expect("the realistic decode case");
+    case.params["splits"] = serde_json::json!(1);
+    let r = verify_case(k, &b, &case, fresh_seed());
+    assert!(!r.ok, "a 32k-token split ran on a CPU adapter: {}", r.note);
+    assert!(
+        r.note.contains("loop iterations in one invocation") && r.note.contains("raise `splits` to 10"),
+        "{}",
+        r.note
+    );
+}

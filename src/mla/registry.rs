@@ -1,5 +1,6 @@
 //! The MLA kernels in the registry: case tables, random paged caches, oracle call, launch.
 
+use crate::dtype::DType;
 use serde_json::json;
 
 use super::{AbsorbQ, AppendCache, MlaDecode, MlaPrefill, ProjectOut, Rope};
@@ -128,7 +129,14 @@ impl Registered for MlaDecode {
             ),
         ];
         let rows: Vec<(&str, serde_json::Value)> = rows.iter().map(|(l, p)| (l.as_str(), p.clone())).collect();
-        float_cases(&rows)
+        let mut cases = float_cases(&rows);
+        // A 32k-token sequence in 16 splits: each split's key walk stays within a CPU adapter's
+        // loop limit (one split would not, and is refused there).
+        let (l, p) =
+            decode_case("32k tokens L512 R64 H2 P64 split 16", 1, 2, (512, 64, 64), &[32768], json!({"splits": 16}));
+        let (l, p) = exact_table((l, p), 32768, 64);
+        cases.push(Case::realistic(&l, DType::BF16, true, p));
+        cases
     }
     fn bench_cases() -> Vec<Case> {
         let mut v = Vec::new();

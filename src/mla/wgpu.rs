@@ -171,7 +171,7 @@ fn decode_loops(g: &Geometry, prefill: bool) -> u64 {
 fn decode_loops_per_tile(g: &Geometry) -> u64 {
     let (l, r) = (g.latent as u64, g.rope as u64);
     let np = strided(l, 64);
-    l + r + 2 * loops::tree(64) + np + 64 * (1 + np)
+    1 + l + r + 2 * loops::tree(64) + np + 64 * (1 + np)
 }
 
 impl AppendCache {

@@ -399,6 +399,13 @@ impl Registered for GatedDeltaChunk {
             chunk_case("bad and repeated slots", &[5, 6, 7, 8], 4, 1, 8, 8, json!({"fixture.repeat_slot": true})),
             chunk_case("bad cu", &[5, 6, 7], 3, 1, 8, 8, json!({"fixture.bad_cu": true})),
         ])
+        .into_iter()
+        .chain([{
+            // An 8k-token chunked prefill: the stream's tiles go over several dispatches.
+            let (l, p) = chunk_case("8k-token prefill H1 K128 V64", &[8192], 1, 1, 128, 64, json!({}));
+            Case::realistic(&l, DType::BF16, true, p)
+        }])
+        .collect()
     }
     fn bench_cases() -> Vec<Case> {
         let lens = |t: usize| vec![t; 1];

@@ -269,6 +269,14 @@ impl Registered for TernaryMatmul {
                 json!({"m": 129, "n": 128, "k": 1040, "partitions": 4, "tensor_cores": true, "write_acc": true}),
             ),
         ])
+        .into_iter()
+        .chain([
+            // A 4096-wide GEMV and a GEMM over LLaMA's FFN width, past what one invocation of
+            // the old GEMM loop could run on a CPU adapter.
+            Case::realistic("gemv 1x4096x4096", DType::F16, true, json!({"m": 1, "n": 4096, "k": 4096})),
+            Case::realistic("gemm 64x256x11008 (FFN down)", DType::F16, true, json!({"m": 64, "n": 256, "k": 11008})),
+        ])
+        .collect()
     }
     fn bench_cases() -> Vec<Case> {
         let gemv = [(2048, 2048), (5632, 2048), (2048, 5632), (6912, 2560), (3200, 20480)]
@@ -484,6 +492,12 @@ impl Registered for MlgruScan {
             scan_case("bad slot", &[2, 9, 5], 20, 3, json!({"chunk": 4, "fixture.bad_slot": true})),
             scan_case("repeated slot", &[6, 9, 0, 5], 20, 5, json!({"chunk": 4, "fixture.repeat_slot": true})),
         ])
+        .into_iter()
+        .chain([{
+            let (l, p) = scan_case("32k tokens d256 chunk 256", &[32768], 256, 1, json!({"chunk": 256}));
+            Case::realistic(l, DType::F16, true, p)
+        }])
+        .collect()
     }
     fn bench_cases() -> Vec<Case> {
         bf16_cases([scan_case("4 seqs T1024 d2048", &[1024; 4], 2048, 4, json!({}))].map(|(l, p)| (l.to_string(), p)))

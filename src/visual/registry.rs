@@ -143,6 +143,15 @@ impl Registered for Select {
                 c("bad length and a NaN", json!({"seqs": 3, "n": 10, "k": 4, "fixture": "bad"})),
             ],
         )
+        .into_iter()
+        // ZipVL's cumulative mass over an AnyRes image's 2880 candidates.
+        .chain([Case::realistic(
+            "mass tau 0.9 of 2880 candidates",
+            DType::F32,
+            false,
+            json!({"seqs": 1, "n": 2880, "mode": "mass", "tau": 0.9}),
+        )])
+        .collect()
     }
     fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
         let p = &self.params;
@@ -381,6 +390,36 @@ impl Registered for AttnMass {
                 ),
             ],
         )
+        .into_iter()
+        .chain(
+            [
+                // FastV at a 7B model's heads: 27 rater rows (SparseVLM's text raters) over LLaVA's
+                // 576 visual tokens, summed over 32 heads of D128.
+                mass_case(
+                    "7B heads: 32 x 27 raters x D128, 576 candidates",
+                    &[700],
+                    &[35, 576],
+                    27,
+                    32,
+                    32,
+                    128,
+                    json!({}),
+                ),
+                // YOPO's head score: every row rates, per head.
+                mass_case(
+                    "every row rates, per head: 300 rows H8 D64",
+                    &[320],
+                    &[10, 256],
+                    300,
+                    8,
+                    8,
+                    64,
+                    json!({"reduce_heads": false, "fixture.early": true}),
+                ),
+            ]
+            .map(|(l, p)| Case::realistic(&l, DType::F16, true, p)),
+        )
+        .collect()
     }
     fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
         let p = &self.params;
@@ -741,6 +780,12 @@ impl Registered for Merge {
                 c("bad cu_seqlens", &[20, 20, 5], &[2, 10, 2, 10, 0, 3], 10, 8, json!({"fixture.bad_cu": true})),
             ],
         )
+        .into_iter()
+        .chain([{
+            let (l, p) = c("AnyRes: 2975 candidates D128, a third kept", &[3000], &[20, 2975], 2975, 128, json!({}));
+            Case::realistic(&l, DType::F16, true, p)
+        }])
+        .collect()
     }
     fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
         let p = &self.params;
