@@ -8,6 +8,11 @@ typedef long long i64;
 
 // NVRTC has no <cmath>, so no INFINITY macro.
 #define NEG_INF (__int_as_float(0xff800000))
+#define NAN_F (__int_as_float(0x7fc00000))
+
+// NaN and finiteness by the bits (the NaN policy, ARCHITECTURE.md: a NaN score makes its row NaN).
+__device__ __forceinline__ bool nan_bits(float x) { return (__float_as_uint(x) & 0x7fffffffu) > 0x7f800000u; }
+__device__ __forceinline__ bool finite_bits(float x) { return (__float_as_uint(x) & 0x7f800000u) != 0x7f800000u; }
 
 __device__ __forceinline__ float to_f32(float v) { return v; }
 __device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }

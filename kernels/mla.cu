@@ -113,13 +113,15 @@ __device__ void mla_decode(const T* __restrict__ q, const T* __restrict__ kv, co
     const i64 total = (i64)gridDim.z * nrows;
     const i64 prow = (i64)j * total + (i64)blockIdx.z * nrows + row;
     float* po = ws + prow * L;
-    const float inv = l > 0.f ? 1.f / l : 0.f;
+    // A NaN score reached l as a NaN weight: the split is NaN (the NaN policy).
+    const bool nan = nan_bits(l);
+    const float inv = nan ? NAN_F : l > 0.f ? 1.f / l : 0.f;
 #pragma unroll
     for (int k = 0; k < MLA_MAX_PER_THREAD; ++k) {
         const int d = tid + k * MLA_TILE;
         if (d < L) po[d] = acc[k] * inv;
     }
-    if (tid == 0) ws[(i64)splits * total * L + prow] = l > 0.f ? m + logf(l) : NEG_INF;
+    if (tid == 0) ws[(i64)splits * total * L + prow] = nan ? NAN_F : l > 0.f ? m + logf(l) : NEG_INF;
 }
 
 // ---- tensor-core decode and prefill (f16, bf16) ----------------------------------------------
@@ -221,7 +223,11 @@ __device__ void mla_combine(const float* __restrict__ ws, T* __restrict__ o, flo
     if (r >= total) return;
     const float* part_lse = ws + (i64)splits * total * L;
     float m = NEG_INF;
-    for (int j = 0; j < splits; ++j) m = fmaxf(m, part_lse[(i64)j * total + r]);
+    bool nan = false;  // a NaN split makes the row NaN (the NaN policy); fmaxf would skip it
+    for (int j = 0; j < splits; ++j) {
+        m = fmaxf(m, part_lse[(i64)j * total + r]);
+        nan = nan || nan_bits(part_lse[(i64)j * total + r]);
+    }
     float sum = 0.f;
     for (int j = 0; j < splits; ++j) {
         const float v = part_lse[(i64)j * total + r];
@@ -233,11 +239,11 @@ __device__ void mla_combine(const float* __restrict__ ws, T* __restrict__ o, flo
             const float lj = part_lse[(i64)j * total + r];
             if (lj != NEG_INF) v += expf(lj - m) * ws[((i64)j * total + r) * L + d];
         }
-        o[r * L + d] = from_f32<T>(m == NEG_INF ? 0.f : v / sum);
+        o[r * L + d] = from_f32<T>(nan ? NAN_F : m == NEG_INF ? 0.f : v / sum);
     }
     if (threadIdx.x == 0) {
         const i64 nrows = (i64)sq * heads, b = r / nrows, rem = r % nrows, i = rem / heads, h = rem % heads;
-        lse[(b * heads + h) * sq + i] = m == NEG_INF ? NEG_INF : m + logf(sum);
+        lse[(b * heads + h) * sq + i] = nan ? NAN_F : m == NEG_INF ? NEG_INF : m + logf(sum);
     }
 }
 

@@ -122,9 +122,19 @@ __device__ float norm_quant_row(const T* row, const T* w, signed char* q_row, in
         ss += v * v;
     }
     const float inv = 1.f / sqrtf(block_sum(ss) / (float)k + eps);
-    float amax = 0.f;
-    for (int c = threadIdx.x; c < k; c += blockDim.x) amax = fmaxf(amax, fabsf(act_in(row, c, k, glu) * inv * to_f32(w[c])));
-    const float s = 127.f / fmaxf(block_max(amax), 1e-5f);
+    float amax = 0.f, bad = 0.f;
+    for (int c = threadIdx.x; c < k; c += blockDim.x) {
+        const float y = act_in(row, c, k, glu) * inv * to_f32(w[c]);
+        amax = fmaxf(amax, fabsf(y));
+        if (!finite_bits(y)) bad = 1.f;
+    }
+    amax = block_max(amax);
+    // A row with a non-finite value quantizes to 0 with scale NaN (the NaN policy).
+    if (block_max(bad) > 0.f) {
+        for (int c = threadIdx.x; c < kp; c += blockDim.x) q_row[c] = 0;
+        return NAN_F;
+    }
+    const float s = 127.f / fmaxf(amax, 1e-5f);
     for (int c = threadIdx.x; c < kp; c += blockDim.x) {
         float qv = 0.f;
         if (c < k) qv = fminf(fmaxf(rintf(act_in(row, c, k, glu) * inv * to_f32(w[c]) * s), -128.f), 127.f);

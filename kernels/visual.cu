@@ -353,12 +353,14 @@ __device__ void vis_attend(const T* q, const T* k, const T* v, T* o, float* lse,
         }
         __syncthreads();  // p is rewritten by the next tile
     }
+    // A NaN score reached l as a NaN weight: the row is NaN (the NaN policy).
+    const bool nan = nan_bits(l);
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
         const int d = tid + e * 128;
-        if (d < D) o[((i64)i * H + h) * D + d] = from_f32<T>(l > 0.f && !zero_out ? acc[e] / l : 0.f);
+        if (d < D) o[((i64)i * H + h) * D + d] = from_f32<T>(zero_out ? 0.f : nan ? NAN_F : l > 0.f ? acc[e] / l : 0.f);
     }
-    if (tid == 0) lse[(i64)i * H + h] = l > 0.f ? m + logf(l) : NEG_INF;
+    if (tid == 0) lse[(i64)i * H + h] = nan ? NAN_F : l > 0.f ? m + logf(l) : NEG_INF;
 }
 
 // Attention over the kept tokens: grid (T, H), 128 threads; key j visible iff pos[j] <= pos[i].

@@ -25,8 +25,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // -inf built at run time: a constant infinity is a WGSL creation error.
     let neg_inf = bitcast<f32>(0xff800000u | (p.states & 0u));
     var lse = neg_inf;
-    // A NaN lse falls through to NaN weights, visibly.
-    if (mx != neg_inf) {
+    // A NaN or +inf part makes the state NaN (the NaN policy, ARCHITECTURE.md), by the bits.
+    let pos_inf = 0x7f800000u;
+    let bad = nan_bits(a) || nan_bits(b) || bitcast<u32>(a) == pos_inf || bitcast<u32>(b) == pos_inf;
+    if (bad) {
+        lse = make_nan(p.states & 0u);
+    } else if (mx != neg_inf) {
         w1 = exp(a - mx);
         w2 = exp(b - mx);
         let sum = w1 + w2;
@@ -48,7 +52,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 var acc = 0.0;
                 if (w1 != 0.0) { acc += w1 * ld_o1(b1 + c); }
                 if (w2 != 0.0) { acc += w2 * ld_o2(b2 + c); }
-                v[ln] = acc;
+                v[ln] = select(acc, lse, bad);
                 m |= 1u << ln;
             }
         }

@@ -17,7 +17,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let neg_inf = bitcast<f32>(0xff800000u | (p.total & 0u));
     let lb = p.ws_off + p.splits * p.total * p.latent;
     var m = neg_inf;
-    for (var j = 0u; j < p.splits; j++) { m = max(m, ws[lb + j * p.total + r]); }
+    // A NaN split makes the row NaN (the NaN policy, ARCHITECTURE.md), by the bits.
+    var nan = false;
+    for (var j = 0u; j < p.splits; j++) {
+        let v = ws[lb + j * p.total + r];
+        nan = nan || nan_bits(v);
+        m = max(m, v);
+    }
+    let nan_v = make_nan(p.total & 0u);
     var sum = 0.0;
     for (var j = 0u; j < p.splits; j++) {
         let v = ws[lb + j * p.total + r];
@@ -35,7 +42,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 let lj = ws[lb + j * p.total + r];
                 if (lj != neg_inf) { acc += exp(lj - m) * ws[p.ws_off + (j * p.total + r) * p.latent + d]; }
             }
-            v[ln] = select(acc / sum, 0.0, m == neg_inf);
+            v[ln] = select(select(acc / sum, 0.0, m == neg_inf), nan_v, nan);
             mask |= 1u << ln;
         }
         stw_o(wd, mask, v[0], v[1]);
@@ -45,6 +52,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let b = r / nrows;
         let i = (r % nrows) / p.heads;
         let h = r % p.heads;
-        lse[p.lse_off + (b * p.heads + h) * p.sq + i] = select(m + log(sum), neg_inf, m == neg_inf);
+        lse[p.lse_off + (b * p.heads + h) * p.sq + i] = select(select(m + log(sum), neg_inf, m == neg_inf), nan_v, nan);
     }
 }

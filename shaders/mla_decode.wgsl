@@ -25,6 +25,7 @@ var<workgroup> red: array<f32, 64>;
 var<workgroup> len_w: i32;
 var<workgroup> vis_w: i32;
 var<workgroup> seq_w: u32;
+var<workgroup> nan_w: atomic<u32>;  // a NaN score in this split (the NaN policy, ARCHITECTURE.md)
 
 fn wg_max(v: f32, tid: u32) -> f32 {
     red[tid] = v;
@@ -138,6 +139,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 for (var d = 0u; d < p.latent; d++) { dot += qs[d] * ld_kv(cb + d); }
                 for (var d = 0u; d < p.rope; d++) { dot += qs[p.latent + d] * ld_pe(rb + d); }
                 s = p.scale * dot;
+                if (nan_bits(s)) { atomicOr(&nan_w, 1u); }
             } else {
                 atomicOr(&status[0], ST_INDEX_OUT_OF_RANGE);
             }
@@ -166,11 +168,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let prow = j * total + gb * nrows + row;
     let inv = select(0.0, 1.0 / l, l > 0.0);
+    // A NaN score makes the split's partial NaN, by the bits (the loop's last barrier made the
+    // flag visible; WGSL arithmetic need not carry a NaN that far).
+    let nan = atomicLoad(&nan_w) != 0u;
+    let nan_v = make_nan(p.batch & 0u);
     for (var k = 0u; k < np; k++) {
         let d = tid + k * WG;
-        if (d < p.latent) { ws[p.ws_off + prow * p.latent + d] = acc[k] * inv; }
+        if (d < p.latent) { ws[p.ws_off + prow * p.latent + d] = select(acc[k] * inv, nan_v, nan); }
     }
     if (tid == 0u) {
-        ws[p.ws_off + p.splits * total * p.latent + prow] = select(neg_inf, m + log(l), l > 0.0);
+        ws[p.ws_off + p.splits * total * p.latent + prow] = select(select(neg_inf, m + log(l), l > 0.0), nan_v, nan);
     }
 }

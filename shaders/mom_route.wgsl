@@ -10,10 +10,6 @@
 @group(0) @binding(3) var<storage, read_write> weights: array<f32>;
 @group(0) @binding(4) var<storage, read_write> status: array<atomic<u32>>;
 
-fn finite(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u;
-}
-
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) tid: u32) {
@@ -23,7 +19,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let o = t * p.topk;
     var ok = true;
     for (var m = 0u; m < p.memories; m++) {
-        if (!finite(ld_logits(base + m))) { ok = false; }
+        if (!finite_bits(ld_logits(base + m))) { ok = false; }
     }
     if (!ok) {
         atomicOr(&status[0], ST_VALUE_OUT_OF_RANGE);

@@ -23,10 +23,6 @@ var<workgroup> total_w: f32;
 var<workgroup> keep_w: u32;
 var<workgroup> scan: array<u32, 256>;
 
-fn finite(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u;
-}
-
 fn s_at(b: u32, j: u32) -> f32 { return score[p.score_off + b * p.n + j]; }
 
 fn o_at(b: u32, j: u32) -> f32 {
@@ -95,7 +91,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let l = workgroupUniformLoad(&len_w);
     for (var j = tid; j < l; j += WG) {
-        if (!finite(s_at(b, j)) || !finite(o_at(b, j))) { atomicOr(&bad, ST_VALUE_OUT_OF_RANGE); }
+        if (!finite_bits(s_at(b, j)) || !finite_bits(o_at(b, j))) { atomicOr(&bad, ST_VALUE_OUT_OF_RANGE); }
     }
     workgroupBarrier();
     if (tid == 0u) {

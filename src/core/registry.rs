@@ -92,15 +92,20 @@ impl Registered for MergeStates {
             ("7x5", json!({"states": 7, "dim": 5})),
             ("33x129 strided", json!({"states": 33, "dim": 129, "o1_stride": 131, "o2_stride": 129, "o_stride": 133})),
             ("256x512", json!({"states": 256, "dim": 512})),
+            // The NaN policy (ARCHITECTURE.md): a NaN part makes its state NaN.
+            ("5x8 NaN lse1 in state 0", json!({"states": 5, "dim": 8, "fixture": "nan_lse"})),
         ])
     }
     fn bench_cases() -> Vec<Case> {
         no_f16(float_cases(&[("4096x512", json!({"states": 4096, "dim": 512}))]))
     }
-    fn inputs(&self, _: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
+    fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
         let (dt, n) = (self.params.dtype, self.params.states);
         let (o1, o2) = (random_view(rng, dt, &self.o1, 1.0), random_view(rng, dt, &self.o2, 1.0));
-        let (a, b) = random_lse(rng, n);
+        let (mut a, b) = random_lse(rng, n);
+        if fx.is("nan_lse") {
+            a[0] = f64::NAN;
+        }
         let lse = |v: &[f64]| HostTensor::from_f64(DType::F32, &[n], v);
         Ok([("o1".into(), o1), ("o2".into(), o2), ("lse1".into(), lse(&a)), ("lse2".into(), lse(&b))].into())
     }

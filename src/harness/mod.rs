@@ -704,8 +704,8 @@ pub fn compare(name: &str, got: &HostTensor, want: &[f64], rtol: Option<f64>, at
         if wv.is_nan() {
             if !gv.is_nan() && bad.is_none() {
                 bad = Some(format!(
-                    "{name}[{i}] = {gv}, expected NaN: a NaN expectation marks an element the kernel must not \
-                     write (a gap of a strided output)"
+                    "{name}[{i}] = {gv}, expected NaN (a gap of a strided output, which must stay poisoned, \
+                     or an element the NaN policy makes NaN)"
                 ));
             }
             continue;

@@ -46,6 +46,15 @@ impl HostTensor {
         HostTensor::from_f64(DType::F32, &[v.len()], v)
     }
 
+    /// This float tensor with element `i` (if it has one) set to `v`: a planted NaN, say.
+    pub fn with_element(&self, i: usize, v: f64) -> HostTensor {
+        let mut x = self.to_f64();
+        if let Some(e) = x.get_mut(i) {
+            *e = v;
+        }
+        HostTensor::from_f64(self.dtype, &self.shape, &x)
+    }
+
     /// An i32 tensor of `shape` holding `v`.
     pub fn from_i32(shape: &[usize], v: &[i32]) -> HostTensor {
         HostTensor { dtype: DType::I32, shape: shape.to_vec(), bytes: bytemuck::cast_slice(v).to_vec() }

@@ -119,6 +119,8 @@ impl Registered for MlaDecode {
             // L = 2048: 16 rows a group, each warp 256 output columns; tiles of 16 keys.
             decode_case("L2048 R128 H20 P16 split 2", 1, 20, (2048, 128, 16), &[45], json!({"splits": 2})),
             decode_case("bad page ids", 1, 3, (64, 16, 8), &[30, 20], json!({"fixture.bad_page": true})),
+            // The NaN policy (ARCHITECTURE.md): the row whose query holds a NaN is NaN.
+            decode_case("NaN in a query row", 1, 2, (64, 16, 16), &[20, 9], json!({"fixture.nan_q": true})),
             decode_case(
                 "seq_len over capacity, negative",
                 1,
@@ -171,7 +173,11 @@ impl Registered for MlaDecode {
         let p = &self.params;
         let mut m = TensorMap::new();
         for s in crate::plan::Plan::tensors(self).into_iter().filter(|s| ["q", "cache", "pe_cache"].contains(&s.name)) {
-            m.insert(s.name.into(), HostTensor::from_f64(p.dtype, &[s.len], &rng.normals(s.len, 1.0)));
+            let mut x = rng.normals(s.len, 1.0);
+            if s.name == "q" && fx.is("nan_q") {
+                x[0] = f64::NAN;
+            }
+            m.insert(s.name.into(), HostTensor::from_f64(p.dtype, &[s.len], &x));
         }
         let (table, lens) = paged_table(p.batch, p.pages, p.page_size, p.max_pages, fx, rng);
         m.insert("block_table".into(), HostTensor::from_i32(&[table.len()], &table));
@@ -506,7 +512,11 @@ impl Registered for MlaPrefill {
         let p = &self.params;
         let mut m = TensorMap::new();
         for s in crate::plan::Plan::tensors(self).into_iter().filter(|s| ["q", "cache", "pe_cache"].contains(&s.name)) {
-            m.insert(s.name.into(), HostTensor::from_f64(p.dtype, &[s.len], &rng.normals(s.len, 1.0)));
+            let mut x = rng.normals(s.len, 1.0);
+            if s.name == "q" && fx.is("nan_q") {
+                x[0] = f64::NAN;
+            }
+            m.insert(s.name.into(), HostTensor::from_f64(p.dtype, &[s.len], &x));
         }
         let (table, lens) = paged_table(p.batch, p.pages, p.page_size, p.max_pages, fx, rng);
         let mut cu = vec![0i32];

@@ -85,6 +85,12 @@ pub fn rmsnorm_quant(x: &[f64], w: &[f64], m: usize, k: usize, eps: f64) -> (Vec
         let row = &x[r * k..(r + 1) * k];
         let inv = 1.0 / (row.iter().map(|v| v * v).sum::<f64>() / k as f64 + eps).sqrt();
         let y: Vec<f64> = row.iter().zip(w).map(|(v, g)| v * inv * g).collect();
+        // A row with a non-finite value cannot be quantized: its codes are 0 and its scale NaN,
+        // so every product out of it is NaN (ARCHITECTURE.md, numerics).
+        if y.iter().any(|v| !v.is_finite()) {
+            s[r] = f64::NAN;
+            continue;
+        }
         s[r] = 127.0 / y.iter().fold(0.0f64, |a, v| a.max(v.abs())).max(1e-5);
         for c in 0..k {
             ys[r * kp + c] = y[c] * s[r];

@@ -201,6 +201,8 @@ impl Registered for RmsNormQuant {
             ("2x64 glu", json!({"m": 2, "k": 64, "glu": true})),
             ("5x333 strided", json!({"m": 5, "k": 333, "x_stride": 340})),
             ("16x2048", json!({"m": 16, "k": 2048})),
+            // The NaN policy (ARCHITECTURE.md): a non-finite row quantizes to 0 with scale NaN.
+            ("3x17 NaN in row 0", json!({"m": 3, "k": 17, "fixture": "nan_row"})),
         ])
     }
     fn bench_cases() -> Vec<Case> {
@@ -214,8 +216,13 @@ impl Registered for RmsNormQuant {
             )
         }))
     }
-    fn inputs(&self, _: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
-        Ok(norm_inputs(rng, self.params.dtype, &self.x, self.params.k, self.params.projections))
+    fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
+        let mut m = norm_inputs(rng, self.params.dtype, &self.x, self.params.k, self.params.projections);
+        if fx.is("nan_row") {
+            let x = host(&m, "x")?.with_element(0, f64::NAN);
+            m.insert("x".into(), x);
+        }
+        Ok(m)
     }
     fn oracle(&self, i: &TensorMap) -> Result<Expected> {
         let (q, _, s) = norm_oracle(self, i)?;

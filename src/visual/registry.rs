@@ -355,6 +355,9 @@ impl Registered for AttnMass {
                 ),
                 mass_case("given LSE", &[45, 20], &[5, 30, 1, 12], 5, 2, 1, 32, json!({"has_lse": true})),
                 mass_case("bad row and segment", &[30, 20], &[4, 20, 10, 15], 4, 1, 1, 8, json!({"fixture.bad": true})),
+                // The NaN policy (ARCHITECTURE.md): a NaN in a rater's query makes every mass
+                // it rates NaN.
+                mass_case("NaN in a rater row", &[30], &[4, 20], 2, 2, 2, 16, json!({"fixture.nan_q": true})),
                 // Tensor cores (f16/bf16, D a multiple of 16): 70 rows over 2 sequences are two
                 // chunks of 64 and two groups of (row, head) pairs; a 150-key segment is three
                 // key tiles, the last partial; per head and summed; a bad row and segment.
@@ -449,7 +452,10 @@ impl Registered for AttnMass {
             (seg[2], seg[3]) = (i32::MAX, 1);
         }
         let mut m = TensorMap::new();
-        let q = rng.normals(p.rows * p.heads * p.dim, 1.0);
+        let mut q = rng.normals(p.rows * p.heads * p.dim, 1.0);
+        if fx.is("nan_q") {
+            q[0] = f64::NAN;
+        }
         let k = rng.normals(p.tokens * p.kv_heads * p.dim, 1.0);
         m.insert("q".into(), HostTensor::from_f64(p.dtype, &[q.len()], &q));
         m.insert("k".into(), HostTensor::from_f64(p.dtype, &[k.len()], &k));
@@ -562,6 +568,8 @@ impl Registered for SparseAttention {
                 attn_case("tensor cores: 3 seqs 70/0/130 GQA 8/2 D128", &[70, 0, 130], 8, 2, 128, json!({})),
                 attn_case("tensor cores: MQA 16/1 D64", &[45], 16, 1, 64, json!({})),
                 attn_case("bad cu_seqlens", &[5, 6, 7], 1, 1, 8, json!({"fixture.bad_cu": true})),
+                // The NaN policy (ARCHITECTURE.md): the row whose query holds a NaN is NaN.
+                attn_case("NaN in a query row", &[20, 9], 2, 1, 16, json!({"fixture.nan_q": true})),
             ],
         )
     }
@@ -580,7 +588,10 @@ impl Registered for SparseAttention {
         pos.resize(p.tokens, 0);
         let mut m = TensorMap::new();
         for (name, heads) in [("q", p.heads), ("k", p.kv_heads), ("v", p.kv_heads)] {
-            let x = rng.normals(p.tokens * heads * p.dim, 1.0);
+            let mut x = rng.normals(p.tokens * heads * p.dim, 1.0);
+            if name == "q" && fx.is("nan_q") && !x.is_empty() {
+                x[0] = f64::NAN;
+            }
             m.insert(name.into(), HostTensor::from_f64(p.dtype, &[x.len()], &x));
         }
         ints(&mut m, "cu_seqlens", &cu);
@@ -658,6 +669,7 @@ impl Registered for NeighborAttention {
             None,
             &[
                 grid_case("text + 6x7 grid r1 + text, H2 D32", &[57], &[10, 6, 7], 2, 2, 32, json!({})),
+                grid_case("NaN in a query row", &[57], &[10, 6, 7], 2, 2, 32, json!({"fixture.nan_q": true})),
                 grid_case(
                     "raster-causal window r2, GQA 4/2",
                     &[8 + 30 + 4],
@@ -716,7 +728,10 @@ impl Registered for NeighborAttention {
         let p = &self.params;
         let mut m = TensorMap::new();
         for (name, heads) in [("q", p.heads), ("k", p.kv_heads), ("v", p.kv_heads)] {
-            let x = rng.normals(p.tokens * heads * p.dim, 1.0);
+            let mut x = rng.normals(p.tokens * heads * p.dim, 1.0);
+            if name == "q" && fx.is("nan_q") && !x.is_empty() {
+                x[0] = f64::NAN;
+            }
             m.insert(name.into(), HostTensor::from_f64(p.dtype, &[x.len()], &x));
         }
         ints(&mut m, "cu_seqlens", &cu_of(fx, p.seqs, p.tokens));
