@@ -504,6 +504,15 @@ impl Registered for MlaPrefill {
             // Its ends are right (0 and tokens) and every token finds a range: only the
             // decrease between them is wrong, and every backend must still raise the status.
             case("bad cu_seqlens", &[3, 2], &[5, 4], 2, (64, 16, 4), json!({"fixture.bad_cu": true})),
+            // The NaN policy (ARCHITECTURE.md): the row whose query holds a NaN is NaN.
+            case(
+                "NaN in a query row, new 3/5 of 10/5",
+                &[3, 5],
+                &[10, 5],
+                2,
+                (64, 16, 4),
+                json!({"fixture.nan_q": true}),
+            ),
         ];
         let rows: Vec<(&str, serde_json::Value)> = rows.iter().map(|(l, p)| (l.as_str(), p.clone())).collect();
         float_cases(&rows)
