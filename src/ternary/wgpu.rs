@@ -517,10 +517,11 @@ impl MlgruScan {
 }
 
 /// Loop budget of `norm_scales` and the quantized row's word loop (ternary_normquant.wgsli):
-/// the sum of squares and the absolute maximum over K, two 64-lane reductions, four values a word.
+/// the sum of squares and the absolute maximum over K, three 64-lane reductions (the sum, the
+/// maximum, the non-finite flag), four values a word.
 fn norm_quant_loops(k: usize) -> u64 {
     let k = k as u64;
-    2 * strided(k, 64) + 2 * tree(64) + strided(padded_k(k as usize) as u64 / 4, 64) * (1 + 4)
+    2 * strided(k, 64) + 3 * tree(64) + strided(padded_k(k as usize) as u64 / 4, 64) * (1 + 4)
 }
 
 /// Loop budget of one GEMV output row (ternary_gemv.wgsl): per packed word the M activation
