@@ -236,7 +236,7 @@ fn cuda(manifest: &Path, out: &Path, gen: &mut String) {
                 ptx = None;
             }
         }
-        let mut cubins = Vec::new();
+        let (mut cubins, mut reports) = (Vec::new(), Vec::new());
         match &ptx {
             Some(p) => {
                 let ptx_path = out.join(format!("{family}.ptx"));
@@ -246,12 +246,18 @@ fn cuda(manifest: &Path, out: &Path, gen: &mut String) {
                         let cubin = out.join(format!("{family}.sm_{arch}.cubin"));
                         let r = Command::new(ptxas)
                             .arg(format!("-arch=sm_{arch}"))
+                            .arg("-v")
                             .arg("-o")
                             .arg(&cubin)
                             .arg(&ptx_path)
                             .output();
                         match r {
-                            Ok(o) if o.status.success() => cubins.push((arch, cubin)),
+                            Ok(o) if o.status.success() => {
+                                let report = out.join(format!("{family}.sm_{arch}.ptxas.txt"));
+                                fs::write(&report, &o.stderr).expect("write the ptxas report");
+                                cubins.push((arch, cubin));
+                                reports.push((arch, report));
+                            }
                             Ok(o) => println!(
                                 "cargo:warning=ptxas sm_{arch} failed for {family}: {}",
                                 String::from_utf8_lossy(&o.stderr).lines().next().unwrap_or("")
@@ -275,11 +281,15 @@ fn cuda(manifest: &Path, out: &Path, gen: &mut String) {
         };
         let cubin_expr: Vec<String> =
             cubins.iter().map(|(a, p)| format!("({a}, include_bytes!({:?}))", p.display().to_string())).collect();
+        let report_expr: Vec<String> =
+            reports.iter().map(|(a, p)| format!("({a}, include_str!({:?}))", p.display().to_string())).collect();
         let _ = writeln!(
             gen,
-            "    CudaModuleSource {{ family: {family:?}, source: include_str!({:?}), ptx: {ptx_expr}, cubins: &[{}] }},",
+            "    CudaModuleSource {{ family: {family:?}, source: include_str!({:?}), ptx: {ptx_expr}, cubins: &[{}], \
+             ptxas_reports: &[{}] }},",
             exp_path.display().to_string(),
-            cubin_expr.join(", ")
+            cubin_expr.join(", "),
+            report_expr.join(", ")
         );
     }
     gen.push_str("];\n");

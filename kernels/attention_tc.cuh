@@ -248,13 +248,14 @@ __device__ void attn_tc_group(const P& pb, int rows, int t0, int t1, float scale
         float sum = 0.f;
         for (int w = 0; w < WPS; ++w) sum += red[w * G + r];
         if (r >= rows) continue;
-        // A NaN score reached the sum as a NaN weight: the row is NaN (the NaN policy).
-        const bool nan = nan_bits(sum);
-        const float inv = nan ? NAN_F : sum > 0.f ? 1.f / sum : 0.f;
+        // A NaN score reached the sum as a NaN weight: the row is NaN (the NaN policy). The sum
+        // is positive, zero (no key) or NaN, and IEEE comparisons tell them apart (the kernels
+        // build without fast math), so the NaN passes through to o and lse.
+        const float inv = sum > 0.f ? 1.f / sum : sum == 0.f ? 0.f : sum;
 #pragma unroll
         for (int n = 0; n < MAXNT; ++n)
             if (n < NT) pb.store(r, col0 + n * 8 + 2 * t4, o[n][2 * hr] * inv, o[n][2 * hr + 1] * inv);
         if (wk == 0 && t4 == 0)
-            pb.store_lse(r, nan ? NAN_F : sum > 0.f ? (m[hr] + log2f(sum)) * 0.6931471805599453f : NEG_INF);
+            pb.store_lse(r, sum > 0.f ? (m[hr] + log2f(sum)) * 0.6931471805599453f : sum == 0.f ? NEG_INF : sum);
     }
 }

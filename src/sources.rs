@@ -14,6 +14,9 @@ pub struct CudaModuleSource {
     pub ptx: Option<&'static str>,
     /// `(sm, cubin)` pairs assembled by ptxas at build time.
     pub cubins: &'static [(u32, &'static [u8])],
+    /// `(sm, report)`: what `ptxas -v` said while assembling each cubin (registers, stack,
+    /// spills per kernel); tests/ptx.rs reads it instead of assembling everything again.
+    pub ptxas_reports: &'static [(u32, &'static str)],
 }
 
 /// One WGSL module, ready for `create_shader_module`.
