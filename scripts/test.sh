@@ -25,7 +25,7 @@ cargo test --release --doc
 # --show-output puts each test's seed, backend and ptxas report into the log.
 log=$(mktemp)
 trap 'rm -f "$log"; [ -n "${prebuild:-}" ] && kill "$prebuild" 2>/dev/null || true' EXIT
-cargo test --release --lib --bins --tests -- --show-output "$@" 2>&1 | tee "$log"
+cargo test --release --tests -- --show-output "$@" 2>&1 | tee "$log"
 # A test that found no backend to run on passes; say so where people look, after the summary.
 skips=$(grep -o "skipping the [a-z]* backend: .*" "$log" | sort | uniq -c || true)
 if [ -n "$skips" ]; then

@@ -69,34 +69,46 @@ fn the_emulator_compiles_what_nvrtc_compiles() {
     }
 }
 
-#[test]
-fn every_cuda_case_on_the_emulated_device() {
+/// Every registered CUDA case on one build of the emulated device in one thread order (its
+/// selftest first). The four builds are four tests, so the test harness runs them side by side.
+fn every_cuda_case(sanitize: &str, order: &str) {
     if !have("python3", "the emulated CUDA device's generator needs Python 3")
         || !have("clang++-19", "install clang-19 and libclang-rt-19-dev (scripts/env.sh does, as root on Debian)")
     {
         return;
     }
     let bin = env!("CARGO_BIN_EXE_mllm-kernels");
-    let rand = format!("rand:{}", fresh_seed());
-    let builds: [(&str, &str); 4] = [("plain", "fwd"), ("plain", "rev"), ("address", &rand), ("thread", "fwd")];
-    let mut failures = Vec::new();
-    for (sanitize, order) in builds {
-        let what = format!("--sanitize {sanitize} --order {order}");
-        let t0 = std::time::Instant::now();
-        let (ok, text) = run(&["--sanitize", sanitize, "--order", order, "--selftest"]);
-        eprintln!("cuda-cpu {what} selftest: {}", tail(&text, 1));
-        if !ok || !text.contains(" passed, 0 failed") {
-            failures.push(format!("{what} selftest:\n{}", tail(&text, 30)));
-            continue;
-        }
-        let (ok, text) = run(&["--sanitize", sanitize, "--order", order, "--", bin, "verify", "--backend", "cuda"]);
-        eprintln!("cuda-cpu {what} verify ({:.0} s): {}", t0.elapsed().as_secs_f64(), tail(&text, 1));
-        if !ok || !text.contains("| cuda-cpu |") || !text.contains(" 0 failed") {
-            let bad: Vec<&str> = text.lines().filter(|l| l.contains("FAIL") || l.contains("cuda-cpu:")).collect();
-            failures.push(format!("{what} verify:\n{}\n{}", bad.join("\n"), tail(&text, 30)));
-        }
+    let what = format!("--sanitize {sanitize} --order {order}");
+    let t0 = std::time::Instant::now();
+    let (ok, text) = run(&["--sanitize", sanitize, "--order", order, "--selftest"]);
+    eprintln!("cuda-cpu {what} selftest: {}", tail(&text, 1));
+    assert!(ok && text.contains(" passed, 0 failed"), "{what} selftest:\n{}", tail(&text, 30));
+    let (ok, text) = run(&["--sanitize", sanitize, "--order", order, "--", bin, "verify", "--backend", "cuda"]);
+    eprintln!("cuda-cpu {what} verify ({:.0} s): {}", t0.elapsed().as_secs_f64(), tail(&text, 1));
+    if !ok || !text.contains("| cuda-cpu |") || !text.contains(" 0 failed") {
+        let bad: Vec<&str> = text.lines().filter(|l| l.contains("FAIL") || l.contains("cuda-cpu:")).collect();
+        panic!("the emulated CUDA device failed {what} verify:\n{}\n{}", bad.join("\n"), tail(&text, 30));
     }
-    assert!(failures.is_empty(), "the emulated CUDA device failed:\n{}", failures.join("\n\n"));
+}
+
+#[test]
+fn every_cuda_case_on_the_emulated_device_in_forward_order() {
+    every_cuda_case("plain", "fwd");
+}
+
+#[test]
+fn every_cuda_case_on_the_emulated_device_in_reverse_order() {
+    every_cuda_case("plain", "rev");
+}
+
+#[test]
+fn every_cuda_case_under_address_sanitizer_in_a_random_order() {
+    every_cuda_case("address", &format!("rand:{}", fresh_seed()));
+}
+
+#[test]
+fn every_cuda_case_under_thread_sanitizer() {
+    every_cuda_case("thread", "fwd");
 }
 
 /// The emulated device is never GPU evidence: `verify --proof` refuses it and leaves an existing

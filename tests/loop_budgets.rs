@@ -82,3 +82,18 @@ fn an_over_budget_dispatch_is_an_error_on_a_cpu_adapter() {
         r.note
     );
 }
+
+/// The counting rewrite ticks at the top of every loop body and nowhere else.
+#[test]
+fn every_loop_body_ticks_and_comments_are_left_alone() {
+    let src = "// a for loop in a comment { }\n\
+               fn f() { for (var i = 0u; i < (n + 1u); i++) { x += 1u; } \
+               while (a < b) { loop { if c { break; } continuing { d++; } } } \
+               /* while { /* nested */ } */ let format = 1u; }";
+    let out = mllm_kernels::backend::loops::instrument(src);
+    assert_eq!(out.matches("mllm_loop_tick();").count(), 3, "{out}");
+    assert!(out.contains("i++) { mllm_loop_tick(); x += 1u;"), "{out}");
+    assert!(out.contains("(a < b) { mllm_loop_tick(); loop { mllm_loop_tick(); if c"), "{out}");
+    assert!(out.contains("continuing { d++; }"), "{out}");
+    assert!(out.contains("// a for loop in a comment { }\n"), "{out}");
+}
