@@ -53,8 +53,11 @@ struct VerifyArgs {
     /// Seed of the random inputs (printed on every run; default from the clock).
     #[arg(long)]
     seed: Option<u64>,
+    /// Only the cases of these dtype tags, comma-separated (e.g. `f32,bf16`).
+    #[arg(long, value_delimiter = ',', value_parser = parse_dtype)]
+    dtype: Vec<mllm_kernels::DType>,
     /// Write GPU_VERIFIED.md lines for the families whose every case passed on CUDA.
-    #[arg(long, requires = "commit")]
+    #[arg(long, requires = "commit", conflicts_with = "dtype")]
     proof: Option<PathBuf>,
     /// The commit the proof lines name.
     #[arg(long)]
@@ -115,6 +118,10 @@ macro_rules! say {
 
 fn parse_backend(s: &str) -> Result<BackendKind, String> {
     BackendKind::parse(s).ok_or_else(|| format!("unknown backend `{s}` (cpu, wgpu, cuda)"))
+}
+
+fn parse_dtype(s: &str) -> Result<mllm_kernels::DType, String> {
+    mllm_kernels::DType::parse(s).ok_or_else(|| format!("unknown dtype `{s}` (f32, f16, bf16, i8, i32, u32)"))
 }
 
 fn parse_family(s: &str) -> Result<String, String> {
@@ -239,7 +246,7 @@ fn cmd_verify(o: &VerifyArgs) -> ExitCode {
     let mut table: Vec<(String, &'static str, usize, usize)> = Vec::new();
     for b in &bks {
         say!("-- {}: {}", b.label(), b.describe());
-        let left_out = verify_each(&kernels(), b, o.sel.family.as_deref(), seed, |r| {
+        let left_out = verify_each(&kernels(), b, o.sel.family.as_deref(), &o.dtype, seed, |r| {
             print_row(r);
             // Each row as it completes: a long run on a CPU adapter shows its progress.
             let _ = std::io::Write::flush(&mut std::io::stdout());

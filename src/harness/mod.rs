@@ -826,17 +826,19 @@ pub fn verify_case(kernel: &dyn Kernel, backend: &Backend, case: &Case, seed: u6
 /// from `seed`.
 pub fn verify(kernels: &[&'static dyn Kernel], backend: &Backend, family: Option<&str>, seed: u64) -> Vec<CaseReport> {
     let mut out = Vec::new();
-    verify_each(kernels, backend, family, seed, |r| out.push(r.clone()));
+    verify_each(kernels, backend, family, &[], seed, |r| out.push(r.clone()));
     out
 }
 
 /// As [`verify`], handing each row to `on_row` as soon as its case has run (the tool prints
-/// them as they come, so a long run on a CPU adapter shows its progress). Returns how many
-/// [`Case::realistic`] cases it left out: all of them on the emulated CUDA device, none elsewhere.
+/// them as they come, so a long run on a CPU adapter shows its progress); only cases of
+/// `dtypes`' tags where it is not empty. Returns how many [`Case::realistic`] cases it left
+/// out: all of them on the emulated CUDA device, none elsewhere.
 pub fn verify_each(
     kernels: &[&'static dyn Kernel],
     backend: &Backend,
     family: Option<&str>,
+    dtypes: &[DType],
     seed: u64,
     mut on_row: impl FnMut(&CaseReport),
 ) -> usize {
@@ -847,6 +849,9 @@ pub fn verify_each(
         }
         for case in k.cases() {
             n += 1;
+            if !dtypes.is_empty() && !dtypes.contains(&case.dtype) {
+                continue;
+            }
             if case.realistic && backend.is_emulated() {
                 left_out += 1;
                 continue;
