@@ -1,7 +1,8 @@
 //! Loop budgets (issue "WGSL at realistic sizes"): every WGSL dispatch declares the most loop
 //! iterations one invocation runs, and on a CPU adapter a dispatch over llvmpipe's 65,535 is
-//! refused. Here every registered case runs with loop counting on (each shader rewritten to
-//! count its invocations' loop iterations), and no dispatch may run more than it declared.
+//! refused. Here every registered case (but the f16 twins of bf16 ones that are not `realistic:`) runs with loop counting
+//! on (each shader rewritten to count its invocations' loop iterations), and no dispatch may run
+//! more than it declared.
 
 use std::collections::BTreeMap;
 
@@ -22,7 +23,12 @@ fn every_dispatch_runs_within_its_declared_loop_budget() {
     let mut seen: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let (mut over, mut failed, mut dispatches) = (Vec::new(), Vec::new(), 0);
     for k in mllm_kernels::registry::kernels() {
-        for (i, case) in k.cases().iter().enumerate() {
+        // f16 cases are left out (the realistic ones stay): an f16 module is its bf16 twin's
+        // text with other conversions (no loop among them), so their loops and budgets are the
+        // same.
+        for (i, case) in
+            k.cases().iter().enumerate().filter(|(_, c)| c.dtype != mllm_kernels::DType::F16 || c.realistic)
+        {
             let r = verify_case(k, &b, case, seed.wrapping_add(i as u64));
             let counts = gpu.loop_counts().expect("loop counts");
             if !r.ok {
@@ -93,17 +99,22 @@ fn an_over_budget_dispatch_is_an_error_on_a_cpu_adapter() {
     );
 }
 
-/// The counting rewrite ticks at the top of every loop body and nowhere else.
+/// The counting rewrite ticks at the top of every loop body and nowhere else, and flushes the
+/// count at every `return;` and at the end of `main`.
 #[test]
 fn every_loop_body_ticks_and_comments_are_left_alone() {
     let src = "// a for loop in a comment { }\n\
                fn f() { for (var i = 0u; i < (n + 1u); i++) { x += 1u; } \
                while (a < b) { loop { if c { break; } continuing { d++; } } } \
-               /* while { /* nested */ } */ let format = 1u; }";
+               /* while { /* nested */ } */ let format = 1u; }\n\
+               fn g() -> u32 { return 1u; }\n\
+               fn main() { if (q) { return ; } f(); /* } */ }";
     let out = mllm_kernels::backend::loops::instrument(src);
-    assert_eq!(out.matches("mllm_loop_tick();").count(), 3, "{out}");
-    assert!(out.contains("i++) { mllm_loop_tick(); x += 1u;"), "{out}");
-    assert!(out.contains("(a < b) { mllm_loop_tick(); loop { mllm_loop_tick(); if c"), "{out}");
+    assert_eq!(out.matches("mllm_iters += 1u;").count(), 3, "{out}");
+    assert!(out.contains("i++) { mllm_iters += 1u; x += 1u;"), "{out}");
+    assert!(out.contains("(a < b) { mllm_iters += 1u; loop { mllm_iters += 1u; if c"), "{out}");
     assert!(out.contains("continuing { d++; }"), "{out}");
     assert!(out.contains("// a for loop in a comment { }\n"), "{out}");
+    assert!(out.contains("fn g() -> u32 { return 1u; }"), "{out}");
+    assert!(out.contains("if (q) { { mllm_flush(); return; } } f(); /* } */  mllm_flush(); }"), "{out}");
 }

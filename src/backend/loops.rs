@@ -43,21 +43,20 @@ pub(crate) fn tree(wg: u64) -> u64 {
 /// The binding group the counter takes in an instrumented module (group 0 is the kernel's own).
 pub const COUNTER_GROUP: u32 = 1;
 
-/// `src` with a tick at the top of every loop body (`for`, `while`, `loop`): the tick adds one to
-/// the invocation's private count and raises the atomic maximum at `@group(1) @binding(0)` (an
-/// `atomic<u32>` storage buffer the caller binds). Comments are skipped; the module must be
-/// valid WGSL. Public so an engine can measure its own shaders against llvmpipe's limit.
+/// `src` with a tick at the top of every loop body (`for`, `while`, `loop`) that adds one to the
+/// invocation's private count, and a flush that raises the atomic maximum at
+/// `@group(1) @binding(0)` (an `atomic<u32>` storage buffer the caller binds) at every `return;`
+/// and at the end of `fn main`. Comments are skipped; the module must be valid WGSL. Public so
+/// an engine can measure its own shaders against llvmpipe's limit.
 pub fn instrument(src: &str) -> String {
     let b = src.as_bytes();
-    let mut inserts = Vec::new();
+    // (at, bytes replaced, text)
+    let mut edits: Vec<(usize, usize, &str)> = Vec::new();
     let mut i = 0;
+    let mut prev = "";
     while i < b.len() {
-        if b[i..].starts_with(b"//") {
-            i = b[i..].iter().position(|&c| c == b'\n').map_or(b.len(), |p| i + p);
-            continue;
-        }
-        if b[i..].starts_with(b"/*") {
-            i = skip_block_comment(b, i);
+        if b[i..].starts_with(b"//") || b[i..].starts_with(b"/*") {
+            i = skip_comment(b, i);
             continue;
         }
         if is_ident(b[i]) {
@@ -68,29 +67,71 @@ pub fn instrument(src: &str) -> String {
             let word = &src[start..i];
             if matches!(word, "for" | "while" | "loop") {
                 if let Some(brace) = body_brace(b, i, word == "for") {
-                    inserts.push(brace + 1);
+                    edits.push((brace + 1, 0, " mllm_iters += 1u;"));
                     // The header is done; the body is scanned like any code (nested loops).
                     i = brace + 1;
                 }
+            } else if word == "return" {
+                let semi = i + b[i..].iter().take_while(|c| c.is_ascii_whitespace()).count();
+                if b.get(semi) == Some(&b';') {
+                    edits.push((start, semi + 1 - start, "{ mllm_flush(); return; }"));
+                }
+            } else if word == "main" && prev == "fn" {
+                if let Some(close) = b[i..].iter().position(|&c| c == b'{').and_then(|o| matching_brace(b, i + o)) {
+                    edits.push((close, 0, " mllm_flush(); "));
+                }
             }
+            prev = word;
             continue;
         }
         i += 1;
     }
-    let mut out = String::with_capacity(src.len() + inserts.len() * 24 + 256);
+    edits.sort_by_key(|e| e.0);
+    let mut out = String::with_capacity(src.len() + edits.len() * 28 + 256);
     let mut last = 0;
-    for at in inserts {
+    for (at, len, text) in edits {
         out.push_str(&src[last..at]);
-        out.push_str(" mllm_loop_tick();");
-        last = at;
+        out.push_str(text);
+        last = at + len;
     }
     out.push_str(&src[last..]);
     out.push_str(&format!(
         "\n@group({COUNTER_GROUP}) @binding(0) var<storage, read_write> mllm_loops: atomic<u32>;\n\
          var<private> mllm_iters: u32;\n\
-         fn mllm_loop_tick() {{ mllm_iters += 1u; atomicMax(&mllm_loops, mllm_iters); }}\n"
+         fn mllm_flush() {{ atomicMax(&mllm_loops, mllm_iters); }}\n"
     ));
     out
+}
+
+/// The `}` that closes the `{` at `open`, comments skipped.
+fn matching_brace(b: &[u8], open: usize) -> Option<usize> {
+    let (mut depth, mut i) = (0usize, open);
+    while i < b.len() {
+        if b[i..].starts_with(b"//") || b[i..].starts_with(b"/*") {
+            i = skip_comment(b, i);
+            continue;
+        }
+        match b[i] {
+            b'{' => depth += 1,
+            b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Past the comment at `i` (`//` to the end of the line, or a nested block comment).
+fn skip_comment(b: &[u8], i: usize) -> usize {
+    if b[i..].starts_with(b"//") {
+        return b[i..].iter().position(|&c| c == b'\n').map_or(b.len(), |p| i + p);
+    }
+    skip_block_comment(b, i)
 }
 
 fn is_ident(c: u8) -> bool {
