@@ -19,7 +19,9 @@ if command -v clang++-19 >/dev/null; then
 fi
 # The release profile (with the crate's overflow checks on, Cargo.toml): the build
 # scripts/verify.sh made is reused, not redone at other settings.
-# Benches (one smoke pass each) and examples first, so the suite's summary closes the log.
+# Every test target built in one cargo run (both cores busy), then the benches (one smoke pass
+# each) and examples first, so the suite's summary closes the log.
+cargo test --release --no-run --tests --benches --examples
 cargo test --release --benches --examples
 cargo test --release --doc
 # --show-output puts each test's seed, backend and ptxas report into the log.
