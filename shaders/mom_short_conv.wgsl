@@ -38,8 +38,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     if (c >= cols) { return; }
     let e = m * p.slots + u32(slot_ids[p.slot_off + b]);
-    let r0 = u32(cu[p.cu_off + g]);
-    let r1 = u32(cu[p.cu_off + g + 1u]);
+    // This dispatch's window of the stream's rows: the host splits long streams over dispatches
+    // (the conv window carries over in conv_state), so no invocation loops past its budget.
+    let s0 = u32(cu[p.cu_off + g]);
+    let s1 = u32(cu[p.cu_off + g + 1u]);
+    let r0 = min(s0 + p.w0, s1);
+    let r1 = min(s0 + p.w1, s1);
     let hk = p.heads * p.head_k;
     let hv = p.heads * p.head_v;
     if (c < p.chan) {

@@ -324,6 +324,8 @@ impl Registered for ShortConv {
             layer_case("2 seqs 9/30 M4 top2 H2 K16 V24", &[9, 30], 4, 2, 2, 16, 24, json!({})),
             layer_case("3 seqs M3 top1 W3 no shared", &[4, 0, 11], 3, 1, 3, 8, 16, json!({"conv": 3, "shared": false})),
             layer_case("all to one memory", &[12, 5], 4, 2, 1, 16, 16, json!({"fixture.one_memory": true})),
+            // A 6000-row stream: WGSL walks it in two windows of rows, two dispatches.
+            layer_case("6000 tokens to one memory", &[6000], 4, 2, 1, 8, 8, json!({"fixture.one_memory": true})),
             layer_case("bad slot", &[3, 4, 2], 4, 2, 1, 8, 8, json!({"fixture.bad_slot": true})),
             layer_case("repeated slot", &[3, 4, 2], 4, 2, 1, 8, 8, json!({"fixture.repeat_slot": true})),
         ])
@@ -871,6 +873,8 @@ fn piece_cases() -> Vec<Case> {
         chunk_case("3 pieces 17/0/40 H2 K24 V16", &[17, 0, 40], 3, 2, 24, 16, json!({})),
         chunk_case("2 pieces K72 V8 v_first", &[9, 30], 1, 1, 72, 8, json!({"v_first": true})),
         chunk_case("linear rule", &[12, 5], 2, 1, 16, 16, json!({"rule": "linear"})),
+        // 300 rows at K128: WGSL walks the piece in three windows of rows, three dispatches.
+        chunk_case("300-row piece K128 V16", &[300, 20], 2, 1, 128, 16, json!({})),
         chunk_case("bad and repeated slots", &[5, 6, 7, 8], 4, 1, 8, 8, json!({"fixture.repeat_slot": true})),
     ])
 }

@@ -20,7 +20,7 @@ uniforms! {
     ShortConvUniform for ["mom_short_conv"] {
         tokens: u32, seqs: u32, mems: u32, heads: u32, head_k: u32, head_v: u32, conv: u32, slots: u32, rows: u32,
         streams: u32, pw: u32, chan: u32, x_off: u32, order_off: u32, cu_off: u32, slot_off: u32, cw_off: u32,
-        gp_off: u32, cs_off: u32, qkv_off: u32, gb_off: u32,
+        gp_off: u32, cs_off: u32, qkv_off: u32, gb_off: u32, w0: u32, w1: u32,
     }
     /// `mom_step`: one workgroup per (head, sequence).
     StepUniform for ["mom_step"] {

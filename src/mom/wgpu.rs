@@ -186,16 +186,20 @@ impl ShortConv {
             cs_off: self.bind(&conv_state, "conv_state", mb)?,
             qkv_off: self.bind(&qkv, "qkv", mb)?,
             gb_off: self.bind(&gb, "gb", mb)?,
+            w0: 0,
+            w1: 0,
         };
         let groups = u32_of("workgroups", (d.channels() + 2 * p.heads).div_ceil(64) * self.streams())?;
         let bufs = [x.buffer, order.buffer, cu_mem.buffer, slot_ids.buffer, conv_w.buffer, gate_params.buffer];
         let bufs = [&bufs[..], &[conv_state.buffer, qkv.buffer, gb.buffer, status.wgpu_buffer("short_conv")?]].concat();
-        // The cu_mem and slot checks, then the stream's rows (one sequence's tokens at most),
-        // each through the conv window, on both sides of the channel/gate branch.
-        let rows = self.rows().min(p.tokens) as u64;
+        // The cu_mem and slot checks and the conv window's load and store, then each row of the
+        // dispatch's window through the conv window, on both sides of the channel/gate branch.
         let conv = p.conv as u64;
-        let budget = self.streams() as u64 + p.seqs as u64 + 2 * conv + rows * (2 + conv);
-        gpu.dispatch(enc, &format!("mom_short_conv_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, groups, budget)
+        let fixed = (self.streams() + p.seqs) as u64 + 2 * conv;
+        let module = format!("mom_short_conv_{}", p.dtype);
+        row_windows(gpu, enc, &module, &bufs, groups, self.rows(), fixed, 2 + conv, |w0, w1| {
+            bytemuck::bytes_of(&ShortConvUniform { w0, w1, ..u }).to_vec()
+        })
     }
 }
 
@@ -406,17 +410,11 @@ impl Transport {
         // and the column's two K-long passes.
         let k = p.head_k as u64;
         let fixed = (p.streams + p.seqs) as u64 + k;
-        row_windows(
-            gpu,
-            enc,
-            &format!("mom_transport_{}", p.dtype),
-            u,
-            &bufs,
-            groups,
-            p.rows,
-            fixed,
-            strided(k, 64) + 2 * tree(64) + 2 * k,
-        )
+        let per_row = 1 + strided(k, 64) + 2 * tree(64) + 2 * k;
+        let module = format!("mom_transport_{}", p.dtype);
+        row_windows(gpu, enc, &module, &bufs, groups, p.rows, fixed, per_row, |w0, w1| {
+            bytemuck::bytes_of(&PieceUniform { w0, w1, ..u }).to_vec()
+        })
     }
 }
 
@@ -456,7 +454,10 @@ impl ApplyState {
         // The stream checks and the K x K state update of the column, then a K-long dot per row.
         let k = p.head_k as u64;
         let fixed = (p.streams + p.seqs) as u64 + k * (1 + k);
-        row_windows(gpu, enc, &format!("mom_apply_state_{}", p.dtype), u, &bufs, groups, p.rows, fixed, 1 + k)
+        let module = format!("mom_apply_state_{}", p.dtype);
+        row_windows(gpu, enc, &module, &bufs, groups, p.rows, fixed, 1 + k, |w0, w1| {
+            bytemuck::bytes_of(&PieceUniform { w0, w1, ..u }).to_vec()
+        })
     }
 }
 
@@ -474,28 +475,29 @@ fn chunk_loops(streams: usize, seqs: usize, head_k: usize, chunk: usize) -> (u64
     ((streams + seqs) as u64, per_tile)
 }
 
-/// Dispatches `module` over a stream's rows in windows (`w0..w1`), a dispatch each, so that no
-/// invocation runs past [`TARGET_LOOPS`]: `fixed` and `per_row` are an invocation's loop budget
-/// (a stream has at most `rows` rows). At least one dispatch runs.
+/// Dispatches `module` over a stream's rows in windows (`w0..w1`, its uniform from `uniform`), a
+/// dispatch each, so that no invocation runs past [`TARGET_LOOPS`] whatever the streams' lengths
+/// on the device: `fixed` and `per_row` are an invocation's loop budget (a stream has at most
+/// `rows` rows). At least one dispatch runs.
 #[allow(clippy::too_many_arguments)]
 fn row_windows(
     gpu: &WgpuBackend,
     enc: &mut wgpu::CommandEncoder,
     module: &str,
-    u: PieceUniform,
     bufs: &[&wgpu::Buffer],
     groups: u32,
     rows: usize,
     fixed: u64,
     per_row: u64,
+    uniform: impl Fn(u32, u32) -> Vec<u8>,
 ) -> Result<()> {
-    gpu.refuse_loops(module, fixed + per_row, || "use a smaller head_k".into())?;
+    gpu.refuse_loops(module, fixed + per_row, || "use a smaller head_k or conv".into())?;
     let per = (TARGET_LOOPS.saturating_sub(fixed) / per_row.max(1)).max(1) as usize;
     let mut w0 = 0;
     loop {
         let w1 = (w0 + per).min(rows);
-        let w = PieceUniform { w0: u32_of("row", w0)?, w1: u32_of("row", w1)?, ..u };
-        gpu.dispatch(enc, module, bytemuck::bytes_of(&w), bufs, groups, fixed + (w1 - w0) as u64 * per_row)?;
+        let bytes = uniform(u32_of("row", w0)?, u32_of("row", w1)?);
+        gpu.dispatch(enc, module, &bytes, bufs, groups, fixed + (w1 - w0) as u64 * per_row)?;
         w0 = w1;
         if w0 >= rows {
             return Ok(());
