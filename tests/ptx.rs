@@ -29,7 +29,7 @@ fn reports(
     family: &str,
     ptx: &str,
     embedded: &[(u32, &'static str)],
-    ptxas: &PathBuf,
+    ptxas: Option<&PathBuf>,
     dir: &Path,
 ) -> Vec<(String, String)> {
     if !embedded.is_empty() {
@@ -48,6 +48,11 @@ fn reports(
         assert_eq!(gated.len(), 2, "the build of {family} kept no sm_80 or sm_90 report");
         return gated.into_iter().map(|(a, r)| (format!("sm_{a}"), r.to_string())).collect();
     }
+    let Some(ptxas) = ptxas else {
+        assert!(!in_ci(), "CI=true and no ptxas: scripts/test.sh installs the nvidia-cuda-nvcc-cu12 wheel");
+        eprintln!("skipping `{family}`: no ptxas report from the build and no ptxas here (run scripts/env.sh)");
+        return vec![];
+    };
     let src = dir.join(format!("{family}.ptx"));
     std::fs::write(&src, ptx).unwrap();
     ["sm_80", "sm_90"]
@@ -70,11 +75,9 @@ fn reports(
 
 #[test]
 fn every_kernel_assembles_without_spills() {
-    let Some(ptxas) = ptxas() else {
-        assert!(!in_ci(), "CI=true and no ptxas: scripts/test.sh installs the nvidia-cuda-nvcc-cu12 wheel");
-        eprintln!("skipping: no ptxas (run scripts/setup-cuda.sh, or put ptxas on PATH)");
-        return;
-    };
+    // Needed only for a family the build assembled without ptxas (a GPU bundle carries the
+    // build's reports inside the test binary).
+    let ptxas = ptxas();
     assert!(!CUDA_MODULES.is_empty());
     let dir = std::env::temp_dir().join(format!("mllm-ptx-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -90,7 +93,7 @@ fn every_kernel_assembles_without_spills() {
             "CI=true and family `{}` was built without sm_90 cubins: ptxas was not found at build time",
             m.family
         );
-        for (arch, log) in reports(m.family, ptx, m.ptxas_reports, &ptxas, &dir) {
+        for (arch, log) in reports(m.family, ptx, m.ptxas_reports, ptxas.as_ref(), &dir) {
             let mut kernel = String::new();
             let spill_lines = log.lines().filter(|l| l.contains("spill stores")).count();
             let used_lines = log.lines().filter(|l| l.contains("Used ")).count();
