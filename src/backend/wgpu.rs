@@ -304,12 +304,16 @@ impl WgpuBackend {
         self.info.device_type == wgpu::DeviceType::Cpu
     }
 
+    fn loop_records(&self) -> Result<std::sync::MutexGuard<'_, Option<Vec<LoopRecord>>>> {
+        self.loop_counts.lock().map_err(|_| Error::Wgpu("loop counts lock poisoned".into()))
+    }
+
     /// Turns loop counting on or off (a debugging and testing aid). While on, every dispatch
     /// runs a copy of its shader that counts each invocation's loop iterations, and
     /// [`WgpuBackend::loop_counts`] returns, per dispatch, the budget the kernel declared and
     /// the most any invocation ran. Turning it off drops the records.
     pub fn count_loops(&self, on: bool) -> Result<()> {
-        let mut c = self.loop_counts.lock().map_err(|_| Error::Wgpu("loop counts lock poisoned".into()))?;
+        let mut c = self.loop_records()?;
         *c = on.then(Vec::new);
         Ok(())
     }
@@ -318,7 +322,7 @@ impl WgpuBackend {
     /// for the queue; the work must have been submitted). Empty while counting is off.
     pub fn loop_counts(&self) -> Result<Vec<LoopCount>> {
         let records = {
-            let mut c = self.loop_counts.lock().map_err(|_| Error::Wgpu("loop counts lock poisoned".into()))?;
+            let mut c = self.loop_records()?;
             c.as_mut().map(std::mem::take).unwrap_or_default()
         };
         records
@@ -352,7 +356,7 @@ impl WgpuBackend {
     ) -> Result<()> {
         self.refuse_loops(module, loops, || "split the work (fewer tokens per sequence, smaller sizes)".into())?;
         let counter = {
-            let c = self.loop_counts.lock().map_err(|_| Error::Wgpu("loop counts lock poisoned".into()))?;
+            let c = self.loop_records()?;
             c.is_some()
         };
         let pipeline = self.pipeline(module, counter)?;
@@ -397,12 +401,45 @@ impl WgpuBackend {
             }
         })?;
         if let Some(counter) = counter {
-            let mut c = self.loop_counts.lock().map_err(|_| Error::Wgpu("loop counts lock poisoned".into()))?;
+            let mut c = self.loop_records()?;
             if let Some(v) = c.as_mut() {
                 v.push(LoopRecord { module: module.to_string(), declared: loops, counter });
             }
         }
         Ok(())
+    }
+
+    /// Dispatches `module` over `units` (rows or tiles of a stream) in windows `w0..w1`, one
+    /// dispatch each with the uniform `uniform(w0, w1)`, so no invocation runs past
+    /// [`loops::TARGET_LOOPS`] whatever the lengths on the device: an invocation's loop budget is
+    /// `fixed + per_unit` for each unit of its window. At least one dispatch runs; where one unit
+    /// alone is over the limit on a CPU adapter the error says `fix`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn dispatch_windows(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        module: &str,
+        buffers: &[&wgpu::Buffer],
+        groups: u32,
+        units: usize,
+        (fixed, per_unit): (u64, u64),
+        fix: &str,
+        uniform: impl Fn(u32, u32) -> Vec<u8>,
+    ) -> Result<()> {
+        self.refuse_loops(module, fixed + per_unit, || fix.to_string())?;
+        let per = (loops::TARGET_LOOPS.saturating_sub(fixed) / per_unit.max(1)).max(1) as usize;
+        let window =
+            |w: usize| u32::try_from(w).map_err(|_| Error::InvalidParams(format!("{module}: {w} exceeds u32")));
+        let mut w0 = 0;
+        loop {
+            let w1 = (w0 + per).min(units);
+            let bytes = uniform(window(w0)?, window(w1)?);
+            self.dispatch(enc, module, &bytes, buffers, groups, fixed + (w1 - w0) as u64 * per_unit)?;
+            w0 = w1;
+            if w0 >= units {
+                return Ok(());
+            }
+        }
     }
 
     /// Whether the device can time work inside a command encoder with GPU timestamps

@@ -10,7 +10,7 @@ use super::{
     ApplyState, GatedDeltaChunk, GatedDeltaStep, GatedNorm, Permute, PieceParams, Route, Rule, ShortConv, Transport,
     Unpermute,
 };
-use crate::backend::loops::{strided, tree, TARGET_LOOPS};
+use crate::backend::loops::{strided, tree};
 use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
 use crate::backend::Status;
 use crate::error::Result;
@@ -197,7 +197,8 @@ impl ShortConv {
         let conv = p.conv as u64;
         let fixed = (self.streams() + p.seqs) as u64 + 2 * conv;
         let module = format!("mom_short_conv_{}", p.dtype);
-        row_windows(gpu, enc, &module, &bufs, groups, self.rows(), fixed, 2 + conv, |w0, w1| {
+        let fix = "use a smaller conv";
+        gpu.dispatch_windows(enc, &module, &bufs, groups, self.rows(), (fixed, 2 + conv), fix, |w0, w1| {
             bytemuck::bytes_of(&ShortConvUniform { w0, w1, ..u }).to_vec()
         })
     }
@@ -251,21 +252,11 @@ impl GatedDeltaChunk {
         // A stream has at most every row: its tiles go in windows, a dispatch each, the state
         // carrying over through the pool.
         let module = format!("mom_chunk_{}", p.dtype);
-        let (fixed, per_tile) = chunk_loops(p.streams, p.seqs, p.head_k, p.chunk);
-        let ch = p.chunk.clamp(1, 32);
-        gpu.refuse_loops(&module, fixed + per_tile, || "use a smaller head_k".into())?;
-        let per = (TARGET_LOOPS.saturating_sub(fixed) / per_tile).max(1) as usize;
-        let tiles = p.rows.div_ceil(ch);
-        let mut t0 = 0;
-        loop {
-            let t1 = (t0 + per).min(tiles);
-            let w = ChunkUniform { t0: u32_of("tile", t0)?, t1: u32_of("tile", t1)?, ..u };
-            gpu.dispatch(enc, &module, bytemuck::bytes_of(&w), &bufs, groups, fixed + (t1 - t0) as u64 * per_tile)?;
-            t0 = t1;
-            if t0 >= tiles {
-                return Ok(());
-            }
-        }
+        let budget = chunk_loops(p.streams, p.seqs, p.head_k, p.chunk);
+        let tiles = p.rows.div_ceil(p.chunk.clamp(1, 32));
+        gpu.dispatch_windows(enc, &module, &bufs, groups, tiles, budget, "use a smaller head_k", |t0, t1| {
+            bytemuck::bytes_of(&ChunkUniform { t0, t1, ..u }).to_vec()
+        })
     }
 }
 
@@ -412,7 +403,8 @@ impl Transport {
         let fixed = (p.streams + p.seqs) as u64 + k;
         let per_row = 1 + strided(k, 64) + 2 * tree(64) + 2 * k;
         let module = format!("mom_transport_{}", p.dtype);
-        row_windows(gpu, enc, &module, &bufs, groups, p.rows, fixed, per_row, |w0, w1| {
+        let fix = "use a smaller head_k";
+        gpu.dispatch_windows(enc, &module, &bufs, groups, p.rows, (fixed, per_row), fix, |w0, w1| {
             bytemuck::bytes_of(&PieceUniform { w0, w1, ..u }).to_vec()
         })
     }
@@ -455,7 +447,8 @@ impl ApplyState {
         let k = p.head_k as u64;
         let fixed = (p.streams + p.seqs) as u64 + k * (1 + k);
         let module = format!("mom_apply_state_{}", p.dtype);
-        row_windows(gpu, enc, &module, &bufs, groups, p.rows, fixed, 1 + k, |w0, w1| {
+        let fix = "use a smaller head_k";
+        gpu.dispatch_windows(enc, &module, &bufs, groups, p.rows, (fixed, 1 + k), fix, |w0, w1| {
             bytemuck::bytes_of(&PieceUniform { w0, w1, ..u }).to_vec()
         })
     }
@@ -473,34 +466,4 @@ fn chunk_loops(streams: usize, seqs: usize, head_k: usize, chunk: usize) -> (u64
     let update = 1 + strided(ch * 16, 64) + 16 * (1 + ch);
     let per_tile = ch + k + square + ch + 32 + ksteps * (slice + update) + ch * (2 + 2 * ch);
     ((streams + seqs) as u64, per_tile)
-}
-
-/// Dispatches `module` over a stream's rows in windows (`w0..w1`, its uniform from `uniform`), a
-/// dispatch each, so that no invocation runs past [`TARGET_LOOPS`] whatever the streams' lengths
-/// on the device: `fixed` and `per_row` are an invocation's loop budget (a stream has at most
-/// `rows` rows). At least one dispatch runs.
-#[allow(clippy::too_many_arguments)]
-fn row_windows(
-    gpu: &WgpuBackend,
-    enc: &mut wgpu::CommandEncoder,
-    module: &str,
-    bufs: &[&wgpu::Buffer],
-    groups: u32,
-    rows: usize,
-    fixed: u64,
-    per_row: u64,
-    uniform: impl Fn(u32, u32) -> Vec<u8>,
-) -> Result<()> {
-    gpu.refuse_loops(module, fixed + per_row, || "use a smaller head_k or conv".into())?;
-    let per = (TARGET_LOOPS.saturating_sub(fixed) / per_row.max(1)).max(1) as usize;
-    let mut w0 = 0;
-    loop {
-        let w1 = (w0 + per).min(rows);
-        let bytes = uniform(u32_of("row", w0)?, u32_of("row", w1)?);
-        gpu.dispatch(enc, module, &bytes, bufs, groups, fixed + (w1 - w0) as u64 * per_row)?;
-        w0 = w1;
-        if w0 >= rows {
-            return Ok(());
-        }
-    }
 }

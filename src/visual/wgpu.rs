@@ -2,7 +2,7 @@
 
 use super::uniforms::{CompactUniform, MassUniform, MergeUniform, NeighborUniform, SelectUniform, SparseUniform};
 use super::{AttnMass, Compact, Merge, NeighborAttention, Select, SelectMode, SparseAttention};
-use crate::backend::loops::{strided, tree, TARGET_LOOPS};
+use crate::backend::loops::{strided, tree};
 use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
 use crate::backend::Status;
 use crate::error::Result;
@@ -162,19 +162,12 @@ impl AttnMass {
         let ho = if p.reduce_heads { 1 } else { p.heads };
         let groups = u32_of("workgroups", p.n.div_ceil(64) * ho * p.seqs)?;
         let module = format!("visual_mass_{}", p.dtype);
-        let per = self.mass_rows_per_dispatch();
-        gpu.refuse_loops(&module, self.mass_loops(1), || "use fewer heads or a smaller head dim".into())?;
         // Rater rows in windows, one dispatch each (at least one, which writes the zeros).
-        let mut r0 = 0;
-        loop {
-            let r1 = (r0 + per).min(p.rows);
-            let w = MassUniform { r0: r0 as u32, r1: r1 as u32, ..u };
-            gpu.dispatch(enc, &module, bytemuck::bytes_of(&w), &bufs, groups, self.mass_loops(r1 - r0))?;
-            r0 = r1;
-            if r0 >= p.rows {
-                return Ok(());
-            }
-        }
+        let budget = (self.mass_loops(0), self.mass_loops(1) - self.mass_loops(0));
+        let fix = "use fewer heads or a smaller head dim";
+        gpu.dispatch_windows(enc, &module, &bufs, groups, p.rows, budget, fix, |r0, r1| {
+            bytemuck::bytes_of(&MassUniform { r0, r1, ..u }).to_vec()
+        })
     }
 }
 
@@ -389,15 +382,6 @@ impl AttnMass {
         let (rows, d) = (rows as u64, p.dim as u64);
         let per_row = if p.reduce_heads { p.heads as u64 } else { 1 };
         p.seqs as u64 + rows + rows * (1 + per_row * (1 + d))
-    }
-
-    /// Rater rows per `visual_mass` dispatch: as many as keep an invocation within
-    /// [`TARGET_LOOPS`], on every adapter (so the CPU adapter runs what a GPU runs).
-    fn mass_rows_per_dispatch(&self) -> usize {
-        let one = self.mass_loops(1);
-        let fixed = self.mass_loops(0);
-        let per = (one - fixed).max(1);
-        (TARGET_LOOPS.saturating_sub(fixed) / per).max(1) as usize
     }
 }
 
