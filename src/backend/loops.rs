@@ -27,12 +27,21 @@ pub(crate) fn strided(n: u64, wg: u64) -> u64 {
     n.div_ceil(wg.max(1))
 }
 
-/// Iterations of the word walk that stores a row of `n` elements of `dtype` (`stw_*`: an outer
-/// loop over the 4-byte words the row touches, strided over `wg` lanes, and an inner one over
-/// the word's elements).
+/// Elements of `dtype` in one 4-byte storage word (`EPW` in the shaders).
+pub(crate) fn epw(dtype: crate::DType) -> u64 {
+    (4 / dtype.size().max(1)) as u64
+}
+
+/// Iterations of the outer loop of a word walk over a row of `n` elements of `dtype`: the 4-byte
+/// words the row touches (one more where it starts mid-word), strided over `wg` lanes.
+pub(crate) fn words(n: u64, dtype: crate::DType, wg: u64) -> u64 {
+    strided(n.div_ceil(epw(dtype)) + 1, wg)
+}
+
+/// Iterations of the word walk that stores a row of `n` elements of `dtype` (`stw_*`: the outer
+/// loop over words, and an inner one over the word's elements).
 pub(crate) fn word_walk(n: u64, dtype: crate::DType, wg: u64) -> u64 {
-    let epw = (4 / dtype.size().max(1)) as u64;
-    strided(n.div_ceil(epw) + 1, wg).saturating_mul(1 + epw)
+    words(n, dtype, wg).saturating_mul(1 + epw(dtype))
 }
 
 /// Iterations of a tree reduction over `wg` lanes (`for (s = wg / 2; s > 0; s >>= 1)`).

@@ -2,7 +2,7 @@
 
 use super::uniforms::{AppendUniform, CombineUniform, DecodeUniform, HeadProductUniform, RopeUniform};
 use super::{AbsorbQ, AppendCache, Geometry, HeadProduct, MlaDecode, MlaPrefill, ProjectOut, Rope};
-use crate::backend::loops::{self, strided, word_walk};
+use crate::backend::loops::{self, epw, strided, words};
 use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
 use crate::backend::Status;
 use crate::error::{Error, Result};
@@ -151,8 +151,8 @@ fn attention(
         lse_off,
     };
     let bufs = [ws.buffer, o.buffer, lse.buffer];
-    let (splits, epw) = (g.splits as u64, (4 / g.dtype.size()) as u64);
-    let combine = 2 * splits + strided(g.latent as u64 / epw + 1, 64) * (1 + epw * (1 + splits));
+    let splits = g.splits as u64;
+    let combine = 2 * splits + words(g.latent as u64, g.dtype, 64) * (1 + epw(g.dtype) * (1 + splits));
     gpu.dispatch(enc, &format!("mla_combine_{}", g.dtype), bytemuck::bytes_of(&c), &bufs, c.total, combine)
 }
 
@@ -221,10 +221,9 @@ impl AppendCache {
             pe_cache_off,
         };
         let bufs = [kv_new.buffer, pe_new_buf, slots.buffer, cache.buffer, pe_cache_buf, st];
-        let epw = (4 / p.dtype.size()) as u64;
         // The repeated-slot scan over every token, then the row's latent and rope parts.
-        let budget =
-            strided(p.tokens as u64, 64) + strided(p.latent as u64, 64 * epw) + strided(p.rope as u64, 64 * epw);
+        let lane = 64 * epw(p.dtype);
+        let budget = strided(p.tokens as u64, 64) + strided(p.latent as u64, lane) + strided(p.rope as u64, lane);
         gpu.dispatch(enc, &format!("mla_append_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, u.tokens, budget)
     }
 }
@@ -287,8 +286,8 @@ impl HeadProduct {
         let groups = u32_of("workgroups", self.tokens * self.heads)?;
         let bufs = [a.buffer, w.buffer, out.buffer];
         // The input row's load, then per output word a K-long dot for each of its elements.
-        let (k, epw) = (self.k as u64, (4 / dtype.size()) as u64);
-        let budget = strided(k, 64) + word_walk(self.n as u64, dtype, 64) / (1 + epw) * (1 + epw * (1 + k));
+        let k = self.k as u64;
+        let budget = strided(k, 64) + words(self.n as u64, dtype, 64) * (1 + epw(dtype) * (1 + k));
         gpu.dispatch(enc, &format!("mla_head_product_{dtype}"), bytemuck::bytes_of(&u), &bufs, groups, budget)
     }
 }
