@@ -12,6 +12,11 @@ use mllm_kernels::{Backend, BackendKind};
 
 use crate::common::backend;
 
+/// The shader a module was expanded from: its name without the dtype suffix.
+fn shader_of(module: &str) -> String {
+    ["_f32", "_f16", "_bf16"].iter().fold(module.to_string(), |m, s| m.trim_end_matches(s).to_string())
+}
+
 #[test]
 fn every_dispatch_runs_within_its_declared_loop_budget() {
     let Some(b) = backend(BackendKind::Wgpu) else { return };
@@ -52,9 +57,7 @@ fn every_dispatch_runs_within_its_declared_loop_budget() {
                         c.module, r.kernel, r.shape, c.measured, c.declared
                     ));
                 }
-                let base =
-                    ["_f32", "_f16", "_bf16"].iter().fold(c.module.clone(), |m, s| m.trim_end_matches(s).to_string());
-                let e = seen.entry(base).or_default();
+                let e = seen.entry(shader_of(&c.module)).or_default();
                 if c.measured >= e.0 {
                     *e = (c.measured, c.declared);
                 }
@@ -68,11 +71,8 @@ fn every_dispatch_runs_within_its_declared_loop_budget() {
     assert!(failed.is_empty(), "cases failed with counted shaders and passed without:\n{}", failed.join("\n"));
     assert!(over.is_empty(), "{} of {dispatches} dispatches ran past their budget:\n{}", over.len(), over.join("\n"));
     // Every shader but the bench's empty one ran at least once.
-    let shaders: std::collections::BTreeSet<String> = mllm_kernels::sources::WGSL_MODULES
-        .iter()
-        .map(|m| ["_f32", "_f16", "_bf16"].iter().fold(m.name.to_string(), |n, s| n.trim_end_matches(s).to_string()))
-        .filter(|n| n != "core_noop")
-        .collect();
+    let shaders: std::collections::BTreeSet<String> =
+        mllm_kernels::sources::WGSL_MODULES.iter().map(|m| shader_of(m.name)).filter(|n| n != "core_noop").collect();
     let missing: Vec<_> = shaders.iter().filter(|s| !seen.contains_key(*s)).collect();
     assert!(missing.is_empty(), "no registered case dispatched {missing:?}");
 }
