@@ -58,6 +58,20 @@ fn paged_table(
 
 /// A decode case: `lens` (a fixture) are the sequences' lengths; the table holds just enough
 /// pages for the longest, plus `spare` entries of garbage that must never be read.
+/// Random `q`, `cache` and (split layout) `pe_cache` as the plan lists them; with `nan_q` the
+/// query's first element is NaN.
+fn float_inputs(tensors: &[crate::plan::TensorSpec], dtype: DType, fx: &Fixture, rng: &mut Rng) -> TensorMap {
+    let mut m = TensorMap::new();
+    for s in tensors.iter().filter(|s| ["q", "cache", "pe_cache"].contains(&s.name)) {
+        let mut x = rng.normals(s.len, 1.0);
+        if s.name == "q" && fx.is("nan_q") && !x.is_empty() {
+            x[0] = f64::NAN;
+        }
+        m.insert(s.name.into(), HostTensor::from_f64(dtype, &[s.len], &x));
+    }
+    m
+}
+
 fn decode_case(
     label: &str,
     sq: usize,
@@ -171,14 +185,7 @@ impl Registered for MlaDecode {
     }
     fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
         let p = &self.params;
-        let mut m = TensorMap::new();
-        for s in crate::plan::Plan::tensors(self).into_iter().filter(|s| ["q", "cache", "pe_cache"].contains(&s.name)) {
-            let mut x = rng.normals(s.len, 1.0);
-            if s.name == "q" && fx.is("nan_q") {
-                x[0] = f64::NAN;
-            }
-            m.insert(s.name.into(), HostTensor::from_f64(p.dtype, &[s.len], &x));
-        }
+        let mut m = float_inputs(&crate::plan::Plan::tensors(self), p.dtype, fx, rng);
         let (table, lens) = paged_table(p.batch, p.pages, p.page_size, p.max_pages, fx, rng);
         m.insert("block_table".into(), HostTensor::from_i32(&[table.len()], &table));
         m.insert("seq_lens".into(), HostTensor::from_i32(&[p.batch], &lens));
@@ -519,14 +526,7 @@ impl Registered for MlaPrefill {
     }
     fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
         let p = &self.params;
-        let mut m = TensorMap::new();
-        for s in crate::plan::Plan::tensors(self).into_iter().filter(|s| ["q", "cache", "pe_cache"].contains(&s.name)) {
-            let mut x = rng.normals(s.len, 1.0);
-            if s.name == "q" && fx.is("nan_q") {
-                x[0] = f64::NAN;
-            }
-            m.insert(s.name.into(), HostTensor::from_f64(p.dtype, &[s.len], &x));
-        }
+        let mut m = float_inputs(&crate::plan::Plan::tensors(self), p.dtype, fx, rng);
         let (table, lens) = paged_table(p.batch, p.pages, p.page_size, p.max_pages, fx, rng);
         let mut cu = vec![0i32];
         for n in fx.sizes("new") {

@@ -515,6 +515,18 @@ impl Registered for AttnMass {
     }
 }
 
+/// Random `q [T, H, D]`, `k` and `v [T, Hkv, D]` (`per_head` = T x D elements a head), drawn
+/// in that order; with `nan_q` the query's first element is NaN.
+fn qkv_inputs(m: &mut TensorMap, fx: &Fixture, rng: &mut Rng, dtype: DType, per_head: usize, (h, hkv): (usize, usize)) {
+    for (name, heads) in [("q", h), ("k", hkv), ("v", hkv)] {
+        let mut x = rng.normals(per_head * heads, 1.0);
+        if name == "q" && fx.is("nan_q") && !x.is_empty() {
+            x[0] = f64::NAN;
+        }
+        m.insert(name.into(), HostTensor::from_f64(dtype, &[x.len()], &x));
+    }
+}
+
 fn attn_case(label: &str, lens: &[usize], h: usize, hkv: usize, d: usize, extra: Value) -> (String, Value) {
     let p = json!({"seqs": lens.len(), "tokens": lens.iter().sum::<usize>(), "heads": h, "kv_heads": hkv, "dim": d,
         "scale": 1.0 / (d as f64).sqrt(), "fixture": {"lens": lens}});
@@ -587,13 +599,7 @@ impl Registered for SparseAttention {
         }
         pos.resize(p.tokens, 0);
         let mut m = TensorMap::new();
-        for (name, heads) in [("q", p.heads), ("k", p.kv_heads), ("v", p.kv_heads)] {
-            let mut x = rng.normals(p.tokens * heads * p.dim, 1.0);
-            if name == "q" && fx.is("nan_q") && !x.is_empty() {
-                x[0] = f64::NAN;
-            }
-            m.insert(name.into(), HostTensor::from_f64(p.dtype, &[x.len()], &x));
-        }
+        qkv_inputs(&mut m, fx, rng, p.dtype, p.tokens * p.dim, (p.heads, p.kv_heads));
         ints(&mut m, "cu_seqlens", &cu);
         ints(&mut m, "pos", &pos);
         Ok(m)
@@ -727,13 +733,7 @@ impl Registered for NeighborAttention {
     fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
         let p = &self.params;
         let mut m = TensorMap::new();
-        for (name, heads) in [("q", p.heads), ("k", p.kv_heads), ("v", p.kv_heads)] {
-            let mut x = rng.normals(p.tokens * heads * p.dim, 1.0);
-            if name == "q" && fx.is("nan_q") && !x.is_empty() {
-                x[0] = f64::NAN;
-            }
-            m.insert(name.into(), HostTensor::from_f64(p.dtype, &[x.len()], &x));
-        }
+        qkv_inputs(&mut m, fx, rng, p.dtype, p.tokens * p.dim, (p.heads, p.kv_heads));
         ints(&mut m, "cu_seqlens", &cu_of(fx, p.seqs, p.tokens));
         ints(&mut m, "img", &grids(fx, &lens_of(fx, p.seqs, p.tokens)));
         if p.has_head_mask {
