@@ -368,21 +368,45 @@ fn accessors(dt: &str, name: &str, rw: bool) -> String {
     }
 }
 
-fn expand_template(text: &str, dt: &str) -> String {
+/// E4M3 bits to f32 (the MLA fp8 cache), as kernels/common.cuh's e4m3_bits_f32.
+const E4M3_DECODE: &str = "fn e4m3_f32(b: u32) -> f32 {\n\
+    \x20   let e = (b >> 3u) & 15u;\n\
+    \x20   let m = b & 7u;\n\
+    \x20   var mag = select(bitcast<f32>(((e + 120u) << 23u) | (m << 20u)), f32(m) * 0.001953125, e == 0u);\n\
+    \x20   if (e == 15u && m == 7u) { mag = make_nan(b & 0u); }\n\
+    \x20   return select(mag, -mag, (b & 0x80u) != 0u);\n\
+    }\n";
+
+/// Expands a template for float dtype `dt`. A read-only binding `NAME: array<{{K}}>` (a cache
+/// that may be fp8) is `{{E}}` here and in `CACHE_FP8 = false`; with `k_fp8` it is u32 words of
+/// four E4M3 bytes whose `ld_NAME(i)` decodes byte i, and `CACHE_FP8 = true`.
+fn expand_template(text: &str, dt: &str, k_fp8: bool) -> String {
     let storage = if dt == "f32" { "f32" } else { "u32" };
     let mut body = String::new();
     let mut helpers = String::from(dtype_prelude(dt));
+    if text.contains("{{K}}") {
+        helpers.push_str(&format!("const CACHE_FP8: bool = {k_fp8};\n"));
+        if k_fp8 {
+            helpers.push_str(E4M3_DECODE);
+        }
+    }
     for line in text.lines() {
         let mut l = line.to_string();
+        if l.contains("array<{{K}}>") {
+            assert!(!l.contains("read_write"), "`{line}`: {{{{K}}}} bindings are read-only");
+            if k_fp8 {
+                let name = binding_name(&l);
+                helpers.push_str(&format!(
+                    "fn ld_{name}(i: u32) -> f32 {{ return e4m3_f32(({name}[i >> 2u] >> ((i & 3u) * 8u)) & 0xffu); }}\n"
+                ));
+                l = l.replace("{{K}}", "u32");
+            } else {
+                l = l.replace("{{K}}", "{{E}}");
+            }
+        }
         if l.contains("array<{{E}}>") {
             let rw = l.contains("read_write");
-            let name = l
-                .split("var<")
-                .nth(1)
-                .and_then(|r| r.split_once('>'))
-                .and_then(|(_, r)| r.split(':').next())
-                .map(|n| n.trim().to_string())
-                .unwrap_or_else(|| panic!("cannot read the binding name in `{line}`"));
+            let name = binding_name(&l);
             helpers.push_str(&accessors(dt, &name, rw));
             let ty = if rw && dt != "f32" { "atomic<u32>".to_string() } else { storage.to_string() };
             l = l.replace("{{E}}", &ty);
@@ -392,6 +416,16 @@ fn expand_template(text: &str, dt: &str) -> String {
     }
     // Helpers go after the body so naga's line numbers match the template file.
     format!("{body}\n// Generated for dtype {dt}.\n{helpers}")
+}
+
+/// The name of the binding `var<...> NAME: ...` on a line.
+fn binding_name(line: &str) -> String {
+    line.split("var<")
+        .nth(1)
+        .and_then(|r| r.split_once('>'))
+        .and_then(|(_, r)| r.split(':').next())
+        .map(|n| n.trim().to_string())
+        .unwrap_or_else(|| panic!("cannot read the binding name in `{line}`"))
 }
 
 /// Appends `shaders/include/NAME` for each `//! include NAME` line. WGSL declarations may come
@@ -645,8 +679,14 @@ fn wgsl(manifest: &Path, out: &Path, gen: &mut String) {
         // Appended like the includes, so naga's line numbers stay true to the shader file.
         let params = params_for(&path, &stem, &text, &uniforms);
         let text = text + "\n" + &params + &status_defines(true);
-        let variants: Vec<(String, String)> = if text.contains("{{E}}") {
-            DTYPES.iter().map(|dt| (format!("{stem}_{dt}"), expand_template(&text, dt))).collect()
+        let variants: Vec<(String, String)> = if text.contains("{{E}}") || text.contains("{{K}}") {
+            let mut v: Vec<(String, String)> =
+                DTYPES.iter().map(|dt| (format!("{stem}_{dt}"), expand_template(&text, dt, false))).collect();
+            // A shader reading a cache that may be fp8: its `_e4m3_` twins too.
+            if text.contains("{{K}}") {
+                v.extend(DTYPES.iter().map(|dt| (format!("{stem}_e4m3_{dt}"), expand_template(&text, dt, true))));
+            }
+            v
         } else {
             vec![(stem.clone(), text.clone())]
         };

@@ -1,12 +1,13 @@
-//! An engine's MLA decode loop on wgpu: it owns a paged latent cache, a block table and the
-//! sequence lengths; each step appends every sequence's new latent (and rope key) at its next
-//! slot and decodes one token per sequence. At the end the last step is checked against the
-//! CPU oracle.
+//! An engine's MLA decode loop on wgpu: it owns a paged fp8 (E4M3) latent cache with one scale
+//! per token, a block table and the sequence lengths; each step appends every sequence's new
+//! latent (and rope key) at its next slot, quantized by `append_cache`, and decodes one token
+//! per sequence. At the end the last step is checked against the CPU oracle, run on a host
+//! mirror of the cache that the CPU append kept.
 //!
 //! `cargo run --example mla_decode_wgpu`
 
 use mllm_kernels::mla::{AppendCache, AppendCacheParams, MlaDecode, MlaDecodeParams};
-use mllm_kernels::{Backend, BackendKind, DType, Plan, Status};
+use mllm_kernels::{Backend, BackendKind, DType, Plan, Status, E4M3};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let Ok(Backend::Wgpu(gpu)) = Backend::open(BackendKind::Wgpu) else {
@@ -21,7 +22,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let table: Vec<i32> = (0..pages as i32).rev().collect();
     let mut lens = vec![0i32; batch];
     let w = latent + rope;
-    let cache = gpu.upload(&vec![0u8; 4 * pages * page * w])?;
+    // One byte per cached value, one f32 scale per token.
+    let cache = gpu.upload(&vec![0u8; pages * page * w])?;
+    let scales = gpu.upload(&vec![0u8; 4 * pages * page])?;
     let table_b = gpu.upload(bytemuck::cast_slice(&table))?;
     let status = Status::new(&backend)?;
     let append = AppendCache::new(AppendCacheParams {
@@ -32,6 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         pages,
         dtype: DType::F32,
         split_cache: false,
+        cache_dtype: Some(DType::F8E4M3),
     })?;
     let decode = MlaDecode::new(MlaDecodeParams {
         batch,
@@ -46,11 +50,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         dtype: DType::F32,
         split_cache: false,
         splits: MlaDecode::schedule(batch, 1, heads, max_pages * page, 16),
+        cache_dtype: Some(DType::F8E4M3),
     })?;
     // Scratch allocated once from the plan's own list.
     let ws = gpu.upload(&vec![0u8; 4 * decode.spec("ws")?.len])?;
     let (o, lse) = (gpu.upload(&vec![0u8; 4 * batch * heads * latent])?, gpu.upload(&vec![0u8; 4 * batch * heads])?);
-    let mut host_cache = vec![0f32; pages * page * w];
+    let (mut host_cache, mut host_scales) = (vec![E4M3(0); pages * page * w], vec![0f32; pages * page]);
+    let cpu = Status::new(&Backend::Cpu)?;
     let val = |s: usize, i: usize| ((s * 131 + i * 7) % 97) as f32 / 97.0 - 0.5;
     let mut q = vec![];
     for step in 0..steps {
@@ -61,11 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let slots: Vec<i32> = (0..batch)
             .map(|b| table[b * max_pages + lens[b] as usize / page] * page as i32 + lens[b] % page as i32)
             .collect();
-        for (b, &s) in slots.iter().enumerate() {
-            let row = &mut host_cache[s as usize * w..(s as usize + 1) * w];
-            row[..latent].copy_from_slice(&kv_new[b * latent..(b + 1) * latent]);
-            row[latent..].copy_from_slice(&pe_new[b * rope..(b + 1) * rope]);
-        }
+        append.run_cpu(&kv_new, Some(&pe_new), &slots, &mut host_cache, None, Some(&mut host_scales), &cpu)?;
         for l in lens.iter_mut() {
             *l += 1;
         }
@@ -85,6 +87,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 (&sb).into(),
                 (&cache).into(),
                 None,
+                Some((&scales).into()),
                 &status,
             )?;
             decode.run_wgpu(
@@ -93,6 +96,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 (&qb).into(),
                 (&cache).into(),
                 None,
+                Some((&scales).into()),
                 (&table_b).into(),
                 (&lb).into(),
                 (&o).into(),
@@ -107,13 +111,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The last step against the oracle on the engine's host mirror of the cache.
     let got: Vec<f32> = bytemuck::pod_collect_to_vec(&gpu.download(&o)?);
     let (mut want, mut want_lse) = (vec![0f32; got.len()], vec![0f32; batch * heads]);
-    let cpu = Status::new(&Backend::Cpu)?;
     let mut ws_cpu = vec![0f32; decode.spec("ws")?.len];
-    decode.run_cpu(&q, &host_cache, None, &table, &lens, &mut want, &mut want_lse, &mut ws_cpu, &cpu)?;
+    let scales_cpu = Some(&host_scales[..]);
+    decode.run_cpu(&q, &host_cache, None, scales_cpu, &table, &lens, &mut want, &mut want_lse, &mut ws_cpu, &cpu)?;
     let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     if err > 1e-4 {
         return Err(format!("the last step differs from the oracle by {err}").into());
     }
-    println!("{steps} steps of {batch} sequences x {heads} heads, L {latent} R {rope}, page {page}: max |gpu - oracle| = {err:.2e}");
+    println!(
+        "{steps} steps of {batch} sequences x {heads} heads, L {latent} R {rope}, page {page}, fp8 cache: \
+         max |gpu - oracle| = {err:.2e}"
+    );
     Ok(())
 }

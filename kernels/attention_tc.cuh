@@ -32,6 +32,13 @@
 //                                               value is zeroed (YOPO's key mask)
 //   void store(int r, int c, float o0, float o1)  output columns c, c + 1 of row r (normalized)
 //   void store_lse(int r, float lse)            natural log-sum-exp of row r (-inf: no key)
+//
+// F8 keys (fp8 E4M3 rows with a per-row scale; shared V only): k_src(row, c) is then 16-byte
+// chunk c of the row's qw bytes, and `float k_scale(i64 row)` its scale. The tile's bytes go
+// into K8 [2][TK][qw] by cp.async as before (the next tile in flight); after the wait each tile
+// is decoded once, times its row's scale, into a single T tile K [TK][QW + 8], which the
+// products then read as usual (decoding in shared memory keeps the bytes read from global at
+// one per element). kscale [2][TK] (f32) holds the scales; the host mirror is tc_shared_bytes.
 #pragma once
 #include "tensor_core.cuh"
 
@@ -55,19 +62,22 @@ __device__ int attn_tc_group_seq(const int* cu, int seqs, int per_token, int& gr
 
 // MAXNT: the most n-tiles of 8 output columns a warp holds (VW / (8 * WPS) at the widest VW the
 // caller allows); the accumulators are that many registers x 4.
-template <typename T, int G, int TK, int MAXNT, bool SEPV, typename P>
+template <typename T, int G, int TK, int MAXNT, bool SEPV, bool F8 = false, typename P>
 __device__ void attn_tc_group(const P& pb, int rows, int t0, int t1, float scale) {
+    static_assert(!(F8 && SEPV), "fp8 keys are the shared-V (MLA) layout only");
     constexpr int STRIPS = G / 16, WPS = ATTN_TC_WARPS / STRIPS, NKT = TK / 8;
     constexpr int KT_PER = (NKT + WPS - 1) / WPS;  // key n-tiles of S a warp computes
     extern __shared__ __align__(16) unsigned char attn_smem[];
     const int QW = pb.qw + 8, VW = SEPV ? pb.vw + 8 : QW, PW = TK + 8;
     T* Qs = reinterpret_cast<T*>(attn_smem);
     T* Ks = Qs + G * QW;
-    T* Vs = Ks + 2 * TK * QW;  // separate V only
+    T* Vs = Ks + (F8 ? 1 : 2) * TK * QW;  // separate V only
     T* Ps = Vs + (SEPV ? 2 * TK * VW : 0);
     float* red = reinterpret_cast<float*>(Ps + G * PW);
     i64* krow = reinterpret_cast<i64*>(red + WPS * G);
     int* kaux = reinterpret_cast<int*>(krow + 2 * TK);
+    float* kscale = reinterpret_cast<float*>(kaux + 2 * TK);          // F8 only
+    unsigned char* K8 = reinterpret_cast<unsigned char*>(kscale + 2 * TK);  // F8 only
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
     const int strip = warp / WPS, wk = warp % WPS;
 
@@ -75,24 +85,36 @@ __device__ void attn_tc_group(const P& pb, int rows, int t0, int t1, float scale
     auto key_rows = [&](int stage, int base) {
         for (int k = tid; k < TK; k += blockDim.x) {
             int aux = 0;
-            krow[stage * TK + k] = base + k < t1 ? pb.key_row(base + k, t1, &aux) : -1;
+            const i64 row = base + k < t1 ? pb.key_row(base + k, t1, &aux) : -1;
+            krow[stage * TK + k] = row;
             kaux[stage * TK + k] = aux;
+            if constexpr (F8) kscale[stage * TK + k] = row >= 0 ? pb.k_scale(row) : 0.f;
         }
     };
     // cp.async of a tile's rows, 16 bytes a copy, consecutive threads along a row; no key: zeros.
     auto load_tile = [&](int stage) {
-        const int kc = pb.qw / 8;
-        for (int c = tid; c < TK * kc; c += blockDim.x) {
-            const int k = c / kc, cc = c % kc;
-            const i64 row = krow[stage * TK + k];
-            cp_async16(Ks + (stage * TK + k) * QW + cc * 8, row >= 0 ? pb.k_src(row, cc) : Qs, row >= 0);
-        }
-        if (SEPV) {
-            const int vc = pb.vw / 8;
-            for (int c = tid; c < TK * vc; c += blockDim.x) {
-                const int k = c / vc, cc = c % vc;
+        if constexpr (F8) {
+            const int kc = pb.qw / 16;
+            for (int c = tid; c < TK * kc; c += blockDim.x) {
+                const int k = c / kc, cc = c % kc;
                 const i64 row = krow[stage * TK + k];
-                cp_async16(Vs + (stage * TK + k) * VW + cc * 8, row >= 0 ? pb.v_src(row, cc) : Qs, row >= 0);
+                cp_async16(K8 + (stage * TK + k) * pb.qw + cc * 16, row >= 0 ? (const void*)pb.k_src(row, cc) : Qs,
+                           row >= 0);
+            }
+        } else {
+            const int kc = pb.qw / 8;
+            for (int c = tid; c < TK * kc; c += blockDim.x) {
+                const int k = c / kc, cc = c % kc;
+                const i64 row = krow[stage * TK + k];
+                cp_async16(Ks + (stage * TK + k) * QW + cc * 8, row >= 0 ? pb.k_src(row, cc) : Qs, row >= 0);
+            }
+            if (SEPV) {
+                const int vc = pb.vw / 8;
+                for (int c = tid; c < TK * vc; c += blockDim.x) {
+                    const int k = c / vc, cc = c % vc;
+                    const i64 row = krow[stage * TK + k];
+                    cp_async16(Vs + (stage * TK + k) * VW + cc * 8, row >= 0 ? pb.v_src(row, cc) : Qs, row >= 0);
+                }
             }
         }
     };
@@ -122,7 +144,26 @@ __device__ void attn_tc_group(const P& pb, int rows, int t0, int t1, float scale
     for (int base = t0, stage = 0; base < t1; base += TK, stage ^= 1) {
         cp_async_wait<0>();
         __syncthreads();  // B1: the tile (and at first the query rows) is in shared memory
-        const T* Kt = Ks + stage * TK * QW;
+        if constexpr (F8) {
+            // Decode the tile's bytes times their rows' scales into the T tile (its last reader,
+            // the previous tile's P V, finished before B1); 8 elements a thread per step.
+            const int kc = pb.qw / 8;
+            const unsigned char* src = K8 + stage * TK * pb.qw;
+            for (int c = tid; c < TK * kc; c += blockDim.x) {
+                const int k = c / kc, cc = c % kc;
+                const float sc = kscale[stage * TK + k];
+                const uint2 raw = *reinterpret_cast<const uint2*>(src + k * pb.qw + cc * 8);
+                unsigned out[4];
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const unsigned w = e < 2 ? raw.x : raw.y, sh = (e & 1) * 16;
+                    out[e] = pack2<T>(e4m3_bits_f32((w >> sh) & 0xffu) * sc, e4m3_bits_f32((w >> (sh + 8)) & 0xffu) * sc);
+                }
+                *reinterpret_cast<uint4*>(Ks + k * QW + cc * 8) = make_uint4(out[0], out[1], out[2], out[3]);
+            }
+            __syncthreads();  // B1b: the decoded tile is visible
+        }
+        const T* Kt = Ks + (F8 ? 0 : stage * TK * QW);
         const T* Vt = SEPV ? Vs + stage * TK * VW : Kt;
         // S = Q K^T for this warp's key n-tiles.
         float s[KT_PER][4];

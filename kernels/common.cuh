@@ -23,6 +23,41 @@ template <> __device__ __forceinline__ float from_f32<float>(float v) { return v
 template <> __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
 template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
+// fp8 E4M3 (float8_e4m3fn) storage, the MLA cache's: 4 exponent bits (bias 7), 3 mantissa bits,
+// no infinity, S.1111.111 NaN, largest 448. Decoded by bit operations on every architecture
+// (sm_89's cvt instruction would do the same), encoded as src/dtype.rs's e4m3_from_f32.
+struct e4m3 {
+    unsigned char bits;
+};
+__device__ __forceinline__ float e4m3_bits_f32(unsigned b) {
+    const unsigned e = (b >> 3) & 15u, m = b & 7u;
+    float mag = e == 0u ? (float)m * 0.001953125f : __uint_as_float(((e + 120u) << 23) | (m << 20));
+    if (e == 15u && m == 7u) mag = NAN_F;
+    return (b & 0x80u) ? -mag : mag;
+}
+__device__ __forceinline__ float to_f32(e4m3 v) { return e4m3_bits_f32(v.bits); }
+// Round to nearest even; past 448 saturates, NaN is 0x7f. Exact steps: a * 2^9 below 2^-6 and
+// the mantissa's 23 bits times 2^-20 are exact in f32, so rintf does the one rounding.
+__device__ __forceinline__ unsigned f32_e4m3_bits(float v) {
+    if (nan_bits(v)) return 0x7fu;
+    const unsigned sign = (__float_as_uint(v) >> 24) & 0x80u;
+    const float a = fminf(fabsf(v), 448.f);
+    if (a < 0.015625f) return sign | (unsigned)rintf(a * 512.f);
+    const unsigned bits = __float_as_uint(a);
+    const int e = (int)((bits >> 23) & 0xffu) - 127;
+    const unsigned q = (unsigned)rintf((float)(bits & 0x7fffffu) * (8.f / 8388608.f));
+    return sign | min(((unsigned)(e + 7) << 3) + q, 0x7eu);
+}
+// The per-token scale of a cache row with largest magnitude amax: the smallest power of two s
+// with amax / s <= 448 (1 for zero, NaN for a non-finite amax), as src/dtype.rs's e4m3_scale.
+__device__ __forceinline__ float e4m3_scale(float amax) {
+    if (!finite_bits(amax)) return NAN_F;
+    if (amax == 0.f) return 1.f;
+    const int e = (int)((__float_as_uint(amax) >> 23) & 0xffu) - 127;
+    const float s = __int_as_float((max(e - 8, -126) + 127) << 23);
+    return amax > 448.f * s ? 2.f * s : s;
+}
+
 // A 16-bit float's bits and back.
 __device__ __forceinline__ unsigned short as_bits(__half v) { return __half_as_ushort(v); }
 __device__ __forceinline__ unsigned short as_bits(__nv_bfloat16 v) { return __bfloat16_as_ushort(v); }

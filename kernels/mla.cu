@@ -15,12 +15,15 @@
 // Prefill (cu != null): the grid is one "sequence" of `sq` = all new tokens; row j * H + h finds
 // its sequence b in cu_seqlens (the first range holding j) and sits at position
 // len_b - (cu[b+1] - cu[b]) + (j - cu[b]). A token in no range gets no key and raises the status.
-template <typename T>
-__device__ void mla_decode(const T* __restrict__ q, const T* __restrict__ kv, const T* __restrict__ pe,
-                           const int* __restrict__ table, const int* __restrict__ seq_lens,
-                           const int* __restrict__ cu, float* __restrict__ ws, unsigned int* status, int batch,
-                           int sq, int heads, int L, int R, int P, int pages, int max_pages, int splits,
-                           i64 kv_stride, i64 pe_stride, float scale) {
+//
+// C is the cache's storage: T, or e4m3 with the per-token scales `cs` (null for a float cache):
+// a key's score and its weight in P V both carry its scale, the softmax sum does not.
+template <typename T, typename C>
+__device__ void mla_decode(const T* __restrict__ q, const C* __restrict__ kv, const C* __restrict__ pe,
+                           const float* __restrict__ cs, const int* __restrict__ table,
+                           const int* __restrict__ seq_lens, const int* __restrict__ cu, float* __restrict__ ws,
+                           unsigned int* status, int batch, int sq, int heads, int L, int R, int P, int pages,
+                           int max_pages, int splits, i64 kv_stride, i64 pe_stride, float scale) {
     __shared__ float qs[2048 + 128];
     __shared__ float wt[MLA_TILE];
     __shared__ i64 rows[MLA_TILE];
@@ -71,18 +74,19 @@ __device__ void mla_decode(const T* __restrict__ q, const T* __restrict__ kv, co
     __syncthreads();
     for (int base = t0; base < t1; base += MLA_TILE) {
         const int t = base + tid;
-        float s = NEG_INF;
+        float s = NEG_INF, ks = 1.f;
         i64 crow = -1;
         if (t < t1) {
             const int page = table[(i64)b * max_pages + t / P];
             if (page >= 0 && page < pages) {
                 crow = (i64)page * P + t % P;
-                const T* c = kv + crow * kv_stride;
-                const T* r = pe + crow * pe_stride;
+                const C* c = kv + crow * kv_stride;
+                const C* r = pe + crow * pe_stride;
                 float dot = 0.f;
                 for (int d = 0; d < L; ++d) dot += qs[d] * to_f32(c[d]);
                 for (int d = 0; d < R; ++d) dot += qs[L + d] * to_f32(r[d]);
-                s = scale * dot;
+                if (cs) ks = cs[crow];
+                s = scale * (dot * ks);
             } else {
                 raise_status(status, ST_INDEX_OUT_OF_RANGE);
             }
@@ -91,7 +95,7 @@ __device__ void mla_decode(const T* __restrict__ q, const T* __restrict__ kv, co
         // With every key so far hidden, mnew is -inf: weights and the rescale stay 0, never NaN.
         const float alpha = m == NEG_INF ? 0.f : expf(m - mnew);
         const float w = s == NEG_INF ? 0.f : expf(s - mnew);
-        wt[tid] = w;
+        wt[tid] = w * ks;
         rows[tid] = crow;
         l = l * alpha + block_sum(w);
         m = mnew;
@@ -101,7 +105,7 @@ __device__ void mla_decode(const T* __restrict__ q, const T* __restrict__ kv, co
         for (int kk = 0; kk < n; ++kk) {
             const float wk = wt[kk];
             if (wk == 0.f) continue;
-            const T* c = kv + rows[kk] * kv_stride;
+            const C* c = kv + rows[kk] * kv_stride;
 #pragma unroll
             for (int k = 0; k < MLA_MAX_PER_THREAD; ++k) {
                 const int d = tid + k * MLA_TILE;
@@ -133,9 +137,12 @@ __device__ void mla_decode(const T* __restrict__ q, const T* __restrict__ kv, co
 // once for the whole group, so the cache is read ceil(H * Sq / G) times instead of H * Sq. V is
 // the latent part of the same tile. Each (group, split) writes its rows' normalized partials and
 // log-sum-exps to the workspace, as mla_decode does.
-template <typename T>
+template <typename T, typename C>
 struct MlaTcProblem {
-    const T *q, *kv, *pe;
+    static constexpr bool F8 = sizeof(C) == 1;  // an fp8 cache: bytes plus a scale per token
+    const T* q;
+    const C *kv, *pe;
+    const float* cs;
     const int* table;
     float* ws;
     unsigned* status;
@@ -151,11 +158,14 @@ struct MlaTcProblem {
         raise_status(status, ST_INDEX_OUT_OF_RANGE);
         return -1;
     }
-    __device__ const T* k_src(i64 row, int c) const {
-        const int lc = vw / 8;
-        return c < lc ? kv + row * kv_stride + c * 8 : pe + row * pe_stride + (c - lc) * 8;
+    // 16-byte chunk c of a key row: 8 elements of a 16-bit cache, 16 of an fp8 one.
+    __device__ const C* k_src(i64 row, int c) const {
+        constexpr int per = 16 / sizeof(C);
+        const int lc = vw / per;
+        return c < lc ? kv + row * kv_stride + c * per : pe + row * pe_stride + (c - lc) * per;
     }
-    __device__ const T* v_src(i64, int) const { return kv; }  // V is the key tile's latent part
+    __device__ float k_scale(i64 row) const { return cs[row]; }
+    __device__ const C* v_src(i64, int) const { return kv; }  // V is the key tile's latent part
     // Keys t < vis(i) are visible to token i of the sequence's n_b new ones.
     __device__ int vis(int r) const { return bad_cu ? 0 : max(0, min(len - n_b + (r0 + r) / heads + 1, len)); }
     __device__ bool visible(int r, int t, int) const { return t < vis(r); }
@@ -167,9 +177,9 @@ struct MlaTcProblem {
     __device__ void store_lse(int r, float lse) const { ws[(i64)splits * total * vw + (i64)j * total + grow0 + r] = lse; }
 };
 
-template <typename T, int G, int TK>
-__device__ void mla_attn_tc(const T* __restrict__ q, const T* __restrict__ kv, const T* __restrict__ pe,
-                            const int* __restrict__ table, const int* __restrict__ seq_lens, const int* __restrict__ cu,
+template <typename T, typename C, int G, int TK>
+__device__ void mla_attn_tc(const T* __restrict__ q, const C* __restrict__ kv, const C* __restrict__ pe,
+                            const float* __restrict__ cs, const int* __restrict__ table, const int* __restrict__ seq_lens, const int* __restrict__ cu,
                             float* __restrict__ ws, unsigned int* status, int batch, int sq, int heads, int L, int R,
                             int P, int pages, int max_pages, int splits, i64 kv_stride, i64 pe_stride, float scale,
                             i64 total) {
@@ -207,11 +217,11 @@ __device__ void mla_attn_tc(const T* __restrict__ q, const T* __restrict__ kv, c
         if (!cu && tid == 0 && blockIdx.x == 0 && j == 0) raise_status(status, ST_INDEX_OUT_OF_RANGE);
         len = len < 0 ? 0 : cap;
     }
-    MlaTcProblem<T> pb{q, kv, pe, table, ws, status, L + R, L, b, n_b, r0, heads, len, P, pages, max_pages, splits, j,
+    MlaTcProblem<T, C> pb{q, kv, pe, cs, table, ws, status, L + R, L, b, n_b, r0, heads, len, P, pages, max_pages, splits, j,
                        bad_cu, (i64)row_base * heads + r0, kv_stride, pe_stride, total};
     const int chunk = (len + splits - 1) / splits;
     const int t0 = j * chunk, t1 = min(t0 + chunk, pb.vis(rows - 1));  // the last row sees the most
-    attn_tc_group<T, G, TK, 32, false>(pb, rows, t0, t1, scale);  // G * L <= 32768: 32 n-tiles
+    attn_tc_group<T, G, TK, 32, false, MlaTcProblem<T, C>::F8>(pb, rows, t0, t1, scale);  // G * L <= 32768
 }
 
 // Merges a row's split partials into o (dtype) and lse, written [B, H, Sq]. A split with no key
@@ -249,11 +259,13 @@ __device__ void mla_combine(const float* __restrict__ ws, T* __restrict__ o, flo
 
 // One block per new token: it checks its slot against every other token's (all tokens on a
 // shared slot are skipped, so no two blocks ever write one cache row), then copies its latent
-// row and rope key into the cache.
-template <typename T>
+// row and rope key into the cache. An fp8 cache (C = e4m3) takes the row over its power-of-two
+// scale, written to cs[slot]: the row's largest magnitude (latent and rope together) sets it, a
+// non-finite value makes it NaN and the bytes zero.
+template <typename T, typename C>
 __device__ void mla_append(const T* __restrict__ kv_new, const T* __restrict__ pe_new, const int* __restrict__ slots,
-                           T* kv_dst, T* pe_dst, unsigned int* status, int tokens, int L, int R, int n_slots,
-                           i64 kv_stride, i64 pe_stride) {
+                           C* kv_dst, C* pe_dst, float* cs, unsigned int* status, int tokens, int L, int R,
+                           int n_slots, i64 kv_stride, i64 pe_stride) {
     const i64 t = blockIdx.x + (i64)blockIdx.y * gridDim.x;
     if (t >= tokens) return;
     const int id = slots[t];
@@ -265,8 +277,26 @@ __device__ void mla_append(const T* __restrict__ kv_new, const T* __restrict__ p
         if (threadIdx.x == 0) raise_status(status, in_range ? ST_SLOT_REPEATED : ST_SLOT_OUT_OF_RANGE);
         return;
     }
-    for (int d = threadIdx.x; d < L; d += blockDim.x) kv_dst[(i64)id * kv_stride + d] = kv_new[t * L + d];
-    for (int d = threadIdx.x; d < R; d += blockDim.x) pe_dst[(i64)id * pe_stride + d] = pe_new[t * R + d];
+    if constexpr (sizeof(C) == 1) {
+        float amax = 0.f;
+        int bad = 0;
+        for (int d = threadIdx.x; d < L + R; d += blockDim.x) {
+            const float x = to_f32(d < L ? kv_new[t * L + d] : pe_new[t * R + d - L]);
+            bad |= !finite_bits(x);
+            amax = fmaxf(amax, fabsf(x));
+        }
+        const bool nonfinite = __syncthreads_or(bad) != 0;
+        const float sc = nonfinite ? NAN_F : e4m3_scale(block_max(amax));
+        const float inv = nonfinite ? 0.f : 1.f / sc;  // exact: sc is a power of two
+        if (threadIdx.x == 0) cs[id] = sc;
+        for (int d = threadIdx.x; d < L; d += blockDim.x)
+            kv_dst[(i64)id * kv_stride + d] = C{(unsigned char)(nonfinite ? 0u : f32_e4m3_bits(to_f32(kv_new[t * L + d]) * inv))};
+        for (int d = threadIdx.x; d < R; d += blockDim.x)
+            pe_dst[(i64)id * pe_stride + d] = C{(unsigned char)(nonfinite ? 0u : f32_e4m3_bits(to_f32(pe_new[t * R + d]) * inv))};
+    } else {
+        for (int d = threadIdx.x; d < L; d += blockDim.x) kv_dst[(i64)id * kv_stride + d] = kv_new[t * L + d];
+        for (int d = threadIdx.x; d < R; d += blockDim.x) pe_dst[(i64)id * pe_stride + d] = pe_new[t * R + d];
+    }
 }
 
 // Rotary embedding in place, one block per token; a thread rotates pairs (a, b) to
@@ -420,23 +450,29 @@ __device__ void mla_head_product_tc(const T* __restrict__ a, const T* __restrict
 MLA_HP_TC(f16, __half)
 MLA_HP_TC(bf16, __nv_bfloat16)
 
-#define MLA_ENTRIES(SUF, T)                                                                                      \
+#define MLA_DECODE_ENTRY(NAME, T, C)                                                                             \
     extern "C" __global__ void __launch_bounds__(MLA_TILE)                                                       \
-        mla_decode_##SUF(const T* q, const T* kv, const T* pe, const int* table, const int* lens, const int* cu, \
-                         float* ws, unsigned int* status, int batch, int sq, int heads, int L, int R, int P,     \
-                         int pages, int max_pages, int splits, i64 kv_stride, i64 pe_stride, float scale) {      \
-        mla_decode<T>(q, kv, pe, table, lens, cu, ws, status, batch, sq, heads, L, R, P, pages, max_pages,      \
-                      splits, kv_stride, pe_stride, scale);                                                      \
-    }                                                                                                            \
+        NAME(const T* q, const C* kv, const C* pe, const float* cs, const int* table, const int* lens,           \
+             const int* cu, float* ws, unsigned int* status, int batch, int sq, int heads, int L, int R, int P,  \
+             int pages, int max_pages, int splits, i64 kv_stride, i64 pe_stride, float scale) {                  \
+        mla_decode<T, C>(q, kv, pe, cs, table, lens, cu, ws, status, batch, sq, heads, L, R, P, pages,          \
+                         max_pages, splits, kv_stride, pe_stride, scale);                                        \
+    }
+#define MLA_APPEND_ENTRY(NAME, T, C)                                                                             \
+    extern "C" __global__ void __launch_bounds__(128)                                                            \
+        NAME(const T* kv_new, const T* pe_new, const int* slots, C* kv_dst, C* pe_dst, float* cs,                \
+             unsigned int* status, int tokens, int L, int R, int n_slots, i64 kvs, i64 pes) {                    \
+        mla_append<T, C>(kv_new, pe_new, slots, kv_dst, pe_dst, cs, status, tokens, L, R, n_slots, kvs, pes);   \
+    }
+#define MLA_ENTRIES(SUF, T)                                                                                      \
+    MLA_DECODE_ENTRY(mla_decode_##SUF, T, T)                                                                     \
+    MLA_DECODE_ENTRY(mla_decode_e4m3_##SUF, T, e4m3)                                                             \
     extern "C" __global__ void __launch_bounds__(128)                                                            \
         mla_combine_##SUF(const float* ws, T* o, float* lse, int sq, int heads, int L, int splits, i64 total) { \
         mla_combine<T>(ws, o, lse, sq, heads, L, splits, total);                                                 \
     }                                                                                                            \
-    extern "C" __global__ void __launch_bounds__(128)                                                            \
-        mla_append_##SUF(const T* kv_new, const T* pe_new, const int* slots, T* kv_dst, T* pe_dst,                \
-                         unsigned int* status, int tokens, int L, int R, int n_slots, i64 kvs, i64 pes) {        \
-        mla_append<T>(kv_new, pe_new, slots, kv_dst, pe_dst, status, tokens, L, R, n_slots, kvs, pes);          \
-    }                                                                                                            \
+    MLA_APPEND_ENTRY(mla_append_##SUF, T, T)                                                                     \
+    MLA_APPEND_ENTRY(mla_append_e4m3_##SUF, T, e4m3)                                                             \
     extern "C" __global__ void __launch_bounds__(128) mla_rope_##SUF(T* x, const float* c, const float* s,       \
                                                                      int heads, int dim, int inter, i64 hs,      \
                                                                      i64 ts) {                                    \
@@ -452,16 +488,20 @@ FOR_EACH_FLOAT(MLA_ENTRIES)
 
 // The tensor-core attention per (group rows G, keys per tile TK); the host picks the largest G
 // (fewest cache reads) and then TK that fit the device's shared memory.
-#define MLA_TC_ENTRY(SUF, T, G, TK)                                                                               \
-    extern "C" __global__ void __launch_bounds__(256) mla_decode_tc_g##G##_k##TK##_##SUF(                         \
-        const T* q, const T* kv, const T* pe, const int* table, const int* lens, const int* cu, float* ws,         \
-        unsigned int* status, int batch, int sq, int heads, int L, int R, int P, int pages, int max_pages,         \
-        int splits, i64 kv_stride, i64 pe_stride, float scale, i64 total) {                                        \
-        mla_attn_tc<T, G, TK>(q, kv, pe, table, lens, cu, ws, status, batch, sq, heads, L, R, P, pages, max_pages, \
-                              splits, kv_stride, pe_stride, scale, total);                                         \
+// `_e4m3` entries read an fp8 cache with per-token scales.
+#define MLA_TC_ENTRY(NAME, T, C, G, TK)                                                                            \
+    extern "C" __global__ void __launch_bounds__(256)                                                              \
+        NAME(const T* q, const C* kv, const C* pe, const float* cs, const int* table, const int* lens,             \
+             const int* cu, float* ws, unsigned int* status, int batch, int sq, int heads, int L, int R, int P,    \
+             int pages, int max_pages, int splits, i64 kv_stride, i64 pe_stride, float scale, i64 total) {         \
+        mla_attn_tc<T, C, G, TK>(q, kv, pe, cs, table, lens, cu, ws, status, batch, sq, heads, L, R, P, pages,     \
+                                 max_pages, splits, kv_stride, pe_stride, scale, total);                           \
     }
+#define MLA_TC_BOTH(SUF, T, G, TK)                                                                             \
+    MLA_TC_ENTRY(mla_decode_tc_g##G##_k##TK##_##SUF, T, T, G, TK)                                              \
+    MLA_TC_ENTRY(mla_decode_tc_g##G##_k##TK##_e4m3_##SUF, T, e4m3, G, TK)
 #define MLA_TC_TILES(SUF, T)                                                                                 \
-    MLA_TC_ENTRY(SUF, T, 64, 16) MLA_TC_ENTRY(SUF, T, 64, 32) MLA_TC_ENTRY(SUF, T, 32, 16)                   \
-    MLA_TC_ENTRY(SUF, T, 32, 32) MLA_TC_ENTRY(SUF, T, 16, 16) MLA_TC_ENTRY(SUF, T, 16, 32)
+    MLA_TC_BOTH(SUF, T, 64, 16) MLA_TC_BOTH(SUF, T, 64, 32) MLA_TC_BOTH(SUF, T, 32, 16)                      \
+    MLA_TC_BOTH(SUF, T, 32, 32) MLA_TC_BOTH(SUF, T, 16, 16) MLA_TC_BOTH(SUF, T, 16, 32)
 MLA_TC_TILES(f16, __half)
 MLA_TC_TILES(bf16, __nv_bfloat16)

@@ -4,16 +4,21 @@
 // log-sum-exp to the f32 workspace. Keys past the row's causal position and tokens on a page id
 // outside [0, pages) get no weight; a seq_len outside [0, max_pages * P] is clamped; both raise
 // ST_INDEX_OUT_OF_RANGE. Params (binding 0) is DecodeUniform in src/mla/uniforms.rs.
+//
+// The cache is `{{K}}`: the float dtype, or (the `mla_decode_e4m3_*` modules, CACHE_FP8) E4M3
+// bytes four to a word with one f32 scale per cache row in `cscale`; a key's score and its
+// weight in the output carry its scale, the softmax sum does not.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<{{E}}>;
-@group(0) @binding(2) var<storage, read> kv: array<{{E}}>;
-@group(0) @binding(3) var<storage, read> pe: array<{{E}}>;
+@group(0) @binding(2) var<storage, read> kv: array<{{K}}>;
+@group(0) @binding(3) var<storage, read> pe: array<{{K}}>;
 @group(0) @binding(4) var<storage, read> table: array<i32>;
 @group(0) @binding(5) var<storage, read> lens: array<i32>;
 @group(0) @binding(6) var<storage, read_write> ws: array<f32>;
 @group(0) @binding(7) var<storage, read_write> status: array<atomic<u32>>;
 @group(0) @binding(8) var<storage, read> cu: array<i32>;
+@group(0) @binding(9) var<storage, read> cscale: array<f32>;
 
 const WG: u32 = 64u;
 const PER: u32 = 32u;  // latent dims an invocation owns: L <= 2048 = 32 * 64
@@ -128,6 +133,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var base = t0; base < t1; base += i32(WG)) {
         let t = base + i32(tid);
         var s = neg_inf;
+        var ks = 1.0;
         var cr = 0u;
         if (t < t1) {
             let page = table[p.table_off + b * p.max_pages + u32(t) / p.page_size];
@@ -138,7 +144,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 var dot = 0.0;
                 for (var d = 0u; d < p.latent; d++) { dot += qs[d] * ld_kv(cb + d); }
                 for (var d = 0u; d < p.rope; d++) { dot += qs[p.latent + d] * ld_pe(rb + d); }
-                s = p.scale * dot;
+                if (CACHE_FP8) { ks = cscale[p.cs_off + cr]; }
+                s = p.scale * (dot * ks);
                 if (nan_bits(s)) { atomicOr(&nan_w, 1u); }
             } else {
                 atomicOr(&status[0], ST_INDEX_OUT_OF_RANGE);
@@ -148,7 +155,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         // With every key so far hidden, mnew is -inf: weights and the rescale stay 0, never NaN.
         let alpha = select(exp(m - mnew), 0.0, m == neg_inf);
         let wk = select(exp(s - mnew), 0.0, s == neg_inf);
-        wt[tid] = wk;
+        wt[tid] = wk * ks;
         crow[tid] = cr;
         l = l * alpha + wg_sum(wk, tid);
         m = mnew;

@@ -97,7 +97,7 @@ pub use backend::cuda::{CudaBackend, CudaFloat};
 #[cfg(feature = "wgpu")]
 pub use backend::wgpu::{WgpuBackend, WgpuTensor};
 pub use backend::{devices, Backend, BackendKind, DeviceReport, Status, StatusBits};
-pub use dtype::{DType, Float};
+pub use dtype::{e4m3_from_f32, e4m3_scale, e4m3_to_f32, DType, Float, E4M3};
 pub use error::{Error, Result};
 pub use layout::Rows;
 pub use plan::{Plan, Role, TensorSpec};

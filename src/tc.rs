@@ -29,17 +29,25 @@ pub fn shared_bytes(g: usize, tk: usize, w: usize, v_width: Option<usize>) -> us
     2 * (g * (w + 8) + 2 * tk * (w + 8) + v + g * (tk + 8)) + 4 * warps_per_strip(g) * g + 12 * 2 * tk
 }
 
+/// The same layout with fp8 keys (values shared with them): one decoded K `[TK][W + 8]` instead
+/// of two, then the keys' scales `[2][TK]` (f32) and their bytes `[2][TK][W]`.
+pub fn shared_bytes_fp8(g: usize, tk: usize, w: usize) -> usize {
+    shared_bytes(g, tk, w, None) - 2 * tk * (w + 8) + 4 * 2 * tk + 2 * tk * w
+}
+
 /// The tile for `rows_wanted` query rows per sequence, `qk_width` wide products, values either a
 /// separate tensor `v_width` wide or (None) the first `out_width` columns of the key tile, and
 /// `out_width` output columns: the smallest group holding the rows, among those whose output fits
 /// a warp's registers (G * out_width <= 32768) and splits evenly over a strip's warps (out_width
 /// a multiple of 8 warps-per-strip), else the largest such; then the first of `keys` whose layout
-/// fits `shared_optin` bytes, trying smaller groups if none does. None when nothing fits.
+/// fits `shared_optin` bytes, trying smaller groups if none does. None when nothing fits. `fp8`:
+/// the keys are E4M3 bytes (values shared with them; [`shared_bytes_fp8`]).
 pub fn attention_tile(
     qk_width: usize,
     v_width: Option<usize>,
     out_width: usize,
     rows_wanted: usize,
+    fp8: bool,
     shared_optin: usize,
     keys: &[usize],
 ) -> Option<TcTile> {
@@ -49,7 +57,11 @@ pub fn attention_tile(
     let start = first.unwrap_or(largest);
     [64, 32, 16].into_iter().filter(|&g| g <= start && usable(g)).find_map(|g| {
         keys.iter()
-            .map(|&tk| TcTile { rows: g, keys: tk, shared: shared_bytes(g, tk, qk_width, v_width) })
+            .map(|&tk| {
+                let shared =
+                    if fp8 { shared_bytes_fp8(g, tk, qk_width) } else { shared_bytes(g, tk, qk_width, v_width) };
+                TcTile { rows: g, keys: tk, shared }
+            })
             .find(|t| t.shared <= shared_optin)
     })
 }

@@ -125,6 +125,7 @@ fn bad_tensors_and_metadata_are_refused() {
                     DType::F16 => DType::BF16,
                     DType::BF16 => DType::F16,
                     DType::I8 => DType::F16,
+                    DType::F8E4M3 => DType::I8,
                 };
                 let mut j = i.clone();
                 let t = j.get_mut(name).unwrap();

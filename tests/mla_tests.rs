@@ -81,21 +81,25 @@ fn the_tensor_core_tile_fits_registers_and_shared_memory() {
     const A100: usize = 163 * 1024;
     const ADA: usize = 99 * 1024;
     // DeepSeek's L 512 + R 64: 64 rows and 32 keys on an H100 and an A100 alike.
-    let t = tc_tile(512, 64, 128, H100).expect("a tile");
+    let t = tc_tile(512, 64, 128, false, H100).expect("a tile");
     assert_eq!((t.rows, t.keys), (64, 32));
     assert!(t.shared <= A100, "{} bytes", t.shared);
     // Few rows take the smallest group that holds them.
-    assert_eq!(tc_tile(512, 64, 16, H100).map(|t| t.rows), Some(16));
-    assert_eq!(tc_tile(512, 64, 17, H100).map(|t| t.rows), Some(32));
+    assert_eq!(tc_tile(512, 64, 16, false, H100).map(|t| t.rows), Some(16));
+    assert_eq!(tc_tile(512, 64, 17, false, H100).map(|t| t.rows), Some(32));
     // Ada's 99 KiB: a smaller group and tile, still within the limit.
-    let t = tc_tile(512, 64, 128, ADA).expect("a tile on sm_89");
+    let t = tc_tile(512, 64, 128, false, ADA).expect("a tile on sm_89");
     assert!(t.shared <= ADA && t.rows < 64, "{t:?}");
     // The output must fit a warp's registers: G * L <= 32768.
-    assert_eq!(tc_tile(1024, 0, 128, H100).map(|t| t.rows), Some(32));
-    let t = tc_tile(2048, 128, 128, H100).expect("L 2048");
+    assert_eq!(tc_tile(1024, 0, 128, false, H100).map(|t| t.rows), Some(32));
+    let t = tc_tile(2048, 128, 128, false, H100).expect("L 2048");
     assert_eq!((t.rows, t.keys), (16, 16));
     assert!(t.shared <= H100);
-    assert_eq!(tc_tile(2048, 128, 128, 64 * 1024), None, "nothing fits 64 KiB at L 2048");
+    assert_eq!(tc_tile(2048, 128, 128, false, 64 * 1024), None, "nothing fits 64 KiB at L 2048");
+    // The fp8 cache: byte stages and one decoded tile take less than two 16-bit stages.
+    let (f, b) = (tc_tile(512, 64, 128, true, H100).expect("fp8"), tc_tile(512, 64, 128, false, H100).expect("bf16"));
+    assert_eq!((f.rows, f.keys), (64, 32));
+    assert!(f.shared < b.shared && f.shared <= A100, "{f:?} vs {b:?}");
 }
 
 /// Outputs bound at an offset inside larger buffers: the words before and after stay as they
@@ -131,6 +135,7 @@ fn decode_writes_nothing_outside_its_outputs_on_wgpu() {
             enc,
             (&q).into(),
             (&cache).into(),
+            None,
             None,
             (&table).into(),
             (&lens).into(),
@@ -292,5 +297,69 @@ fn flashmla_reference_file_passes_on_every_backend() {
         let cmps = check::run_check(&mllm_kernels::registry::kernels(), &file, &b).unwrap();
         assert_eq!(cmps.len(), 3);
         assert!(cmps.iter().all(|c| c.ok), "{}: {cmps:?}", b.describe());
+    }
+}
+
+/// E4M3 as the fp8 cache stores it: every finite code decodes and encodes back to itself, a
+/// value halfway between two neighbours rounds to the even code, magnitudes past 448 saturate,
+/// and the per-token scale is the smallest power of two that brings the row within 448.
+#[test]
+fn e4m3_round_trips_and_rounds_to_even() {
+    use mllm_kernels::{e4m3_from_f32, e4m3_scale, e4m3_to_f32};
+    let finite: Vec<u8> = (0..=255u8).filter(|b| b & 0x7f != 0x7f).collect();
+    assert_eq!(finite.len(), 254);
+    for &b in &finite {
+        let v = e4m3_to_f32(b);
+        assert!(v.is_finite(), "{b:#04x}");
+        // -0 encodes as 0x80, +0 as 0x00: both round-trip.
+        assert_eq!(e4m3_from_f32(v), b, "{b:#04x} = {v}");
+    }
+    assert!(e4m3_to_f32(0x7f).is_nan() && e4m3_to_f32(0xff).is_nan());
+    assert_eq!((e4m3_to_f32(0x7e), e4m3_to_f32(0x08), e4m3_to_f32(0x01)), (448.0, 2f32.powi(-6), 2f32.powi(-9)));
+    // Ties between adjacent positive codes go to the even one.
+    for b in 0..0x7eu8 {
+        let mid = (e4m3_to_f32(b) + e4m3_to_f32(b + 1)) / 2.0;
+        let even = if b % 2 == 0 { b } else { b + 1 };
+        assert_eq!(e4m3_from_f32(mid), even, "midpoint of {b:#04x} and {:#04x}", b + 1);
+        assert_eq!(e4m3_from_f32(-mid), 0x80 | even);
+    }
+    assert_eq!(e4m3_from_f32(1e9), 0x7e);
+    assert_eq!(e4m3_from_f32(-500.0), 0xfe);
+    assert_eq!(e4m3_from_f32(f32::NAN), 0x7f);
+    // The scale: a power of two, amax / s within 448, and half of it would not be.
+    for amax in [1e-30f32, 0.001, 0.5, 1.0, 1.75, 1.76, 3.0, 448.0, 449.0, 896.0, 1e30] {
+        let s = e4m3_scale(amax);
+        assert_eq!(s.to_bits() & 0x7f_ffff, 0, "{amax}: {s} is a power of two");
+        assert!(amax / s <= 448.0 && (s <= f32::MIN_POSITIVE || amax / (s / 2.0) > 448.0), "{amax}: {s}");
+    }
+    assert_eq!(e4m3_scale(0.0), 1.0);
+    assert!(e4m3_scale(f32::INFINITY).is_nan() && e4m3_scale(f32::NAN).is_nan());
+}
+
+/// A decode over an fp8 cache on every backend against the oracle's decode over the cache's
+/// dequantized values held as an f32 cache: they agree to f32 rounding, so each token's scale is
+/// applied once, to its score and its value alike.
+#[test]
+fn fp8_decode_equals_decode_over_dequantized_cache() {
+    let k = mllm_kernels::registry::find("mla.mla_decode").unwrap();
+    let p8 = json!({"batch": 2, "sq": 2, "heads": 4, "latent": 64, "rope": 16, "page_size": 8, "pages": 6,
+        "max_pages": 3, "scale": 0.1, "dtype": "f32", "cache_dtype": "e4m3"});
+    let mut pf = p8.clone();
+    pf.as_object_mut().unwrap().remove("cache_dtype");
+    let inputs = random_inputs(k, &p8, &Fixture(json!({"lens": [20, 13]})), 7).unwrap();
+    let (cache, scales) = (inputs["cache"].to_f64(), inputs["cache_scale"].to_f64());
+    assert!(scales.iter().any(|&s| s != scales[0]), "the fixture gives tokens different scales");
+    let deq: Vec<f64> = cache.iter().enumerate().map(|(i, &c)| c * scales[i / 80]).collect();
+    let mut fin = inputs.clone();
+    fin.remove("cache_scale");
+    fin.insert("cache".into(), mllm_kernels::harness::HostTensor::f32s(&deq));
+    let (want, _) = run_kernel(k, &Backend::Cpu, &pf, &fin).unwrap();
+    for b in backends() {
+        let (got, bits) = run_kernel(k, &b, &p8, &inputs).unwrap();
+        assert_eq!(bits, 0);
+        for name in ["o", "lse"] {
+            let e = rel(&got[name].to_f64(), &want[name].to_f64());
+            assert!(e < 1e-5, "{:?} {name}: {e:.2e}", b.kind());
+        }
     }
 }

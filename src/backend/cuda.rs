@@ -191,3 +191,4 @@ pub trait CudaFloat: crate::dtype::Float + cudarc::driver::DeviceRepr {}
 impl CudaFloat for f32 {}
 impl CudaFloat for half::f16 {}
 impl CudaFloat for half::bf16 {}
+impl CudaFloat for crate::dtype::E4M3 {}

@@ -71,8 +71,8 @@ impl WgpuTensor<'_> {
         if !self.buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
             return Err(Error::InvalidParams(format!("{what}: buffer lacks STORAGE usage")));
         }
-        if dtype == DType::I8 && !self.offset.is_multiple_of(4) {
-            return Err(Error::InvalidParams(format!("{what}: an i8 tensor must start on a 4-byte boundary")));
+        if dtype.size() == 1 && !self.offset.is_multiple_of(4) {
+            return Err(Error::InvalidParams(format!("{what}: a {dtype} tensor must start on a 4-byte boundary")));
         }
         u32::try_from(end.max(1) - 1)
             .map(|_| self.offset as u32)

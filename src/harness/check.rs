@@ -43,9 +43,10 @@ fn dtype_of(name: &str, d: StDtype) -> Result<DType> {
         StDtype::I8 => DType::I8,
         StDtype::I32 => DType::I32,
         StDtype::U32 => DType::U32,
+        StDtype::F8_E4M3 => DType::F8E4M3,
         other => {
             return Err(Error::DType(format!(
-                "tensor `{name}`: safetensors dtype {other:?} is not used by any kernel (F32, F16, BF16, I8, I32, U32)"
+                "tensor `{name}`: safetensors dtype {other:?} is not used by any kernel (F32, F16, BF16, I8, I32, U32, F8_E4M3)"
             )))
         }
     })
@@ -91,6 +92,7 @@ fn st_dtype(d: DType) -> StDtype {
         DType::I8 => StDtype::I8,
         DType::I32 => StDtype::I32,
         DType::U32 => StDtype::U32,
+        DType::F8E4M3 => StDtype::F8_E4M3,
     }
 }
 

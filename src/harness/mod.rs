@@ -1158,6 +1158,8 @@ cuda_elem!(i8, I8);
 cuda_elem!(i32, I32);
 #[cfg(feature = "cuda")]
 cuda_elem!(u32, U32);
+#[cfg(feature = "cuda")]
+cuda_elem!(crate::dtype::E4M3, F8);
 
 /// The CUDA slice behind `name`, typed.
 #[cfg(feature = "cuda")]

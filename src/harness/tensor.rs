@@ -32,6 +32,7 @@ impl HostTensor {
             DType::I8 => v.iter().map(|&x| (x.round().clamp(-128.0, 127.0) as i8) as u8).collect(),
             DType::I32 => v.iter().flat_map(|&x| (x.round() as i32).to_le_bytes()).collect(),
             DType::U32 => v.iter().flat_map(|&x| (x.round().max(0.0) as u32).to_le_bytes()).collect(),
+            DType::F8E4M3 => v.iter().map(|&x| crate::dtype::e4m3_from_f32(x as f32)).collect(),
         };
         HostTensor { dtype, shape: shape.to_vec(), bytes }
     }
@@ -82,6 +83,7 @@ impl HostTensor {
             DType::I8 => b.iter().map(|&x| f64::from(x as i8)).collect(),
             DType::I32 => b.chunks_exact(4).map(|c| f64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect(),
             DType::U32 => b.chunks_exact(4).map(|c| f64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect(),
+            DType::F8E4M3 => b.iter().map(|&x| f64::from(crate::dtype::e4m3_to_f32(x))).collect(),
         }
     }
 
@@ -148,6 +150,8 @@ pub enum CudaTensor {
     I32(cudarc::driver::CudaSlice<i32>),
     /// u32 elements.
     U32(cudarc::driver::CudaSlice<u32>),
+    /// fp8 E4M3 elements.
+    F8(cudarc::driver::CudaSlice<crate::dtype::E4M3>),
 }
 
 /// Device tensors by name.
@@ -169,6 +173,9 @@ impl DevTensor {
                     DType::I8 => CudaTensor::I8(s.clone_htod(&t.to_vec::<i8>()?).map_err(cuda_err)?),
                     DType::I32 => CudaTensor::I32(s.clone_htod(&t.to_vec::<i32>()?).map_err(cuda_err)?),
                     DType::U32 => CudaTensor::U32(s.clone_htod(&t.to_vec::<u32>()?).map_err(cuda_err)?),
+                    DType::F8E4M3 => {
+                        CudaTensor::F8(s.clone_htod(&t.to_vec::<crate::dtype::E4M3>()?).map_err(cuda_err)?)
+                    }
                 }))
             }
             #[cfg(feature = "wgpu")]
@@ -205,6 +212,9 @@ impl DevTensor {
                     }
                     CudaTensor::U32(x) => {
                         (DType::U32, bytemuck::cast_slice(&s.clone_dtoh(x).map_err(cuda_err)?).to_vec())
+                    }
+                    CudaTensor::F8(x) => {
+                        (DType::F8E4M3, bytemuck::cast_slice(&s.clone_dtoh(x).map_err(cuda_err)?).to_vec())
                     }
                 };
                 let n = bytes.len() / dtype.size();

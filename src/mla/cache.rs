@@ -14,6 +14,12 @@ use crate::plan::{Plan, TensorSpec};
 /// [pages, P, R]`. A slot outside `[0, pages * P)` or named by two tokens is skipped (every
 /// token on a shared slot, so no two blocks ever write one row) and raises `SLOT_OUT_OF_RANGE`
 /// or `SLOT_REPEATED`.
+///
+/// With `cache_dtype: e4m3` the cache (both parts) is fp8 and each written token also sets its
+/// `cache_scale [pages, P]` entry: `s` = [`crate::dtype::e4m3_scale`] of the largest magnitude of
+/// its latent and rope values together, and each value is stored as `x / s` rounded to E4M3
+/// (nearest, ties to even; exact division, `s` being a power of two). A token holding a
+/// non-finite value gets `s = NaN` and zero bytes, so every query that sees it is NaN.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppendCacheParams {
@@ -32,6 +38,9 @@ pub struct AppendCacheParams {
     /// The split layout (`pe_cache` separate, as DeepSeek-V3's); default unified.
     #[serde(default)]
     pub split_cache: bool,
+    /// The cache's storage: absent (or `dtype`) or `e4m3` (see above).
+    #[serde(default)]
+    pub cache_dtype: Option<DType>,
 }
 
 /// A validated append plan, built once by [`AppendCache::new`].
@@ -47,6 +56,7 @@ impl AppendCache {
     /// slot ids within i32 (else `Error::InvalidParams`).
     pub fn new(p: AppendCacheParams) -> Result<Self> {
         float_dtype(p.dtype)?;
+        super::cache_storage("append", p.dtype, p.cache_dtype)?;
         for (what, v) in [("append tokens", p.tokens), ("append page_size", p.page_size), ("append pages", p.pages)] {
             dim(what, v)?;
         }
@@ -72,6 +82,11 @@ impl AppendCache {
         Ok(Self { params: p })
     }
 
+    /// The cache's storage dtype.
+    pub fn cache_dtype(&self) -> DType {
+        self.params.cache_dtype.unwrap_or(self.params.dtype)
+    }
+
     /// Slots in the cache.
     pub fn slots(&self) -> usize {
         self.params.pages * self.params.page_size
@@ -93,20 +108,25 @@ impl AppendCache {
         Ok(())
     }
 
-    /// The reference on host slices.
-    pub fn run_cpu<T: Float>(
+    /// The reference on host slices; `C` is the cache's storage (`T`, or [`crate::E4M3`] with
+    /// `cache_scale`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_cpu<T: Float, C: Float>(
         &self,
         kv_new: &[T],
         pe_new: Option<&[T]>,
         slots: &[i32],
-        cache: &mut [T],
-        mut pe_cache: Option<&mut [T]>,
+        cache: &mut [C],
+        mut pe_cache: Option<&mut [C]>,
+        mut cache_scale: Option<&mut [f32]>,
         status: &Status,
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
+        same_dtype::<C>(self.cache_dtype())?;
         let mut lens = vec![("kv_new", kv_new.len()), ("slots", slots.len()), ("cache", cache.len())];
         lens.extend(pe_new.map(|v| ("pe_new", v.len())));
         lens.extend(pe_cache.as_ref().map(|v| ("pe_cache", v.len())));
+        lens.extend(cache_scale.as_ref().map(|v| ("cache_scale", v.len())));
         self.check_lens(&lens)?;
         let p = &self.params;
         let (l, r) = (p.latent, p.rope);
@@ -119,19 +139,26 @@ impl AppendCache {
                     continue;
                 }
             };
-            let src = &kv_new[t * l..(t + 1) * l];
-            match (p.split_cache, pe_cache.as_deref_mut(), pe_new) {
-                (false, _, pe) => {
-                    let row = &mut cache[slot * (l + r)..(slot + 1) * (l + r)];
-                    row[..l].copy_from_slice(src);
-                    if let Some(pe) = pe {
-                        row[l..].copy_from_slice(&pe[t * r..(t + 1) * r]);
-                    }
+            // The token's values as stored: the float cache copies them; the fp8 one divides
+            // by the row's power-of-two scale (exact) and rounds to E4M3.
+            let mut vals: Vec<f32> = kv_new[t * l..(t + 1) * l].iter().map(|x| x.to_f32()).collect();
+            vals.extend(pe_new.iter().flat_map(|pe| pe[t * r..(t + 1) * r].iter().map(|x| x.to_f32())));
+            let row: Vec<C> = match cache_scale.as_deref_mut() {
+                Some(cs) => {
+                    let amax =
+                        vals.iter().fold(0f32, |m, x| if x.is_finite() { m.max(x.abs()) } else { f32::INFINITY });
+                    let s = crate::dtype::e4m3_scale(amax);
+                    cs[slot] = s;
+                    vals.iter().map(|&x| if s.is_nan() { C::from_f32(0.0) } else { C::from_f32(x / s) }).collect()
                 }
-                (true, pc, pe) => {
-                    cache[slot * l..(slot + 1) * l].copy_from_slice(src);
-                    if let (Some(pc), Some(pe)) = (pc, pe) {
-                        pc[slot * r..(slot + 1) * r].copy_from_slice(&pe[t * r..(t + 1) * r]);
+                None => vals.iter().map(|&x| C::from_f32(x)).collect(),
+            };
+            match (p.split_cache, pe_cache.as_deref_mut()) {
+                (false, _) => cache[slot * (l + r)..][..row.len()].copy_from_slice(&row),
+                (true, pc) => {
+                    cache[slot * l..(slot + 1) * l].copy_from_slice(&row[..l]);
+                    if let Some(pc) = pc {
+                        pc[slot * r..(slot + 1) * r].copy_from_slice(&row[l..]);
                     }
                 }
             }
@@ -154,19 +181,22 @@ impl Plan for AppendCache {
     }
     fn tensors(&self) -> Vec<TensorSpec> {
         let p = &self.params;
-        let (dt, n) = (p.dtype, self.slots());
+        let (dt, cdt, n) = (p.dtype, self.cache_dtype(), self.slots());
         let mut v = vec![TensorSpec::input("kv_new", dt, p.tokens * p.latent)];
         if p.rope > 0 {
             v.push(TensorSpec::input("pe_new", dt, p.tokens * p.rope));
         }
         v.push(TensorSpec::input("slots", DType::I32, p.tokens));
         if p.split_cache {
-            v.push(TensorSpec::in_out("cache", dt, n * p.latent));
+            v.push(TensorSpec::in_out("cache", cdt, n * p.latent));
             if p.rope > 0 {
-                v.push(TensorSpec::in_out("pe_cache", dt, n * p.rope));
+                v.push(TensorSpec::in_out("pe_cache", cdt, n * p.rope));
             }
         } else {
-            v.push(TensorSpec::in_out("cache", dt, n * (p.latent + p.rope)));
+            v.push(TensorSpec::in_out("cache", cdt, n * (p.latent + p.rope)));
+        }
+        if cdt == DType::F8E4M3 {
+            v.push(TensorSpec::in_out("cache_scale", DType::F32, n));
         }
         v
     }

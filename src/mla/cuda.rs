@@ -15,14 +15,16 @@ use crate::plan::Plan;
 impl MlaDecode {
     /// Two launches on `stream`: the split partials into `ws`, then their combine into `o` and
     /// `lse`. Nothing is read back; bad table entries or lengths raise `INDEX_OUT_OF_RANGE`.
+    /// `C` is the cache's storage: `T`, or [`crate::E4M3`] with `cache_scale`.
     #[allow(clippy::too_many_arguments)]
-    pub fn run_cuda<T: CudaFloat>(
+    pub fn run_cuda<T: CudaFloat, C: CudaFloat>(
         &self,
         cuda: &CudaBackend,
         stream: &Arc<CudaStream>,
         q: &impl DevicePtr<T>,
-        cache: &impl DevicePtr<T>,
-        pe_cache: Option<&CudaSlice<T>>,
+        cache: &impl DevicePtr<C>,
+        pe_cache: Option<&CudaSlice<C>>,
+        cache_scale: Option<&CudaSlice<f32>>,
         block_table: &impl DevicePtr<i32>,
         seq_lens: &impl DevicePtr<i32>,
         o: &mut impl DevicePtrMut<T>,
@@ -31,11 +33,13 @@ impl MlaDecode {
         status: &mut Status,
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
+        same_dtype::<C>(self.geometry().cache_dtype)?;
         let mut lens = vec![("q", q.len()), ("cache", cache.len()), ("block_table", block_table.len())];
         lens.extend([("seq_lens", seq_lens.len()), ("o", o.len()), ("lse", lse.len()), ("ws", ws.len())]);
         lens.extend(pe_cache.map(|c| ("pe_cache", c.len())));
+        lens.extend(cache_scale.map(|c| ("cache_scale", c.len())));
         self.check_lens(&lens)?;
-        let bufs = Bufs { q, cache, pe_cache, cu: None, block_table, seq_lens };
+        let bufs = Bufs { q, cache, pe_cache, cache_scale, cu: None, block_table, seq_lens };
         attention(&self.geometry(), cuda, stream, bufs, o, lse, ws, status)
     }
 }
@@ -43,13 +47,14 @@ impl MlaDecode {
 impl MlaPrefill {
     /// As [`MlaDecode::run_cuda`], each new token finding its sequence in `cu_seqlens`.
     #[allow(clippy::too_many_arguments)]
-    pub fn run_cuda<T: CudaFloat>(
+    pub fn run_cuda<T: CudaFloat, C: CudaFloat>(
         &self,
         cuda: &CudaBackend,
         stream: &Arc<CudaStream>,
         q: &impl DevicePtr<T>,
-        cache: &impl DevicePtr<T>,
-        pe_cache: Option<&CudaSlice<T>>,
+        cache: &impl DevicePtr<C>,
+        pe_cache: Option<&CudaSlice<C>>,
+        cache_scale: Option<&CudaSlice<f32>>,
         cu_seqlens: &CudaSlice<i32>,
         block_table: &impl DevicePtr<i32>,
         seq_lens: &impl DevicePtr<i32>,
@@ -59,31 +64,34 @@ impl MlaPrefill {
         status: &mut Status,
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
+        same_dtype::<C>(self.geometry().cache_dtype)?;
         let mut lens = vec![("q", q.len()), ("cache", cache.len()), ("cu_seqlens", cu_seqlens.len())];
         lens.extend([("block_table", block_table.len()), ("seq_lens", seq_lens.len()), ("o", o.len())]);
         lens.extend([("lse", lse.len()), ("ws", ws.len())].into_iter().chain(pe_cache.map(|c| ("pe_cache", c.len()))));
+        lens.extend(cache_scale.map(|c| ("cache_scale", c.len())));
         self.check_lens(&lens)?;
-        let bufs = Bufs { q, cache, pe_cache, cu: Some(cu_seqlens), block_table, seq_lens };
+        let bufs = Bufs { q, cache, pe_cache, cache_scale, cu: Some(cu_seqlens), block_table, seq_lens };
         attention(&self.geometry(), cuda, stream, bufs, o, lse, ws, status)
     }
 }
 
-/// The read-only buffers of one attention launch.
-struct Bufs<'a, T: CudaFloat, Q, C, B, L> {
+/// The read-only buffers of one attention launch (`E` the cache's element).
+struct Bufs<'a, E: CudaFloat, Q, C, B, L> {
     q: &'a Q,
     cache: &'a C,
-    pe_cache: Option<&'a CudaSlice<T>>,
+    pe_cache: Option<&'a CudaSlice<E>>,
+    cache_scale: Option<&'a CudaSlice<f32>>,
     cu: Option<&'a CudaSlice<i32>>,
     block_table: &'a B,
     seq_lens: &'a L,
 }
 
 #[allow(clippy::too_many_arguments)]
-fn attention<T: CudaFloat, Q: DevicePtr<T>, C: DevicePtr<T>, B: DevicePtr<i32>, L: DevicePtr<i32>>(
+fn attention<T: CudaFloat, E: CudaFloat, Q: DevicePtr<T>, C: DevicePtr<E>, B: DevicePtr<i32>, L: DevicePtr<i32>>(
     g: &Geometry,
     cuda: &CudaBackend,
     stream: &Arc<CudaStream>,
-    i: Bufs<'_, T, Q, C, B, L>,
+    i: Bufs<'_, E, Q, C, B, L>,
     o: &mut impl DevicePtrMut<T>,
     lse: &mut impl DevicePtrMut<f32>,
     ws: &mut impl DevicePtrMut<f32>,
@@ -103,8 +111,18 @@ fn attention<T: CudaFloat, Q: DevicePtr<T>, C: DevicePtr<T>, B: DevicePtr<i32>, 
             (Some(guard), ptr, g.latent as i64, g.rope as i64)
         }
         None if g.split_cache => (None, cp, g.latent as i64, 0),
-        None => (None, cp + (g.latent * T::DTYPE.size()) as u64, w, w),
+        None => (None, cp + (g.latent * E::DTYPE.size()) as u64, w, w),
     };
+    // The fp8 cache's scales (null for a float cache).
+    let (_cs_guard, csp) = match i.cache_scale {
+        Some(cs) => {
+            let (ptr, guard) = cs.device_ptr(stream);
+            (Some(guard), ptr)
+        }
+        None => (None, 0u64),
+    };
+    // `_e4m3` kernels read an fp8 cache.
+    let cache_tag = if g.fp8() { "e4m3_" } else { "" };
     let (_cu_guard, cup) = match i.cu {
         Some(cu) => {
             let (ptr, guard) = cu.device_ptr(stream);
@@ -132,16 +150,16 @@ fn attention<T: CudaFloat, Q: DevicePtr<T>, C: DevicePtr<T>, B: DevicePtr<i32>, 
     // CUDA-core kernel instead).
     let aligned = [qp, cp, pp].iter().all(|p| p % 16 == 0) && wp % 8 == 0;
     let tile = match T::DTYPE {
-        DType::F16 | DType::BF16 if aligned => tc_tile(g.latent, g.rope, rows, cuda.shared_optin() as usize),
+        DType::F16 | DType::BF16 if aligned => tc_tile(g.latent, g.rope, rows, g.fp8(), cuda.shared_optin() as usize),
         _ => None,
     };
     if let Some(t) = tile {
-        let name = format!("mla_decode_tc_g{}_k{}_{}", t.rows, t.keys, T::DTYPE);
+        let name = format!("mla_decode_tc_g{}_k{}_{cache_tag}{}", t.rows, t.keys, T::DTYPE);
         let f = cuda.function("mla", &name)?;
         f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, t.shared as i32)
             .map_err(cuda_err)?;
         let mut b = stream.launch_builder(&f);
-        b.arg(&qp).arg(&cp).arg(&pp).arg(&tp).arg(&lp).arg(&cup).arg(&wp).arg(&stp).arg(&nseq);
+        b.arg(&qp).arg(&cp).arg(&pp).arg(&csp).arg(&tp).arg(&lp).arg(&cup).arg(&wp).arg(&stp).arg(&nseq);
         b.arg(&sq).arg(&heads).arg(&l).arg(&r).arg(&ps).arg(&pages).arg(&max_pages).arg(&splits);
         b.arg(&kv_stride).arg(&pe_stride).arg(&g.scale).arg(&total);
         // Decode: groups of each sequence's rows, one grid row per sequence. Prefill: every
@@ -153,8 +171,9 @@ fn attention<T: CudaFloat, Q: DevicePtr<T>, C: DevicePtr<T>, B: DevicePtr<i32>, 
             block_dim: (256, 1, 1),
             shared_mem_bytes: t.shared as u32,
         };
-        // SAFETY: matches mla_decode_tc_g<G>_k<TK>_<dtype>; every buffer's length was checked
-        // against the plan's tensor list by the caller and q, the cache and the rope cache are
+        // SAFETY: matches mla_decode_tc_g<G>_k<TK>_[e4m3_]<dtype>; every buffer's length was
+        // checked against the plan's tensor list by the caller (cache_scale, one f32 per cache
+        // row, given exactly when the cache is fp8) and q, the cache and the rope cache are
         // 16-byte aligned (checked above; L and R are multiples of 16, so every row is); a block
         // writes only its own rows (decode: the group's; prefill: a valid cu_seqlens partitions
         // the tokens, a bad one sends every block to its own flat rows); table entries are read
@@ -162,9 +181,9 @@ fn attention<T: CudaFloat, Q: DevicePtr<T>, C: DevicePtr<T>, B: DevicePtr<i32>, 
         // what the kernel lays out and within the device's opt-in limit (tc_tile).
         unsafe { b.launch(cfg) }.map_err(cuda_err)?;
     } else {
-        let f = cuda.function("mla", &format!("mla_decode_{}", T::DTYPE))?;
+        let f = cuda.function("mla", &format!("mla_decode_{cache_tag}{}", T::DTYPE))?;
         let mut b = stream.launch_builder(&f);
-        b.arg(&qp).arg(&cp).arg(&pp).arg(&tp).arg(&lp).arg(&cup).arg(&wp).arg(&stp).arg(&nseq);
+        b.arg(&qp).arg(&cp).arg(&pp).arg(&csp).arg(&tp).arg(&lp).arg(&cup).arg(&wp).arg(&stp).arg(&nseq);
         b.arg(&sq).arg(&heads).arg(&l).arg(&r).arg(&ps).arg(&pages).arg(&max_pages).arg(&splits);
         b.arg(&kv_stride).arg(&pe_stride).arg(&g.scale);
         let cfg = LaunchConfig {
@@ -172,8 +191,9 @@ fn attention<T: CudaFloat, Q: DevicePtr<T>, C: DevicePtr<T>, B: DevicePtr<i32>, 
             block_dim: (128, 1, 1),
             shared_mem_bytes: 0,
         };
-        // SAFETY: matches mla_decode_<dtype>; every buffer's length was checked against the plan's
-        // tensor list by the caller; cu_seqlens (prefill) is searched within its nseq + 1 entries;
+        // SAFETY: matches mla_decode_[e4m3_]<dtype>; every buffer's length was checked against
+        // the plan's tensor list by the caller (cache_scale: one f32 per cache row, null for a
+        // float cache, which the kernel then never reads); cu_seqlens (prefill) is searched within its nseq + 1 entries;
         // table entries are read only below ceil(clamped len / P) <= max_pages and page ids are
         // range-checked before any cache access; L <= 2048 and R <= 128 fit the kernel's shared
         // query row and register tile (checked by `new`).
@@ -192,23 +212,27 @@ fn attention<T: CudaFloat, Q: DevicePtr<T>, C: DevicePtr<T>, B: DevicePtr<i32>, 
 }
 
 impl AppendCache {
-    /// One launch on `stream`; bad or shared slots are skipped and raise their status bit.
+    /// One launch on `stream`; bad or shared slots are skipped and raise their status bit. `C` is
+    /// the cache's storage: `T`, or [`crate::E4M3`] with `cache_scale`.
     #[allow(clippy::too_many_arguments)]
-    pub fn run_cuda<T: CudaFloat>(
+    pub fn run_cuda<T: CudaFloat, C: CudaFloat>(
         &self,
         cuda: &CudaBackend,
         stream: &Arc<CudaStream>,
         kv_new: &impl DevicePtr<T>,
         pe_new: Option<&CudaSlice<T>>,
         slots: &impl DevicePtr<i32>,
-        cache: &mut impl DevicePtrMut<T>,
-        pe_cache: Option<&mut CudaSlice<T>>,
+        cache: &mut impl DevicePtrMut<C>,
+        pe_cache: Option<&mut CudaSlice<C>>,
+        cache_scale: Option<&mut CudaSlice<f32>>,
         status: &mut Status,
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
+        same_dtype::<C>(self.cache_dtype())?;
         let mut lens = vec![("kv_new", kv_new.len()), ("slots", slots.len()), ("cache", cache.len())];
         lens.extend(pe_new.map(|v| ("pe_new", v.len())));
         lens.extend(pe_cache.as_ref().map(|v| ("pe_cache", v.len())));
+        lens.extend(cache_scale.as_ref().map(|v| ("cache_scale", v.len())));
         self.check_lens(&lens)?;
         let p = &self.params;
         let Status::Cuda(st) = status else {
@@ -232,18 +256,28 @@ impl AppendCache {
                 (Some(g), ptr, p.latent as i64, p.rope as i64)
             }
             None if p.split_cache => (None, cp, p.latent as i64, 0),
-            None => (None, cp + (p.latent * T::DTYPE.size()) as u64, w, w),
+            None => (None, cp + (p.latent * C::DTYPE.size()) as u64, w, w),
+        };
+        let (_g3, csp) = match cache_scale {
+            Some(cs) => {
+                let (ptr, g) = cs.device_ptr_mut(stream);
+                (Some(g), ptr)
+            }
+            None => (None, 0u64),
         };
         let ints = [p.tokens, p.latent, p.rope, self.slots()].map(|v| v as i32);
         let [tokens, l, r, n_slots] = ints;
-        let f = cuda.function("mla", &format!("mla_append_{}", T::DTYPE))?;
+        let tag = if C::DTYPE == DType::F8E4M3 { "e4m3_" } else { "" };
+        let f = cuda.function("mla", &format!("mla_append_{tag}{}", T::DTYPE))?;
         let mut b = stream.launch_builder(&f);
-        b.arg(&kp).arg(&pp).arg(&sp).arg(&cp).arg(&dst_pe).arg(&stp);
+        b.arg(&kp).arg(&pp).arg(&sp).arg(&cp).arg(&dst_pe).arg(&csp).arg(&stp);
         b.arg(&tokens).arg(&l).arg(&r).arg(&n_slots).arg(&kv_stride).arg(&pe_stride);
         let (gx, gy) = (p.tokens.min(65535) as u32, p.tokens.div_ceil(65535) as u32);
         let cfg = LaunchConfig { grid_dim: (gx, gy, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
-        // SAFETY: matches mla_append_<dtype>; lengths were checked against the tensor list; a
-        // slot is range-checked (and checked against every other token's) before any write.
+        // SAFETY: matches mla_append_[e4m3_]<dtype>; lengths were checked against the tensor list
+        // (cache_scale, one f32 per slot, exactly when the cache is fp8; the float kernel never
+        // touches it); a slot is range-checked (and checked against every other token's) before
+        // any write.
         unsafe { b.launch(cfg) }.map_err(cuda_err)?;
         Ok(())
     }

@@ -77,6 +77,20 @@ pub struct MlaDecodeParams {
     /// Split-KV parts per sequence (see [`MlaDecode::schedule`]).
     #[serde(default = "one")]
     pub splits: usize,
+    /// Storage of the cache: absent (or `dtype`) for the float cache, `e4m3` for fp8 with one
+    /// f32 scale per token in `cache_scale [pages, P]` (what [`AppendCache`] writes): token t's
+    /// latent and rope key are `cache[t] * cache_scale[t]`. Half the bytes of a 16-bit cache.
+    #[serde(default)]
+    pub cache_dtype: Option<DType>,
+}
+
+/// The cache storage `cache_dtype` names, checked: the float `dtype` itself or fp8 E4M3.
+pub(crate) fn cache_storage(what: &str, dtype: DType, cache_dtype: Option<DType>) -> Result<DType> {
+    match cache_dtype {
+        None => Ok(dtype),
+        Some(c) if c == dtype || c == DType::F8E4M3 => Ok(c),
+        Some(c) => Err(Error::DType(format!("{what} cache_dtype {c} must be the dtype {dtype} or e4m3"))),
+    }
 }
 
 /// A validated decode plan: [`MlaDecode::new`] checks the params once, then `run_cpu`,
@@ -95,12 +109,14 @@ pub const MAX_ROPE: usize = 128;
 pub const MAX_HEADS: usize = 128;
 
 impl MlaDecode {
-    /// Validates the params: a float `dtype` (else `Error::DType`); every size >= 1 (`rope` may
+    /// Validates the params: a float `dtype` and a `cache_dtype` of it or e4m3 (else
+    /// `Error::DType`); every size >= 1 (`rope` may
     /// be 0); `latent`, `rope` and `heads` as their fields say; `scale` finite and > 0; `splits`
     /// at most `max_pages * page_size`; every tensor within 32-bit indexing. A violation fails
     /// with `Error::InvalidParams` naming the field.
     pub fn new(p: MlaDecodeParams) -> Result<Self> {
         float_dtype(p.dtype)?;
+        cache_storage("mla decode", p.dtype, p.cache_dtype)?;
         for (what, v) in [
             ("mla decode batch", p.batch),
             ("mla decode sq", p.sq),
@@ -198,13 +214,15 @@ impl MlaDecode {
     }
 
     /// The oracle on host slices (the split-KV workspace is unused here; it is checked so one
-    /// call shape serves every backend).
+    /// call shape serves every backend). `C` is the cache's storage: `T`, or [`crate::E4M3`]
+    /// with `cache_scale`.
     #[allow(clippy::too_many_arguments)]
-    pub fn run_cpu<T: Float>(
+    pub fn run_cpu<T: Float, C: Float>(
         &self,
         q: &[T],
-        cache: &[T],
-        pe_cache: Option<&[T]>,
+        cache: &[C],
+        pe_cache: Option<&[C]>,
+        cache_scale: Option<&[f32]>,
         block_table: &[i32],
         seq_lens: &[i32],
         o: &mut [T],
@@ -213,12 +231,14 @@ impl MlaDecode {
         status: &Status,
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
+        same_dtype::<C>(self.geometry().cache_dtype)?;
         let mut lens = vec![("q", q.len()), ("cache", cache.len()), ("block_table", block_table.len())];
         lens.extend([("seq_lens", seq_lens.len()), ("o", o.len()), ("lse", lse.len()), ("ws", ws.len())]);
         lens.extend(pe_cache.map(|c| ("pe_cache", c.len())));
+        lens.extend(cache_scale.map(|c| ("cache_scale", c.len())));
         self.check_lens(&lens)?;
         let p = &self.params;
-        let (c, r) = split_cache(&self.geometry(), cache, pe_cache);
+        let (c, r) = split_cache(&self.geometry(), cache, pe_cache, cache_scale);
         let qf = to_f64(&q[..self.spec("q")?.len]);
         let (out, l, bad) = oracle::decode(&qf, &c, &r, block_table, seq_lens, &self.shape(), f64::from(p.scale));
         o[..out.len()].copy_from_slice(&from_f64::<T>(&out));
@@ -240,8 +260,10 @@ impl MlaDecode {
 /// where the output would not fit a warp's registers (G * latent <= 32768, so 64 at L = 512),
 /// then the largest tile of keys (32 or 16) that fits `shared_optin` bytes; V is the latent part
 /// of the key tile. None when even the smallest does not fit. See [`crate::tc::attention_tile`].
-pub fn tc_tile(latent: usize, rope: usize, rows_wanted: usize, shared_optin: usize) -> Option<TcTile> {
-    attention_tile(latent + rope, None, latent, rows_wanted, shared_optin, &[32, 16])
+/// With `fp8` the cache is E4M3: its tiles are staged as bytes and decoded once into one 16-bit
+/// tile, which takes a little less shared memory than two 16-bit stages.
+pub fn tc_tile(latent: usize, rope: usize, rows_wanted: usize, fp8: bool, shared_optin: usize) -> Option<TcTile> {
+    attention_tile(latent + rope, None, latent, rows_wanted, fp8, shared_optin, &[32, 16])
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -261,6 +283,14 @@ pub(crate) struct Geometry {
     pub scale: f32,
     pub split_cache: bool,
     pub dtype: DType,
+    /// The cache's storage: `dtype`, or F8E4M3 with a per-token scale.
+    pub cache_dtype: DType,
+}
+
+impl Geometry {
+    pub(crate) fn fp8(&self) -> bool {
+        self.cache_dtype == DType::F8E4M3
+    }
 }
 
 impl MlaDecode {
@@ -280,6 +310,7 @@ impl MlaDecode {
             scale: p.scale,
             split_cache: p.split_cache,
             dtype: p.dtype,
+            cache_dtype: p.cache_dtype.unwrap_or(p.dtype),
         }
     }
 }
@@ -320,6 +351,9 @@ pub struct MlaPrefillParams {
     /// Split-KV parts per query row (default 1; see [`MlaDecode::schedule`]).
     #[serde(default = "one")]
     pub splits: usize,
+    /// The cache's storage, as [`MlaDecodeParams::cache_dtype`].
+    #[serde(default)]
+    pub cache_dtype: Option<DType>,
 }
 
 /// A validated prefill plan: [`MlaPrefill::new`] checks the params once, then `run_cpu`,
@@ -351,6 +385,7 @@ impl MlaPrefill {
             dtype: p.dtype,
             split_cache: p.split_cache,
             splits: p.splits,
+            cache_dtype: p.cache_dtype,
         })?;
         elements("mla prefill block_table", &[p.batch, p.max_pages])?;
         Ok(Self { params: p, shape })
@@ -380,13 +415,14 @@ impl MlaPrefill {
         table.validate_table(block_table, seq_lens)
     }
 
-    /// The oracle on host slices.
+    /// The oracle on host slices (`C` and `cache_scale` as [`MlaDecode::run_cpu`]'s).
     #[allow(clippy::too_many_arguments)]
-    pub fn run_cpu<T: Float>(
+    pub fn run_cpu<T: Float, C: Float>(
         &self,
         q: &[T],
-        cache: &[T],
-        pe_cache: Option<&[T]>,
+        cache: &[C],
+        pe_cache: Option<&[C]>,
+        cache_scale: Option<&[f32]>,
         cu_seqlens: &[i32],
         block_table: &[i32],
         seq_lens: &[i32],
@@ -396,12 +432,14 @@ impl MlaPrefill {
         status: &Status,
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
+        same_dtype::<C>(self.geometry().cache_dtype)?;
         let mut lens = vec![("q", q.len()), ("cache", cache.len()), ("cu_seqlens", cu_seqlens.len())];
         lens.extend([("block_table", block_table.len()), ("seq_lens", seq_lens.len()), ("o", o.len())]);
         lens.extend([("lse", lse.len()), ("ws", ws.len())].into_iter().chain(pe_cache.map(|c| ("pe_cache", c.len()))));
+        lens.extend(cache_scale.map(|c| ("cache_scale", c.len())));
         self.check_lens(&lens)?;
         let g = self.geometry();
-        let (c, r) = split_cache(&g, cache, pe_cache);
+        let (c, r) = split_cache(&g, cache, pe_cache, cache_scale);
         let qf = to_f64(&q[..self.spec("q")?.len]);
         let s = oracle::Shape { batch: g.nseq, ..self.shape.shape() };
         let (out, l, bad) = oracle::prefill(&qf, &c, &r, cu_seqlens, block_table, seq_lens, &s, f64::from(g.scale));
@@ -416,8 +454,23 @@ impl MlaPrefill {
     }
 }
 
-/// The cache's latents `[pages * P, L]` and rope keys `[pages * P, R]` in f64, from either layout.
-fn split_cache<T: Float>(g: &Geometry, cache: &[T], pe_cache: Option<&[T]>) -> (Vec<f64>, Vec<f64>) {
+/// The cache's latents `[pages * P, L]` and rope keys `[pages * P, R]` in f64, from either layout,
+/// each token's row times its `cache_scale` (an fp8 cache).
+fn split_cache<C: Float>(
+    g: &Geometry,
+    cache: &[C],
+    pe_cache: Option<&[C]>,
+    cache_scale: Option<&[f32]>,
+) -> (Vec<f64>, Vec<f64>) {
+    let (c, r) = float_cache(g, cache, pe_cache);
+    let Some(s) = cache_scale else { return (c, r) };
+    let scaled = |v: Vec<f64>, w: usize| -> Vec<f64> {
+        v.iter().enumerate().map(|(i, &x)| x * f64::from(s[i / w.max(1)])).collect()
+    };
+    (scaled(c, g.latent), scaled(r, g.rope))
+}
+
+fn float_cache<C: Float>(g: &Geometry, cache: &[C], pe_cache: Option<&[C]>) -> (Vec<f64>, Vec<f64>) {
     let tokens = g.pages * g.page_size;
     let w = g.latent + g.rope;
     match pe_cache {
@@ -469,15 +522,19 @@ impl Plan for MlaDecode {
     fn tensors(&self) -> Vec<TensorSpec> {
         let p = &self.params;
         let (dt, tokens, w) = (p.dtype, p.pages * p.page_size, p.latent + p.rope);
+        let cdt = p.cache_dtype.unwrap_or(dt);
         let rows = p.batch * p.sq * p.heads;
         let mut v = vec![TensorSpec::input("q", dt, rows * w)];
         if p.split_cache {
-            v.push(TensorSpec::input("cache", dt, tokens * p.latent));
+            v.push(TensorSpec::input("cache", cdt, tokens * p.latent));
             if p.rope > 0 {
-                v.push(TensorSpec::input("pe_cache", dt, tokens * p.rope));
+                v.push(TensorSpec::input("pe_cache", cdt, tokens * p.rope));
             }
         } else {
-            v.push(TensorSpec::input("cache", dt, tokens * w));
+            v.push(TensorSpec::input("cache", cdt, tokens * w));
+        }
+        if cdt == DType::F8E4M3 {
+            v.push(TensorSpec::input("cache_scale", DType::F32, tokens));
         }
         v.extend([
             TensorSpec::input("block_table", DType::I32, p.batch * p.max_pages),

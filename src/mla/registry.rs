@@ -62,14 +62,63 @@ fn paged_table(
 /// query's first element is NaN.
 fn float_inputs(tensors: &[crate::plan::TensorSpec], dtype: DType, fx: &Fixture, rng: &mut Rng) -> TensorMap {
     let mut m = TensorMap::new();
-    for s in tensors.iter().filter(|s| ["q", "cache", "pe_cache"].contains(&s.name)) {
+    for s in tensors.iter().filter(|s| ["q", "cache", "pe_cache"].contains(&s.name) && s.dtype != DType::F8E4M3) {
         let mut x = rng.normals(s.len, 1.0);
         if s.name == "q" && fx.is("nan_q") && !x.is_empty() {
             x[0] = f64::NAN;
         }
         m.insert(s.name.into(), HostTensor::from_f64(dtype, &[s.len], &x));
     }
+    if let Some(cs) = tensors.iter().find(|s| s.name == "cache_scale") {
+        fp8_cache(&mut m, tensors, cs.len, rng);
+    }
     m
+}
+
+/// An fp8 cache as `append_cache` leaves it: each of `rows` cache rows random (latent, then rope,
+/// in either layout) at its own magnitude, stored over its power-of-two scale in `cache_scale`.
+fn fp8_cache(m: &mut TensorMap, tensors: &[crate::plan::TensorSpec], rows: usize, rng: &mut Rng) {
+    let len = |name: &str| tensors.iter().find(|s| s.name == name).map_or(0, |s| s.len);
+    let (pe_len, cache_len) = (len("pe_cache"), len("cache"));
+    // The split layout has a separate pe_cache (or none at R = 0); the unified row is L + R.
+    let (w, r) = (cache_len / rows.max(1) + pe_len / rows.max(1), pe_len / rows.max(1));
+    let (mut c, mut pe, mut sc) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rows {
+        let mag = 2f64.powf(rng.range(-4.0, 4.0));
+        let v: Vec<f64> = rng.normals(w, mag);
+        let amax = v.iter().fold(0f64, |a, x| a.max(x.abs())) as f32;
+        let s = crate::dtype::e4m3_scale(amax);
+        sc.push(f64::from(s));
+        let q: Vec<f64> = v.iter().map(|&x| x / f64::from(s)).collect();
+        if pe_len > 0 {
+            c.extend_from_slice(&q[..w - r]);
+            pe.extend_from_slice(&q[w - r..]);
+        } else {
+            c.extend_from_slice(&q);
+        }
+    }
+    m.insert("cache".into(), HostTensor::from_f64(DType::F8E4M3, &[c.len()], &c));
+    if pe_len > 0 {
+        m.insert("pe_cache".into(), HostTensor::from_f64(DType::F8E4M3, &[pe.len()], &pe));
+    }
+    m.insert("cache_scale".into(), HostTensor::f32s(&sc));
+}
+
+/// The fp8 twins of decode or prefill cases: the same shapes over an E4M3 cache.
+fn fp8_twins(rows: &[(String, serde_json::Value)], labels: &[&str]) -> Vec<(String, serde_json::Value)> {
+    rows.iter()
+        .filter(|(l, _)| labels.contains(&l.as_str()))
+        .map(|(l, p)| (format!("fp8 {l}"), with_extra(p.clone(), &json!({"cache_dtype": "e4m3"}))))
+        .collect()
+}
+
+/// The cache tensors as the oracle reads them: `C` (the plan's cache storage) and the scales.
+type HostCache<C> = (Vec<C>, Option<Vec<C>>, Option<Vec<f32>>);
+
+fn host_cache<C: crate::dtype::Float>(i: &TensorMap) -> Result<HostCache<C>> {
+    let pe = i.get("pe_cache").map(|t| t.to_vec::<C>()).transpose()?;
+    let cs = i.get("cache_scale").map(|t| t.to_vec::<f32>()).transpose()?;
+    Ok((host(i, "cache")?.to_vec::<C>()?, pe, cs))
 }
 
 fn decode_case(
@@ -144,6 +193,21 @@ impl Registered for MlaDecode {
                 json!({"fixture.bad_len": true}),
             ),
         ];
+        // The fp8 cache (E4M3, a scale per token) at page sizes 1, 16 and 64, both layouts, group
+        // boundaries, split-KV, the widest latent and the NaN policy.
+        let mut rows = rows.to_vec();
+        rows.extend(fp8_twins(
+            &rows,
+            &[
+                "P16 lens 15/17 R16",
+                "P1 Sq2 lens 1/0/5 (short, empty) R0",
+                "P64 L512 R64 lens 63/64/65 split 3",
+                "split layout P16 lens 40/33",
+                "group 65 rows: H65 P64",
+                "L2048 R128 H20 P16 split 2",
+                "NaN in a query row",
+            ],
+        ));
         let rows: Vec<(&str, serde_json::Value)> = rows.iter().map(|(l, p)| (l.as_str(), p.clone())).collect();
         let mut cases = float_cases(&rows);
         // A 32k-token sequence in 16 splits: each split's key walk stays within a CPU adapter's
@@ -163,6 +227,9 @@ impl Registered for MlaDecode {
             let c = decode_case(&label, sq, h, (512, 64, 64), &vec![len as i64; b], json!({"splits": splits}));
             v.push(exact_table(c, len, 64));
         }
+        // The fp8 cache at the memory-bound shapes, beside the bf16 one (issue target: 1.7x).
+        let fp8 = fp8_twins(&v, &["B64 Sq1 H16 len4096", "B128 Sq1 H32 len8192"]);
+        v.extend(fp8);
         bf16_cases(v)
     }
     /// Each bench shape with fewer sequences (and shorter ones where H >= 64), so one launch
@@ -181,6 +248,8 @@ impl Registered for MlaDecode {
             let c = decode_case(&label, sq, h, (512, 64, 64), &vec![len as i64; b], json!({"splits": splits}));
             v.push(exact_table(c, len, 64));
         }
+        let fp8 = fp8_twins(&v, &["B2 Sq1 H16 len4096 (bench B64)", "B1 Sq1 H128 len1024 (bench B64 len4096)"]);
+        v.extend(fp8);
         bf16_cases(v)
     }
     fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
@@ -194,13 +263,19 @@ impl Registered for MlaDecode {
     fn oracle(&self, i: &TensorMap) -> Result<Expected> {
         let p = &self.params;
         let mut st = Status::new(&Backend::Cpu)?;
+        let fp8 = self.geometry().fp8();
         let res = crate::with_float!(p.dtype, T => {
             let mut o = vec![T::default(); p.batch * p.sq * p.heads * p.latent];
             let mut lse = vec![0f32; p.batch * p.sq * p.heads];
-            let pe = i.get("pe_cache").map(|t| t.to_vec::<T>()).transpose()?;
             let mut ws = vec![0f32; crate::plan::Plan::spec(self, "ws")?.len];
-            self.run_cpu::<T>(&host(i, "q")?.to_vec()?, &host(i, "cache")?.to_vec()?, pe.as_deref(),
-                &host(i, "block_table")?.to_i32(), &host(i, "seq_lens")?.to_i32(), &mut o, &mut lse, &mut ws, &st)?;
+            let (q, bt, sl) = (host(i, "q")?.to_vec::<T>()?, host(i, "block_table")?.to_i32(), host(i, "seq_lens")?.to_i32());
+            if fp8 {
+                let (c, pe, cs) = host_cache::<crate::dtype::E4M3>(i)?;
+                self.run_cpu(&q, &c, pe.as_deref(), cs.as_deref(), &bt, &sl, &mut o, &mut lse, &mut ws, &st)?;
+            } else {
+                let (c, pe, cs) = host_cache::<T>(i)?;
+                self.run_cpu(&q, &c, pe.as_deref(), cs.as_deref(), &bt, &sl, &mut o, &mut lse, &mut ws, &st)?;
+            }
             Ok((crate::dtype::to_f64(&o), lse.iter().map(|&v| f64::from(v)).collect::<Vec<_>>()))
         });
         let (o, lse) = res?;
@@ -213,9 +288,16 @@ impl Registered for MlaDecode {
         Ok(e)
     }
     fn launch(&self, l: &mut Launch, dev: &mut DevMap, status: &mut Status) -> Result<()> {
-        launch!(self, l, dev, status; float self.params.dtype;
-            q: ro T, cache: ro T, pe_cache: opt T, block_table: ro i32, seq_lens: ro i32, o: rw T, lse: rw f32,
-            ws: rw f32; status)
+        use crate::dtype::E4M3;
+        if self.geometry().fp8() {
+            launch!(self, l, dev, status; float self.params.dtype;
+                q: ro T, cache: ro E4M3, pe_cache: opt E4M3, cache_scale: opt f32, block_table: ro i32,
+                seq_lens: ro i32, o: rw T, lse: rw f32, ws: rw f32; status)
+        } else {
+            launch!(self, l, dev, status; float self.params.dtype;
+                q: ro T, cache: ro T, pe_cache: opt T, cache_scale: opt f32, block_table: ro i32, seq_lens: ro i32,
+                o: rw T, lse: rw f32, ws: rw f32; status)
+        }
     }
     fn validate_inputs(&self, i: &TensorMap) -> Result<()> {
         self.validate_table(&host(i, "block_table")?.to_i32(), &host(i, "seq_lens")?.to_i32())
@@ -243,13 +325,46 @@ impl Registered for AppendCache {
                 "6 tokens bad and shared slots",
                 json!({"tokens": 6, "latent": 64, "rope": 16, "page_size": 4, "pages": 3, "fixture": "bad"}),
             ),
+            // The fp8 cache: a power-of-two scale per token over latent and rope together.
+            (
+                "fp8 9 tokens P16 L512 R64",
+                json!({"tokens": 9, "latent": 512, "rope": 64, "page_size": 16, "pages": 4, "cache_dtype": "e4m3"}),
+            ),
+            (
+                "fp8 5 tokens split layout",
+                json!({"tokens": 5, "latent": 128, "rope": 32, "page_size": 4, "pages": 3, "split_cache": true,
+                    "cache_dtype": "e4m3"}),
+            ),
+            (
+                "fp8 R0, bad and shared slots",
+                json!({"tokens": 6, "latent": 64, "rope": 0, "page_size": 4, "pages": 3, "fixture": "bad",
+                    "cache_dtype": "e4m3"}),
+            ),
+            // A token holding a NaN gets scale NaN and zero bytes; an all-zero token scale 1.
+            (
+                "fp8 a NaN token and a zero token",
+                json!({"tokens": 4, "latent": 64, "rope": 16, "page_size": 2, "pages": 3, "fixture": "nan_zero",
+                    "cache_dtype": "e4m3"}),
+            ),
         ])
     }
     fn inputs(&self, fx: &Fixture, rng: &mut Rng) -> Result<TensorMap> {
         let p = &self.params;
         let mut m = TensorMap::new();
         for s in crate::plan::Plan::tensors(self).into_iter().filter(|s| s.name != "slots") {
-            m.insert(s.name.into(), HostTensor::from_f64(p.dtype, &[s.len], &rng.normals(s.len, 1.0)));
+            // Tokens at different magnitudes, so each fp8 row has its own scale.
+            let mut v: Vec<f64> = rng.normals(s.len, 1.0);
+            if s.name == "kv_new" || s.name == "pe_new" {
+                let w = if s.name == "kv_new" { p.latent } else { p.rope };
+                for (t, row) in v.chunks_mut(w.max(1)).enumerate() {
+                    let mag = 2f64.powi(t as i32 % 7 - 3);
+                    row.iter_mut().for_each(|x| *x *= if fx.is("nan_zero") && t == 1 { 0.0 } else { mag });
+                }
+                if fx.is("nan_zero") && s.name == "kv_new" {
+                    v[5] = f64::NAN;
+                }
+            }
+            m.insert(s.name.into(), HostTensor::from_f64(s.dtype, &[s.len], &v));
         }
         // Distinct slots in shuffled order (tokens of one step land anywhere in the pages).
         let mut ids: Vec<i32> = (0..self.slots() as i32).collect();
@@ -267,19 +382,29 @@ impl Registered for AppendCache {
     fn oracle(&self, i: &TensorMap) -> Result<Expected> {
         let p = &self.params;
         let mut st = Status::new(&Backend::Cpu)?;
-        let (cache, pe_cache) = crate::with_float!(p.dtype, T => {
-            let mut cache = host(i, "cache")?.to_vec::<T>()?;
-            let mut pe_cache = i.get("pe_cache").map(|t| t.to_vec::<T>()).transpose()?;
+        let fp8 = self.cache_dtype() == DType::F8E4M3;
+        let (cache, pe_cache, scales) = crate::with_float!(p.dtype, T => {
+            let kv_new = host(i, "kv_new")?.to_vec::<T>()?;
             let pe_new = i.get("pe_new").map(|t| t.to_vec::<T>()).transpose()?;
-            self.run_cpu::<T>(&host(i, "kv_new")?.to_vec()?, pe_new.as_deref(), &host(i, "slots")?.to_i32(),
-                &mut cache, pe_cache.as_deref_mut(), &st)?;
-            Ok((crate::dtype::to_f64(&cache), pe_cache.map(|v| crate::dtype::to_f64(&v))))
+            let slots = host(i, "slots")?.to_i32();
+            if fp8 {
+                let (mut c, mut pe, mut cs) = host_cache::<crate::dtype::E4M3>(i)?;
+                self.run_cpu(&kv_new, pe_new.as_deref(), &slots, &mut c, pe.as_deref_mut(), cs.as_deref_mut(), &st)?;
+                Ok((crate::dtype::to_f64(&c), pe.map(|v| crate::dtype::to_f64(&v)), cs))
+            } else {
+                let (mut c, mut pe, _) = host_cache::<T>(i)?;
+                self.run_cpu(&kv_new, pe_new.as_deref(), &slots, &mut c, pe.as_deref_mut(), None, &st)?;
+                Ok((crate::dtype::to_f64(&c), pe.map(|v| crate::dtype::to_f64(&v)), None))
+            }
         })?;
         let mut e = Expected::with("cache", cache);
         if let Some(pc) = pe_cache {
             e = e.and("pe_cache", pc);
         }
-        for name in ["cache", "pe_cache"] {
+        if let Some(cs) = scales {
+            e = e.and("cache_scale", cs.iter().map(|&v| f64::from(v)).collect());
+        }
+        for name in ["cache", "pe_cache", "cache_scale"] {
             e.rtol.insert(name.into(), 0.0);
             e.atol.insert(name.into(), 0.0);
         }
@@ -287,8 +412,16 @@ impl Registered for AppendCache {
         Ok(e)
     }
     fn launch(&self, l: &mut Launch, dev: &mut DevMap, status: &mut Status) -> Result<()> {
-        launch!(self, l, dev, status; float self.params.dtype;
-            kv_new: ro T, pe_new: opt T, slots: ro i32, cache: rw T, pe_cache: opt_rw T; status)
+        use crate::dtype::E4M3;
+        if self.cache_dtype() == DType::F8E4M3 {
+            launch!(self, l, dev, status; float self.params.dtype;
+                kv_new: ro T, pe_new: opt T, slots: ro i32, cache: rw E4M3, pe_cache: opt_rw E4M3,
+                cache_scale: opt_rw f32; status)
+        } else {
+            launch!(self, l, dev, status; float self.params.dtype;
+                kv_new: ro T, pe_new: opt T, slots: ro i32, cache: rw T, pe_cache: opt_rw T, cache_scale: opt_rw f32;
+                status)
+        }
     }
     fn validate_inputs(&self, i: &TensorMap) -> Result<()> {
         self.validate_slots(&host(i, "slots")?.to_i32())
@@ -521,6 +654,15 @@ impl Registered for MlaPrefill {
                 json!({"fixture.nan_q": true}),
             ),
         ];
+        let mut rows = rows.to_vec();
+        rows.extend(fp8_twins(
+            &rows,
+            &[
+                "new 1/0/4 of 7/3/70 L512 R64 split 2",
+                "split layout new 6 of 6",
+                "groups over new 5/9/0/3 of 20/9/4/70 H16 P16",
+            ],
+        ));
         let rows: Vec<(&str, serde_json::Value)> = rows.iter().map(|(l, p)| (l.as_str(), p.clone())).collect();
         float_cases(&rows)
     }
@@ -544,14 +686,21 @@ impl Registered for MlaPrefill {
     fn oracle(&self, i: &TensorMap) -> Result<Expected> {
         let p = &self.params;
         let mut st = Status::new(&Backend::Cpu)?;
+        let fp8 = self.geometry().fp8();
         let (o, lse) = crate::with_float!(p.dtype, T => {
             let mut o = vec![T::default(); p.tokens * p.heads * p.latent];
             let mut lse = vec![0f32; p.tokens * p.heads];
-            let pe = i.get("pe_cache").map(|t| t.to_vec::<T>()).transpose()?;
             let mut ws = vec![0f32; crate::plan::Plan::spec(self, "ws")?.len];
-            self.run_cpu::<T>(&host(i, "q")?.to_vec()?, &host(i, "cache")?.to_vec()?, pe.as_deref(),
-                &host(i, "cu_seqlens")?.to_i32(), &host(i, "block_table")?.to_i32(), &host(i, "seq_lens")?.to_i32(),
-                &mut o, &mut lse, &mut ws, &st)?;
+            let q = host(i, "q")?.to_vec::<T>()?;
+            let [cu, bt, sl] = ["cu_seqlens", "block_table", "seq_lens"].map(|n| host(i, n).map(|t| t.to_i32()));
+            let (cu, bt, sl) = (cu?, bt?, sl?);
+            if fp8 {
+                let (c, pe, cs) = host_cache::<crate::dtype::E4M3>(i)?;
+                self.run_cpu(&q, &c, pe.as_deref(), cs.as_deref(), &cu, &bt, &sl, &mut o, &mut lse, &mut ws, &st)?;
+            } else {
+                let (c, pe, cs) = host_cache::<T>(i)?;
+                self.run_cpu(&q, &c, pe.as_deref(), cs.as_deref(), &cu, &bt, &sl, &mut o, &mut lse, &mut ws, &st)?;
+            }
             Ok((crate::dtype::to_f64(&o), lse.iter().map(|&v| f64::from(v)).collect::<Vec<_>>()))
         })?;
         let mut e = Expected::with("o", o).and("lse", lse);
@@ -563,9 +712,16 @@ impl Registered for MlaPrefill {
         Ok(e)
     }
     fn launch(&self, l: &mut Launch, dev: &mut DevMap, status: &mut Status) -> Result<()> {
-        launch!(self, l, dev, status; float self.params.dtype;
-            q: ro T, cache: ro T, pe_cache: opt T, cu_seqlens: ro i32, block_table: ro i32, seq_lens: ro i32,
-            o: rw T, lse: rw f32, ws: rw f32; status)
+        use crate::dtype::E4M3;
+        if self.geometry().fp8() {
+            launch!(self, l, dev, status; float self.params.dtype;
+                q: ro T, cache: ro E4M3, pe_cache: opt E4M3, cache_scale: opt f32, cu_seqlens: ro i32,
+                block_table: ro i32, seq_lens: ro i32, o: rw T, lse: rw f32, ws: rw f32; status)
+        } else {
+            launch!(self, l, dev, status; float self.params.dtype;
+                q: ro T, cache: ro T, pe_cache: opt T, cache_scale: opt f32, cu_seqlens: ro i32, block_table: ro i32,
+                seq_lens: ro i32, o: rw T, lse: rw f32, ws: rw f32; status)
+        }
     }
     fn validate_inputs(&self, i: &TensorMap) -> Result<()> {
         let t = |n: &str| -> Result<Vec<i32>> { Ok(host(i, n)?.to_i32()) };

@@ -19,6 +19,7 @@ impl MlaDecode {
         q: WgpuTensor,
         cache: WgpuTensor,
         pe_cache: Option<WgpuTensor>,
+        cache_scale: Option<WgpuTensor>,
         block_table: WgpuTensor,
         seq_lens: WgpuTensor,
         o: WgpuTensor,
@@ -29,10 +30,11 @@ impl MlaDecode {
         let mb = gpu.max_binding();
         let ins = [self.bind(&q, "q", mb)?, self.bind(&cache, "cache", mb)?, 0];
         let pe = pe_cache.map(|t| self.bind(&t, "pe_cache", mb).map(|off| (t, off))).transpose()?;
+        let cs = cache_scale.map(|t| self.bind(&t, "cache_scale", mb).map(|off| (t, off))).transpose()?;
         let tl = [self.bind(&block_table, "block_table", mb)?, self.bind(&seq_lens, "seq_lens", mb)?];
         let outs = [self.bind(&o, "o", mb)?, self.bind(&lse, "lse", mb)?, self.bind(&ws, "ws", mb)?];
         let g = self.geometry();
-        attention(&g, gpu, enc, [q, cache], ins, pe, None, [block_table, seq_lens], tl, [o, lse, ws], outs, status)
+        attention(&g, gpu, enc, [q, cache], ins, pe, cs, None, [block_table, seq_lens], tl, [o, lse, ws], outs, status)
     }
 }
 
@@ -46,6 +48,7 @@ impl MlaPrefill {
         q: WgpuTensor,
         cache: WgpuTensor,
         pe_cache: Option<WgpuTensor>,
+        cache_scale: Option<WgpuTensor>,
         cu_seqlens: WgpuTensor,
         block_table: WgpuTensor,
         seq_lens: WgpuTensor,
@@ -57,11 +60,12 @@ impl MlaPrefill {
         let mb = gpu.max_binding();
         let ins = [self.bind(&q, "q", mb)?, self.bind(&cache, "cache", mb)?, 0];
         let pe = pe_cache.map(|t| self.bind(&t, "pe_cache", mb).map(|off| (t, off))).transpose()?;
+        let cs = cache_scale.map(|t| self.bind(&t, "cache_scale", mb).map(|off| (t, off))).transpose()?;
         let cu = Some((cu_seqlens, self.bind(&cu_seqlens, "cu_seqlens", mb)?));
         let tl = [self.bind(&block_table, "block_table", mb)?, self.bind(&seq_lens, "seq_lens", mb)?];
         let outs = [self.bind(&o, "o", mb)?, self.bind(&lse, "lse", mb)?, self.bind(&ws, "ws", mb)?];
         let g = self.geometry();
-        attention(&g, gpu, enc, [q, cache], ins, pe, cu, [block_table, seq_lens], tl, [o, lse, ws], outs, status)
+        attention(&g, gpu, enc, [q, cache], ins, pe, cs, cu, [block_table, seq_lens], tl, [o, lse, ws], outs, status)
     }
 }
 
@@ -74,6 +78,7 @@ fn attention(
     [q, cache]: [WgpuTensor; 2],
     [q_off, cache_off, _]: [u32; 3],
     pe_cache: Option<(WgpuTensor, u32)>,
+    cache_scale: Option<(WgpuTensor, u32)>,
     cu: Option<(WgpuTensor, u32)>,
     [table, lens]: [WgpuTensor; 2],
     [table_off, lens_off]: [u32; 2],
@@ -101,6 +106,11 @@ fn attention(
         Some((t, off)) => (t.buffer, off),
         None => (table.buffer, 0),
     };
+    // The fp8 cache's scales (the `_e4m3_` modules read them; a float cache binds a stand-in).
+    let (cs_buf, cs_off) = match cache_scale {
+        Some((t, off)) => (t.buffer, off),
+        None => (table.buffer, 0),
+    };
     let u = DecodeUniform {
         batch: u32_of("batch", g.grid_batch)?,
         sq: u32_of("sq", g.sq)?,
@@ -123,11 +133,12 @@ fn attention(
         prefill: u32::from(cu.is_some()),
         nseq: u32_of("batch", g.nseq)?,
         cu_off,
+        cs_off,
     };
     let total = g.grid_batch * g.sq * g.heads;
     let groups = u32_of("workgroups", total * g.splits)?;
-    let bufs = [q.buffer, cache.buffer, pe_buf, table.buffer, lens.buffer, ws.buffer, st, cu_buf];
-    let module = format!("mla_decode_{}", g.dtype);
+    let bufs = [q.buffer, cache.buffer, pe_buf, table.buffer, lens.buffer, ws.buffer, st, cu_buf, cs_buf];
+    let module = format!("mla_decode_{}{}", if g.fp8() { "e4m3_" } else { "" }, g.dtype);
     let prefill = u.prefill != 0;
     let budget = decode_loops(g, prefill);
     gpu.refuse_loops(&module, budget, || {
@@ -186,11 +197,13 @@ impl AppendCache {
         slots: WgpuTensor,
         cache: WgpuTensor,
         pe_cache: Option<WgpuTensor>,
+        cache_scale: Option<WgpuTensor>,
         status: &Status,
     ) -> Result<()> {
         let Status::Wgpu(st) = status else {
             return Err(Error::InvalidParams("append_cache: the status word is not a wgpu one".into()));
         };
+        let fp8 = self.cache_dtype() == crate::dtype::DType::F8E4M3;
         let (p, mb) = (&self.params, gpu.max_binding());
         let dummy = gpu.dummy()?;
         let cache_off = self.bind(&cache, "cache", mb)?;
@@ -205,9 +218,14 @@ impl AppendCache {
             Some(v) => (v.buffer, self.bind(&v, "pe_cache", mb)?),
             None => (&dummy, 0),
         };
-        if p.dtype.size() == 2 && (cache_off % 2 != 0 || pe_cache_off % 2 != 0) {
+        if p.dtype.size() == 2 && !fp8 && (cache_off % 2 != 0 || pe_cache_off % 2 != 0) {
             return Err(Error::InvalidParams("append_cache: 16-bit cache views must start on an even element".into()));
         }
+        let (cs_buf, cs_off) = match (fp8, cache_scale) {
+            (true, Some(v)) => (v.buffer, self.bind(&v, "cache_scale", mb)?),
+            (true, None) => return Err(Error::InvalidParams("append_cache: an fp8 cache needs cache_scale".into())),
+            (false, _) => (&dummy, 0),
+        };
         let u = AppendUniform {
             tokens: u32_of("tokens", p.tokens)?,
             latent: p.latent as u32,
@@ -219,11 +237,21 @@ impl AppendCache {
             slots_off: self.bind(&slots, "slots", mb)?,
             cache_off,
             pe_cache_off,
+            cs_off,
         };
-        let bufs = [kv_new.buffer, pe_new_buf, slots.buffer, cache.buffer, pe_cache_buf, st];
         // The repeated-slot scan over every token, then the row's latent and rope parts.
+        let scan = strided(p.tokens as u64, 64);
+        if fp8 {
+            // The row's largest magnitude, a 64-lane tree, then words of four bytes (4 per word).
+            let w = (p.latent + p.rope) as u64;
+            let budget = scan + strided(w, 64) + loops::tree(64) + strided(w / 4, 64) * 5;
+            let bufs = [kv_new.buffer, pe_new_buf, slots.buffer, cache.buffer, pe_cache_buf, st, cs_buf];
+            let module = format!("mla_append_e4m3_{}", p.dtype);
+            return gpu.dispatch(enc, &module, bytemuck::bytes_of(&u), &bufs, u.tokens, budget);
+        }
+        let bufs = [kv_new.buffer, pe_new_buf, slots.buffer, cache.buffer, pe_cache_buf, st];
         let lane = 64 * epw(p.dtype);
-        let budget = strided(p.tokens as u64, 64) + strided(p.latent as u64, lane) + strided(p.rope as u64, lane);
+        let budget = scan + strided(p.latent as u64, lane) + strided(p.rope as u64, lane);
         gpu.dispatch(enc, &format!("mla_append_{}", p.dtype), bytemuck::bytes_of(&u), &bufs, u.tokens, budget)
     }
 }

@@ -42,8 +42,11 @@ fn attention_tc<T: CudaFloat>(cuda: &CudaBackend, stream: &Arc<CudaStream>, a: &
     let [seqs, tokens, heads, kv_heads, d] = a.sizes;
     let g = heads / kv_heads;
     let ok = matches!(T::DTYPE, DType::F16 | DType::BF16) && d.is_multiple_of(16) && a.qkv.iter().all(|p| p % 16 == 0);
-    let tile =
-        if ok { attention_tile(d, Some(d), d, tokens * g, cuda.shared_optin() as usize, &[64, 32]) } else { None };
+    let tile = if ok {
+        attention_tile(d, Some(d), d, tokens * g, false, cuda.shared_optin() as usize, &[64, 32])
+    } else {
+        None
+    };
     let Some(t) = tile else { return Ok(false) };
     let f = cuda.function("visual", &format!("visual_attention_tc_g{}_k{}_{}", t.rows, t.keys, T::DTYPE))?;
     f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, t.shared as i32)
