@@ -108,23 +108,28 @@ __device__ void merge_states(const T* __restrict__ o1, const float* __restrict__
 }
 
 // out[i] = src[idx[i]]; an index outside [0, src_rows) writes a zero row and raises ST_INDEX_OUT_OF_RANGE.
+// Block (row i, part z) copies the part's GATHER_PER 16-byte pieces of the row (2 a thread), so
+// a long row is spread over several blocks and the grid fills the device.
+#define GATHER_PER 128
 template <typename T>
 __device__ void gather_rows(const T* __restrict__ src, const int* __restrict__ idx, T* __restrict__ out,
                             unsigned int* status, int src_rows, int cols, i64 src_stride, i64 out_stride) {
     const i64 i = blockIdx.x + (i64)blockIdx.y * gridDim.x;
     const int j = idx[i];
     const bool ok = j >= 0 && j < src_rows;
-    if (!ok && threadIdx.x == 0) raise_status(status, ST_INDEX_OUT_OF_RANGE);
+    if (!ok && threadIdx.x == 0 && blockIdx.z == 0) raise_status(status, ST_INDEX_OUT_OF_RANGE);
     const T* s = src + (ok ? (i64)j * src_stride : 0);
     T* d = out + i * out_stride;
     constexpr int E = 16 / sizeof(T);
     if (cols % E == 0 && src_stride % E == 0 && out_stride % E == 0 && aligned16(src) && aligned16(out)) {
         // 16 bytes a thread per copy.
-        for (int c = threadIdx.x; c < cols / E; c += blockDim.x)
+        const int c1 = min(cols / E, (int)(blockIdx.z + 1) * GATHER_PER);
+        for (int c = blockIdx.z * GATHER_PER + threadIdx.x; c < c1; c += blockDim.x)
             reinterpret_cast<uint4*>(d)[c] = ok ? reinterpret_cast<const uint4*>(s)[c] : make_uint4(0u, 0u, 0u, 0u);
         return;
     }
-    for (int c = threadIdx.x; c < cols; c += blockDim.x) d[c] = ok ? s[c] : from_f32<T>(0.f);
+    const int c1 = min(cols, (int)(blockIdx.z + 1) * GATHER_PER * E);
+    for (int c = blockIdx.z * GATHER_PER * E + threadIdx.x; c < c1; c += blockDim.x) d[c] = ok ? s[c] : from_f32<T>(0.f);
 }
 
 #define CORE_ENTRIES(SUF, T)                                                                                     \

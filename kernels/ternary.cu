@@ -219,17 +219,88 @@ __device__ void gemv_row(const signed char* q_p, const float* s_p, const unsigne
     }
 }
 
-// GEMV for M <= 8: 8 warps per block, one stacked output row per warp.
-template <typename T>
+// GEMV for M <= 8 (decode). A block of 8 warps owns R consecutive output rows of one projection
+// and splits each row's K over 8 / R warps, so small N still gives a grid of about two waves (R
+// is chosen on the host). The block stages its projection's activations in shared memory, 32 KiB
+// a chunk, each 16-byte piece interleaved once to the packed lanes' order (so the hot loop does
+// no byte shuffling). Each lane then takes packed words four at a time with one 16-byte load:
+// every weight byte is read once, from global memory, by one lane. Piece w is stored at
+// w ^ ((w >> 3) & 7): the staging writes (consecutive w) and the reads (w = 4 qd + e across
+// lanes) then both fall in eight different 16-byte bank groups per phase.
+#define GEMV_STAGE_BYTES 32768
+template <typename T, int R>
 __device__ void gemv(const signed char* __restrict__ q, const float* __restrict__ s, const unsigned* __restrict__ packed,
                      const float* __restrict__ gamma, T* out, int* acc_out, int M, int n, int kw, int P, int parts,
                      i64 out_stride, int accumulate) {
-    const int total_n = P * n;
-    const int j = blockIdx.x * 8 + (threadIdx.x >> 5);
-    if (j >= total_n) return;
-    const int p = j / n;
-    gemv_row(q + (i64)p * M * kw * 16, s + (i64)p * M, packed, gamma, out, acc_out, j, M, n, kw, parts, out_stride,
-             total_n, accumulate);
+    constexpr int PARTS = 8 / R;
+    __shared__ __align__(16) uint4 act[GEMV_STAGE_BYTES / 16];
+    __shared__ int red[8][8];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, rr = warp % R, part = warp / R;
+    const int per_proj = (n + R - 1) / R, p = blockIdx.x / per_proj, jl = (blockIdx.x % per_proj) * R + rr;
+    const int total_n = P * n, j = p * n + jl, kp = kw * 16;
+    const bool live = jl < n;
+    const signed char* q_p = q + (i64)p * M * kp;
+    const unsigned* wrow = packed + (i64)(live ? j : 0) * kw;
+    // 16-byte weight loads need whole quads of words from a 16-byte-aligned row.
+    const bool vec = kw % 4 == 0 && (reinterpret_cast<unsigned long long>(packed) & 15) == 0;
+    const int cw = (GEMV_STAGE_BYTES / 16 / M) & ~7;  // words of a chunk: whole groups of 8 pieces
+    int acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int c0 = 0; c0 < kw; c0 += cw) {
+        const int len = min(cw, kw - c0), quads = (len + 3) / 4;
+        __syncthreads();  // the previous chunk's readers are done
+        for (int i = threadIdx.x; i < M * len; i += blockDim.x) {
+            const int mm = i / len, w = i % len;
+            unsigned b[4];
+            interleave(__ldg(reinterpret_cast<const int4*>(q_p + (i64)mm * kp + (i64)(c0 + w) * 16)), b);
+            act[mm * cw + (w ^ ((w >> 3) & 7))] = make_uint4(b[0], b[1], b[2], b[3]);
+        }
+        __syncthreads();
+        if (!live) continue;
+        for (int qd = part * 32 + lane; qd < quads; qd += PARTS * 32) {
+            unsigned wv[4];
+            if (vec) {
+                const uint4 v = __ldg(reinterpret_cast<const uint4*>(wrow + c0 + 4 * qd));
+                wv[0] = v.x, wv[1] = v.y, wv[2] = v.z, wv[3] = v.w;
+            } else {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) wv[e] = 4 * qd + e < len ? __ldg(wrow + c0 + 4 * qd + e) : 0x55555555u;
+            }
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const unsigned word = sane_codes(wv[e]);
+#pragma unroll
+                for (int mm = 0; mm < 8; ++mm) {
+                    if (mm < M) {
+                        const int w = 4 * qd + e;
+                        const uint4 a = act[mm * cw + (w ^ ((w >> 3) & 7))];
+#pragma unroll
+                        for (int i = 0; i < 4; ++i)
+                            acc[mm] = __dp4a((int)(i == 0 ? a.x : i == 1 ? a.y : i == 2 ? a.z : a.w),
+                                             (int)__vsub4((word >> (2 * i)) & 0x03030303u, 0x01010101u), acc[mm]);
+                    }
+                }
+            }
+        }
+    }
+    // The row's sum: the warp's lanes, then the row's warps in shared memory.
+#pragma unroll
+    for (int mm = 0; mm < 8; ++mm)
+        for (int o = 16; o > 0; o >>= 1) acc[mm] += __shfl_xor_sync(0xffffffffu, acc[mm], o);
+    if (lane == 0) {
+#pragma unroll
+        for (int mm = 0; mm < 8; ++mm) red[warp][mm] = acc[mm];
+    }
+    __syncthreads();
+    if (threadIdx.x < R * M) {
+        const int r = threadIdx.x % R, mm = threadIdx.x / R, jr = (blockIdx.x % per_proj) * R + r;
+        if (jr < n) {
+            int sum = 0;
+            for (int pt = 0; pt < PARTS; ++pt) sum += red[pt * R + r][mm];
+            const float g = gamma[p * parts + jr / (n / parts)];
+            store_out(out, acc_out, sum, g, s[(i64)p * M + mm], (i64)mm * out_stride + p * n + jr,
+                      (i64)mm * total_n + p * n + jr, accumulate);
+        }
+    }
 }
 
 // Tiled GEMM, 64 x 64 outputs per block of 256 threads (4 x 4 each), 64 k per step. Weights
@@ -450,37 +521,40 @@ __device__ __forceinline__ unsigned slot_fault(const int* __restrict__ slot_ids,
     return slot_repeated_block(slot_ids, b, n, slot) ? ST_SLOT_REPEATED : 0u;
 }
 
-// One decode step per block (one sequence; the grid is the batch): h = f h + i in the pool
-// slot, then o = rmsnorm(g) * w * silu(h). A slot id outside the pool, or one that another
-// row also names, skips the row (o = 0, the slot untouched) and raises its status bit.
+// One decode step: block (z, b) takes channels [z * 256, z * 256 + 256) of sequence b (grid
+// (ceil(d / 256), batch)), so a batch of 64 at d = 2048 is 512 blocks rather than 64: h = f h + i
+// in the pool slot, then o = rmsnorm(g) * w * silu(h), each block summing the whole row's g^2 for
+// the norm (the g row is read by every block of the row, from L2 after the first). A slot id
+// outside the pool, or one that another row also names, skips the row (o = 0, the slot
+// untouched) and raises its status bit. No two blocks write one element.
+#define MLGRU_STEP_CH 256
 template <typename T>
 __device__ void mlgru_step(const T* __restrict__ fcg, float* __restrict__ state, const int* __restrict__ slot_ids,
                            const float* __restrict__ lb, const T* __restrict__ w, T* __restrict__ o, unsigned* status,
                            int d, int slots, i64 fcg_stride, float eps) {
-    const int b = blockIdx.x;
+    const int b = blockIdx.y, c = blockIdx.x * MLGRU_STEP_CH + threadIdx.x;
     const int slot = slot_ids[b];
     T* orow = o + (i64)b * d;
-    const unsigned fault = slot_fault(slot_ids, b, gridDim.x, slots);
+    const unsigned fault = slot_fault(slot_ids, b, gridDim.y, slots);
     if (fault) {
-        if (threadIdx.x == 0) raise_status(status, fault);
-        for (int c = threadIdx.x; c < d; c += blockDim.x) orow[c] = from_f32<T>(0.f);
+        if (threadIdx.x == 0 && blockIdx.x == 0) raise_status(status, fault);
+        if (c < d) orow[c] = from_f32<T>(0.f);
         return;
     }
     const T* row = fcg + (i64)b * fcg_stride;
-    float* h = state + (i64)slot * d;
     float ss = 0.f;
-    for (int c = threadIdx.x; c < d; c += blockDim.x) {
-        const float g = to_f32(row[2 * d + c]);
+    for (int k = threadIdx.x; k < d; k += blockDim.x) {
+        const float g = to_f32(row[2 * d + k]);
         ss += g * g;
     }
     const float inv = 1.f / sqrtf(block_sum(ss) / (float)d + eps);
-    for (int c = threadIdx.x; c < d; c += blockDim.x) {
-        float f, i;
-        mlgru_gates(row, c, d, lb, f, i);
-        const float hn = f * h[c] + i;
-        h[c] = hn;
-        orow[c] = from_f32<T>(to_f32(row[2 * d + c]) * inv * to_f32(w[c]) * siluf_(hn));
-    }
+    if (c >= d) return;
+    float* h = state + (i64)slot * d;
+    float f, i;
+    mlgru_gates(row, c, d, lb, f, i);
+    const float hn = f * h[c] + i;
+    h[c] = hn;
+    orow[c] = from_f32<T>(to_f32(row[2 * d + c]) * inv * to_f32(w[c]) * siluf_(hn));
 }
 
 // The token range of sequence b, or false (and a raised status) when cu_seqlens is bad: it must
@@ -586,6 +660,15 @@ extern "C" __global__ void __launch_bounds__(128)
     scan_carry(cu, slot_ids, state, chunk_a, chunk_h, status, d, tokens, max_len, chunks, slots);
 }
 
+// The GEMV per rows-per-block R (`ternary_gemv_r<R>_<dtype>`).
+// At most 64 registers a thread, so four blocks share a multiprocessor.
+#define TERNARY_GEMV(SUF, T, R)                                                                                    \
+    extern "C" __global__ void __launch_bounds__(256, 4)                                                           \
+        ternary_gemv_r##R##_##SUF(const signed char* q, const float* s, const unsigned* packed, const float* gamma, \
+                                  T* out, int* acc_out, int M, int n, int kw, int P, int parts, i64 os,           \
+                                  int accumulate) {                                                                \
+        gemv<T, R>(q, s, packed, gamma, out, acc_out, M, n, kw, P, parts, os, accumulate);                        \
+    }
 #define TERNARY_ENTRIES(SUF, T)                                                                                    \
     extern "C" __global__ void __launch_bounds__(256)                                                              \
         ternary_row_abs_sum_##SUF(const T* w, float* rowsum, unsigned* status, int k) {                            \
@@ -599,11 +682,7 @@ extern "C" __global__ void __launch_bounds__(128)
         const T* x, const T* w, signed char* q, float* s, int m, int k, int kp, i64 xs, float eps, int glu) {      \
         rmsnorm_quant<T>(x, w, q, s, m, k, kp, xs, eps, glu);                                                      \
     }                                                                                                              \
-    extern "C" __global__ void __launch_bounds__(256)                                                              \
-        ternary_gemv_##SUF(const signed char* q, const float* s, const unsigned* packed, const float* gamma,       \
-                           T* out, int* acc_out, int M, int n, int kw, int P, int parts, i64 os, int accumulate) { \
-        gemv<T>(q, s, packed, gamma, out, acc_out, M, n, kw, P, parts, os, accumulate);                            \
-    }                                                                                                              \
+    TERNARY_GEMV(SUF, T, 1) TERNARY_GEMV(SUF, T, 2) TERNARY_GEMV(SUF, T, 4) TERNARY_GEMV(SUF, T, 8)              \
     extern "C" __global__ void __launch_bounds__(256)                                                              \
         ternary_gemm_##SUF(const signed char* q, const float* s, const unsigned* packed, const float* gamma,       \
                            T* out, int* acc_out, int M, int n, int kw, int P, int parts, i64 os, int accumulate) { \

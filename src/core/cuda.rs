@@ -99,7 +99,14 @@ impl GatherRows {
             return Err(Error::InvalidParams("gather_rows: the status word is not a CUDA one".into()));
         };
         let f = cuda.function("core", &format!("core_gather_rows_{}", T::DTYPE))?;
-        let cfg = grid_1d(self.params.rows, 64)?;
+        // Parts of GATHER_PER (128) 16-byte pieces of a row each, as the kernel splits it.
+        let per = 128 * (16 / T::DTYPE.size());
+        let mut cfg = grid_1d(self.params.rows, 64)?;
+        let parts = self.params.cols.div_ceil(per);
+        if parts > 65535 {
+            return Err(Error::InvalidParams(format!("gather_rows: {} columns exceed CUDA's grid", self.params.cols)));
+        }
+        cfg.grid_dim.2 = parts as u32;
         let (src_rows, cols) = (self.params.src_rows as i32, self.params.cols as i32);
         let (ss, os) = (self.src.stride as i64, self.out.stride as i64);
         let (sp, _a) = src.device_ptr(stream);
@@ -109,7 +116,8 @@ impl GatherRows {
         let mut b = stream.launch_builder(&f);
         b.arg(&sp).arg(&ip).arg(&op).arg(&stp).arg(&src_rows).arg(&cols).arg(&ss).arg(&os);
         // SAFETY: the arguments match core_gather_rows_<dtype>; lengths were checked above and
-        // the kernel never dereferences an index outside [0, src_rows).
+        // the kernel never dereferences an index outside [0, src_rows); each part (grid z)
+        // copies its own columns of the row, below `cols`.
         unsafe { b.launch(cfg) }.map_err(cuda_err)?;
         Ok(())
     }

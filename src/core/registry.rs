@@ -134,6 +134,10 @@ impl Registered for GatherRows {
         float_cases(&[
             ("1<-1x1", json!({"rows": 1, "src_rows": 1, "cols": 1})),
             ("9<-20x33", json!({"rows": 9, "src_rows": 20, "cols": 33})),
+            // Rows long enough for several CUDA blocks (128 16-byte pieces each), whole pieces
+            // and not.
+            ("5<-9x2104 in parts", json!({"rows": 5, "src_rows": 9, "cols": 2104})),
+            ("3<-7x1501 in parts, odd", json!({"rows": 3, "src_rows": 7, "cols": 1501})),
             (
                 "17<-40x65 strided, bad idx",
                 json!({"rows": 17, "src_rows": 40, "cols": 65, "src_stride": 67, "out_stride": 69, "fixture": "bad"}),

@@ -150,6 +150,11 @@ pub struct TernaryMatmulParams {
     pub tensor_cores: bool,
 }
 
+/// See [`TernaryMatmul::gemv_rows_per_block`].
+pub(crate) fn gemv_rows_per_block(n: usize, projections: usize, sm_count: usize) -> usize {
+    [8, 4, 2, 1].into_iter().find(|&r| projections * n.div_ceil(r) >= 2 * 8 * sm_count).unwrap_or(1)
+}
+
 /// A validated [`TernaryMatmulParams`]. Tensors: `q` (i8 `[projections, m, padded_k(k)]`),
 /// `s` (f32 `[projections, m]`), `packed` (u32 `[projections * n, words_per_row(k)]`), `gamma`
 /// (f32 `[projections, partitions]`), `out` (`m` rows of `projections * n`, strided) and, with
@@ -208,6 +213,13 @@ impl TernaryMatmul {
     pub fn acc_len(&self) -> usize {
         self.params.m * self.total_n()
     }
+    /// Output rows per 256-thread block of the CUDA GEMV (`ternary_gemv_r<R>`): the most of 8, 4,
+    /// 2 and 1 that still give two waves of blocks (8 to a multiprocessor) on `sm_count`
+    /// multiprocessors, else 1; each row's K is split over the block's 8 / R warps.
+    pub fn gemv_rows_per_block(&self, sm_count: usize) -> usize {
+        gemv_rows_per_block(self.params.n, self.params.projections, sm_count)
+    }
+
     /// Whether the GPU paths take the GEMV (`m <= GEMV_MAX_M`) rather than the tiled GEMM.
     pub fn uses_gemv(&self) -> bool {
         self.params.m <= GEMV_MAX_M

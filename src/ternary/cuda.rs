@@ -216,11 +216,12 @@ impl TernaryMatmul {
             (p.m as i32, p.n as i32, words_per_row(p.k) as i32, p.projections as i32, p.partitions as i32);
         let (os, accu) = (self.out.stride as i64, i32::from(p.accumulate));
         let (name, cfg) = if self.uses_gemv() {
-            ("gemv", grid(self.total_n().div_ceil(8), 1, 1, 256, 0)?)
+            let r = self.gemv_rows_per_block(cuda.sm_count() as usize);
+            (format!("gemv_r{r}"), grid(p.projections * p.n.div_ceil(r), 1, 1, 256, 0)?)
         } else if p.tensor_cores {
-            ("gemm_mma", grid(p.n.div_ceil(128), p.m.div_ceil(128), p.projections, 256, 0)?)
+            ("gemm_mma".into(), grid(p.n.div_ceil(128), p.m.div_ceil(128), p.projections, 256, 0)?)
         } else {
-            ("gemm", grid(p.n.div_ceil(64), p.m.div_ceil(64), p.projections, 256, 0)?)
+            ("gemm".into(), grid(p.n.div_ceil(64), p.m.div_ceil(64), p.projections, 256, 0)?)
         };
         let f = cuda.function("ternary", &format!("ternary_{name}_{}", T::DTYPE))?;
         let mut b = stream.launch_builder(&f);
@@ -237,8 +238,9 @@ impl TernaryMatmul {
             .arg(&parts)
             .arg(&os)
             .arg(&accu);
-        // SAFETY: matches ternary_gemv/gemm/gemm_mma_<dtype> (one signature); every buffer length was checked against the
-        // plan; acc_out is null unless write_acc, in which case its length was checked too.
+        // SAFETY: matches ternary_gemv_r<R>/gemm/gemm_mma_<dtype> (one signature); every buffer length was checked
+        // against the plan (the GEMV reads q in 16-byte pieces: q is 16-byte aligned, checked above, and its rows are
+        // padded to whole words of 16 codes); acc_out is null unless write_acc, in which case its length was checked.
         unsafe { b.launch(cfg) }.map_err(cuda_err)?;
         drop(acc_guard);
         Ok(())
@@ -333,9 +335,12 @@ impl MlgruStep {
         let (d, slots, fs, eps) = (p.d as i32, p.slots as i32, self.fcg.stride as i64, p.eps);
         let mut b = stream.launch_builder(&f);
         b.arg(&fp).arg(&hp).arg(&ip).arg(&lbp).arg(&wp).arg(&op).arg(&st).arg(&d).arg(&slots).arg(&fs).arg(&eps);
+        // 256 channels of one sequence a block (MLGRU_STEP_CH); a batch over 65535 is an error.
+        let cfg = grid(p.d.div_ceil(256), p.batch, 1, 256, 0)?;
         // SAFETY: matches ternary_mlgru_step_<dtype>; lengths checked; slot ids are range-checked
-        // in the kernel before any state access; lb is null without a lower bound.
-        unsafe { b.launch(grid_1d(p.batch, 256)?) }.map_err(cuda_err)?;
+        // in the kernel before any state access; each block writes only its own channels of its
+        // row; lb is null without a lower bound.
+        unsafe { b.launch(cfg) }.map_err(cuda_err)?;
         Ok(())
     }
 }

@@ -251,6 +251,13 @@ impl Registered for TernaryMatmul {
                 json!({"m": 2, "n": 33, "k": 40, "out_stride": 35, "accumulate": true, "write_acc": true}),
             ),
             ("gemm 9x20x33", json!({"m": 9, "n": 20, "k": 33, "write_acc": true})),
+            // The CUDA GEMV's rows per block (2, 4 and 8 on 132 multiprocessors; the rest take 1)
+            // with quads of words and without, and activations staged in several chunks.
+            ("gemv 3x4300x100 two rows a block", json!({"m": 3, "n": 4300, "k": 100, "write_acc": true})),
+            ("gemv 2x9000x64 P1 four rows a block", json!({"m": 2, "n": 9000, "k": 64, "write_acc": true})),
+            ("gemv 1x17000x128 eight rows a block", json!({"m": 1, "n": 17000, "k": 128})),
+            ("gemv 8x40x5000 staged in chunks", json!({"m": 8, "n": 40, "k": 5000, "write_acc": true})),
+            ("gemv 5x24x8192 P2 staged in chunks", json!({"m": 5, "n": 24, "k": 8192, "projections": 2})),
             // Code 3 in the packed words reads as weight 0 on every backend.
             ("gemv 3x37x100 code 3", json!({"m": 3, "n": 37, "k": 100, "write_acc": true, "fixture": "code3"})),
             ("gemm 9x20x33 code 3", json!({"m": 9, "n": 20, "k": 33, "write_acc": true, "fixture": "code3"})),
@@ -436,6 +443,9 @@ impl Registered for MlgruStep {
             ("5x129 strided", json!({"batch": 5, "d": 129, "slots": 9, "fcg_stride": 390})),
             ("64x256 lb", json!({"batch": 64, "d": 256, "slots": 80, "lower_bound": true})),
             ("4x33 bad slot", json!({"batch": 4, "d": 33, "slots": 4, "fixture": "bad"})),
+            // Several CUDA blocks a row (256 channels each), with a skipped row among them.
+            ("3x600 bad slot, three blocks a row", json!({"batch": 3, "d": 600, "slots": 4, "fixture": "bad"})),
+            ("4x513 lb strided", json!({"batch": 4, "d": 513, "slots": 6, "lower_bound": true, "fcg_stride": 1600})),
             ("7x40 repeated slots", json!({"batch": 7, "d": 40, "slots": 9, "fixture": "repeat"})),
         ])
     }
