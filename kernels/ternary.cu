@@ -4,7 +4,7 @@
 // Packed weights: 16 codes (t + 1) per u32, weight k at bits 2 * (k % 16) of word k / 16,
 // padding code 1. i8 rows (q, unpacked t) are padded with zeros to kp = 16 * words.
 #include "common.cuh"
-
+#include "tensor_core.cuh"
 
 __device__ __forceinline__ float sigmoidf_(float v) { return 1.f / (1.f + __expf(-v)); }
 __device__ __forceinline__ float siluf_(float v) { return v / (1.f + __expf(-v)); }
@@ -370,14 +370,16 @@ __device__ void gemm(const signed char* __restrict__ q, const float* __restrict_
     }
 }
 
-// The same product on int8 tensor cores (mma.sync m16n8k32, sm_80 and later): 128 x 128
-// outputs per block of 8 warps (2 along m x 4 along n, 64 x 32 each: 4 x 4 fragments of 16 x 8),
-// 64 k per stage. Activations are staged as they are; each packed weight word is expanded once
-// to 16 signed bytes in shared memory, so the fragments are plain 32-bit shared loads. Rows of
-// 20 words keep a warp's fragment loads on distinct banks. Correct-first: no cp.async pipeline
-// or ldmatrix yet. Fragment layout (PTX ISA, lane = 4 g + t): a0 = A[g][4t..], a1 = A[g + 8][4t..],
-// a2 = A[g][16 + 4t..], a3 = A[g + 8][16 + 4t..]; b0 = B[4t..][g], b1 = B[16 + 4t..][g];
-// c0, c1 = C[g][2t, 2t + 1], c2, c3 = C[g + 8][2t, 2t + 1].
+// The same product on int8 tensor cores (mma.sync m16n8k32, sm_80 and later), the default for
+// M >= 16 there: 128 x 128 outputs per block of 8 warps (2 along m x 4 along n, 64 x 32 each:
+// 4 x 4 fragments of 16 x 8), 64 k per stage, two stages. The activations of stage i + 1 travel by
+// 16-byte cp.async and its packed weight words into registers while stage i is multiplied; the
+// words are then expanded once to signed bytes in shared memory ([n][k], k contiguous), so both
+// operands come out by ldmatrix (an s8 16 x 32 tile is a b16 16 x 16 one; A row-major, B as
+// [n][k]) with no per-fragment unpacking. Rows of 80 bytes put the 8 rows of an ldmatrix phase
+// in 8 different 16-byte bank groups. Fragment layout (PTX ISA, lane = 4 g + t): a0 = A[g][4t..],
+// a1 = A[g + 8][4t..], a2 = A[g][16 + 4t..], a3 = A[g + 8][16 + 4t..]; b0 = B[4t..][g],
+// b1 = B[16 + 4t..][g]; c0, c1 = C[g][2t, 2t + 1], c2, c3 = C[g + 8][2t, 2t + 1].
 #define MMA_BM 128
 #define MMA_BN 128
 #define MMA_LD 20  // u32 per staged row: 16 (64 k bytes) + 4 of padding
@@ -389,12 +391,24 @@ __device__ __forceinline__ void mma_s8_16832(int (&c)[4], const unsigned (&a)[4]
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// One packed word (16 codes, sane) as 16 signed bytes in k order.
+__device__ __forceinline__ uint4 expand_word(unsigned word) {
+    unsigned bv[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const unsigned x = (word >> (8 * i)) & 0xffu;
+        const unsigned y = (x & 3u) | ((x & 0xcu) << 6) | ((x & 0x30u) << 12) | ((x & 0xc0u) << 18);
+        bv[i] = __vsub4(y, 0x01010101u);
+    }
+    return make_uint4(bv[0], bv[1], bv[2], bv[3]);
+}
+
 template <typename T>
 __device__ void gemm_mma(const signed char* __restrict__ q, const float* __restrict__ s, const unsigned* __restrict__ packed,
                          const float* __restrict__ gamma, T* out, int* acc_out, int M, int n, int kw, int P, int parts,
                          i64 out_stride, int accumulate) {
-    __shared__ __align__(16) unsigned As[MMA_BM * MMA_LD];
-    __shared__ __align__(16) unsigned Bs[MMA_BN * MMA_LD];
+    __shared__ __align__(16) unsigned As[2][MMA_BM * MMA_LD];
+    __shared__ __align__(16) unsigned Bs[2][MMA_BN * MMA_LD];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int wm = (warp >> 2) * 64, wn = (warp & 3) * 32;  // the warp's corner in the tile
@@ -402,52 +416,65 @@ __device__ void gemm_mma(const signed char* __restrict__ q, const float* __restr
     const int kp = kw * 16;
     const signed char* qp = q + (i64)p * M * kp;
     const unsigned* wp = packed + (i64)p * n * kw;
-    int acc[4][4][4] = {};
-    for (int kt = 0; kt < kw; kt += 4) {
+    // 128 rows x 4 words (16-byte pieces) per operand and stage: slots tid and tid + 256.
+    auto load_a = [&](int st, int kt) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-            // 128 rows x 4 packed words per operand: two (row, word) slots per thread.
             const int e = tid + 256 * h, r = e >> 2, c = e & 3;
-            int4 av = make_int4(0, 0, 0, 0);
-            if (m0 + r < M && kt + c < kw) av = *reinterpret_cast<const int4*>(qp + (i64)(m0 + r) * kp + (kt + c) * 16);
-            *reinterpret_cast<int4*>(&As[r * MMA_LD + c * 4]) = av;
-            unsigned word = 0x55555555u;  // code 1 everywhere: weight 0
-            if (j0 + r < n && kt + c < kw) word = sane_codes(__ldg(wp + (i64)(j0 + r) * kw + kt + c));
-            unsigned bv[4];
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                const unsigned x = (word >> (8 * i)) & 0xffu;
-                const unsigned y = (x & 3u) | ((x & 0xcu) << 6) | ((x & 0x30u) << 12) | ((x & 0xc0u) << 18);
-                bv[i] = __vsub4(y, 0x01010101u);
-            }
-            *reinterpret_cast<uint4*>(&Bs[r * MMA_LD + c * 4]) = make_uint4(bv[0], bv[1], bv[2], bv[3]);
+            const bool ok = m0 + r < M && kt + c < kw;
+            cp_async16(&As[st][r * MMA_LD + c * 4], ok ? (const void*)(qp + (i64)(m0 + r) * kp + (kt + c) * 16) : q, ok);
         }
-        __syncthreads();
+    };
+    auto load_w = [&](unsigned (&w)[2], int kt) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int e = tid + 256 * h, r = e >> 2, c = e & 3;
+            // Code 1 everywhere past the edges: weight 0.
+            w[h] = j0 + r < n && kt + c < kw ? sane_codes(__ldg(wp + (i64)(j0 + r) * kw + kt + c)) : 0x55555555u;
+        }
+    };
+    auto store_w = [&](int st, const unsigned (&w)[2]) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int e = tid + 256 * h, r = e >> 2, c = e & 3;
+            *reinterpret_cast<uint4*>(&Bs[st][r * MMA_LD + c * 4]) = expand_word(w[h]);
+        }
+    };
+    int acc[4][4][4] = {};
+    unsigned wnext[2];
+    load_a(0, 0);
+    cp_async_commit();
+    load_w(wnext, 0);
+    store_w(0, wnext);
+    for (int kt = 0, st = 0; kt < kw; kt += 4, st ^= 1) {
+        cp_async_wait<0>();
+        __syncthreads();  // stage st is in shared memory; every read of stage st ^ 1 is done
+        const bool more = kt + 4 < kw;
+        if (more) {
+            load_a(st ^ 1, kt + 4);
+            cp_async_commit();
+            load_w(wnext, kt + 4);
+        }
 #pragma unroll
         for (int ks = 0; ks < 2; ++ks) {  // two k32 slices of the 64 staged
-            const int col = ks * 8 + t;
             unsigned a[4][4], b[4][2];
 #pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                const int r = wm + i * 16 + g;
-                a[i][0] = As[r * MMA_LD + col];
-                a[i][1] = As[(r + 8) * MMA_LD + col];
-                a[i][2] = As[r * MMA_LD + col + 4];
-                a[i][3] = As[(r + 8) * MMA_LD + col + 4];
-            }
+            for (int i = 0; i < 4; ++i)
+                ldsm_x4(a[i], &As[st][(wm + i * 16 + (lane & 15)) * MMA_LD + ks * 8 + (lane >> 4) * 4]);
 #pragma unroll
-            for (int jj = 0; jj < 4; ++jj) {
-                const int r = wn + jj * 8 + g;
-                b[jj][0] = Bs[r * MMA_LD + col];
-                b[jj][1] = Bs[r * MMA_LD + col + 4];
+            for (int jj = 0; jj < 4; jj += 2) {
+                unsigned r4[4];
+                ldsm_x4(r4, &Bs[st][(wn + jj * 8 + (lane & 7) + (lane >> 4) * 8) * MMA_LD + ks * 8 + ((lane >> 3) & 1) * 4]);
+                b[jj][0] = r4[0], b[jj][1] = r4[1], b[jj + 1][0] = r4[2], b[jj + 1][1] = r4[3];
             }
 #pragma unroll
             for (int i = 0; i < 4; ++i)
 #pragma unroll
                 for (int jj = 0; jj < 4; ++jj) mma_s8_16832(acc[i][jj], a[i], b[jj][0], b[jj][1]);
         }
-        __syncthreads();
+        if (more) store_w(st ^ 1, wnext);  // its last readers finished before the barrier above
     }
+    cp_async_wait<0>();
     const int total_n = P * n;
 #pragma unroll
     for (int i = 0; i < 4; ++i)

@@ -149,7 +149,7 @@ fn bad_ternary_input_is_an_error() {
         out_stride: None,
         accumulate: false,
         write_acc: false,
-        tensor_cores: false,
+        tensor_cores: None,
     };
     assert!(matches!(TernaryMatmul::new(mm(0, 4, 4)), Err(Error::InvalidParams(_))));
     assert!(matches!(

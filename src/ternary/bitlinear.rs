@@ -143,11 +143,12 @@ pub struct TernaryMatmulParams {
     /// Also write the raw i32 accumulators (for tests and debugging).
     #[serde(default)]
     pub write_acc: bool,
-    /// CUDA, `m` over 8: the GEMM on int8 tensor cores (`mma.sync`, sm_80 and later) instead of
-    /// dp4a. Default false: it is compiled and assembled but has not yet passed `verify` on a
-    /// GPU (`GPU_VERIFIED.md`). The CPU and wgpu paths ignore it.
+    /// CUDA, `m` over 8: the GEMM on int8 tensor cores (`mma.sync` m16n8k32, sm_80 and later)
+    /// or (false) on dp4a. Absent: tensor cores for `m >= 16` on sm_80 and later, dp4a below
+    /// (proven on the emulated device; `GPU_VERIFIED.md` says whether on a GPU). The CPU and
+    /// wgpu paths ignore it.
     #[serde(default)]
-    pub tensor_cores: bool,
+    pub tensor_cores: Option<bool>,
 }
 
 /// See [`TernaryMatmul::gemv_rows_per_block`].
@@ -218,6 +219,12 @@ impl TernaryMatmul {
     /// multiprocessors, else 1; each row's K is split over the block's 8 / R warps.
     pub fn gemv_rows_per_block(&self, sm_count: usize) -> usize {
         gemv_rows_per_block(self.params.n, self.params.projections, sm_count)
+    }
+
+    /// Whether the CUDA GEMM (`m` over 8) runs on int8 tensor cores on a device of compute
+    /// capability `major`: `tensor_cores` if given, else `m >= 16` on sm_80 and later.
+    pub fn uses_tensor_cores(&self, major: i32) -> bool {
+        self.params.tensor_cores.unwrap_or(self.params.m >= 16 && major >= 8)
     }
 
     /// Whether the GPU paths take the GEMV (`m <= GEMV_MAX_M`) rather than the tiled GEMM.
@@ -411,7 +418,7 @@ impl BitLinear {
             out_stride: p.out_stride,
             accumulate: p.accumulate,
             write_acc: false,
-            tensor_cores: false,
+            tensor_cores: None,
         })?;
         Ok(Self { params: p, quant, matmul })
     }

@@ -218,7 +218,7 @@ impl TernaryMatmul {
         let (name, cfg) = if self.uses_gemv() {
             let r = self.gemv_rows_per_block(cuda.sm_count() as usize);
             (format!("gemv_r{r}"), grid(p.projections * p.n.div_ceil(r), 1, 1, 256, 0)?)
-        } else if p.tensor_cores {
+        } else if self.uses_tensor_cores(cuda.compute_capability().0) {
             ("gemm_mma".into(), grid(p.n.div_ceil(128), p.m.div_ceil(128), p.projections, 256, 0)?)
         } else {
             ("gemm".into(), grid(p.n.div_ceil(64), p.m.div_ceil(64), p.projections, 256, 0)?)

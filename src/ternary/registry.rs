@@ -266,9 +266,13 @@ impl Registered for TernaryMatmul {
                 json!({"m": 9, "n": 20, "k": 33, "tensor_cores": true, "write_acc": true, "fixture": "code3"}),
             ),
             (
-                "gemm 70x65x200 P2 +=",
-                json!({"m": 70, "n": 65, "k": 200, "projections": 2, "accumulate": true, "write_acc": true}),
+                "gemm dp4a 70x65x200 P2 +=",
+                json!({"m": 70, "n": 65, "k": 200, "projections": 2, "accumulate": true, "write_acc": true,
+                    "tensor_cores": false}),
             ),
+            // From M 16 the CUDA GEMM takes tensor cores by default (sm_80 and later).
+            ("gemm 16x24x72 (tensor cores by default)", json!({"m": 16, "n": 24, "k": 72, "write_acc": true})),
+            ("gemm 15x24x72 (dp4a below M 16)", json!({"m": 15, "n": 24, "k": 72, "write_acc": true})),
             ("gemm 130x129x1024 strided", json!({"m": 130, "n": 129, "k": 1024, "out_stride": 131, "write_acc": true})),
             // The tensor-core GEMM (CUDA; elsewhere the same product): odd M, N and K, partial
             // tiles on every side, several projections and partitions, a strided accumulation.
@@ -295,9 +299,9 @@ impl Registered for TernaryMatmul {
     fn bench_cases() -> Vec<Case> {
         let gemv = [(2048, 2048), (5632, 2048), (2048, 5632), (6912, 2560), (3200, 20480)]
             .map(|(n, k)| (format!("gemv M1 {n}x{k}"), json!({"m": 1, "n": n, "k": k})));
-        let gemm = [512, 4096].map(|m| (format!("gemm M{m} 5632x2048"), json!({"m": m, "n": 5632, "k": 2048})));
-        let mma = [512, 4096]
-            .map(|m| (format!("gemm mma M{m} 5632x2048"), json!({"m": m, "n": 5632, "k": 2048, "tensor_cores": true})));
+        let gemm = [512, 4096]
+            .map(|m| (format!("gemm M{m} 5632x2048"), json!({"m": m, "n": 5632, "k": 2048, "tensor_cores": false})));
+        let mma = [512, 4096].map(|m| (format!("gemm mma M{m} 5632x2048"), json!({"m": m, "n": 5632, "k": 2048})));
         bf16_cases(gemv.into_iter().chain(gemm).chain(mma))
     }
     /// The GEMVs at their bench shapes; the GEMMs at M64 512x1024, since one bench-sized GEMM is
