@@ -54,10 +54,14 @@ pub struct MomLayerParams {
     /// The output norm's epsilon; default 1e-6.
     #[serde(default = "default_eps")]
     pub eps: f32,
+    /// The pools' state layout per head: `[K, V]` (default) or `[V, K]`, fla's
+    /// `state_v_first`, so a cache imported from fla needs no transpose.
+    #[serde(default)]
+    pub v_first: bool,
 }
 
 /// A MoM layer's prefill as a chain of child plans (see [`MomLayerParams`]); the children run
-/// with the gated delta rule, `[K, V]` states and the default scale.
+/// with the gated delta rule, the layer's state layout and the default scale.
 #[derive(Debug, Clone)]
 pub struct MomLayer {
     /// The parameters, as checked by [`MomLayer::new`].
@@ -112,7 +116,7 @@ impl MomLayer {
             dtype: dt,
             chunk: p.chunk,
             rule: Rule::Delta,
-            v_first: false,
+            v_first: p.v_first,
             scale: None,
         })?;
         let unpermute = Unpermute::new(UnpermuteParams {
@@ -268,6 +272,10 @@ pub struct MomLayerStepParams {
     /// The output norm's epsilon; default 1e-6.
     #[serde(default = "default_eps")]
     pub eps: f32,
+    /// The pools' state layout per head: `[K, V]` (default) or `[V, K]`, fla's
+    /// `state_v_first`, so a cache imported from fla needs no transpose.
+    #[serde(default)]
+    pub v_first: bool,
 }
 
 /// A MoM layer's decode as a chain of child plans (see [`MomLayerStepParams`]); the step runs
@@ -304,7 +312,7 @@ impl MomLayerStep {
             slots: p.slots,
             dtype: p.dtype,
             rule: Rule::Delta,
-            v_first: false,
+            v_first: p.v_first,
             scale: None,
         })?;
         let norm = GatedNorm::new(GatedNormParams {

@@ -660,6 +660,18 @@ fn slot_bits(i: &TensorMap, seqs: usize, pool: usize) -> Result<u32> {
     Ok((0..seqs).fold(0, |bits, b| bits | crate::layout::slot_of(&ids[..seqs], b, pool).err().unwrap_or(0)))
 }
 
+/// Each `[rows, cols]` block of `v` transposed to `[cols, rows]`.
+fn transpose_blocks(v: &[f64], rows: usize, cols: usize) -> Vec<f64> {
+    let n = rows * cols;
+    let mut out = vec![0.0; v.len()];
+    for (b, blk) in v.chunks(n).enumerate() {
+        for (e, &x) in blk.iter().enumerate() {
+            out[b * n + (e % cols) * rows + e / cols] = x;
+        }
+    }
+    out
+}
+
 /// The whole-layer oracle over `cu` (one token per sequence for the step); `stored`: the
 /// intermediates are stored in the dtype (prefill) rather than kept in f32 (the fused step).
 #[allow(clippy::too_many_arguments)]
@@ -671,6 +683,7 @@ fn layer_expected(
     seqs: usize,
     cu: &[usize],
     stored: bool,
+    v_first: bool,
     i: &TensorMap,
 ) -> Result<Expected> {
     let f = |name: &str| -> Result<Vec<f64>> { Ok(host(i, name)?.to_f64()) };
@@ -686,6 +699,10 @@ fn layer_expected(
     let slots: Vec<Option<usize>> =
         (0..seqs).map(|b| crate::layout::slot_of(&ids[..seqs], b, pool).map_err(|bit| bits |= bit).ok()).collect();
     let (mut state, mut conv) = (f("state")?, f("conv_state")?);
+    // The oracle keeps [K, V] per head; fla's [V, K] pools go through it transposed.
+    if v_first {
+        state = transpose_blocks(&state, d.head_v, d.head_k);
+    }
     let round = |v: f64| dt.round_f64(&[v])[0];
     let keep = |v: f64| v;
     let inner: &dyn Fn(f64) -> f64 = if stored { &round } else { &keep };
@@ -708,6 +725,9 @@ fn layer_expected(
         &mut state,
         &mut conv,
     );
+    if v_first {
+        state = transpose_blocks(&state, d.head_k, d.head_v);
+    }
     let mut e = Expected::with("y", y).and("state", state).and("conv_state", conv);
     recurrent_tolerance(&mut e, if dt == DType::F32 { &["y", "state"] } else { &["state"] });
     if dt != DType::F32 && stored {
@@ -728,6 +748,8 @@ impl Registered for MomLayer {
             layer_case("2 seqs 9/30 M4 top2 H2 K16 V16", &[9, 30], 4, 2, 2, 16, 16, json!({})),
             layer_case("3 seqs 1/0/70 chunk 16 K32 V8", &[1, 0, 70], 4, 2, 1, 32, 8, json!({"chunk": 16})),
             layer_case("M3 top1 no shared W3", &[12, 5], 3, 1, 2, 8, 16, json!({"shared": false, "conv": 3})),
+            // fla's [V, K] pools (K != V, so a transposed read cannot pass).
+            layer_case("v_first (fla's layout) K16 V8", &[7, 20], 4, 2, 2, 16, 8, json!({"v_first": true})),
             layer_case(
                 "8 seqs all on memories 0 and 1",
                 &[3, 9, 1, 4, 6, 2, 7, 5],
@@ -777,10 +799,10 @@ impl Registered for MomLayer {
         // Offsets the permutation refuses leave every stream empty: no state moves, y is the
         // norm of a zero mix, and INDEX_OUT_OF_RANGE is raised.
         match crate::layout::offsets(&host(i, "cu_seqlens")?.to_i32(), p.seqs, p.tokens, true) {
-            Some(cu) => layer_expected(&self.dims, p.dtype, p.eps, p.slots, p.seqs, &cu, true, i),
+            Some(cu) => layer_expected(&self.dims, p.dtype, p.eps, p.slots, p.seqs, &cu, true, p.v_first, i),
             None => {
                 let cu: Vec<usize> = (0..=p.seqs).map(|b| if b == 0 { 0 } else { p.tokens }).collect();
-                let mut e = layer_expected(&self.dims, p.dtype, p.eps, p.slots, 0, &cu, true, i)?;
+                let mut e = layer_expected(&self.dims, p.dtype, p.eps, p.slots, 0, &cu, true, p.v_first, i)?;
                 e.status |= StatusBits::INDEX_OUT_OF_RANGE | slot_bits(i, p.seqs, p.slots)?;
                 Ok(e)
             }
@@ -810,6 +832,7 @@ impl Registered for MomLayerStep {
             step_case("B1 M4 top2 H1 K8 V8", 1, 4, 2, 1, 8, 8, json!({})),
             step_case("B5 M4 top2 H2 K16 V24", 5, 4, 2, 2, 16, 24, json!({})),
             step_case("B7 M3 top1 no shared", 7, 3, 1, 1, 16, 16, json!({"shared": false})),
+            step_case("B3 v_first (fla's layout) K8 V24", 3, 4, 2, 2, 8, 24, json!({"v_first": true})),
             step_case("B8 all on memories 0 and 1", 8, 4, 2, 1, 8, 8, json!({"fixture.one_memory": true})),
             step_case(
                 "bad and repeated slots",
@@ -840,7 +863,7 @@ impl Registered for MomLayerStep {
     fn oracle(&self, i: &TensorMap) -> Result<Expected> {
         let p = &self.params;
         let cu: Vec<usize> = (0..=p.batch).collect();
-        layer_expected(&self.dims, p.dtype, p.eps, p.slots, p.batch, &cu, false, i)
+        layer_expected(&self.dims, p.dtype, p.eps, p.slots, p.batch, &cu, false, p.v_first, i)
     }
     fn launch(&self, l: &mut Launch, dev: &mut DevMap, status: &mut Status) -> Result<()> {
         launch!(self, l, dev, status; float self.params.dtype;
