@@ -152,6 +152,16 @@ impl CudaBackend {
     pub(crate) fn function(&self, family: &'static str, name: &str) -> Result<CudaFunction> {
         self.module(family)?.load_function(name).map_err(|e| Error::Cuda(format!("{name}: {e:?}")))
     }
+
+    /// Launches the empty kernel (`core_noop`, one warp) on the backend's stream: what `bench`
+    /// times as the launch floor.
+    pub(crate) fn launch_noop(&self) -> Result<()> {
+        let f = self.function("core", "core_noop")?;
+        let cfg = cudarc::driver::LaunchConfig { grid_dim: (1, 1, 1), block_dim: (32, 1, 1), shared_mem_bytes: 0 };
+        let mut b = self.stream().launch_builder(&f);
+        // SAFETY: core_noop takes no arguments and touches no memory.
+        unsafe { b.launch(cfg) }.map(|_| ()).map_err(cuda_err)
+    }
 }
 
 fn compile_at_runtime(source: &str, family: &str) -> Result<Ptx> {

@@ -339,6 +339,13 @@ impl WgpuBackend {
             .collect()
     }
 
+    /// Records one empty dispatch (`core_noop`, one workgroup, no buffers): what `bench` times
+    /// as the launch floor.
+    pub(crate) fn dispatch_noop(&self, enc: &mut wgpu::CommandEncoder) -> Result<()> {
+        // The shader's uniform is one u32 that only keeps the binding alive.
+        self.dispatch(enc, "core_noop", &0u32.to_le_bytes(), &[], 1, 0)
+    }
+
     /// Records one dispatch of `module` into `enc`: binding 0 is the uniform `params`, bindings
     /// 1.. are `buffers` (whole buffers, clipped to the binding limit; offsets are in `params`).
     /// Rows past 65535 workgroups spill into the grid's y dimension; shaders fold them back.

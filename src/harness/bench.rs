@@ -189,13 +189,7 @@ pub fn ceilings(backend: &Backend) -> Result<Ceilings> {
             let src = c.stream().alloc_zeros::<u8>(n).map_err(cuda_err)?;
             let mut dst = c.stream().alloc_zeros::<u8>(n).map_err(cuda_err)?;
             let copy_us = time_loop(backend, 10, |_, _| c.stream().memcpy_dtod(&src, &mut dst).map_err(cuda_err))?;
-            let noop = c.function("core", "core_noop")?;
-            let cfg = cudarc::driver::LaunchConfig { grid_dim: (1, 1, 1), block_dim: (32, 1, 1), shared_mem_bytes: 0 };
-            let floor = time_loop(backend, 200, |_, _| {
-                let mut b = c.stream().launch_builder(&noop);
-                // SAFETY: core_noop takes no arguments and touches no memory.
-                unsafe { b.launch(cfg) }.map(|_| ()).map_err(cuda_err)
-            })?;
+            let floor = time_loop(backend, 200, |_, _| c.launch_noop())?;
             let l2 = c
                 .context()
                 .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)
@@ -225,17 +219,7 @@ pub fn ceilings(backend: &Backend) -> Result<Ceilings> {
                 l.encoder()?.copy_buffer_to_buffer(&src, 0, &dst, 0, n);
                 Ok(())
             })?;
-            let floor = time_loop(backend, 50, |l, _| {
-                let enc = l.encoder()?;
-                w.dispatch(
-                    enc,
-                    "core_noop",
-                    bytemuck::bytes_of(&crate::core::uniforms::NoopUniform { n: 0 }),
-                    &[],
-                    1,
-                    0,
-                )
-            })?;
+            let floor = time_loop(backend, 50, |l, _| w.dispatch_noop(l.encoder()?))?;
             Ok(Ceilings {
                 device,
                 copy_gbps: 2.0 * n as f64 / (copy_us * 1e-6) / 1e9,
