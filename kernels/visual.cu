@@ -256,12 +256,13 @@ __device__ void vis_row_lse(const T* q, const int* qpos, const T* k, const int* 
 }
 
 // Attention mass, pass 2: grid (ceil(n / 128), B); thread j owns mass[b][*][j] and loops over
-// the sequence's rows (and heads), so the sums need no atomics.
+// the sequence's rows (and heads), so the sums need no atomics. Output head ho sums the `hpo`
+// query heads ho * hpo .. (1: none reduced; H / Hkv: per KV group; H: all).
 template <typename T>
 __device__ void vis_mass(const T* q, const int* qpos, const float* qw, const T* k, const int* cu, const int* seg,
                          const float* lse, float* mass, unsigned* status, int seqs, int tokens, int rows, int H,
-                         int Hkv, int D, int n, float scale, int reduce) {
-    const int b = blockIdx.y, j = blockIdx.x * blockDim.x + threadIdx.x, g = H / Hkv, Ho = reduce ? 1 : H;
+                         int Hkv, int D, int n, float scale, int hpo) {
+    const int b = blockIdx.y, j = blockIdx.x * blockDim.x + threadIdx.x, g = H / Hkv, Ho = H / hpo;
     if (j >= n) return;
     if (!vis_offsets_ok(cu, seqs, tokens)) {
         raise_status(status, ST_INDEX_OUT_OF_RANGE);
@@ -281,7 +282,7 @@ __device__ void vis_mass(const T* q, const int* qpos, const float* qw, const T* 
             for (int r = 0; r < rows; ++r) {
                 const int t = qpos[r];
                 if (t < 0 || t >= tokens || t < cu[b] || t >= cu[b + 1] || key > t) continue;
-                for (int h = reduce ? 0 : ho; h < (reduce ? H : ho + 1); ++h) {
+                for (int h = ho * hpo; h < (ho + 1) * hpo; ++h) {
                     const T* qr = q + ((i64)r * H + h) * D;
                     const T* kr = k + ((i64)key * Hkv + h / g) * D;
                     float s = 0.f;
@@ -552,7 +553,7 @@ __device__ void vis_row_lse_tc(const T* q, const int* qpos, const T* k, const in
 template <typename T>
 __device__ void vis_mass_tc(const T* q, const int* qpos, const float* qw, const T* k, const int* cu, const int* seg,
                             const float* lse, float* mass, unsigned* status, int seqs, int tokens, int R, int H,
-                            int Hkv, int D, int n, float scale, int reduce) {
+                            int Hkv, int D, int n, float scale, int hpo) {
     constexpr int TK = VIS_MASS_KEYS;
     extern __shared__ __align__(16) unsigned char mass_smem[];
     __shared__ int row_t[64];
@@ -560,7 +561,7 @@ __device__ void vis_mass_tc(const T* q, const int* qpos, const float* qw, const 
     const int QW = D + 8;
     T* Qs = reinterpret_cast<T*>(mass_smem);
     T* Ks = Qs + 64 * QW;
-    const int b = blockIdx.y, j0 = blockIdx.x * TK, g = H / Hkv, Ho = reduce ? 1 : H;
+    const int b = blockIdx.y, j0 = blockIdx.x * TK, g = H / Hkv, Ho = H / hpo;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gq = lane >> 2, t4 = lane & 3;
     auto write = [&](int ho, bool zero) {  // the tile's masses of output head ho from red
         __syncthreads();
@@ -655,14 +656,14 @@ __device__ void vis_mass_tc(const T* q, const int* qpos, const float* qw, const 
                 }
             }
         }
-        if (!reduce || h == H - 1) {
+        if ((h + 1) % hpo == 0) {  // the last head of output head h / hpo
             if (gq == 0)
 #pragma unroll
                 for (int kt = 0; kt < TK / 8; ++kt) {
                     red[warp][kt * 8 + 2 * t4] = acc[kt][0];
                     red[warp][kt * 8 + 2 * t4 + 1] = acc[kt][1];
                 }
-            write(reduce ? 0 : h, false);
+            write(h / hpo, false);
             reset();
         }
     }
@@ -673,8 +674,8 @@ __device__ void vis_mass_tc(const T* q, const int* qpos, const float* qw, const 
     extern "C" __global__ void __launch_bounds__(128) visual_mass_tc_##SUF(                                       \
         const T* q, const int* qpos, const float* qw, const T* k, const int* cu, const int* seg, const float* lse, \
         float* mass, unsigned* status, int seqs, int tokens, int R, int H, int Hkv, int D, int n, float scale,      \
-        int reduce) {                                                                                              \
-        vis_mass_tc<T>(q, qpos, qw, k, cu, seg, lse, mass, status, seqs, tokens, R, H, Hkv, D, n, scale, reduce); \
+        int hpo) {                                                                                                 \
+        vis_mass_tc<T>(q, qpos, qw, k, cu, seg, lse, mass, status, seqs, tokens, R, H, Hkv, D, n, scale, hpo);    \
     }                                                                                                              \
     extern "C" __global__ void __launch_bounds__(256) visual_row_lse_tc_##SUF(                                    \
         const T* q, const int* qpos, const T* k, const int* cu, float* ws, int seqs, int tokens, int R, int H,     \
@@ -780,8 +781,8 @@ __device__ void vis_merge_mean(const T* x, const int* cu, const int* seg, const 
     extern "C" __global__ void __launch_bounds__(128) visual_mass_##SUF(                                          \
         const T* q, const int* qpos, const float* qw, const T* k, const int* cu, const int* seg, const float* lse, \
         float* mass, unsigned* status, int seqs, int tokens, int rows, int H, int Hkv, int D, int n, float scale, \
-        int reduce) {                                                                                             \
-        vis_mass<T>(q, qpos, qw, k, cu, seg, lse, mass, status, seqs, tokens, rows, H, Hkv, D, n, scale, reduce); \
+        int hpo) {                                                                                                \
+        vis_mass<T>(q, qpos, qw, k, cu, seg, lse, mass, status, seqs, tokens, rows, H, Hkv, D, n, scale, hpo);    \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(128) visual_sparse_attention_##SUF(                              \
         const T* q, const T* k, const T* v, const int* cu, const int* pos, T* o, float* lse, unsigned* status,    \

@@ -1,5 +1,6 @@
 // Attention mass, pass 2: one invocation per (sequence b, output head, candidate j) owns
-// mass[b][head][j] (one output head when heads are reduced) and sums the rater rows r0..r1 of
+// mass[b][head][j] (output head ho covers the p.hpo query heads from ho * hpo: 1 when none are
+// reduced, H / Hkv per KV group, H for all) and sums the rater rows r0..r1 of
 // this dispatch, in row order, over the heads it covers; the host splits the rows over
 // dispatches so that no invocation loops longer than its budget (a CPU adapter stops loops at
 // 65,535 iterations). The first dispatch (r0 = 0) writes, later ones add: no atomics, and the
@@ -20,8 +21,7 @@
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) tid: u32) {
     let tiles = (p.n + 63u) / 64u;
-    var ho_n = p.heads;
-    if (p.reduce != 0u) { ho_n = 1u; }
+    let ho_n = p.heads / p.hpo;
     let id = wid.x + wid.y * nwg.x;
     if (id >= tiles * ho_n * p.seqs) { return; }
     let b = id / (tiles * ho_n);
@@ -47,12 +47,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
     let g = p.heads / p.kv_heads;
-    var h0 = ho;
-    var h1 = ho + 1u;
-    if (p.reduce != 0u) {
-        h0 = 0u;
-        h1 = p.heads;
-    }
+    let h0 = ho * p.hpo;
+    let h1 = h0 + p.hpo;
     var acc = 0.0;
     if (p.r0 != 0u) { acc = mass[out]; }
     if (seg_ok && i32(j) < len) {

@@ -269,14 +269,14 @@ impl AttnMass {
                 (None, sp)
             }
         };
-        let reduce = i32::from(p.reduce_heads);
+        let hpo = self.heads_per_output() as i32;
         if tc && mass_shared <= optin {
             let f = cuda.function("visual", &format!("visual_mass_tc_{}", T::DTYPE))?;
             f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, mass_shared as i32)
                 .map_err(cuda_err)?;
             let mut b = stream.launch_builder(&f);
             b.arg(&qp).arg(&pp).arg(&wp).arg(&kp).arg(&cp).arg(&gp).arg(&lp).arg(&mp).arg(&stp);
-            b.arg(&seqs).arg(&tokens).arg(&rows).arg(&h).arg(&hkv).arg(&d).arg(&n).arg(&p.scale).arg(&reduce);
+            b.arg(&seqs).arg(&tokens).arg(&rows).arg(&h).arg(&hkv).arg(&d).arg(&n).arg(&p.scale).arg(&hpo);
             let cfg = LaunchConfig {
                 grid_dim: (grid_dim("x", p.n.div_ceil(64))?, grid_dim("y", p.seqs)?, 1),
                 block_dim: (128, 1, 1),
@@ -293,7 +293,7 @@ impl AttnMass {
         let f = cuda.function("visual", &format!("visual_mass_{}", T::DTYPE))?;
         let mut b = stream.launch_builder(&f);
         b.arg(&qp).arg(&pp).arg(&wp).arg(&kp).arg(&cp).arg(&gp).arg(&lp).arg(&mp).arg(&stp);
-        b.arg(&seqs).arg(&tokens).arg(&rows).arg(&h).arg(&hkv).arg(&d).arg(&n).arg(&p.scale).arg(&reduce);
+        b.arg(&seqs).arg(&tokens).arg(&rows).arg(&h).arg(&hkv).arg(&d).arg(&n).arg(&p.scale).arg(&hpo);
         let cfg = LaunchConfig {
             grid_dim: (grid_dim("x", p.n.div_ceil(128))?, grid_dim("y", p.seqs)?, 1),
             block_dim: (128, 1, 1),

@@ -8,14 +8,15 @@ use crate::error::{invalid, Error, Result};
 use crate::layout::{dim, elements};
 use crate::plan::{Plan, TensorSpec};
 
-use super::{check_offsets, default_true, heads_ok, offsets, segment};
+use super::{check_offsets, heads_ok, offsets, segment};
 
 /// The attention mass each visual key receives: for sequence b and candidate j of its segment,
 /// `mass[b][h][j] = sum_r w_r softmax_r(scale q_r . K)[seg_start + j]` over the chosen query
 /// rows r of that sequence (`q [R, H, D]` at token rows `qpos [R]`, weights `qw [R]`), each
 /// row's softmax over every key it sees (causal: keys up to its own row), GQA (`k [T, Hkv, D]`).
-/// `reduce_heads` sums over heads (`mass [B, 1, n]`), else `[B, H, n]`; entries past the
-/// segment are 0. With `has_lse` the caller's natural-log LSE per (row, head) (`lse [R, H]`,
+/// `reduce_heads` sums over heads (`mass [B, 1, n]`), `reduce_groups` over the heads of each KV
+/// group (`mass [B, Hkv, n]`, ZipCache's per-group scores), neither gives `[B, H, n]`; entries
+/// past the segment are 0. With `has_lse` the caller's natural-log LSE per (row, head) (`lse [R, H]`,
 /// from its own attention) saves the first pass. A row outside the tokens is ignored and a
 /// segment that does not fit its sequence scores 0; both raise `INDEX_OUT_OF_RANGE`. Each
 /// output is owned by one thread that loops over rows and heads: no atomics.
@@ -40,9 +41,14 @@ pub struct AttnMassParams {
     pub scale: f32,
     /// Storage dtype of `q` and `k`: f32, f16 or bf16 (`qw`, `lse`, `mass` and `ws` are f32).
     pub dtype: DType,
-    /// Sum over heads into `mass [B, 1, n]` (default `true`); else `mass [B, H, n]`.
-    #[serde(default = "default_true")]
-    pub reduce_heads: bool,
+    /// Sum over heads into `mass [B, 1, n]` (absent: true unless `reduce_groups`); false:
+    /// `mass [B, H, n]`.
+    #[serde(default)]
+    pub reduce_heads: Option<bool>,
+    /// Sum over the heads of each KV group into `mass [B, Hkv, n]` (default false); not with
+    /// `reduce_heads: true`.
+    #[serde(default)]
+    pub reduce_groups: bool,
     /// Take the caller's `lse [R, H]` instead of computing it (default `false`).
     #[serde(default)]
     pub has_lse: bool,
@@ -72,14 +78,28 @@ impl AttnMass {
         elements("attn_mass k", &[p.tokens, p.kv_heads, p.dim])?;
         elements("attn_mass q", &[p.rows, p.heads, p.dim])?;
         elements("attn_mass mass", &[p.seqs, p.heads, p.n])?;
+        if p.reduce_groups && p.reduce_heads == Some(true) {
+            return Err(invalid("attn_mass: reduce_heads and reduce_groups cannot both be true"));
+        }
         Ok(Self { params: p })
     }
-    fn out_heads(&self) -> usize {
-        if self.params.reduce_heads {
-            1
+
+    /// Query heads summed into each output head: 1 (none), `heads / kv_heads` (per KV group) or
+    /// `heads` (all).
+    pub fn heads_per_output(&self) -> usize {
+        let p = &self.params;
+        if p.reduce_groups {
+            p.heads / p.kv_heads
+        } else if p.reduce_heads.unwrap_or(true) {
+            p.heads
         } else {
-            self.params.heads
+            1
         }
+    }
+
+    /// Output heads of `mass`: 1, `kv_heads` or `heads`.
+    pub fn out_heads(&self) -> usize {
+        self.params.heads / self.heads_per_output()
     }
 
     /// Checks on the host what the kernel would flag: `cu_seqlens` from 0 to `tokens` without
@@ -168,7 +188,7 @@ impl AttnMass {
                         m + s.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
                     }
                 };
-                let oh = if p.reduce_heads { 0 } else { h };
+                let oh = h / self.heads_per_output();
                 for j in 0..n.min((t + 1).saturating_sub(s0)) {
                     acc[(b * self.out_heads() + oh) * p.n + j] += f64::from(qw[r]) * (score(r, h, s0 + j) - l).exp();
                 }

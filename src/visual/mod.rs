@@ -65,7 +65,3 @@ fn heads_ok(heads: usize, kv_heads: usize, d: usize) -> Result<()> {
     }
     Ok(())
 }
-
-fn default_true() -> bool {
-    true
-}

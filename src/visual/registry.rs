@@ -381,6 +381,27 @@ impl Registered for AttnMass {
                     48,
                     json!({}),
                 ),
+                // ZipCache's per-group sums: H6 over 3 KV heads (two heads a group), both kernels.
+                mass_case(
+                    "per KV group: GQA 6/3 D16",
+                    &[40, 25],
+                    &[3, 30, 2, 20],
+                    7,
+                    6,
+                    3,
+                    16,
+                    json!({"reduce_groups": true}),
+                ),
+                mass_case(
+                    "tensor cores per KV group: 70 rows, GQA 8/2 D32",
+                    &[200, 90],
+                    &[20, 150, 5, 60],
+                    70,
+                    8,
+                    2,
+                    32,
+                    json!({"reduce_groups": true, "fixture.early": true}),
+                ),
                 mass_case(
                     "tensor cores: bad row and segment D16",
                     &[30, 20],

@@ -16,7 +16,7 @@ uniforms! {
     /// `visual_row_lse` / `visual_mass`: `lse_off` indexes the caller's LSE or the workspace;
     /// `visual_mass` adds rater rows `r0..r1` to the masses (writes them when `r0` is 0).
     MassUniform for ["visual_row_lse", "visual_mass"] {
-        seqs: u32, tokens: u32, rows: u32, heads: u32, kv_heads: u32, dim: u32, n: u32, scale: f32, reduce: u32,
+        seqs: u32, tokens: u32, rows: u32, heads: u32, kv_heads: u32, dim: u32, n: u32, scale: f32, hpo: u32,
         q_off: u32, qpos_off: u32, qw_off: u32, k_off: u32, cu_off: u32, seg_off: u32, lse_off: u32, mass_off: u32,
         ws_off: u32, r0: u32, r1: u32,
     }

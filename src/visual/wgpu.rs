@@ -131,7 +131,7 @@ impl AttnMass {
             dim: p.dim as u32,
             n: u32_of("n", p.n)?,
             scale: p.scale,
-            reduce: u32::from(p.reduce_heads),
+            hpo: self.heads_per_output() as u32,
             q_off: self.bind(&q, "q", mb)?,
             qpos_off: self.bind(&qpos, "qpos", mb)?,
             qw_off: self.bind(&qw, "qw", mb)?,
@@ -159,7 +159,7 @@ impl AttnMass {
         let st = status.wgpu_buffer("attn_mass")?;
         let bufs =
             [q.buffer, qpos.buffer, qw.buffer, k.buffer, cu_seqlens.buffer, seg.buffer, lse_buf, mass.buffer, st];
-        let ho = if p.reduce_heads { 1 } else { p.heads };
+        let ho = self.out_heads();
         let groups = u32_of("workgroups", p.n.div_ceil(64) * ho * p.seqs)?;
         let module = format!("visual_mass_{}", p.dtype);
         // Rater rows in windows, one dispatch each (at least one, which writes the zeros).
@@ -376,11 +376,11 @@ impl AttnMass {
 
     /// The loop budget of a `visual_mass.wgsl` dispatch over `rows` rater rows: cu_seqlens'
     /// check, the row check, then per row the scores over the heads the invocation sums (all
-    /// of them when heads are reduced), each D long.
+    /// query heads of its output head), each D long.
     fn mass_loops(&self, rows: usize) -> u64 {
         let p = &self.params;
         let (rows, d) = (rows as u64, p.dim as u64);
-        let per_row = if p.reduce_heads { p.heads as u64 } else { 1 };
+        let per_row = self.heads_per_output() as u64;
         p.seqs as u64 + rows + rows * (1 + per_row * (1 + d))
     }
 }
