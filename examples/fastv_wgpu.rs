@@ -55,7 +55,15 @@ fn plans(text: (usize, usize), n: usize, heads: usize, dim: usize) -> Result<Pla
             reduce_groups: false,
             has_lse: false,
         })?,
-        select: Select::new(SelectParams { seqs: 1, n, mode: SelectMode::TopK, k, tau: 0.9, has_order: false })?,
+        select: Select::new(SelectParams {
+            seqs: 1,
+            n,
+            mode: SelectMode::TopK,
+            k,
+            tau: 0.9,
+            has_order: false,
+            per_seq_k: false,
+        })?,
         compact: Compact::new(CompactParams { seqs: 1, tokens, n })?,
         gather_q: g(heads * dim)?,
         gather_kv: g(heads * dim)?,
@@ -129,6 +137,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 (&mass).into(),
                 (&lens).into(),
                 None,
+                None,
                 (&idx).into(),
                 (&count).into(),
                 &status,
@@ -171,7 +180,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (mut m, mut w2) = (vec![0f32; n], vec![0f32; heads]);
         p.mass.run_cpu(&q[(tokens - 1) * heads * dim..], &last, &[1.0], &k, &cu, &seg, None, &mut m, &mut w2, &cpu)?;
         let (mut ix, mut c) = (vec![0i32; n], vec![0i32; 1]);
-        p.select.run_cpu(&m, &[n as i32], None, &mut ix, &mut c, &cpu)?;
+        p.select.run_cpu(&m, &[n as i32], None, None, &mut ix, &mut c, &cpu)?;
         let (mut r, mut ps, mut co) = (vec![0i32; tokens], vec![0i32; tokens], vec![0i32; 2]);
         p.compact.run_cpu(&cu, &seg, &ix, &c, &mut r, &mut ps, &mut co, &cpu)?;
         let gather = |src: &[f32]| -> Vec<f32> {

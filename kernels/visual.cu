@@ -70,9 +70,10 @@ __device__ void vis_sort_desc(const float* v, int l, float* sk, int* si, int N) 
 // block-wide sort; sort_n = 0: each candidate is ranked against every other (O(n^2), for rows
 // too long to sort in shared memory). Either way ties go to the lower index, and the masses are
 // summed by one thread in descending order, so every backend keeps the same set.
-extern "C" __global__ void __launch_bounds__(256, 1) visual_select(const float* score, const int* lens, const float* order, int* idx,
-                                                     int* count, unsigned* status, int n, int mode, int k, float tau,
-                                                     int has_order, int sort_n) {
+// `keep` (top-k, null: `k` for every sequence): sequence b's own count; a negative one is bad.
+extern "C" __global__ void __launch_bounds__(256, 1) visual_select(const float* score, const int* lens, const float* order,
+                                                     const int* keep, int* idx, int* count, unsigned* status, int n,
+                                                     int mode, int k, float tau, int has_order, int sort_n) {
     extern __shared__ __align__(16) unsigned char sel_smem[];
     __shared__ int scan[256];
     __shared__ int keep_n;
@@ -87,7 +88,8 @@ extern "C" __global__ void __launch_bounds__(256, 1) visual_select(const float* 
     const int l = lens[b];
     // The verdict comes through the barrier's reduction: no thread reads a flag others may still
     // be setting (the emulated device's ThreadSanitizer build caught that race here).
-    const bool len_bad = l < 0 || l > n;
+    const int kb = keep ? keep[b] : k;
+    const bool len_bad = l < 0 || l > n || kb < 0;
     int nonfinite = 0;
     if (!len_bad)
         for (int j = threadIdx.x; j < l; j += 256) nonfinite |= !isfinite(s[j]) || !isfinite(ord[j]);
@@ -131,7 +133,7 @@ extern "C" __global__ void __launch_bounds__(256, 1) visual_select(const float* 
             keep_n = p;
         }
     } else if (threadIdx.x == 0) {
-        keep_n = k;
+        keep_n = kb;
     }
     __syncthreads();
     if (sorted) {

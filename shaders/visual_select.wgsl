@@ -13,6 +13,7 @@
 @group(0) @binding(4) var<storage, read_write> idx: array<i32>;
 @group(0) @binding(5) var<storage, read_write> count: array<i32>;
 @group(0) @binding(6) var<storage, read_write> status: array<atomic<u32>>;
+@group(0) @binding(7) var<storage, read> keep_in: array<i32>;  // per-sequence counts (per_seq_k)
 
 const WG: u32 = 256u;
 
@@ -88,6 +89,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let l = lens[p.lens_off + b];
         len_w = u32(max(l, 0));
         if (l < 0 || u32(l) > p.n) { atomicOr(&bad, ST_INDEX_OUT_OF_RANGE); len_w = 0u; }
+        // A negative count is as bad as a bad length (and, like it, skips the finiteness scan).
+        if (p.per_seq_k != 0u && keep_in[p.keep_off + b] < 0) { atomicOr(&bad, ST_INDEX_OUT_OF_RANGE); len_w = 0u; }
     }
     let l = workgroupUniformLoad(&len_w);
     for (var j = tid; j < l; j += WG) {
@@ -156,7 +159,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             // The kept set is ranked by `order`; without one the score order stands.
             if (p.has_order != 0u) { sort(b, ob, l, 1u, tid); }
         } else {
-            keep = min(p.k, l);
+            var kb = p.k;
+            if (p.per_seq_k != 0u) { kb = u32(keep_in[p.keep_off + b]); }  // checked >= 0 above
+            keep = min(kb, l);
             sort(b, ob, l, 1u, tid);
         }
         sort(b, ob, keep, 2u, tid);

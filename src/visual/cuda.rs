@@ -88,12 +88,14 @@ impl Select {
         score: &impl DevicePtr<f32>,
         lens: &impl DevicePtr<i32>,
         order: Option<&CudaSlice<f32>>,
+        keep: Option<&CudaSlice<i32>>,
         idx: &mut impl DevicePtrMut<i32>,
         count: &mut impl DevicePtrMut<i32>,
         status: &mut Status,
     ) -> Result<()> {
         let mut given = vec![("score", score.len()), ("lens", lens.len()), ("idx", idx.len())];
         given.extend([("count", count.len())].into_iter().chain(order.map(|o| ("order", o.len()))));
+        given.extend(keep.map(|k| ("keep", k.len())));
         self.check_lens(&given)?;
         let p = &self.params;
         let (stp, _s) = status.cuda_slice("visual")?.device_ptr_mut(stream);
@@ -105,6 +107,14 @@ impl Select {
                 (Some(g), ptr)
             }
             None => (None, sp),
+        };
+        // The per-sequence counts (null: `k` for every sequence).
+        let (_kg, kp) = match keep.filter(|_| p.per_seq_k) {
+            Some(k) => {
+                let (ptr, g) = k.device_ptr(stream);
+                (Some(g), ptr)
+            }
+            None => (None, 0u64),
         };
         let (ip, _c) = idx.device_ptr_mut(stream);
         let (cp, _d) = count.device_ptr_mut(stream);
@@ -123,7 +133,8 @@ impl Select {
             .map_err(cuda_err)?;
         let sort_i = sort_n as i32;
         let mut b = stream.launch_builder(&f);
-        b.arg(&sp).arg(&lp).arg(&op).arg(&ip).arg(&cp).arg(&stp).arg(&n).arg(&mode).arg(&k).arg(&p.tau).arg(&ho);
+        b.arg(&sp).arg(&lp).arg(&op).arg(&kp).arg(&ip).arg(&cp).arg(&stp).arg(&n).arg(&mode).arg(&k).arg(&p.tau);
+        b.arg(&ho);
         b.arg(&sort_i);
         let cfg = LaunchConfig {
             grid_dim: (grid_dim("x", p.seqs)?, 1, 1),
@@ -131,7 +142,8 @@ impl Select {
             shared_mem_bytes: (9 * sort_n) as u32,
         };
         // SAFETY: matches visual_select; one block per sequence reads its n scores (and order)
-        // only below lens[b] after checking 0 <= lens[b] <= n, and writes its own idx row and
+        // only below lens[b] after checking 0 <= lens[b] <= n, and keep[b] (null without
+        // per_seq_k; its length checked otherwise), and writes its own idx row and
         // count; the sort's arrays hold sort_n >= n slots in the 9 * sort_n bytes of dynamic
         // shared memory (within the opt-in limit, or 0 and unused); lengths checked against
         // the tensor list.

@@ -141,6 +141,21 @@ impl Registered for Select {
                 c("above mean", json!({"seqs": 3, "n": 257, "mode": "above_mean"})),
                 c("above mean all equal", json!({"seqs": 1, "n": 20, "mode": "above_mean", "fixture": "equal"})),
                 c("bad length and a NaN", json!({"seqs": 3, "n": 10, "k": 4, "fixture": "bad"})),
+                // FastV's k per image: images of 576, 300 and 0 tokens in one launch, counts
+                // from one drop ratio (and one past its length, one of 0); then a negative count.
+                c(
+                    "top-k per sequence, lens 576/300/0/40",
+                    json!({"seqs": 4, "n": 576, "per_seq_k": true,
+                        "fixture": {"lens": [576, 300, 0, 40], "keep": [144, 75, 3, 0]}}),
+                ),
+                c(
+                    "top-k per sequence, CUDA ranks by counting",
+                    json!({"seqs": 2, "n": 20000, "per_seq_k": true, "fixture": {"lens": [300, 77], "keep": [10, 100]}}),
+                ),
+                c(
+                    "top-k per sequence, a negative count",
+                    json!({"seqs": 3, "n": 30, "per_seq_k": true, "fixture": {"keep": [5, -1, 7]}}),
+                ),
             ],
         )
         .into_iter()
@@ -174,6 +189,14 @@ impl Registered for Select {
         if p.has_order {
             f32s(&mut m, "order", &rng.normals(p.seqs * p.n, 1.0));
         }
+        if p.per_seq_k {
+            let mut keep: Vec<i32> =
+                fx.0.get("keep")
+                    .and_then(|v| v.as_array())
+                    .map_or(vec![], |a| a.iter().map(|x| x.as_i64().unwrap_or(0) as i32).collect());
+            keep.resize(p.seqs, 1);
+            ints(&mut m, "keep", &keep);
+        }
         Ok(m)
     }
     fn oracle(&self, i: &TensorMap) -> Result<Expected> {
@@ -182,7 +205,8 @@ impl Registered for Select {
         let (mut idx, mut count) = (vec![0; p.seqs * p.n], vec![0; p.seqs]);
         let order: Option<Vec<f32>> = i.get("order").map(|t| t.to_vec()).transpose()?;
         let (score, lens): (Vec<f32>, _) = (host(i, "score")?.to_vec()?, host(i, "lens")?.to_i32());
-        self.run_cpu(&score, &lens, order.as_deref(), &mut idx, &mut count, &st)?;
+        let keep = i.get("keep").map(|t| t.to_i32());
+        self.run_cpu(&score, &lens, order.as_deref(), keep.as_deref(), &mut idx, &mut count, &st)?;
         let f = |v: &[i32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
         let mut e = Expected::with("idx", f(&idx)).and("count", f(&count));
         e.status = st.take_bits(&Backend::Cpu)?;
@@ -190,11 +214,12 @@ impl Registered for Select {
     }
     fn launch(&self, l: &mut Launch, dev: &mut DevMap, status: &mut Status) -> Result<()> {
         launch!(self, l, dev, status; any;
-            score: ro f32, lens: ro i32, order: opt f32, idx: rw i32, count: rw i32; status)
+            score: ro f32, lens: ro i32, order: opt f32, keep: opt i32, idx: rw i32, count: rw i32; status)
     }
     fn validate_inputs(&self, i: &TensorMap) -> Result<()> {
         let order: Option<Vec<f32>> = i.get("order").map(|t| t.to_vec()).transpose()?;
-        self.validate(&host(i, "score")?.to_vec()?, &host(i, "lens")?.to_i32(), order.as_deref())
+        let keep = i.get("keep").map(|t| t.to_i32());
+        self.validate(&host(i, "score")?.to_vec()?, &host(i, "lens")?.to_i32(), order.as_deref(), keep.as_deref())
     }
 }
 

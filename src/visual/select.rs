@@ -26,7 +26,8 @@ pub enum SelectMode {
 }
 
 /// Keeps candidates of `score [B, n]` (f32; the first `lens[b]` are sequence b's): `idx [B, n]`
-/// the kept indices ascending then `-1`, `count [B]`. Sums run in f32 in index order, so every
+/// the kept indices ascending then `-1`, `count [B]` (top-k may take a count per sequence,
+/// `keep [B]`). Sums run in f32 in index order, so every
 /// backend keeps the same set. A length outside `[0, n]` or a non-finite score keeps nothing
 /// and raises `INDEX_OUT_OF_RANGE` / `VALUE_OUT_OF_RANGE`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +43,12 @@ pub struct SelectParams {
     /// Top-k's `k` (default 0): a sequence keeps `min(k, lens[b])` candidates.
     #[serde(default)]
     pub k: usize,
+    /// Top-k with one count per sequence instead of `k`: input `keep [B] i32`, sequence b keeps
+    /// `min(keep[b], lens[b])` (FastV's k is per image, `round_half_even(N (1 - r))`, see
+    /// [`super::oracle::keep_count`]); a negative count keeps nothing and raises
+    /// `INDEX_OUT_OF_RANGE`. Default false.
+    #[serde(default)]
+    pub per_seq_k: bool,
     /// Mass mode's share of the total mass to reach, in `[0, 1]` (default 0.9).
     #[serde(default = "default_tau")]
     pub tau: f32,
@@ -72,26 +79,39 @@ impl Select {
         if !(p.tau.is_finite() && (0.0..=1.0).contains(&p.tau)) {
             return Err(invalid(format!("select tau = {} must be in [0, 1]", p.tau)));
         }
+        if p.per_seq_k && p.mode != SelectMode::TopK {
+            return Err(invalid("select per_seq_k goes with mode top_k"));
+        }
         Ok(Self { params: p })
     }
-    fn keep(&self) -> oracle::Keep {
+    /// Sequence b's rule; `Err` with the status bit for a negative per-sequence count.
+    fn keep(&self, keep: Option<&[i32]>, b: usize) -> std::result::Result<oracle::Keep, u32> {
         match self.params.mode {
-            SelectMode::TopK => oracle::Keep::TopK(self.params.k),
-            SelectMode::Mass => oracle::Keep::Mass(self.params.tau),
-            SelectMode::AboveMean => oracle::Keep::AboveMean,
+            SelectMode::TopK => match keep.filter(|_| self.params.per_seq_k) {
+                Some(kv) => usize::try_from(kv[b]).map(oracle::Keep::TopK).map_err(|_| StatusBits::INDEX_OUT_OF_RANGE),
+                None => Ok(oracle::Keep::TopK(self.params.k)),
+            },
+            SelectMode::Mass => Ok(oracle::Keep::Mass(self.params.tau)),
+            SelectMode::AboveMean => Ok(oracle::Keep::AboveMean),
         }
     }
 
-    /// Checks on the host what the kernel would flag: every `lens[b]` in `[0, n]` and the first
-    /// `lens[b]` entries of `score` (and of `order`, with `has_order`) finite. The
-    /// `Error::InvalidInput` names the first bad element.
-    pub fn validate(&self, score: &[f32], lens: &[i32], order: Option<&[f32]>) -> Result<()> {
+    /// Checks on the host what the kernel would flag: every `lens[b]` in `[0, n]`, every
+    /// `keep[b]` (with `per_seq_k`) at least 0, and the first `lens[b]` entries of `score` (and of
+    /// `order`, with `has_order`) finite. The `Error::InvalidInput` names the first bad element.
+    pub fn validate(&self, score: &[f32], lens: &[i32], order: Option<&[f32]>, keep: Option<&[i32]>) -> Result<()> {
         self.check_len("score", score.len())?;
         self.check_len("lens", lens.len())?;
         if let Some(t) = order {
             self.check_len("order", t.len())?;
         }
         let p = &self.params;
+        if let Some(kv) = keep.filter(|_| p.per_seq_k) {
+            self.check_len("keep", kv.len())?;
+            if let Some(b) = (0..p.seqs).find(|&b| kv[b] < 0) {
+                return Err(Error::InvalidInput(format!("keep[{b}] = {} is negative", kv[b])));
+            }
+        }
         for b in 0..p.seqs {
             let l = usize::try_from(lens[b])
                 .ok()
@@ -111,17 +131,20 @@ impl Select {
     /// in; `idx [B, n]`, `count [B]` out; bad lengths and scores raise their bits in `status`.
     /// `Error::Shape` for a buffer too short, `Error::InvalidParams` for `order` missing or not
     /// wanted, or a status word of another backend.
+    #[allow(clippy::too_many_arguments)]
     pub fn run_cpu(
         &self,
         score: &[f32],
         lens: &[i32],
         order: Option<&[f32]>,
+        keep: Option<&[i32]>,
         idx: &mut [i32],
         count: &mut [i32],
         status: &Status,
     ) -> Result<()> {
         let mut given = vec![("score", score.len()), ("lens", lens.len()), ("idx", idx.len())];
         given.extend([("count", count.len())].into_iter().chain(order.map(|o| ("order", o.len()))));
+        given.extend(keep.map(|k| ("keep", k.len())));
         self.check_lens(&given)?;
         let (p, mut bits) = (&self.params, 0);
         for b in 0..p.seqs {
@@ -132,13 +155,22 @@ impl Select {
                 bits |= StatusBits::INDEX_OUT_OF_RANGE;
                 continue;
             };
+            // A negative count is as bad as a bad length (checked before the scores, as the
+            // kernels do).
+            let rule = match self.keep(keep, b) {
+                Ok(r) => r,
+                Err(bit) => {
+                    bits |= bit;
+                    continue;
+                }
+            };
             let s = &score[b * p.n..b * p.n + l];
             let ord = order.filter(|_| p.has_order).map_or(s, |o| &o[b * p.n..b * p.n + l]);
             if s.iter().chain(ord).any(|v| !v.is_finite()) {
                 bits |= StatusBits::VALUE_OUT_OF_RANGE;
                 continue;
             }
-            let kept = oracle::select(s, ord, self.keep());
+            let kept = oracle::select(s, ord, rule);
             count[b] = kept.len() as i32;
             for (i, j) in kept.into_iter().enumerate() {
                 idx[b * p.n + i] = j as i32;
@@ -166,6 +198,9 @@ impl Plan for Select {
             vec![TensorSpec::input("score", DType::F32, p.seqs * p.n), TensorSpec::input("lens", DType::I32, p.seqs)];
         if p.has_order {
             v.push(TensorSpec::input("order", DType::F32, p.seqs * p.n));
+        }
+        if p.per_seq_k {
+            v.push(TensorSpec::input("keep", DType::I32, p.seqs));
         }
         v.push(TensorSpec::output("idx", DType::I32, p.seqs * p.n));
         v.push(TensorSpec::output("count", DType::I32, p.seqs));

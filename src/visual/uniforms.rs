@@ -6,7 +6,7 @@ uniforms! {
     /// `visual_select`: mode 0 top-k, 1 cumulative mass, 2 above mean.
     SelectUniform for ["visual_select"] {
         seqs: u32, n: u32, mode: u32, k: u32, tau: f32, has_order: u32, score_off: u32, lens_off: u32,
-        order_off: u32, idx_off: u32, count_off: u32,
+        order_off: u32, idx_off: u32, count_off: u32, per_seq_k: u32, keep_off: u32,
     }
     /// `visual_compact`: one workgroup per sequence.
     CompactUniform for ["visual_compact"] {

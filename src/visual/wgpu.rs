@@ -5,7 +5,7 @@ use super::{AttnMass, Compact, Merge, NeighborAttention, Select, SelectMode, Spa
 use crate::backend::loops::{strided, tree};
 use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
 use crate::backend::Status;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::layout::u32_of;
 use crate::plan::Plan;
 
@@ -21,6 +21,7 @@ impl Select {
         score: WgpuTensor,
         lens: WgpuTensor,
         order: Option<WgpuTensor>,
+        keep: Option<WgpuTensor>,
         idx: WgpuTensor,
         count: WgpuTensor,
         status: &Status,
@@ -29,6 +30,11 @@ impl Select {
         let (order_buf, order_off) = match order.filter(|_| p.has_order) {
             Some(o) => (o.buffer, self.bind(&o, "order", mb)?),
             None => (score.buffer, 0),
+        };
+        let (keep_buf, keep_off) = match keep.filter(|_| p.per_seq_k) {
+            Some(k) => (k.buffer, self.bind(&k, "keep", mb)?),
+            None if p.per_seq_k => return Err(Error::InvalidParams("select: per_seq_k needs `keep`".into())),
+            None => (lens.buffer, 0),
         };
         let u = SelectUniform {
             seqs: u32_of("seqs", p.seqs)?,
@@ -46,8 +52,11 @@ impl Select {
             order_off,
             idx_off: self.bind(&idx, "idx", mb)?,
             count_off: self.bind(&count, "count", mb)?,
+            per_seq_k: u32::from(p.per_seq_k),
+            keep_off,
         };
-        let bufs = [score.buffer, lens.buffer, order_buf, idx.buffer, count.buffer, status.wgpu_buffer("select")?];
+        let st = status.wgpu_buffer("select")?;
+        let bufs = [score.buffer, lens.buffer, order_buf, idx.buffer, count.buffer, st, keep_buf];
         gpu.dispatch(enc, "visual_select", bytemuck::bytes_of(&u), &bufs, u.seqs, self.wgpu_loops())
     }
 }
