@@ -8,6 +8,7 @@ typedef long long i64;
 
 // NVRTC has no <cmath>, so no INFINITY macro.
 #define NEG_INF (__int_as_float(0xff800000))
+#define POS_INF (__int_as_float(0x7f800000))
 #define NAN_F (__int_as_float(0x7fc00000))
 
 // NaN and finiteness by the bits (the NaN policy, ARCHITECTURE.md: a NaN score makes its row NaN).

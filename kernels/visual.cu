@@ -6,11 +6,20 @@
 
 #define VIS_TILE 128
 
-// Rank of candidate j by descending s, ties to the lower index.
-__device__ int vis_rank(const float* s, int n, int j) {
-    const float v = s[j];
+// Candidate j's ranking key: s[j], or +inf where `force` (the scores, when ranking by a separate
+// order) holds +inf: a forced candidate ranks first whatever its order value.
+__device__ __forceinline__ float vis_key(const float* s, const float* force, int j) {
+    return force && force[j] == POS_INF ? POS_INF : s[j];
+}
+
+// Rank of candidate j by descending key, ties to the lower index.
+__device__ int vis_rank(const float* s, const float* force, int n, int j) {
+    const float v = vis_key(s, force, j);
     int r = 0;
-    for (int i = 0; i < n; ++i) r += (s[i] > v || (s[i] == v && i < j)) ? 1 : 0;
+    for (int i = 0; i < n; ++i) {
+        const float u = vis_key(s, force, i);
+        r += (u > v || (u == v && i < j)) ? 1 : 0;
+    }
     return r;
 }
 
@@ -41,9 +50,9 @@ __device__ int vis_scan256(int flag, int* scan, int& prefix) {
 // 256 threads): a bitonic network over (value, index) pairs in shared memory, the padding
 // (-inf, INT_MAX) sorting last. O(N log^2 N) work in log^2 N barrier steps, where ranking each
 // candidate against every other is O(l^2) reads.
-__device__ void vis_sort_desc(const float* v, int l, float* sk, int* si, int N) {
+__device__ void vis_sort_desc(const float* v, const float* force, int l, float* sk, int* si, int N) {
     for (int j = threadIdx.x; j < N; j += blockDim.x) {
-        sk[j] = j < l ? v[j] : NEG_INF;
+        sk[j] = j < l ? vis_key(v, force, j) : NEG_INF;
         si[j] = j < l ? j : 0x7fffffff;
     }
     __syncthreads();
@@ -76,7 +85,7 @@ extern "C" __global__ void __launch_bounds__(256, 1) visual_select(const float* 
                                                      int mode, int k, float tau, int has_order, int sort_n) {
     extern __shared__ __align__(16) unsigned char sel_smem[];
     __shared__ int scan[256];
-    __shared__ int keep_n;
+    __shared__ int keep_n, forced;
     __shared__ float total;
     float* sk = reinterpret_cast<float*>(sel_smem);
     int* si = reinterpret_cast<int*>(sk + sort_n);
@@ -91,8 +100,11 @@ extern "C" __global__ void __launch_bounds__(256, 1) visual_select(const float* 
     const int kb = keep ? keep[b] : k;
     const bool len_bad = l < 0 || l > n || kb < 0;
     int nonfinite = 0;
+    // A +inf score is "always keep" (LOOK-M's forced tokens); NaN, -inf and a non-finite order
+    // are bad.
     if (!len_bad)
-        for (int j = threadIdx.x; j < l; j += 256) nonfinite |= !isfinite(s[j]) || !isfinite(ord[j]);
+        for (int j = threadIdx.x; j < l; j += 256)
+            nonfinite |= (!isfinite(s[j]) && s[j] != POS_INF) || (has_order && !isfinite(ord[j]));
     const bool any_nonfinite = __syncthreads_or(nonfinite) != 0;
     const unsigned bad = len_bad ? ST_INDEX_OUT_OF_RANGE : any_nonfinite ? ST_VALUE_OUT_OF_RANGE : 0u;
     if (bad) {
@@ -104,27 +116,35 @@ extern "C" __global__ void __launch_bounds__(256, 1) visual_select(const float* 
         return;
     }
     if (threadIdx.x == 0) {
+        // The finite scores' total, in index order; the forced ones counted apart.
         float t = 0.f;
-        for (int j = 0; j < l; ++j) t += s[j];
+        int f = 0;
+        for (int j = 0; j < l; ++j) {
+            if (s[j] == POS_INF) ++f;
+            else t += s[j];
+        }
         total = t;
+        forced = f;
     }
     __syncthreads();
     const bool sorted = sort_n > 0 && mode != 2;
     if (mode == 1) {
         // Masses in descending order, summed in order by one thread.
         if (sorted) {
-            vis_sort_desc(s, l, sk, si, sort_n);
+            vis_sort_desc(s, nullptr, l, sk, si, sort_n);
         } else {
             // As float bits in idx, overwritten below.
-            for (int j = threadIdx.x; j < l; j += 256) out[vis_rank(s, l, j)] = __float_as_int(s[j]);
+            for (int j = threadIdx.x; j < l; j += 256) out[vis_rank(s, nullptr, l, j)] = __float_as_int(s[j]);
             __syncthreads();
         }
         if (threadIdx.x == 0) {
             const float need = tau * total;
             float cum = 0.f;
             int p = l;
-            for (int r = 0; r < l; ++r) {
-                cum += sorted ? sk[r] : __int_as_float(out[r]);
+            for (int r = 0; r < l; ++r) {  // the forced (+inf) ones lead and add nothing
+                const float v = sorted ? sk[r] : __int_as_float(out[r]);
+                if (v == POS_INF) continue;
+                cum += v;
                 if (cum >= need) {
                     p = r + 1;
                     break;
@@ -133,23 +153,27 @@ extern "C" __global__ void __launch_bounds__(256, 1) visual_select(const float* 
             keep_n = p;
         }
     } else if (threadIdx.x == 0) {
-        keep_n = kb;
+        keep_n = max(kb, forced);  // every forced candidate, then the best of the rest
     }
     __syncthreads();
     if (sorted) {
         // The kept candidates are the first keep_n of `ord` in rank order.
-        if (mode == 0 || has_order) vis_sort_desc(ord, l, sk, si, sort_n);  // mass mode without order: sorted above
+        // Mass mode without order: sorted above. By order, the forced candidates still lead.
+        if (mode == 0 || has_order) vis_sort_desc(ord, has_order ? s : nullptr, l, sk, si, sort_n);
         for (int j = threadIdx.x; j < l; j += 256) kept[j] = 0;
         __syncthreads();
         for (int r = threadIdx.x; r < min(keep_n, l); r += 256) kept[si[r]] = 1;
         __syncthreads();
     }
-    const float mean = total / (float)l;
+    const float mean = total / (float)(l - forced);  // over the finite ones (NaN if none: only the forced)
     int running = 0;
     for (int j0 = 0; j0 < n; j0 += 256) {
         const int j = j0 + threadIdx.x;
         int flag = 0;
-        if (j < l) flag = mode == 2 ? (s[j] > mean) : sorted ? kept[j] : (vis_rank(ord, l, j) < keep_n);
+        if (j < l)
+            flag = mode == 2 ? (s[j] == POS_INF || s[j] > mean)
+                 : sorted    ? kept[j]
+                             : (vis_rank(ord, has_order ? s : nullptr, l, j) < keep_n);
         int prefix;
         const int tile = vis_scan256(flag, scan, prefix);
         if (flag) out[running + prefix] = j;

@@ -22,12 +22,22 @@ var<workgroup> bad_w: u32;
 var<workgroup> len_w: u32;
 var<workgroup> total_w: f32;
 var<workgroup> keep_w: u32;
+var<workgroup> forced_w: u32;
 var<workgroup> scan: array<u32, 256>;
 
 fn s_at(b: u32, j: u32) -> f32 { return score[p.score_off + b * p.n + j]; }
 
+// +inf built at run time: a constant infinity is a WGSL creation error.
+fn pos_inf() -> f32 { return bitcast<f32>(0x7f800000u | (p.n & 0u)); }
+
+fn forced(b: u32, j: u32) -> bool { return s_at(b, j) == pos_inf(); }
+
+// The ranking key: the order, except that a forced (+inf score) candidate ranks first.
 fn o_at(b: u32, j: u32) -> f32 {
-    if (p.has_order != 0u) { return order[p.order_off + b * p.n + j]; }
+    if (p.has_order != 0u) {
+        if (forced(b, j)) { return pos_inf(); }
+        return order[p.order_off + b * p.n + j];
+    }
     return s_at(b, j);
 }
 
@@ -93,16 +103,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if (p.per_seq_k != 0u && keep_in[p.keep_off + b] < 0) { atomicOr(&bad, ST_INDEX_OUT_OF_RANGE); len_w = 0u; }
     }
     let l = workgroupUniformLoad(&len_w);
+    // A +inf score is "always keep" (LOOK-M); NaN, -inf and a non-finite order are bad.
     for (var j = tid; j < l; j += WG) {
-        if (!finite_bits(s_at(b, j)) || !finite_bits(o_at(b, j))) { atomicOr(&bad, ST_VALUE_OUT_OF_RANGE); }
+        let sv = s_at(b, j);
+        var ok = finite_bits(sv) || sv == pos_inf();
+        if (p.has_order != 0u) { ok = ok && finite_bits(order[p.order_off + b * p.n + j]); }
+        if (!ok) { atomicOr(&bad, ST_VALUE_OUT_OF_RANGE); }
     }
     workgroupBarrier();
     if (tid == 0u) {
         bad_w = atomicLoad(&bad);
-        // In index order, as the oracle sums.
+        // The finite scores in index order, as the oracle sums; the forced ones counted apart.
         var t = 0.0;
-        for (var j = 0u; j < l; j++) { t += s_at(b, j); }
+        var f = 0u;
+        for (var j = 0u; j < l; j++) {
+            if (forced(b, j)) { f += 1u; } else { t += s_at(b, j); }
+        }
         total_w = t;
+        forced_w = f;
     }
     let fault = workgroupUniformLoad(&bad_w);
     if (fault != 0u) {
@@ -114,15 +132,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     let total = workgroupUniformLoad(&total_w);
+    let nf = workgroupUniformLoad(&forced_w);
     var keep = 0u;
     if (p.mode == 2u) {
         // Above the mean: flags placed by a prefix sum, in index order.
-        let mean = total / f32(l);
+        let mean = total / f32(l - nf);  // over the finite ones (NaN if none: only the forced)
         var running = 0u;
         for (var j0 = 0u; j0 < l; j0 += WG) {
             let j = j0 + tid;
             var flag = 0u;
-            if (j < l) { flag = select(0u, 1u, s_at(b, j) > mean); }
+            if (j < l) { flag = select(0u, 1u, forced(b, j) || s_at(b, j) > mean); }
             scan[tid] = flag;
             workgroupBarrier();
             for (var off = 1u; off < WG; off <<= 1u) {
@@ -148,7 +167,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 var cum = 0.0;
                 keep_w = l;
                 for (var r = 0u; r < l; r++) {
-                    cum += s_at(b, u32(idx[ob + r]));
+                    let v = s_at(b, u32(idx[ob + r]));
+                    if (v == pos_inf()) { continue; }  // the forced lead and add nothing
+                    cum += v;
                     if (cum >= need) {
                         keep_w = r + 1u;
                         break;
@@ -161,7 +182,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         } else {
             var kb = p.k;
             if (p.per_seq_k != 0u) { kb = u32(keep_in[p.keep_off + b]); }  // checked >= 0 above
-            keep = min(kb, l);
+            keep = min(max(kb, nf), l);  // every forced candidate, then the best of the rest
             sort(b, ob, l, 1u, tid);
         }
         sort(b, ob, keep, 2u, tid);

@@ -198,3 +198,22 @@ fn a_causal_window_covering_the_grid_is_dense_causal() {
         assert!(rel(&sym, &want["o"].to_f64()) > 1e-3, "{}: the symmetric window changed nothing", b.describe());
     }
 }
+
+/// LOOK-M's forced tokens: a +inf score is kept in every mode, ahead of the rule, even when a
+/// separate ranking score would put it last.
+#[test]
+fn an_infinite_score_is_always_kept() {
+    use mllm_kernels::visual::oracle::{select, Keep};
+    let inf = f32::INFINITY;
+    let s = [0.5, inf, 0.1, 0.9, inf, 0.2];
+    // Top-k: the forced two, then the best of the rest up to k; k below the forced count keeps them.
+    assert_eq!(select(&s, &s, Keep::TopK(3)), vec![1, 3, 4]);
+    assert_eq!(select(&s, &s, Keep::TopK(1)), vec![1, 4]);
+    // Mass over the finite total 1.7: 0.9 reaches half of it; ranked by an order that puts the
+    // forced ones last, they are still kept.
+    let order = [3.0, -9.0, 2.0, 1.0, -9.0, 0.0];
+    assert_eq!(select(&s, &order, Keep::Mass(0.5)), vec![0, 1, 4]);
+    // Above the finite mean (0.425).
+    assert_eq!(select(&s, &s, Keep::AboveMean), vec![0, 1, 3, 4]);
+    assert_eq!(select(&[inf, inf], &[inf, inf], Keep::AboveMean), vec![0, 1]);
+}

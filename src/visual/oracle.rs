@@ -20,28 +20,38 @@ pub enum Keep {
 }
 
 /// The kept candidates of one sequence, ascending: `score` is the raw mass, `order` the
-/// ranking score (`score` itself unless a caller passes another).
+/// ranking score (`score` itself unless a caller passes another). A `+inf` score is always kept
+/// (LOOK-M forces its first tokens so): the forced candidates come first in every ranking, the
+/// rule applies to the rest (top-k keeps `max(k, forced)`; the mass total and the mean are over
+/// the finite scores only).
 pub fn select(score: &[f32], order: &[f32], keep: Keep) -> Vec<usize> {
     let n = score.len();
-    let total: f32 = score.iter().sum();
-    let top = |k: usize| (0..n).filter(|&j| rank(order, j) < k).collect::<Vec<_>>();
+    let forced = |j: usize| score[j] == f32::INFINITY;
+    let nf = (0..n).filter(|&j| forced(j)).count();
+    let total: f32 = score.iter().filter(|v| v.is_finite()).sum();
+    let key: Vec<f32> = (0..n).map(|j| if forced(j) { f32::INFINITY } else { order[j] }).collect();
+    let top = |k: usize| (0..n).filter(|&j| rank(&key, j) < k).collect::<Vec<_>>();
     match keep {
-        Keep::TopK(k) => top(k),
+        Keep::TopK(k) => top(k.max(nf)),
         Keep::Mass(tau) => {
-            // The raw masses sorted descending (ties to the lower index), summed in that order.
+            // The raw masses sorted descending (ties to the lower index; the forced lead), the
+            // finite ones summed in that order.
             let mut sorted = vec![0f32; n];
             (0..n).for_each(|j| sorted[rank(score, j)] = score[j]);
             let need = tau * total;
             let mut cum = 0f32;
             let p = sorted.iter().position(|&v| {
+                if v == f32::INFINITY {
+                    return false;
+                }
                 cum += v;
                 cum >= need
             });
             top(p.map_or(n, |p| p + 1))
         }
         Keep::AboveMean => {
-            let mean = total / n as f32;
-            (0..n).filter(|&j| score[j] > mean).collect()
+            let mean = total / (n - nf) as f32;
+            (0..n).filter(|&j| forced(j) || score[j] > mean).collect()
         }
     }
 }

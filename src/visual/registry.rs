@@ -141,6 +141,28 @@ impl Registered for Select {
                 c("above mean", json!({"seqs": 3, "n": 257, "mode": "above_mean"})),
                 c("above mean all equal", json!({"seqs": 1, "n": 20, "mode": "above_mean", "fixture": "equal"})),
                 c("bad length and a NaN", json!({"seqs": 3, "n": 10, "k": 4, "fixture": "bad"})),
+                // LOOK-M's forced tokens: +inf scores are always kept, in every mode (top-k below
+                // and above the forced count, mass with and without an order, above the mean, a
+                // sequence of forced tokens only), in both CUDA ranking paths; -inf stays bad.
+                c("forced (+inf) top-k 2 < 3 forced", json!({"seqs": 3, "n": 40, "k": 2, "fixture": "forced"})),
+                c("forced (+inf) top-k 10", json!({"seqs": 2, "n": 40, "k": 10, "fixture": "forced"})),
+                c(
+                    "forced (+inf) mass tau 0.5, ranked by another score",
+                    json!({"seqs": 2, "n": 64, "mode": "mass", "tau": 0.5, "has_order": true, "fixture": "forced"}),
+                ),
+                c("forced (+inf) mass tau 0.7", json!({"seqs": 2, "n": 50, "mode": "mass", "tau": 0.7, "fixture": "forced"})),
+                c("forced (+inf) above mean", json!({"seqs": 2, "n": 33, "mode": "above_mean", "fixture": "forced"})),
+                c(
+                    "forced (+inf) top-k 10 in rows of 20000 (CUDA: ranks by counting)",
+                    json!({"seqs": 2, "n": 20000, "k": 10, "fixture": {"lens": [300, 77], "forced": true}}),
+                ),
+                c(
+                    "forced (+inf) mass in rows of 20000, ranked by another score",
+                    json!({"seqs": 1, "n": 20000, "mode": "mass", "tau": 0.6, "has_order": true,
+                        "fixture": {"lens": [300], "forced": true}}),
+                ),
+                c("only forced (+inf) tokens", json!({"seqs": 2, "n": 12, "k": 3, "mode": "above_mean", "fixture": "all_forced"})),
+                c("a -inf score", json!({"seqs": 2, "n": 12, "k": 3, "fixture": "neg_inf"})),
                 // FastV's k per image: images of 576, 300 and 0 tokens in one launch, counts
                 // from one drop ratio (and one past its length, one of 0); then a negative count.
                 c(
@@ -182,6 +204,19 @@ impl Registered for Select {
         if fx.is("bad") {
             lens[0] = p.n as i32 + 1;
             s[p.n + 2] = f64::NAN;
+        }
+        if fx.is("forced") {
+            for b in 0..p.seqs {
+                for j in [0, 1, 5] {
+                    s[b * p.n + j] = f64::INFINITY;
+                }
+            }
+        }
+        if fx.is("all_forced") {
+            s[..p.n].fill(f64::INFINITY);
+        }
+        if fx.is("neg_inf") {
+            s[p.n + 3] = f64::NEG_INFINITY;
         }
         let mut m = TensorMap::new();
         f32s(&mut m, "score", &s);

@@ -27,9 +27,10 @@ pub enum SelectMode {
 
 /// Keeps candidates of `score [B, n]` (f32; the first `lens[b]` are sequence b's): `idx [B, n]`
 /// the kept indices ascending then `-1`, `count [B]` (top-k may take a count per sequence,
-/// `keep [B]`). Sums run in f32 in index order, so every
-/// backend keeps the same set. A length outside `[0, n]` or a non-finite score keeps nothing
-/// and raises `INDEX_OUT_OF_RANGE` / `VALUE_OUT_OF_RANGE`.
+/// `keep [B]`). Sums run in f32 in index order, so every backend keeps the same set. A `+inf`
+/// score is always kept (LOOK-M's forced tokens; see [`super::oracle::select`]). A length outside
+/// `[0, n]`, or a NaN or `-inf` score (or a non-finite `order`), keeps nothing and raises
+/// `INDEX_OUT_OF_RANGE` / `VALUE_OUT_OF_RANGE`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SelectParams {
@@ -119,7 +120,9 @@ impl Select {
                 .ok_or_else(|| Error::InvalidInput(format!("lens[{b}] = {} is outside [0, n = {}]", lens[b], p.n)))?;
             for (name, v) in [("score", Some(score)), ("order", order.filter(|_| p.has_order))] {
                 let Some(v) = v else { continue };
-                if let Some(j) = (0..l).find(|&j| !v[b * p.n + j].is_finite()) {
+                // A +inf score means "always keep"; nothing else non-finite is.
+                let ok = |x: f32| x.is_finite() || (name == "score" && x == f32::INFINITY);
+                if let Some(j) = (0..l).find(|&j| !ok(v[b * p.n + j])) {
                     return Err(Error::InvalidInput(format!("{name}[{b}][{j}] = {} is not finite", v[b * p.n + j])));
                 }
             }
@@ -166,7 +169,9 @@ impl Select {
             };
             let s = &score[b * p.n..b * p.n + l];
             let ord = order.filter(|_| p.has_order).map_or(s, |o| &o[b * p.n..b * p.n + l]);
-            if s.iter().chain(ord).any(|v| !v.is_finite()) {
+            // +inf scores are forced; NaN, -inf and a non-finite order are bad.
+            let bad_score = s.iter().any(|v| !v.is_finite() && *v != f32::INFINITY);
+            if bad_score || (p.has_order && ord.iter().any(|v| !v.is_finite())) {
                 bits |= StatusBits::VALUE_OUT_OF_RANGE;
                 continue;
             }
