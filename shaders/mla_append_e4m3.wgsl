@@ -53,19 +53,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let t = wid.x + wid.y * nwg.x;
     if (t >= p.tokens) { return; }
     let id = slots[p.slots_off + t];
-    for (var u = tid; u < p.tokens; u += WG) {
-        if (u != t && slots[p.slots_off + u] == id) { atomicOr(&dup, 1u); }
-    }
-    workgroupBarrier();
-    if (tid == 0u) {
-        fault_w = select(0u, ST_SLOT_REPEATED, atomicLoad(&dup) != 0u);
-        if (id < 0i || u32(id) >= p.n_slots) { fault_w = ST_SLOT_OUT_OF_RANGE; }
-    }
-    let fault = workgroupUniformLoad(&fault_w);
-    if (fault != 0u) {
-        if (tid == 0u) { atomicOr(&status[0], fault); }
-        return;
-    }
+    if (slot_fault(t, id, tid) != 0u) { return; }
     let slot = u32(id);
     let w = p.latent + p.rope;
     var amax = 0.0;
@@ -100,3 +88,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
 }
+
+//! include mla_slot.wgsli
