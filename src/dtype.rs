@@ -93,7 +93,8 @@ impl std::fmt::Display for DType {
     }
 }
 
-/// A float storage element: f32, f16 or bf16.
+/// A float storage element: f32, f16 or bf16 (and [`E4M3`], the MLA cache's storage: plans
+/// computing in a float dtype reject it, since no plan's `dtype` can be e4m3).
 pub trait Float: bytemuck::Pod + Copy + Send + Sync + Default + std::fmt::Debug + 'static {
     /// The storage dtype of this host type; a plan's `run_*` rejects buffers of another one
     /// with `Error::DType`.
