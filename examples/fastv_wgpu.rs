@@ -3,8 +3,10 @@
 //! token pays them (`attn_mass`), keeps the top half (`select`), lays out the kept tokens
 //! (`compact`), gathers their q, k, v (`core.gather_rows`) and attends over them causally by
 //! original position (`sparse_attention`). The kept count is known on the host (text + k), so
-//! nothing is read back between stages. Runs a LLaVA-shaped sequence (576 image tokens) and an
-//! AnyRes-shaped one (2880), and checks each against the CPU chain.
+//! nothing is read back between stages. Then one decode step: the next token attends over the
+//! pruned cache (`sparse_attention` with `queries`, at its original position). Runs a
+//! LLaVA-shaped sequence (576 image tokens) and an AnyRes-shaped one (2880), and checks each
+//! against the CPU chain.
 //!
 //! `cargo run --release --example fastv_wgpu`
 
@@ -23,6 +25,7 @@ struct Plans {
     gather_q: GatherRows,
     gather_kv: GatherRows,
     attn: SparseAttention,
+    decode: SparseAttention,
 }
 
 fn plans(text: (usize, usize), n: usize, heads: usize, dim: usize) -> Result<Plans, mllm_kernels::Error> {
@@ -75,6 +78,18 @@ fn plans(text: (usize, usize), n: usize, heads: usize, dim: usize) -> Result<Pla
             dim,
             scale,
             dtype: DType::F32,
+            queries: None,
+        })?,
+        // The next token over the pruned cache.
+        decode: SparseAttention::new(SparseAttentionParams {
+            seqs: 1,
+            tokens: kept,
+            heads,
+            kv_heads: heads,
+            dim,
+            scale,
+            dtype: DType::F32,
+            queries: Some(1),
         })?,
     })
 }
@@ -112,6 +127,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (rows, pos, cu_out) = (zeros(tokens)?, zeros(tokens)?, zeros(2)?);
         let (q2, k2, v2) = (zeros(kept * heads * dim)?, zeros(kept * heads * dim)?, zeros(kept * heads * dim)?);
         let (o, lse) = (zeros(kept * heads * dim)?, zeros(kept * heads)?);
+        // The decode step's new token: its query, offsets and original position (after the prompt).
+        let q_new: Vec<f32> = (0..heads * dim).map(|i| val(4, i)).collect();
+        let (cu_new, pos_new) = ([0i32, 1], [tokens as i32]);
+        let (qnb, cunb, posnb) = (
+            up(bytemuck::cast_slice(&q_new))?,
+            up(bytemuck::cast_slice(&cu_new))?,
+            up(bytemuck::cast_slice(&pos_new))?,
+        );
+        let (o_new, lse_new) = (zeros(heads * dim)?, zeros(heads)?);
         let status = Status::new(&backend)?;
         let t0 = std::time::Instant::now();
         gpu.run_blocking(|enc| {
@@ -165,8 +189,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 (&v2).into(),
                 (&cu_out).into(),
                 (&pos).into(),
+                None,
+                None,
                 (&o).into(),
                 (&lse).into(),
+                &status,
+            )?;
+            p.decode.run_wgpu(
+                &gpu,
+                enc,
+                (&qnb).into(),
+                (&k2).into(),
+                (&v2).into(),
+                (&cu_out).into(),
+                (&pos).into(),
+                Some((&cunb).into()),
+                Some((&posnb).into()),
+                (&o_new).into(),
+                (&lse_new).into(),
                 &status,
             )
         })?;
@@ -174,6 +214,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut status = status;
         status.check(&backend)?;
         let got: Vec<f32> = bytemuck::pod_collect_to_vec(&gpu.download(&o)?);
+        let got_new: Vec<f32> = bytemuck::pod_collect_to_vec(&gpu.download(&o_new)?);
 
         // The same chain on the CPU oracle.
         let cpu = Status::new(&Backend::Cpu)?;
@@ -190,10 +231,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .collect()
         };
         let (mut want, mut wl) = (vec![0f32; kept * heads * dim], vec![0f32; kept * heads]);
-        p.attn.run_cpu(&gather(&q), &gather(&k), &gather(&v), &co, &ps[..kept], &mut want, &mut wl, &cpu)?;
-        let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let (gk, gv) = (gather(&k), gather(&v));
+        p.attn.run_cpu(&gather(&q), &gk, &gv, &co, &ps[..kept], None, None, &mut want, &mut wl, &cpu)?;
+        let (mut want_new, mut wl_new) = (vec![0f32; heads * dim], vec![0f32; heads]);
+        let dec_q = (Some(&cu_new[..]), Some(&pos_new[..]));
+        p.decode.run_cpu(&q_new, &gk, &gv, &co, &ps[..kept], dec_q.0, dec_q.1, &mut want_new, &mut wl_new, &cpu)?;
+        let err = got
+            .iter()
+            .chain(&got_new)
+            .zip(want.iter().chain(&want_new))
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         println!(
-            "{name}: {tokens} tokens ({n} image) -> {kept} kept ({} image), {heads} heads x {dim}: {secs:.3} s on {}, max |gpu - oracle| = {err:.2e}",
+            "{name}: {tokens} tokens ({n} image) -> {kept} kept ({} image), {heads} heads x {dim}, then a decode step: {secs:.3} s on {}, max |gpu - oracle| = {err:.2e}",
             c[0],
             gpu.info().name
         );

@@ -390,17 +390,21 @@ __device__ void vis_attend(const T* q, const T* k, const T* v, T* o, float* lse,
     if (tid == 0) lse[(i64)i * H + h] = nan ? NAN_F : l > 0.f ? m + logf(l) : NEG_INF;
 }
 
-// Attention over the kept tokens: grid (T, H), 128 threads; key j visible iff pos[j] <= pos[i].
+// Attention over the kept tokens: grid (Tq, H), 128 threads; query row i of sequence b (rows
+// cu_q[b] .. cu_q[b + 1]) sees key j of b (rows cu[b] .. cu[b + 1]) iff pos[j] <= pos_q[i].
+// Prefill passes the keys' own cu and pos as the queries'; decode over a pruned cache passes the
+// new tokens'.
 template <typename T>
-__device__ void vis_sparse_attention(const T* q, const T* k, const T* v, const int* cu, const int* pos, T* o, float* lse,
-                                     unsigned* status, int seqs, int tokens, int H, int Hkv, int D, float scale) {
+__device__ void vis_sparse_attention(const T* q, const T* k, const T* v, const int* cu, const int* pos,
+                                     const int* cu_q, const int* pos_q, T* o, float* lse, unsigned* status, int seqs,
+                                     int tokens, int tq, int H, int Hkv, int D, float scale) {
     const int i = blockIdx.x, h = blockIdx.y;
-    if (!vis_offsets_ok(cu, seqs, tokens)) {
+    if (!vis_offsets_ok(cu, seqs, tokens) || !vis_offsets_ok(cu_q, seqs, tq)) {
         if (threadIdx.x == 0) raise_status(status, ST_INDEX_OUT_OF_RANGE);
         return;
     }
-    const int b = vis_seq_of(cu, seqs, i);
-    vis_attend(q, k, v, o, lse, cu[b], cu[b + 1], i, h, H, Hkv, D, scale, PosVis{pos, pos[i]}, false);
+    const int b = vis_seq_of(cu_q, seqs, i);
+    vis_attend(q, k, v, o, lse, cu[b], cu[b + 1], i, h, H, Hkv, D, scale, PosVis{pos, pos_q[i]}, false);
 }
 
 // Neighbour attention: grid (T, H), 128 threads. An image that does not fit its sequence makes
@@ -436,8 +440,9 @@ struct VisTcProblem {
     const T *q, *k, *v;
     T* o;
     float* lse;
-    const int* pos;        // sparse: original positions; null for neighbour attention
-    const int* row_tok;    // shared: each group row's token
+    const int* pos;        // sparse: the keys' original positions; null for neighbour attention
+    const int* qpos;       // sparse: the query rows' positions (the keys' own in prefill)
+    const int* row_tok;    // shared: each group row's query token
     const int* row_mask;   // shared: each group row's head mask (neighbour)
     int qw, vw, H, Hkv, g, kh, r0;
     int s, n, wg, radius, causal;  // neighbour: the sequence's image (absolute first row) and window
@@ -452,7 +457,7 @@ struct VisTcProblem {
     __device__ bool img(int j) const { return j >= s && j < s + n; }
     __device__ bool visible(int r, int j, int aux) const {
         const int i = row_tok[r];
-        if (pos) return aux <= pos[i];
+        if (pos) return aux <= qpos[i];
         if (!img(i)) return j <= i;
         if (j < s) return true;
         if (!img(j)) return false;
@@ -475,21 +480,22 @@ struct VisTcProblem {
 };
 
 #define MAX_DIM_TC 256  // the visual family's MAX_DIM
-// pos != null: sparse attention; else neighbour attention (img, head_mask, radius, causal).
+// pos != null: sparse attention (query rows by cu_q / pos_q, keys by cu / pos); else neighbour
+// attention (img, head_mask, radius, causal; cu_q is cu).
 template <typename T, int G, int TK>
-__device__ void vis_attn_tc(const T* q, const T* k, const T* v, const int* cu, const int* pos, const int* img,
-                            const int* head_mask, T* o, float* lse, unsigned* status, int seqs, int tokens, int H,
-                            int Hkv, int D, float scale, int radius, int causal) {
+__device__ void vis_attn_tc(const T* q, const T* k, const T* v, const int* cu, const int* pos, const int* cu_q,
+                            const int* pos_q, const int* img, const int* head_mask, T* o, float* lse, unsigned* status,
+                            int seqs, int tokens, int tq, int H, int Hkv, int D, float scale, int radius, int causal) {
     __shared__ int row_tok[G], row_mask[G], reach;
-    if (!vis_offsets_ok(cu, seqs, tokens)) {
+    if (!vis_offsets_ok(cu, seqs, tokens) || !vis_offsets_ok(cu_q, seqs, tq)) {
         if (threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0) raise_status(status, ST_INDEX_OUT_OF_RANGE);
         return;
     }
     const int g = H / Hkv, kh = blockIdx.y;
     int grp = blockIdx.x;
-    const int b = attn_tc_group_seq<G>(cu, seqs, g, grp);
+    const int b = attn_tc_group_seq<G>(cu_q, seqs, g, grp);
     if (b < 0) return;  // past the last group
-    const int n_b = cu[b + 1] - cu[b], r0 = grp * G;
+    const int n_b = cu_q[b + 1] - cu_q[b], r0 = grp * G;
     const int rows = (int)min((i64)G, (i64)n_b * g - r0);
     int s = 0, n = 0, wg = 1;
     if (!pos) {
@@ -500,15 +506,15 @@ __device__ void vis_attn_tc(const T* q, const T* k, const T* v, const int* cu, c
     }
     if (threadIdx.x == 0) reach = cu[b];
     for (int r = threadIdx.x; r < G; r += blockDim.x) {
-        row_tok[r] = r < rows ? cu[b] + (r0 + r) / g : cu[b];
+        row_tok[r] = r < rows ? cu_q[b] + (r0 + r) / g : cu_q[b];
         row_mask[r] = r < rows && head_mask ? head_mask[kh * g + (r0 + r) % g] : 0;
     }
     __syncthreads();
     // The keys any row can see end before `reach`: by position, the last key at or before the
     // group's latest position; by window, a visual row's window reaches radius rows on.
     if (pos) {
-        int pmax = pos[row_tok[0]];
-        for (int r = 1; r < rows; ++r) pmax = max(pmax, pos[row_tok[r]]);
+        int pmax = pos_q[row_tok[0]];
+        for (int r = 1; r < rows; ++r) pmax = max(pmax, pos_q[row_tok[r]]);
         for (int j = cu[b] + (int)threadIdx.x; j < cu[b + 1]; j += blockDim.x)
             if (pos[j] <= pmax) atomicMax(&reach, j + 1);
     } else if (threadIdx.x < rows) {
@@ -518,7 +524,7 @@ __device__ void vis_attn_tc(const T* q, const T* k, const T* v, const int* cu, c
         atomicMax(&reach, (int)min(far, (i64)cu[b + 1]));
     }
     __syncthreads();
-    VisTcProblem<T> pb{q, k, v, o, lse, pos, row_tok, row_mask, D, D, H, Hkv, g, kh, r0, s, n, wg, radius, causal};
+    VisTcProblem<T> pb{q, k, v, o, lse, pos, pos_q, row_tok, row_mask, D, D, H, Hkv, g, kh, r0, s, n, wg, radius, causal};
     attn_tc_group<T, G, TK, MAX_DIM_TC / (8 * attn_tc_wps(G)), true>(pb, rows, cu[b], reach, scale);
 }
 
@@ -713,11 +719,11 @@ VIS_MASS_TC(bf16, __nv_bfloat16)
 
 #define VIS_TC_ENTRY(SUF, T, G, TK)                                                                              \
     extern "C" __global__ void __launch_bounds__(256) visual_attention_tc_g##G##_k##TK##_##SUF(                  \
-        const T* q, const T* k, const T* v, const int* cu, const int* pos, const int* img, const int* head_mask,  \
-        T* o, float* lse, unsigned* status, int seqs, int tokens, int H, int Hkv, int D, float scale, int radius, \
-        int causal) {                                                                                             \
-        vis_attn_tc<T, G, TK>(q, k, v, cu, pos, img, head_mask, o, lse, status, seqs, tokens, H, Hkv, D, scale,   \
-                              radius, causal);                                                                    \
+        const T* q, const T* k, const T* v, const int* cu, const int* pos, const int* cu_q, const int* pos_q,     \
+        const int* img, const int* head_mask, T* o, float* lse, unsigned* status, int seqs, int tokens, int tq,   \
+        int H, int Hkv, int D, float scale, int radius, int causal) {                                             \
+        vis_attn_tc<T, G, TK>(q, k, v, cu, pos, cu_q, pos_q, img, head_mask, o, lse, status, seqs, tokens, tq, H,  \
+                              Hkv, D, scale, radius, causal);                                                     \
     }
 #define VIS_TC_TILES(SUF, T)                                                                                  \
     VIS_TC_ENTRY(SUF, T, 64, 32) VIS_TC_ENTRY(SUF, T, 64, 64) VIS_TC_ENTRY(SUF, T, 32, 32)                    \
@@ -811,9 +817,10 @@ __device__ void vis_merge_mean(const T* x, const int* cu, const int* seg, const 
         vis_mass<T>(q, qpos, qw, k, cu, seg, lse, mass, status, seqs, tokens, rows, H, Hkv, D, n, scale, hpo);    \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(128) visual_sparse_attention_##SUF(                              \
-        const T* q, const T* k, const T* v, const int* cu, const int* pos, T* o, float* lse, unsigned* status,    \
-        int seqs, int tokens, int H, int Hkv, int D, float scale) {                                               \
-        vis_sparse_attention<T>(q, k, v, cu, pos, o, lse, status, seqs, tokens, H, Hkv, D, scale);                \
+        const T* q, const T* k, const T* v, const int* cu, const int* pos, const int* cu_q, const int* pos_q,     \
+        T* o, float* lse, unsigned* status, int seqs, int tokens, int tq, int H, int Hkv, int D, float scale) {   \
+        vis_sparse_attention<T>(q, k, v, cu, pos, cu_q, pos_q, o, lse, status, seqs, tokens, tq, H, Hkv, D,       \
+                                scale);                                                                           \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(128) visual_neighbor_attention_##SUF(                            \
         const T* q, const T* k, const T* v, const int* cu, const int* img, const int* head_mask, T* o,            \

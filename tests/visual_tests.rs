@@ -217,3 +217,74 @@ fn an_infinite_score_is_always_kept() {
     assert_eq!(select(&s, &s, Keep::AboveMean), vec![0, 1, 3, 4]);
     assert_eq!(select(&[inf, inf], &[inf, inf], Keep::AboveMean), vec![0, 1]);
 }
+
+/// Decode over a pruned cache split over the keys: each sequence's kept keys in two parts (their
+/// own `cu_seqlens`), each part decoded, the parts merged by `core.merge_states`, equals the
+/// decode over all the keys, on every backend.
+#[test]
+fn pruned_decode_split_over_keys_merges_to_the_whole() {
+    let find = |id: &str| mllm_kernels::registry::find(id).unwrap();
+    let (sparse, merge) = (find("visual.sparse_attention"), find("core.merge_states"));
+    let (h, hkv, d) = (4usize, 2usize, 32usize);
+    let lens = [40usize, 23];
+    let tokens: usize = lens.iter().sum();
+    let mut rng = Rng::new(11);
+    let mut pos = vec![];
+    for &n in &lens {
+        pos.extend((0..n as i32).map(|i| 2 * i));
+    }
+    // Two new tokens a sequence, after its kept ones.
+    let pos_q: Vec<i32> = lens.iter().flat_map(|&n| [2 * n as i32, 2 * n as i32 + 1]).collect();
+    let tq = pos_q.len();
+    let f = |v: Vec<f64>| HostTensor::from_f64(DType::F32, &[v.len()], &v);
+    let (q, k, v) =
+        (f(rng.normals(tq * h * d, 1.0)), f(rng.normals(tokens * hkv * d, 1.0)), f(rng.normals(tokens * hkv * d, 1.0)));
+    let params = |toks: usize| {
+        json!({"seqs": 2, "tokens": toks, "heads": h, "kv_heads": hkv, "dim": d, "scale": 0.2, "dtype": "f32",
+            "queries": tq})
+    };
+    let inputs = |rows: &[Vec<usize>]| -> TensorMap {
+        // The keys in `rows` of each sequence, in order.
+        let idx: Vec<usize> = rows.iter().flatten().copied().collect();
+        let pick = |t: &HostTensor, w: usize| {
+            let x = t.to_f64();
+            f(idx.iter().flat_map(|&r| x[r * w..(r + 1) * w].to_vec()).collect())
+        };
+        let mut cu = vec![0i32];
+        for r in rows {
+            cu.push(cu[cu.len() - 1] + r.len() as i32);
+        }
+        let mut m = TensorMap::new();
+        m.insert("q".into(), q.clone());
+        m.insert("k".into(), pick(&k, hkv * d));
+        m.insert("v".into(), pick(&v, hkv * d));
+        m.insert("cu_seqlens".into(), HostTensor::from_i32(&[3], &cu));
+        m.insert("pos".into(), HostTensor::from_i32(&[idx.len()], &idx.iter().map(|&r| pos[r]).collect::<Vec<_>>()));
+        m.insert("cu_seqlens_q".into(), HostTensor::from_i32(&[3], &[0, 2, 4]));
+        m.insert("pos_q".into(), HostTensor::from_i32(&[tq], &pos_q));
+        m
+    };
+    let seq = |b: usize, lo: usize, hi: usize| -> Vec<usize> {
+        let s = if b == 0 { 0 } else { lens[0] };
+        (s + lo..s + hi).collect()
+    };
+    let whole = inputs(&[seq(0, 0, 40), seq(1, 0, 23)]);
+    let (part1, part2) = (inputs(&[seq(0, 0, 17), seq(1, 0, 9)]), inputs(&[seq(0, 17, 40), seq(1, 9, 23)]));
+    for b in backends() {
+        let (want, _) = run_kernel(sparse, &b, &params(tokens), &whole).unwrap();
+        let (a, _) = run_kernel(sparse, &b, &params(26), &part1).unwrap();
+        let (c, _) = run_kernel(sparse, &b, &params(tokens - 26), &part2).unwrap();
+        let mut m = TensorMap::new();
+        m.insert("o1".into(), a["o"].clone());
+        m.insert("lse1".into(), a["lse"].clone());
+        m.insert("o2".into(), c["o"].clone());
+        m.insert("lse2".into(), c["lse"].clone());
+        let mp = json!({"states": tq * h, "dim": d, "dtype": "f32"});
+        let (got, _) = run_kernel(merge, &b, &mp, &m).unwrap();
+        for name in ["o", "lse"] {
+            let (g, w) = (got[name].to_f64(), want[name].to_f64());
+            let err = g.iter().zip(&w).map(|(x, y)| (x - y).abs()).fold(0f64, f64::max);
+            assert!(err < 1e-4, "{:?} {name}: {err:.2e}", b.kind());
+        }
+    }
+}

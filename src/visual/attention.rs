@@ -11,11 +11,18 @@ use crate::plan::{Plan, TensorSpec};
 
 use super::{check_offsets, heads_ok, offsets, oracle};
 
-/// Prefill attention over the kept tokens (as [`Compact`](super::Compact) lays them out, with K and V gathered):
-/// query i of sequence b sees key j of b iff `pos[j] <= pos[i]` (causal by original position),
-/// GQA (`q [T, H, D]`, `k`, `v [T, Hkv, D]`), `o [T, H, D]` and the natural-log `lse [T, H]`
-/// (f32; a row that sees nothing gets `o = 0`, `lse = -inf`). Every token kept: dense causal
-/// attention. Bad `cu_seqlens` write nothing and raise `INDEX_OUT_OF_RANGE`.
+/// Attention over the kept tokens (as [`Compact`](super::Compact) lays them out, with K and V
+/// gathered). Prefill: query i of sequence b sees key j of b iff `pos[j] <= pos[i]` (causal by
+/// original position), GQA (`q [T, H, D]`, `k`, `v [T, Hkv, D]`), `o [T, H, D]` and the
+/// natural-log `lse [T, H]` (f32; a row that sees nothing gets `o = 0`, `lse = -inf`). Every
+/// token kept: dense causal attention.
+///
+/// Decode over the pruned cache (`queries: Some(Tq)`): the queries are new tokens, `q [Tq, H,
+/// D]` with their own `cu_seqlens_q [B + 1]` and original positions `pos_q [Tq]`, over the
+/// compacted keys (`k`, `v`, `cu_seqlens`, `pos` as prefill left them, plus whatever the engine
+/// appended); query i of b sees key j of b iff `pos[j] <= pos_q[i]`; `o [Tq, H, D]`, `lse [Tq,
+/// H]`. Split-KV: run it on key subsets (their own `cu_seqlens`) and merge the parts with
+/// `core.merge_states`. Bad offsets (either) write nothing and raise `INDEX_OUT_OF_RANGE`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SparseAttentionParams {
@@ -33,6 +40,10 @@ pub struct SparseAttentionParams {
     pub scale: f32,
     /// Storage dtype of `q`, `k`, `v` and `o`: f32, f16 or bf16 (`lse` is f32).
     pub dtype: DType,
+    /// Tq: new query rows over all sequences, for a decode over the pruned cache (with
+    /// `cu_seqlens_q` and `pos_q`); absent: the queries are the kept tokens themselves (prefill).
+    #[serde(default)]
+    pub queries: Option<usize>,
 }
 
 /// A validated `sparse_attention` plan, built once by [`SparseAttention::new`];
@@ -56,20 +67,35 @@ impl SparseAttention {
             return Err(invalid(format!("sparse_attention scale must be finite, got {}", p.scale)));
         }
         elements("sparse_attention q", &[p.tokens, p.heads, p.dim])?;
+        if let Some(tq) = p.queries {
+            dim("sparse_attention queries", tq)?;
+            elements("sparse_attention q (decode)", &[tq, p.heads, p.dim])?;
+        }
         Ok(Self { params: p })
     }
 
-    /// Checks `cu_seqlens` on the host: from 0 to `tokens` without decreasing; the
-    /// `Error::InvalidInput` names the first bad entry.
-    pub fn validate(&self, cu: &[i32]) -> Result<()> {
-        self.check_len("cu_seqlens", cu.len())?;
-        check_offsets(cu, self.params.seqs, self.params.tokens).map(|_| ())
+    /// Query rows: `queries` when decoding, else `tokens`.
+    pub fn query_rows(&self) -> usize {
+        self.params.queries.unwrap_or(self.params.tokens)
     }
 
-    /// The oracle on host slices: `q [T, H, D]`, `k`, `v [T, Hkv, D]`, `cu_seqlens [B + 1]`,
-    /// `pos [T]` (i32) in; `o [T, H, D]`, `lse [T, H]` (f32) out.
-    /// `Error::DType` for buffers of another dtype, `Error::Shape` for one too short,
-    /// `Error::InvalidParams` for a status word of another backend.
+    /// Checks `cu_seqlens` on the host: from 0 to `tokens` without decreasing (and
+    /// `cu_seqlens_q` from 0 to `queries` when decoding); the `Error::InvalidInput` names the
+    /// first bad entry.
+    pub fn validate(&self, cu: &[i32], cu_q: Option<&[i32]>) -> Result<()> {
+        self.check_len("cu_seqlens", cu.len())?;
+        check_offsets(cu, self.params.seqs, self.params.tokens)?;
+        if let (Some(tq), Some(c)) = (self.params.queries, cu_q) {
+            self.check_len("cu_seqlens_q", c.len())?;
+            crate::layout::check_offsets("cu_seqlens_q", c, self.params.seqs, tq, true)?;
+        }
+        Ok(())
+    }
+
+    /// The oracle on host slices: `q [Tq, H, D]`, `k`, `v [T, Hkv, D]`, `cu_seqlens [B + 1]`,
+    /// `pos [T]` (i32), and when decoding `cu_seqlens_q [B + 1]`, `pos_q [Tq]`, in; `o [Tq, H,
+    /// D]`, `lse [Tq, H]` (f32) out. `Error::DType` for buffers of another dtype, `Error::Shape`
+    /// for one too short, `Error::InvalidParams` for a status word of another backend.
     #[allow(clippy::too_many_arguments)]
     pub fn run_cpu<T: Float>(
         &self,
@@ -78,22 +104,30 @@ impl SparseAttention {
         v: &[T],
         cu_seqlens: &[i32],
         pos: &[i32],
+        cu_seqlens_q: Option<&[i32]>,
+        pos_q: Option<&[i32]>,
         o: &mut [T],
         lse: &mut [f32],
         status: &Status,
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
         let given = [("q", q.len()), ("k", k.len()), ("v", v.len()), ("cu_seqlens", cu_seqlens.len())];
-        self.check_lens(&[&given[..], &[("pos", pos.len()), ("o", o.len()), ("lse", lse.len())]].concat())?;
+        let mut lens = [&given[..], &[("pos", pos.len()), ("o", o.len()), ("lse", lse.len())]].concat();
+        lens.extend(cu_seqlens_q.map(|c| ("cu_seqlens_q", c.len())));
+        lens.extend(pos_q.map(|c| ("pos_q", c.len())));
+        self.check_lens(&lens)?;
         let p = &self.params;
-        let Some(cu) = offsets(cu_seqlens, p.seqs, p.tokens) else {
+        let (cu_q_raw, pos_q) = (cu_seqlens_q.unwrap_or(cu_seqlens), pos_q.unwrap_or(pos));
+        let (Some(cu), Some(cu_q)) =
+            (offsets(cu_seqlens, p.seqs, p.tokens), offsets(cu_q_raw, p.seqs, self.query_rows()))
+        else {
             return status.raise(StatusBits::INDEX_OUT_OF_RANGE);
         };
         let (qf, kf, vf) = (to_f64(q), to_f64(k), to_f64(v));
         let (hd, g, kvh) = (p.dim, p.heads / p.kv_heads, p.kv_heads);
         for b in 0..p.seqs {
-            for i in cu[b]..cu[b + 1] {
-                let keys: Vec<usize> = (cu[b]..cu[b + 1]).filter(|&j| pos[j] <= pos[i]).collect();
+            for i in cu_q[b]..cu_q[b + 1] {
+                let keys: Vec<usize> = (cu[b]..cu[b + 1]).filter(|&j| pos[j] <= pos_q[i]).collect();
                 for h in 0..p.heads {
                     let row = |x: &[f64], t: usize| x[(t * kvh + h / g) * hd..(t * kvh + h / g + 1) * hd].to_vec();
                     let qr = &qf[(i * p.heads + h) * hd..(i * p.heads + h + 1) * hd];
@@ -119,16 +153,21 @@ impl Plan for SparseAttention {
         &self.params
     }
     fn tensors(&self) -> Vec<TensorSpec> {
-        let (p, dt) = (&self.params, self.params.dtype);
-        vec![
-            TensorSpec::input("q", dt, p.tokens * p.heads * p.dim),
+        let (p, dt, tq) = (&self.params, self.params.dtype, self.query_rows());
+        let mut v = vec![
+            TensorSpec::input("q", dt, tq * p.heads * p.dim),
             TensorSpec::input("k", dt, p.tokens * p.kv_heads * p.dim),
             TensorSpec::input("v", dt, p.tokens * p.kv_heads * p.dim),
             TensorSpec::input("cu_seqlens", DType::I32, p.seqs + 1),
             TensorSpec::input("pos", DType::I32, p.tokens),
-            TensorSpec::output("o", dt, p.tokens * p.heads * p.dim),
-            TensorSpec::output("lse", DType::F32, p.tokens * p.heads),
-        ]
+        ];
+        if p.queries.is_some() {
+            v.push(TensorSpec::input("cu_seqlens_q", DType::I32, p.seqs + 1));
+            v.push(TensorSpec::input("pos_q", DType::I32, tq));
+        }
+        v.push(TensorSpec::output("o", dt, tq * p.heads * p.dim));
+        v.push(TensorSpec::output("lse", DType::F32, tq * p.heads));
+        v
     }
 }
 

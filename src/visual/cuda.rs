@@ -25,6 +25,11 @@ struct TcAttention {
     qkv: [u64; 3],
     cu: u64,
     pos: u64,
+    /// The query rows' offsets and positions (the keys' own but for a decode over a pruned cache).
+    cu_q: u64,
+    pos_q: u64,
+    /// Query rows Tq (T but for a decode).
+    tq: usize,
     img: u64,
     head_mask: u64,
     out: [u64; 2],
@@ -42,27 +47,25 @@ fn attention_tc<T: CudaFloat>(cuda: &CudaBackend, stream: &Arc<CudaStream>, a: &
     let [seqs, tokens, heads, kv_heads, d] = a.sizes;
     let g = heads / kv_heads;
     let ok = matches!(T::DTYPE, DType::F16 | DType::BF16) && d.is_multiple_of(16) && a.qkv.iter().all(|p| p % 16 == 0);
-    let tile = if ok {
-        attention_tile(d, Some(d), d, tokens * g, false, cuda.shared_optin() as usize, &[64, 32])
-    } else {
-        None
-    };
+    let tile =
+        if ok { attention_tile(d, Some(d), d, a.tq * g, false, cuda.shared_optin() as usize, &[64, 32]) } else { None };
     let Some(t) = tile else { return Ok(false) };
     let f = cuda.function("visual", &format!("visual_attention_tc_g{}_k{}_{}", t.rows, t.keys, T::DTYPE))?;
     f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, t.shared as i32)
         .map_err(cuda_err)?;
-    let ints = [seqs, tokens, heads, kv_heads, d].map(|x| x as i32);
+    let ints = [seqs, tokens, a.tq, heads, kv_heads, d].map(|x| x as i32);
     let mut b = stream.launch_builder(&f);
-    for p in a.qkv.iter().chain([&a.cu, &a.pos, &a.img, &a.head_mask]).chain(&a.out).chain([&a.status]) {
+    let ptrs = [&a.cu, &a.pos, &a.cu_q, &a.pos_q, &a.img, &a.head_mask];
+    for p in a.qkv.iter().chain(ptrs).chain(&a.out).chain([&a.status]) {
         b.arg(p);
     }
     for v in &ints {
         b.arg(v);
     }
     b.arg(&a.scale).arg(&a.radius).arg(&a.causal);
-    // Every sequence's groups of G (token, head) rows in one grid row per KV head: at most
-    // ceil(T g / G) + B of them (a block past the last returns at once).
-    let groups = (tokens * g).div_ceil(t.rows) + seqs;
+    // Every sequence's groups of G (query row, head) pairs in one grid row per KV head: at most
+    // ceil(Tq g / G) + B of them (a block past the last returns at once).
+    let groups = (a.tq * g).div_ceil(t.rows) + seqs;
     let cfg = LaunchConfig {
         grid_dim: (grid_dim("x", groups)?, grid_dim("y", kv_heads)?, 1),
         block_dim: (256, 1, 1),
@@ -331,13 +334,18 @@ impl SparseAttention {
         v: &impl DevicePtr<T>,
         cu_seqlens: &impl DevicePtr<i32>,
         pos: &impl DevicePtr<i32>,
+        cu_seqlens_q: Option<&CudaSlice<i32>>,
+        pos_q: Option<&CudaSlice<i32>>,
         o: &mut impl DevicePtrMut<T>,
         lse: &mut impl DevicePtrMut<f32>,
         status: &mut Status,
     ) -> Result<()> {
         same_dtype::<T>(self.params.dtype)?;
         let given = [("q", q.len()), ("k", k.len()), ("v", v.len()), ("cu_seqlens", cu_seqlens.len())];
-        self.check_lens(&[&given[..], &[("pos", pos.len()), ("o", o.len()), ("lse", lse.len())]].concat())?;
+        let mut lens = [&given[..], &[("pos", pos.len()), ("o", o.len()), ("lse", lse.len())]].concat();
+        lens.extend(cu_seqlens_q.map(|c| ("cu_seqlens_q", c.len())));
+        lens.extend(pos_q.map(|c| ("pos_q", c.len())));
+        self.check_lens(&lens)?;
         let p = &self.params;
         let (stp, _s) = status.cuda_slice("visual")?.device_ptr_mut(stream);
         let (qp, _a) = q.device_ptr(stream);
@@ -345,12 +353,31 @@ impl SparseAttention {
         let (vp, _c) = v.device_ptr(stream);
         let (cp, _d) = cu_seqlens.device_ptr(stream);
         let (pp, _e) = pos.device_ptr(stream);
+        // Decode: the new tokens' offsets and positions; prefill: the keys' own.
+        let (_cqg, cqp) = match cu_seqlens_q {
+            Some(c) => {
+                let (ptr, g) = c.device_ptr(stream);
+                (Some(g), ptr)
+            }
+            None => (None, cp),
+        };
+        let (_pqg, pqp) = match pos_q {
+            Some(c) => {
+                let (ptr, g) = c.device_ptr(stream);
+                (Some(g), ptr)
+            }
+            None => (None, pp),
+        };
+        let tq = self.query_rows();
         let (op, _f) = o.device_ptr_mut(stream);
         let (lp, _g) = lse.device_ptr_mut(stream);
         let tc = TcAttention {
             qkv: [qp, kp, vp],
             cu: cp,
             pos: pp,
+            cu_q: cqp,
+            pos_q: pqp,
+            tq,
             img: 0,
             head_mask: 0,
             out: [op, lp],
@@ -363,19 +390,20 @@ impl SparseAttention {
         if attention_tc::<T>(cuda, stream, &tc)? {
             return Ok(());
         }
-        let [seqs, tokens, h, hkv, d] = [p.seqs, p.tokens, p.heads, p.kv_heads, p.dim].map(|x| x as i32);
+        let [seqs, tokens, tq_i, h, hkv, d] = [p.seqs, p.tokens, tq, p.heads, p.kv_heads, p.dim].map(|x| x as i32);
         let f = cuda.function("visual", &format!("visual_sparse_attention_{}", T::DTYPE))?;
         let mut b = stream.launch_builder(&f);
-        b.arg(&qp).arg(&kp).arg(&vp).arg(&cp).arg(&pp).arg(&op).arg(&lp).arg(&stp);
-        b.arg(&seqs).arg(&tokens).arg(&h).arg(&hkv).arg(&d).arg(&p.scale);
+        b.arg(&qp).arg(&kp).arg(&vp).arg(&cp).arg(&pp).arg(&cqp).arg(&pqp).arg(&op).arg(&lp).arg(&stp);
+        b.arg(&seqs).arg(&tokens).arg(&tq_i).arg(&h).arg(&hkv).arg(&d).arg(&p.scale);
         let cfg = LaunchConfig {
-            grid_dim: (grid_dim("x", p.tokens)?, grid_dim("y", p.heads)?, 1),
+            grid_dim: (grid_dim("x", tq)?, grid_dim("y", p.heads)?, 1),
             block_dim: (128, 1, 1),
             shared_mem_bytes: 0,
         };
-        // SAFETY: matches visual_sparse_attention_<dtype>; cu_seqlens is validated in every
-        // block, keys are read within the query's own sequence, D <= 256 fits the shared query
-        // row and the two accumulators per thread; lengths checked.
+        // SAFETY: matches visual_sparse_attention_<dtype>; both cu_seqlens (keys, queries) are
+        // validated in every block before anything else is read, keys are read within the query
+        // row's own sequence, D <= 256 fits the shared query row and the two accumulators per
+        // thread; lengths checked (cu_seqlens_q and pos_q exactly when the plan decodes).
         unsafe { b.launch(cfg) }.map_err(cuda_err)?;
         Ok(())
     }
@@ -425,6 +453,9 @@ impl NeighborAttention {
             qkv: [qp, kp, vp],
             cu: cp,
             pos: 0,
+            cu_q: cp,
+            pos_q: 0,
+            tq: p.tokens,
             img: ip,
             head_mask: mp,
             out: [op, lp],

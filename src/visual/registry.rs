@@ -663,6 +663,41 @@ impl Registered for SparseAttention {
                 attn_case("bad cu_seqlens", &[5, 6, 7], 1, 1, 8, json!({"fixture.bad_cu": true})),
                 // The NaN policy (ARCHITECTURE.md): the row whose query holds a NaN is NaN.
                 attn_case("NaN in a query row", &[20, 9], 2, 1, 16, json!({"fixture.nan_q": true})),
+                // Decode over the pruned cache: new tokens (`new` a sequence) after the kept ones,
+                // or (`mid`) at positions among them, which then see only the keys before them;
+                // GQA, an empty sequence, tensor-core groups, bad query offsets.
+                attn_case(
+                    "decode 1/3/0 new over 70/33/5 kept, GQA 4/2 D64",
+                    &[70, 33, 5],
+                    4,
+                    2,
+                    64,
+                    json!({"queries": 4, "fixture.new": [1, 3, 0]}),
+                ),
+                attn_case(
+                    "decode at positions among the kept, D40",
+                    &[40, 25],
+                    3,
+                    1,
+                    40,
+                    json!({"queries": 6, "fixture.new": [2, 4], "fixture.mid": true}),
+                ),
+                attn_case(
+                    "decode tensor cores: 20/1 new over 130/60 kept, GQA 8/2 D128",
+                    &[130, 60],
+                    8,
+                    2,
+                    128,
+                    json!({"queries": 21, "fixture.new": [20, 1], "fixture.mid": true}),
+                ),
+                attn_case(
+                    "decode with bad cu_seqlens_q",
+                    &[6, 7],
+                    2,
+                    1,
+                    16,
+                    json!({"queries": 3, "fixture.new": [1, 2], "fixture.bad_cu_q": true}),
+                ),
             ],
         )
     }
@@ -683,17 +718,45 @@ impl Registered for SparseAttention {
         qkv_inputs(&mut m, fx, rng, p.dtype, p.tokens * p.dim, (p.heads, p.kv_heads));
         ints(&mut m, "cu_seqlens", &cu);
         ints(&mut m, "pos", &pos);
+        if let Some(tq) = p.queries {
+            // The new tokens of each sequence: after its last kept position, or anywhere
+            // among them (`mid`).
+            let new = fx.sizes("new");
+            let (mut cu_q, mut pos_q) = (vec![0i32], Vec::with_capacity(tq));
+            for b in 0..p.seqs {
+                let n = new.get(b).copied().unwrap_or(0);
+                let last = if cu[b + 1] > cu[b] { pos[cu[b + 1] as usize - 1] } else { -1 };
+                for i in 0..n {
+                    pos_q.push(if fx.is("mid") { rng.below((last + 3) as u64) as i32 } else { last + 1 + i as i32 });
+                }
+                cu_q.push(cu_q[b] + n as i32);
+            }
+            cu_q.resize(p.seqs + 1, tq as i32);
+            pos_q.resize(tq, 0);
+            if fx.is("bad_cu_q") {
+                cu_q[1] = cu_q[2] + 1;
+            }
+            ints(&mut m, "cu_seqlens_q", &cu_q);
+            ints(&mut m, "pos_q", &pos_q);
+            let mut x = rng.normals(tq * p.heads * p.dim, 1.0);
+            if fx.is("nan_q") && !x.is_empty() {
+                x[0] = f64::NAN;
+            }
+            m.insert("q".into(), HostTensor::from_f64(p.dtype, &[x.len()], &x));
+        }
         Ok(m)
     }
     fn oracle(&self, i: &TensorMap) -> Result<Expected> {
         let p = &self.params;
         let mut st = Status::new(&Backend::Cpu)?;
-        let n = p.tokens * p.heads;
+        let n = self.query_rows() * p.heads;
         let mut lse = vec![f32::NAN; n];
+        let (cu_q, pos_q) = (i.get("cu_seqlens_q").map(|t| t.to_i32()), i.get("pos_q").map(|t| t.to_i32()));
         let o = with_float!(p.dtype, T => {
             let mut o = vec![T::from_f32(f32::NAN); n * p.dim];
             self.run_cpu::<T>(&host(i, "q")?.to_vec()?, &host(i, "k")?.to_vec()?, &host(i, "v")?.to_vec()?,
-                &host(i, "cu_seqlens")?.to_i32(), &host(i, "pos")?.to_i32(), &mut o, &mut lse, &st)?;
+                &host(i, "cu_seqlens")?.to_i32(), &host(i, "pos")?.to_i32(), cu_q.as_deref(), pos_q.as_deref(),
+                &mut o, &mut lse, &st)?;
             Ok(to_f64(&o))
         })?;
         let mut e = Expected::with("o", o).and("lse", to_f64(&lse));
@@ -702,14 +765,16 @@ impl Registered for SparseAttention {
     }
     fn launch(&self, l: &mut Launch, dev: &mut DevMap, status: &mut Status) -> Result<()> {
         launch!(self, l, dev, status; float self.params.dtype;
-            q: ro T, k: ro T, v: ro T, cu_seqlens: ro i32, pos: ro i32, o: rw T, lse: rw f32; status)
+            q: ro T, k: ro T, v: ro T, cu_seqlens: ro i32, pos: ro i32, cu_seqlens_q: opt i32, pos_q: opt i32,
+            o: rw T, lse: rw f32; status)
     }
     fn validate_inputs(&self, i: &TensorMap) -> Result<()> {
-        self.validate(&host(i, "cu_seqlens")?.to_i32())
+        let cu_q = i.get("cu_seqlens_q").map(|t| t.to_i32());
+        self.validate(&host(i, "cu_seqlens")?.to_i32(), cu_q.as_deref())
     }
     fn flops(&self) -> f64 {
         let p = &self.params;
-        (2 * p.heads * p.dim * p.tokens * p.tokens / p.seqs) as f64
+        (2 * p.heads * p.dim * self.query_rows() * p.tokens / p.seqs) as f64
     }
 }
 

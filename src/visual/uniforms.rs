@@ -23,7 +23,7 @@ uniforms! {
     /// `visual_sparse_attention`: one workgroup per (token, head).
     SparseUniform for ["visual_sparse_attention"] {
         seqs: u32, tokens: u32, heads: u32, kv_heads: u32, dim: u32, scale: f32, q_off: u32, k_off: u32, v_off: u32,
-        cu_off: u32, pos_off: u32, o_off: u32, lse_off: u32,
+        cu_off: u32, pos_off: u32, o_off: u32, lse_off: u32, tq: u32, cuq_off: u32, posq_off: u32,
     }
     /// `visual_neighbor_attention`: one workgroup per (token, head); `has_mask` says whether
     /// `head_mask` is bound (else a placeholder).

@@ -194,11 +194,26 @@ impl SparseAttention {
         v: WgpuTensor,
         cu_seqlens: WgpuTensor,
         pos: WgpuTensor,
+        cu_seqlens_q: Option<WgpuTensor>,
+        pos_q: Option<WgpuTensor>,
         o: WgpuTensor,
         lse: WgpuTensor,
         status: &Status,
     ) -> Result<()> {
         let (p, mb) = (&self.params, gpu.max_binding());
+        // Decode: the new tokens' offsets and positions; prefill: the keys' own, bound twice.
+        let ((cuq_buf, cuq_off), (posq_buf, posq_off)) = match (p.queries, cu_seqlens_q, pos_q) {
+            (Some(_), Some(c), Some(q)) => {
+                ((c.buffer, self.bind(&c, "cu_seqlens_q", mb)?), (q.buffer, self.bind(&q, "pos_q", mb)?))
+            }
+            (Some(_), _, _) => {
+                return Err(Error::InvalidParams("sparse_attention: a decode needs cu_seqlens_q and pos_q".into()))
+            }
+            (None, _, _) => (
+                (cu_seqlens.buffer, self.bind(&cu_seqlens, "cu_seqlens", mb)?),
+                (pos.buffer, self.bind(&pos, "pos", mb)?),
+            ),
+        };
         let u = SparseUniform {
             seqs: u32_of("seqs", p.seqs)?,
             tokens: u32_of("tokens", p.tokens)?,
@@ -213,11 +228,16 @@ impl SparseAttention {
             pos_off: self.bind(&pos, "pos", mb)?,
             o_off: self.bind(&o, "o", mb)?,
             lse_off: self.bind(&lse, "lse", mb)?,
+            tq: u32_of("queries", self.query_rows())?,
+            cuq_off,
+            posq_off,
         };
         let st = status.wgpu_buffer("sparse_attention")?;
-        let bufs = [q.buffer, k.buffer, v.buffer, cu_seqlens.buffer, pos.buffer, o.buffer, lse.buffer, st];
-        let groups = u32_of("workgroups", p.tokens * p.heads)?;
-        let budget = attend_loops(p.seqs, p.tokens, p.dim);
+        let bufs =
+            [q.buffer, k.buffer, v.buffer, cu_seqlens.buffer, pos.buffer, o.buffer, lse.buffer, st, cuq_buf, posq_buf];
+        let groups = u32_of("workgroups", self.query_rows() * p.heads)?;
+        // Both offset checks walk the sequences; the key walk is the keys' (attend_loops).
+        let budget = attend_loops(p.seqs, p.tokens, p.dim) + p.seqs as u64;
         gpu.dispatch(
             enc,
             &format!("visual_sparse_attention_{}", p.dtype),
