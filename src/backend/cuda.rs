@@ -196,6 +196,23 @@ pub(crate) fn grid_1d(n: usize, threads: u32) -> Result<LaunchConfig> {
     Ok(LaunchConfig { grid_dim: (n as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 })
 }
 
+/// The device pointer of an optional buffer, or `absent` without one (null, or a stand-in the
+/// kernel never reads), with the guard that orders the launch after the buffer's last use.
+pub(crate) fn opt_ptr<'a, T>(
+    buf: Option<&'a cudarc::driver::CudaSlice<T>>,
+    stream: &'a Arc<CudaStream>,
+    absent: u64,
+) -> (u64, Option<cudarc::driver::SyncOnDrop<'a>>) {
+    use cudarc::driver::DevicePtr;
+    match buf {
+        Some(b) => {
+            let (ptr, guard) = b.device_ptr(stream);
+            (ptr, Some(guard))
+        }
+        None => (absent, None),
+    }
+}
+
 /// A float storage type a CUDA kernel takes: f32, f16 or bf16.
 pub trait CudaFloat: crate::dtype::Float + cudarc::driver::DeviceRepr {}
 impl CudaFloat for f32 {}

@@ -6,7 +6,7 @@ use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 
 use super::{tc_tile, AbsorbQ, AppendCache, Geometry, HeadProduct, MlaDecode, MlaPrefill, ProjectOut, Rope};
-use crate::backend::cuda::{cuda_err, CudaBackend, CudaFloat};
+use crate::backend::cuda::{cuda_err, opt_ptr, CudaBackend, CudaFloat};
 use crate::backend::Status;
 use crate::dtype::{same_dtype, DType};
 use crate::error::{Error, Result};
@@ -114,22 +114,10 @@ fn attention<T: CudaFloat, E: CudaFloat, Q: DevicePtr<T>, C: DevicePtr<E>, B: De
         None => (None, cp + (g.latent * E::DTYPE.size()) as u64, w, w),
     };
     // The fp8 cache's scales (null for a float cache).
-    let (_cs_guard, csp) = match i.cache_scale {
-        Some(cs) => {
-            let (ptr, guard) = cs.device_ptr(stream);
-            (Some(guard), ptr)
-        }
-        None => (None, 0u64),
-    };
+    let (csp, _cs_guard) = opt_ptr(i.cache_scale, stream, 0);
     // `_e4m3` kernels read an fp8 cache.
     let cache_tag = if g.fp8() { "e4m3_" } else { "" };
-    let (_cu_guard, cup) = match i.cu {
-        Some(cu) => {
-            let (ptr, guard) = cu.device_ptr(stream);
-            (Some(guard), ptr)
-        }
-        None => (None, 0u64),
-    };
+    let (cup, _cu_guard) = opt_ptr(i.cu, stream, 0);
     let (tp, _c) = i.block_table.device_ptr(stream);
     let (lp, _d) = i.seq_lens.device_ptr(stream);
     let (op, _e) = o.device_ptr_mut(stream);
@@ -242,13 +230,7 @@ impl AppendCache {
         let (kp, _a) = kv_new.device_ptr(stream);
         let (sp, _b) = slots.device_ptr(stream);
         let (cp, _c) = cache.device_ptr_mut(stream);
-        let (_g1, pp) = match pe_new {
-            Some(v) => {
-                let (ptr, g) = v.device_ptr(stream);
-                (Some(g), ptr)
-            }
-            None => (None, kp),
-        };
+        let (pp, _g1) = opt_ptr(pe_new, stream, kp);
         let w = (p.latent + p.rope) as i64;
         let (_g2, dst_pe, kv_stride, pe_stride) = match pe_cache {
             Some(pc) => {

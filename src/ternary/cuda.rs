@@ -7,7 +7,7 @@ use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKern
 use super::{
     words_per_row, BitLinear, MlgruScan, MlgruStep, Pack, QuantizeWeights, RmsNormQuant, TernaryMatmul, Unpack,
 };
-use crate::backend::cuda::{cuda_err, grid_1d, CudaBackend, CudaFloat};
+use crate::backend::cuda::{cuda_err, grid_1d, opt_ptr, CudaBackend, CudaFloat};
 use crate::backend::Status;
 use crate::dtype::same_dtype;
 use crate::error::{Error, Result};
@@ -325,7 +325,7 @@ impl MlgruStep {
         lens.extend([("o", o.len())].into_iter().chain(lb.map(|l| ("lb", l.len()))));
         self.check_lens(&lens)?;
         let (st, _sg) = status_ptr(status, stream)?;
-        let (lbp, _lg) = lb_ptr(lb, stream);
+        let (lbp, _lg) = opt_ptr(lb, stream, 0); // null without a lower bound
         let f = cuda.function("ternary", &format!("ternary_mlgru_step_{}", T::DTYPE))?;
         let (fp, _a) = fcg.device_ptr(stream);
         let (hp, _b) = state.device_ptr_mut(stream);
@@ -342,21 +342,6 @@ impl MlgruStep {
         // row; lb is null without a lower bound.
         unsafe { b.launch(cfg) }.map_err(cuda_err)?;
         Ok(())
-    }
-}
-
-/// The lower bound's pointer, or null; `check_lens` made sure it is given exactly when the plan
-/// has a lower bound.
-fn lb_ptr<'a>(
-    lb: Option<&'a cudarc::driver::CudaSlice<f32>>,
-    stream: &'a Arc<CudaStream>,
-) -> (u64, Option<SyncOnDrop<'a>>) {
-    match lb {
-        None => (0, None),
-        Some(l) => {
-            let (ptr, g) = l.device_ptr(stream);
-            (ptr, Some(g))
-        }
     }
 }
 
@@ -385,7 +370,7 @@ impl MlgruScan {
         lens.extend([("w", w.len()), ("ws", ws.len()), ("o", o.len())].into_iter().chain(lb.map(|l| ("lb", l.len()))));
         self.check_lens(&lens)?;
         let (st, _sg) = status_ptr(status, stream)?;
-        let (lbp, _lg) = lb_ptr(lb, stream);
+        let (lbp, _lg) = opt_ptr(lb, stream, 0); // null without a lower bound
         let chunks = self.chunks();
         let (fp, _a) = fcg.device_ptr(stream);
         let (cp, _b) = cu.device_ptr(stream);

@@ -6,7 +6,7 @@ use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 
 use super::{AttnMass, Compact, Merge, NeighborAttention, Select, SelectMode, SparseAttention};
-use crate::backend::cuda::{cuda_err, CudaBackend, CudaFloat};
+use crate::backend::cuda::{cuda_err, opt_ptr, CudaBackend, CudaFloat};
 use crate::backend::Status;
 use crate::dtype::{same_dtype, DType};
 use crate::error::{Error, Result};
@@ -104,21 +104,9 @@ impl Select {
         let (stp, _s) = status.cuda_slice("visual")?.device_ptr_mut(stream);
         let (sp, _a) = score.device_ptr(stream);
         let (lp, _b) = lens.device_ptr(stream);
-        let (_og, op) = match order.filter(|_| p.has_order) {
-            Some(o) => {
-                let (ptr, g) = o.device_ptr(stream);
-                (Some(g), ptr)
-            }
-            None => (None, sp),
-        };
+        let (op, _og) = opt_ptr(order.filter(|_| p.has_order), stream, sp);
         // The per-sequence counts (null: `k` for every sequence).
-        let (_kg, kp) = match keep.filter(|_| p.per_seq_k) {
-            Some(k) => {
-                let (ptr, g) = k.device_ptr(stream);
-                (Some(g), ptr)
-            }
-            None => (None, 0u64),
-        };
+        let (kp, _kg) = opt_ptr(keep.filter(|_| p.per_seq_k), stream, 0);
         let (ip, _c) = idx.device_ptr_mut(stream);
         let (cp, _d) = count.device_ptr_mut(stream);
         let mode = match p.mode {
@@ -354,20 +342,7 @@ impl SparseAttention {
         let (cp, _d) = cu_seqlens.device_ptr(stream);
         let (pp, _e) = pos.device_ptr(stream);
         // Decode: the new tokens' offsets and positions; prefill: the keys' own.
-        let (_cqg, cqp) = match cu_seqlens_q {
-            Some(c) => {
-                let (ptr, g) = c.device_ptr(stream);
-                (Some(g), ptr)
-            }
-            None => (None, cp),
-        };
-        let (_pqg, pqp) = match pos_q {
-            Some(c) => {
-                let (ptr, g) = c.device_ptr(stream);
-                (Some(g), ptr)
-            }
-            None => (None, pp),
-        };
+        let ((cqp, _cqg), (pqp, _pqg)) = (opt_ptr(cu_seqlens_q, stream, cp), opt_ptr(pos_q, stream, pp));
         let tq = self.query_rows();
         let (op, _f) = o.device_ptr_mut(stream);
         let (lp, _g) = lse.device_ptr_mut(stream);
@@ -438,13 +413,7 @@ impl NeighborAttention {
         let (vp, _c) = v.device_ptr(stream);
         let (cp, _d) = cu_seqlens.device_ptr(stream);
         let (ip, _e) = img.device_ptr(stream);
-        let (_mg, mp) = match head_mask.filter(|_| p.has_head_mask) {
-            Some(m) => {
-                let (ptr, g) = m.device_ptr(stream);
-                (Some(g), ptr)
-            }
-            None => (None, 0u64),
-        };
+        let (mp, _mg) = opt_ptr(head_mask.filter(|_| p.has_head_mask), stream, 0);
         let (op, _f) = o.device_ptr_mut(stream);
         let (lp, _g) = lse.device_ptr_mut(stream);
         let [seqs, tokens, h, hkv, d, r] = [p.seqs, p.tokens, p.heads, p.kv_heads, p.dim, p.radius].map(|x| x as i32);
